@@ -11,11 +11,16 @@ package fsm
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
+	"sync"
 
+	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	gproto "google.golang.org/protobuf/proto"
 
 	pb "github.com/skiff-sh/skiff/proto"
 )
@@ -75,8 +80,8 @@ type Result struct {
 	Index  uint64     // Raft index the command was applied at
 	Object *pb.Object // the object after the change; for a deletion its last state
 	Action string
-	Err    error      // nil on success; wraps one of the package errors
-	Batch  []*Result  // one per nested command of a batch
+	Err    error     // nil on success; wraps one of the package errors
+	Batch  []*Result // one per nested command of a batch
 }
 
 // Event is one change seen by a watch.
@@ -99,7 +104,24 @@ type Query struct {
 // safe concurrently with Apply. Objects it returns are shared and must not be
 // modified: Clone them first.
 type FSM struct {
-	cfg Config
+	cfg   Config
+	kinds map[string]*kindMeta
+
+	// wmu serialises writers (Apply, Restore). Raft never calls them
+	// concurrently, but ApplyCommand is public.
+	wmu sync.Mutex
+
+	// mu makes a commit, its applied index and its watch events visible
+	// together, so a List at index i followed by a Watch from i neither misses
+	// nor repeats an event. It is held only briefly: a memdb commit swaps
+	// roots, it copies nothing.
+	mu      sync.RWMutex
+	db      *memdb.MemDB
+	applied uint64
+	events  eventLog
+	// notify is closed and replaced whenever applied or events change: one
+	// broadcast wakes every waiter and watcher, whatever their number.
+	notify chan struct{}
 }
 
 var (
@@ -108,56 +130,216 @@ var (
 )
 
 // New returns an empty store.
-func New(cfg Config) (*FSM, error) { panic("TODO") }
-
-// EncodeCommand serialises a command for raft.Apply.
-func EncodeCommand(cmd *pb.Command) ([]byte, error) { panic("TODO") }
-
-// DecodeCommand parses a command from a Raft log entry.
-func DecodeCommand(b []byte) (*pb.Command, error) { panic("TODO") }
+func New(cfg Config) (*FSM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := newDB()
+	if err != nil {
+		return nil, fmt.Errorf("fsm: create store: %w", err)
+	}
+	return &FSM{
+		cfg:    cfg,
+		kinds:  newKindTable(),
+		db:     db,
+		events: newEventLog(cfg.EventWindow, 0, 0),
+		notify: make(chan struct{}),
+	}, nil
+}
 
 // Apply implements raft.FSM; it returns a *Result.
-func (f *FSM) Apply(l *raft.Log) interface{} { panic("TODO") }
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	if l.Type != raft.LogCommand {
+		// Only ApplyBatch sees these (configuration entries); they change
+		// nothing but still advance the applied index.
+		return f.apply(l.Index, nil, nil)
+	}
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		return f.apply(l.Index, nil, err)
+	}
+	return f.apply(l.Index, cmd, nil)
+}
 
 // ApplyBatch implements raft.BatchingFSM; it returns one *Result per log.
-func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} { panic("TODO") }
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	for i, l := range logs {
+		out[i] = f.Apply(l)
+	}
+	return out
+}
 
 // ApplyCommand applies one command at the given index: the deterministic core
 // of Apply, usable directly in tests.
-func (f *FSM) ApplyCommand(index uint64, cmd *pb.Command) *Result { panic("TODO") }
+func (f *FSM) ApplyCommand(index uint64, cmd *pb.Command) *Result {
+	if cmd == nil {
+		return f.apply(index, nil, fmt.Errorf("%w: nil command", ErrInvalid))
+	}
+	// The store keeps parts of the command; the caller keeps cmd.
+	return f.apply(index, gproto.Clone(cmd).(*pb.Command), nil)
+}
 
-// Snapshot implements raft.FSM; it is O(1).
-func (f *FSM) Snapshot() (raft.FSMSnapshot, error) { panic("TODO") }
-
-// Restore implements raft.FSM, replacing the whole state.
-func (f *FSM) Restore(r io.ReadCloser) error { panic("TODO") }
+// apply runs cmd (which the store now owns) at index in one memdb write
+// transaction. A nil cmd with a nil err only advances the index.
+func (f *FSM) apply(index uint64, cmd *pb.Command, err error) *Result {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	res := &Result{Index: index, Err: err}
+	if index <= f.applied {
+		// Raft never replays an index; refuse rather than corrupt the watch log.
+		res.Err = fmt.Errorf("%w: index %d is not after the applied index %d", ErrInvalid, index, f.applied)
+		return res
+	}
+	var txn *memdb.Txn
+	var events []Event
+	if err != nil {
+		f.cfg.Logger.Warn("fsm: skipping undecodable log entry", "index", index, "err", err)
+	} else if cmd != nil {
+		txn = f.db.Txn(true)
+		a := &applier{kinds: f.kinds, txn: txn, index: index, log: f.cfg.Logger}
+		var ok bool
+		if res, ok = a.safeCommand(cmd); ok {
+			events = a.events
+		} else {
+			txn.Abort() // nothing of a command that panicked is kept
+			txn = nil
+		}
+	}
+	f.mu.Lock()
+	if txn != nil {
+		txn.Commit()
+	}
+	f.applied = index
+	f.events.append(events)
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+	return res
+}
 
 // AppliedIndex returns the index of the last applied log entry.
-func (f *FSM) AppliedIndex() uint64 { panic("TODO") }
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
+}
 
 // WaitForIndex blocks until AppliedIndex() >= index or ctx ends.
-func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error { panic("TODO") }
+func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
+	for {
+		f.mu.RLock()
+		applied, ch := f.applied, f.notify
+		f.mu.RUnlock()
+		if applied >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// read returns a read transaction and the index it reflects.
+func (f *FSM) read() (*memdb.Txn, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.db.Txn(false), f.applied
+}
+
+// kind resolves a kind name; besides "Pod" it accepts what kubectl does
+// ("pods", "po").
+func (f *FSM) kind(name string) (*kindMeta, error) {
+	return resolveKind(f.kinds, name)
+}
 
 // Get returns one object; ErrNotFound if absent.
-func (f *FSM) Get(kind, namespace, name string) (*pb.Object, error) { panic("TODO") }
+func (f *FSM) Get(kind, namespace, name string) (*pb.Object, error) {
+	km, err := f.kind(kind)
+	if err != nil {
+		return nil, err
+	}
+	if !km.Namespaced {
+		namespace = ""
+	}
+	txn, _ := f.read()
+	if r := lookup(txn, objectKey(km.Kind, namespace, name)); r != nil {
+		return r.obj, nil
+	}
+	return nil, fmt.Errorf("%w: %s %q", ErrNotFound, km.Plural, displayKey(namespace, name))
+}
 
 // List returns matching objects sorted by namespace and name, and the applied
 // index they reflect. A bad selector is ErrInvalid naming it.
-func (f *FSM) List(q Query) ([]*pb.Object, uint64, error) { panic("TODO") }
+func (f *FSM) List(q Query) ([]*pb.Object, uint64, error) {
+	m, err := f.compile(q)
+	if err != nil {
+		return nil, 0, err
+	}
+	txn, index := f.read()
+	var it memdb.ResultIterator
+	if node, ok := m.nodeName(); ok {
+		// Pods on one node come from the node index, already in key order.
+		it, err = txn.Get(tableObjects, indexNode, node)
+	} else {
+		prefix := m.kind.Kind + "\x00"
+		if m.namespace != "" {
+			prefix += m.namespace + "\x00"
+		}
+		it, err = txn.Get(tableObjects, indexID+"_prefix", prefix)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("fsm: list %s: %w", m.kind.Plural, err)
+	}
+	var out []*pb.Object
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if r := raw.(*record); m.matches(r.obj) {
+			out = append(out, r.obj)
+		}
+	}
+	return out, index, nil
+}
 
-// Watch streams events after fromIndex (0: from now) that match q. An object
-// that stops matching the label selector is sent as Deleted, one that starts
-// matching as Added. fromIndex older than the retained window is ErrExpired.
-// The watch ends when ctx ends; a watcher too slow to keep up gets ErrExpired.
-func (f *FSM) Watch(ctx context.Context, q Query, fromIndex uint64) (*Watcher, error) { panic("TODO") }
-
-// Watcher delivers events in index order.
-type Watcher struct{}
-
-// Next blocks for the next event. It returns ctx's error when ctx ends and
-// ErrExpired if the watcher fell out of the retained window.
-func (w *Watcher) Next(ctx context.Context) (Event, error) { panic("TODO") }
+// Dependents returns the objects whose ownerReferences name ownerUID, in key
+// order: the garbage collector's lookup.
+func (f *FSM) Dependents(ownerUID string) []*pb.Object {
+	txn, _ := f.read()
+	it, err := txn.Get(tableObjects, indexOwner, ownerUID)
+	if err != nil {
+		return nil
+	}
+	var out []*pb.Object
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*record).obj)
+	}
+	return out
+}
 
 // StateHash returns a SHA-256 over every object in key order, encoded
 // deterministically: equal on every master that applied the same log.
-func (f *FSM) StateHash() string { panic("TODO") }
+func (f *FSM) StateHash() string {
+	txn, _ := f.read()
+	h := sha256.New()
+	if err := writeObjects(h, txn); err != nil {
+		// Only a marshalling bug can get here; make it visible in the hash.
+		return "error: " + err.Error()
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func lookup(txn *memdb.Txn, key string) *record {
+	raw, err := txn.First(tableObjects, indexID, key)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*record)
+}
+
+func displayKey(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}

@@ -1,0 +1,113 @@
+package fsm_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/skiff-sh/skiff/fsm"
+)
+
+// encodedCreates returns n encoded pod creates starting at index first.
+func encodedCreates(b *testing.B, first uint64, n int) []*raft.Log {
+	logs := make([]*raft.Log, n)
+	for i := range logs {
+		idx := first + uint64(i)
+		cmd := createCmd(pod("default", fmt.Sprint("pod-", i), map[string]string{"app": fmt.Sprint("app-", i%100)}))
+		cmd.Time, cmd.Uid = timeAt(idx), fmt.Sprint("uid-", idx)
+		data, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs[i] = &raft.Log{Index: idx, Type: raft.LogCommand, Data: data}
+	}
+	return logs
+}
+
+func BenchmarkApplyCreate(b *testing.B) {
+	c := newCluster(b, 0)
+	c.must(createCmd(namespace("default")))
+	logs := encodedCreates(b, 2, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, l := range logs {
+		if res := c.f.Apply(l).(*fsm.Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+}
+
+func BenchmarkList(b *testing.B) {
+	c := newCluster(b, 0)
+	c.must(createCmd(namespace("default")))
+	for _, l := range encodedCreates(b, 2, 10000) {
+		c.f.Apply(l)
+	}
+	for _, tc := range []struct {
+		name string
+		q    fsm.Query
+		want int
+	}{
+		{"label", fsm.Query{Kind: "Pod", Namespace: "default", LabelSelector: "app=app-7"}, 100},
+		{"label-set", fsm.Query{Kind: "Pod", LabelSelector: "app in (app-1,app-2),app!=app-3"}, 200},
+		{"all", fsm.Query{Kind: "Pod"}, 10000},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				objs, _, err := c.f.List(tc.q)
+				if err != nil || len(objs) != tc.want {
+					b.Fatalf("%d objects, %v", len(objs), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWatchFanout measures one applied change delivered to 100
+// watchers, half of which filter most changes out by label.
+func BenchmarkWatchFanout(b *testing.B) {
+	const watchers = 100
+	c := newCluster(b, 0)
+	c.must(createCmd(namespace("default")))
+	logs := encodedCreates(b, 2, b.N)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < watchers; i++ {
+		q := fsm.Query{Kind: "Pod"}
+		if i%2 == 1 {
+			q.LabelSelector = "app=app-0"
+		}
+		w, err := c.f.Watch(ctx, q, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				ev, err := w.Next(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if ev.Object.Meta().GetName() == "sentinel" {
+					return
+				}
+			}
+		}()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, l := range logs {
+		c.f.Apply(l)
+	}
+	// Every watcher matches the sentinel, so each one ends after seeing all.
+	c.index = uint64(len(logs)) + 1
+	c.must(createCmd(pod("default", "sentinel", map[string]string{"app": "app-0"})))
+	wg.Wait()
+}

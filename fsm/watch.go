@@ -1,0 +1,164 @@
+package fsm
+
+import (
+	"context"
+)
+
+// eventLog is the ring of the last window watch events, in index order. It
+// is guarded by FSM.mu.
+type eventLog struct {
+	buf  []Event
+	next uint64 // sequence number of the next event; event seq lives in buf[seq%len(buf)]
+	// start is the index after which every event is still retained: a watch
+	// may resume from start or later.
+	start uint64
+	// epoch changes on Restore: history before it is gone, so every watcher
+	// of an older epoch expires.
+	epoch uint64
+}
+
+func newEventLog(window int, start, epoch uint64) eventLog {
+	return eventLog{buf: make([]Event, window), start: start, epoch: epoch}
+}
+
+// oldest returns the sequence number of the oldest retained event.
+func (l *eventLog) oldest() uint64 {
+	if n := uint64(len(l.buf)); l.next > n {
+		return l.next - n
+	}
+	return 0
+}
+
+func (l *eventLog) append(evs []Event) {
+	n := uint64(len(l.buf))
+	for _, e := range evs {
+		slot := &l.buf[l.next%n]
+		if l.next >= n {
+			// Evicting an event at index i may leave others at i (a batch),
+			// so only resuming from i or later stays exact.
+			l.start = slot.Index
+		}
+		*slot = e
+		l.next++
+	}
+}
+
+// seek returns the sequence number of the first retained event after index.
+func (l *eventLog) seek(index uint64) uint64 {
+	lo, hi := l.oldest(), l.next
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if l.buf[mid%uint64(len(l.buf))].Index > index {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// Watch streams events after fromIndex (0: from now) that match q. An object
+// that stops matching the label selector is sent as Deleted, one that starts
+// matching as Added. fromIndex older than the retained window is ErrExpired.
+// The watch ends when ctx ends; a watcher too slow to keep up gets ErrExpired.
+func (f *FSM) Watch(ctx context.Context, q Query, fromIndex uint64) (*Watcher, error) {
+	m, err := f.compile(q)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	w := &Watcher{f: f, m: m, ctx: ctx, epoch: f.events.epoch}
+	switch {
+	case fromIndex == 0:
+		w.seq = f.events.next
+	case fromIndex < f.events.start:
+		return nil, errorf(ErrExpired, "resourceVersion %d is older than the oldest retained (%d): list again", fromIndex, f.events.start)
+	default:
+		w.seq = f.events.seek(fromIndex)
+	}
+	return w, nil
+}
+
+// Watcher delivers events in index order. It reads the store's shared event
+// log at its own pace: no per-watcher buffer, no goroutine. Next must not be
+// called concurrently.
+type Watcher struct {
+	f     *FSM
+	m     *matcher
+	ctx   context.Context
+	epoch uint64
+	seq   uint64 // the next event to look at
+	err   error  // sticky ErrExpired
+}
+
+// Next blocks for the next event. It returns ctx's error when ctx ends and
+// ErrExpired if the watcher fell out of the retained window. A Next that
+// ends because its own ctx ended (a deadline for bookmarks, say) leaves the
+// Watcher usable.
+func (w *Watcher) Next(ctx context.Context) (Event, error) {
+	for {
+		if w.err != nil {
+			return Event{}, w.err
+		}
+		if err := w.ctx.Err(); err != nil {
+			return Event{}, err
+		}
+		if err := ctx.Err(); err != nil {
+			return Event{}, err
+		}
+		ev, ok, wait := w.take()
+		if ok {
+			if out, ok := w.m.filter(ev); ok {
+				return out, nil
+			}
+			continue
+		}
+		if wait == nil {
+			continue // w.err is set
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		case <-w.ctx.Done():
+		}
+	}
+}
+
+// take returns the next event, or the channel to wait on when there is none
+// yet, or (nil) after setting w.err.
+func (w *Watcher) take() (ev Event, ok bool, wait <-chan struct{}) {
+	f := w.f
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	l := &f.events
+	if l.epoch != w.epoch || w.seq < l.oldest() {
+		w.err = errorf(ErrExpired, "watch fell behind the retained window of %d events: list again", len(l.buf))
+		return Event{}, false, nil
+	}
+	if w.seq < l.next {
+		ev = l.buf[w.seq%uint64(len(l.buf))]
+		w.seq++
+		return ev, true, nil
+	}
+	return Event{}, false, f.notify
+}
+
+// Progress returns an index from which a new watch would miss nothing this
+// one has not delivered yet: the resourceVersion for a BOOKMARK event. It is
+// 0 once the watcher has expired.
+func (w *Watcher) Progress() uint64 {
+	f := w.f
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	l := &f.events
+	switch {
+	case l.epoch != w.epoch || w.seq < l.oldest():
+		return 0
+	case w.seq >= l.next:
+		return f.applied
+	}
+	// Events at this index may already have been delivered (a batch); a
+	// resume repeats them rather than losing any.
+	return l.buf[w.seq%uint64(len(l.buf))].Index - 1
+}
