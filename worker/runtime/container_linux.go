@@ -1,0 +1,139 @@
+package runtime
+
+import (
+	"path"
+	"strings"
+	"sync"
+
+	"github.com/moby/sys/capability"
+	"github.com/opencontainers/cgroups"
+	devices "github.com/opencontainers/cgroups/devices/config"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"golang.org/x/sys/unix"
+)
+
+// Paths hidden from containers and paths made read-only, as in containerd's
+// default spec.
+var (
+	maskedPaths = []string{
+		"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+		"/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware",
+	}
+	readonlyPaths = []string{
+		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+// allCapabilities lists every capability the kernel supports, in
+// libcontainer's "CAP_X" form.
+var allCapabilities = sync.OnceValue(func() []string {
+	caps, err := capability.ListSupported()
+	if err != nil {
+		caps = capability.ListKnown()
+	}
+	out := make([]string, 0, len(caps))
+	for _, c := range caps {
+		out = append(out, "CAP_"+strings.ToUpper(c.String()))
+	}
+	return out
+})
+
+// containerConfig builds the libcontainer config of container id in sb.
+// The process (args, env, user) is not part of it: the shim supplies that
+// once the user is resolved against the rootfs.
+func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec ContainerSpec, res resources, caps []string) *configs.Config {
+	sc := spec.Container.GetSecurityContext()
+	privileged := sc.GetPrivileged()
+
+	ns := configs.Namespaces{
+		{Type: configs.NEWNS},
+		{Type: configs.NEWPID},
+		{Type: configs.NEWIPC, Path: sb.IPCNSPath},
+	}
+	if !sb.HostNetwork {
+		ns = append(ns,
+			configs.Namespace{Type: configs.NEWNET, Path: sb.NetNSPath},
+			configs.Namespace{Type: configs.NEWUTS, Path: sb.UTSNSPath})
+	}
+	if cgroups.IsCgroup2UnifiedMode() {
+		ns = append(ns, configs.Namespace{Type: configs.NEWCGROUP})
+	}
+
+	const noexec = unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV
+	mounts := []*configs.Mount{
+		{Source: "proc", Destination: "/proc", Device: "proc", Flags: noexec},
+		{Source: "tmpfs", Destination: "/dev", Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: "mode=755,size=65536k"},
+		{Source: "devpts", Destination: "/dev/pts", Device: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{Source: sb.ShmPath, Destination: "/dev/shm", Device: "bind", Flags: unix.MS_BIND | noexec},
+		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: noexec},
+		{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: noexec | unix.MS_RDONLY},
+		{Source: "cgroup", Destination: "/sys/fs/cgroup", Device: "cgroup", Flags: noexec | unix.MS_RELATIME | unix.MS_RDONLY},
+	}
+	if privileged {
+		mounts[5].Flags &^= unix.MS_RDONLY
+	}
+	for _, m := range spec.Mounts {
+		flags := unix.MS_BIND | unix.MS_REC
+		if m.ReadOnly {
+			flags |= unix.MS_RDONLY
+		}
+		mounts = append(mounts, &configs.Mount{
+			Source:           m.HostPath,
+			Destination:      path.Clean(m.ContainerPath),
+			Device:           "bind",
+			Flags:            flags,
+			PropagationFlags: []int{unix.MS_PRIVATE | unix.MS_REC},
+		})
+	}
+
+	var rules []*devices.Rule
+	var devs []*devices.Device
+	for _, d := range specconv.AllowedDevices {
+		rules = append(rules, &d.Rule)
+		if d.Path != "" {
+			devs = append(devs, d)
+		}
+	}
+	if privileged {
+		// Every device is accessible, though only the default nodes exist
+		// in /dev.
+		rules = []*devices.Rule{{Type: devices.WildcardDevice, Major: devices.Wildcard, Minor: devices.Wildcard, Permissions: "rwm", Allow: true}}
+	}
+
+	resources := &cgroups.Resources{
+		Devices:   rules,
+		CpuShares: res.CPUShares,
+		CpuQuota:  res.CPUQuota,
+		CpuPeriod: res.CPUPeriod,
+		Memory:    res.Memory,
+	}
+	if res.Memory > 0 && r.memsw {
+		// No swap beyond the memory limit, as the kubelet does.
+		resources.MemorySwap = res.Memory
+	}
+
+	cfg := &configs.Config{
+		Rootfs:     rootfs,
+		Readonlyfs: sc.GetReadOnlyRootFilesystem(),
+		Capabilities: &configs.Capabilities{
+			Bounding:  caps,
+			Effective: caps,
+			Permitted: caps,
+		},
+		Namespaces: ns,
+		Mounts:     mounts,
+		Devices:    devs,
+		Cgroups: &cgroups.Cgroup{
+			Path:      path.Join(sb.CgroupPath, id),
+			Resources: resources,
+		},
+		NoNewPrivileges: sc != nil && sc.AllowPrivilegeEscalation != nil && !sc.GetAllowPrivilegeEscalation(),
+	}
+	if !privileged {
+		cfg.MaskPaths = maskedPaths
+		cfg.ReadonlyPaths = readonlyPaths
+	}
+	return cfg
+}

@@ -1,0 +1,736 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/system"
+	"golang.org/x/sys/unix"
+)
+
+// Runtime runs pod sandboxes and containers. It keeps no state in memory
+// that is not also on disk, so any number of Runtime values (in this or a
+// later process) over the same directories see the same containers.
+//
+// Methods are safe for concurrent use. Calls for one container are
+// serialized; the caller (one pod worker per pod) should not need to.
+type Runtime struct {
+	cfg   Config
+	log   *slog.Logger
+	locks keyedMutex
+	// memsw is whether cgroup v1 swap accounting is on, so the memory
+	// limit can cover swap too.
+	memsw bool
+}
+
+// On-disk layout:
+//
+//	StateDir/containers/<id>/container.json  containerRecord, written before the shim starts
+//	StateDir/containers/<id>/shim.json       shimState, written by the shim once the container runs
+//	StateDir/containers/<id>/exit.json       exitRecord, written by the shim when the container exits
+//	StateDir/containers/<id>/shim.log        the shim's own stderr
+//	StateDir/containers/<id>/rootfs/         the overlay mount (while the shim runs)
+//	StateDir/libcontainer/<id>/              libcontainer's state
+//	StateDir/sandboxes/<podUID>/             sandbox.json, ns/{net,ipc,uts} pins, shm/
+//	DataDir/containers/<id>/{upper,work}/    the container's writable layer
+//	DataDir/containers/<id>/container.log*   its logs
+
+type containerRecord struct {
+	ID          string            `json:"id"`
+	PodUID      string            `json:"podUID"`
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Image       string            `json:"image"`
+	ImageID     string            `json:"imageID"`
+	CreatedAt   time.Time         `json:"createdAt"`
+	LogPath     string            `json:"logPath"`
+	LogMaxSize  int64             `json:"logMaxSize"`
+	LogMaxFiles int               `json:"logMaxFiles"`
+	Rootfs      rootfsSpec        `json:"rootfs"`
+	Process     processSpec       `json:"process"`
+	StopSignal  int               `json:"stopSignal"`
+	// LibcontainerRoot is libcontainer's state root (shared by all
+	// containers of the runtime).
+	LibcontainerRoot string          `json:"libcontainerRoot"`
+	Config           *configs.Config `json:"config"`
+}
+
+type rootfsSpec struct {
+	Lower  []string `json:"lower"` // lowest first
+	Upper  string   `json:"upper"`
+	Work   string   `json:"work"`
+	Target string   `json:"target"`
+}
+
+type shimState struct {
+	ShimPid       int       `json:"shimPid"`
+	ShimStartTime uint64    `json:"shimStartTime"` // in clock ticks since boot, from /proc/PID/stat
+	InitPid       int       `json:"initPid"`
+	StartedAt     time.Time `json:"startedAt"`
+	UID           int       `json:"uid"`
+	GID           int       `json:"gid"`
+	Groups        []int     `json:"groups,omitempty"`
+	// Env is the init's final environment (HOME resolved); execs get it.
+	Env []string `json:"env,omitempty"`
+}
+
+type exitRecord struct {
+	ExitCode   int       `json:"exitCode"`
+	Signal     int       `json:"signal,omitempty"`
+	OOMKilled  bool      `json:"oomKilled,omitempty"`
+	Reason     string    `json:"reason"`
+	Message    string    `json:"message,omitempty"`
+	FinishedAt time.Time `json:"finishedAt"`
+}
+
+// New returns a Runtime over cfg's directories, creating them if needed.
+func New(cfg Config) (*Runtime, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "runtime")}
+	for _, d := range []string{r.containersStateDir(), r.sandboxesDir(), r.libcontainerRoot(), r.containersDataDir()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("new runtime: %w", err)
+		}
+	}
+	if !cgroups.IsCgroup2UnifiedMode() {
+		if mnt, err := cgroups.FindCgroupMountpoint("", "memory"); err == nil {
+			_, err := os.Stat(filepath.Join(mnt, "memory.memsw.limit_in_bytes"))
+			r.memsw = err == nil
+		}
+	}
+	return r, nil
+}
+
+func (r *Runtime) containersStateDir() string { return filepath.Join(r.cfg.StateDir, "containers") }
+func (r *Runtime) containersDataDir() string  { return filepath.Join(r.cfg.DataDir, "containers") }
+func (r *Runtime) sandboxesDir() string       { return filepath.Join(r.cfg.StateDir, "sandboxes") }
+func (r *Runtime) libcontainerRoot() string   { return filepath.Join(r.cfg.StateDir, "libcontainer") }
+func (r *Runtime) stateDir(id string) string  { return filepath.Join(r.containersStateDir(), id) }
+func (r *Runtime) dataDir(id string) string   { return filepath.Join(r.containersDataDir(), id) }
+
+// LogPath returns the current log file of container id (rotated files are
+// LogPath + ".1", ".2", ...).
+func (r *Runtime) LogPath(id string) string {
+	return filepath.Join(r.dataDir(id), "container.log")
+}
+
+// StartContainer creates container spec in sandbox sb and starts it. It
+// returns once the container's process runs (or failed to start, in which
+// case nothing of the container is left behind).
+func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec ContainerSpec) (_ string, retErr error) {
+	c := spec.Container
+	if sb == nil || c == nil {
+		return "", fmt.Errorf("start container: %w: sandbox and container are required", ErrInvalidSpec)
+	}
+	if _, err := r.GetSandbox(sb.PodUID); err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	img := spec.Image
+	if img == nil {
+		if r.cfg.Images == nil {
+			return "", fmt.Errorf("start container %s: %w: no image and no image store", c.GetName(), ErrInvalidSpec)
+		}
+		var err error
+		if img, err = r.cfg.Images.Ensure(ctx, c.GetImage(), c.GetImagePullPolicy()); err != nil {
+			return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+		}
+	}
+	proc, err := resolveProcess(c, img.Config, spec.PodSecurityContext, sb.Hostname)
+	if err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	res, err := resolveResources(c.GetResources())
+	if err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	caps, err := resolveCapabilities(c.GetSecurityContext(), allCapabilities())
+	if err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	stopSig, err := parseSignal(img.Config.StopSignal)
+	if err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	for _, m := range spec.Mounts {
+		if !filepath.IsAbs(m.HostPath) || !filepath.IsAbs(m.ContainerPath) {
+			return "", fmt.Errorf("start container %s: %w: mount %s -> %s: paths must be absolute", c.GetName(), ErrInvalidSpec, m.HostPath, m.ContainerPath)
+		}
+	}
+
+	id := newID()
+	defer r.locks.lock(id)()
+	start := time.Now()
+	stateDir, dataDir := r.stateDir(id), r.dataDir(id)
+	defer func() {
+		if retErr != nil {
+			if err := r.cleanup(context.WithoutCancel(ctx), id); err != nil {
+				r.log.Warn("cleanup after failed start", "id", id, "err", err)
+			}
+		}
+	}()
+	rootfs := rootfsSpec{
+		Lower:  img.Layers,
+		Upper:  filepath.Join(dataDir, "upper"),
+		Work:   filepath.Join(dataDir, "work"),
+		Target: filepath.Join(stateDir, "rootfs"),
+	}
+	if len(rootfs.Lower) == 0 {
+		// overlayfs needs at least one lower layer.
+		rootfs.Lower = []string{filepath.Join(dataDir, "empty")}
+	}
+	for _, d := range []string{stateDir, dataDir, rootfs.Upper, rootfs.Work, rootfs.Target, rootfs.Lower[0]} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+		}
+	}
+	rec := &containerRecord{
+		ID:               id,
+		PodUID:           sb.PodUID,
+		Name:             c.GetName(),
+		Labels:           spec.Labels,
+		Image:            img.Ref,
+		ImageID:          img.ID,
+		CreatedAt:        start.UTC(),
+		LogPath:          r.LogPath(id),
+		LogMaxSize:       r.cfg.LogMaxSize,
+		LogMaxFiles:      r.cfg.LogMaxFiles,
+		Rootfs:           rootfs,
+		Process:          proc,
+		StopSignal:       int(stopSig),
+		LibcontainerRoot: r.libcontainerRoot(),
+		Config:           r.containerConfig(id, sb, rootfs.Target, spec, res, caps),
+	}
+	if err := writeJSON(filepath.Join(stateDir, "container.json"), rec); err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	if err := r.startShim(ctx, rec); err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	r.log.Info("started container", "id", id, "pod", sb.PodUID, "name", c.GetName(), "duration", time.Since(start))
+	return id, nil
+}
+
+const errShimSilent = "shim exited without reporting"
+
+// shimReady is what the shim reports on its ready pipe.
+type shimReady struct {
+	Pid   int    `json:"pid,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// startShim starts the shim of rec and waits until it reports the container
+// running or failed.
+func (r *Runtime) startShim(ctx context.Context, rec *containerRecord) error {
+	stateDir := r.stateDir(rec.ID)
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer readyR.Close()
+	shimLog, err := os.OpenFile(filepath.Join(stateDir, "shim.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		readyW.Close()
+		return err
+	}
+	args := append(append([]string{}, r.cfg.ShimCommand[1:]...), stateDir)
+	cmd := exec.Command(r.cfg.ShimCommand[0], args...)
+	cmd.Stdout, cmd.Stderr = shimLog, shimLog
+	cmd.Dir = "/" // do not pin the worker's working directory
+	cmd.ExtraFiles = []*os.File{readyW}
+	// Its own session: no terminal or process-group signal aimed at the
+	// worker reaches the shim.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	readyW.Close()
+	shimLog.Close()
+	if err != nil {
+		return fmt.Errorf("start shim: %w", err)
+	}
+	// Who the shim is, before it reports anything: Status and Remove need
+	// it if this worker dies while the shim starts the container.
+	if st, err := system.Stat(cmd.Process.Pid); err == nil {
+		_ = writeJSON(filepath.Join(stateDir, "launch.json"), &shimState{ShimPid: cmd.Process.Pid, ShimStartTime: st.StartTime})
+	}
+	// Reap the shim when it exits (after a worker restart, init does).
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+
+	got := make(chan shimReady, 1)
+	go func() {
+		var res shimReady
+		b, _ := io.ReadAll(readyR)
+		if err := json.Unmarshal(b, &res); err != nil || (res.Pid == 0 && res.Error == "") {
+			res.Error = errShimSilent
+		}
+		got <- res
+	}()
+	select {
+	case res := <-got:
+		if res.Error != "" {
+			<-exited
+			if res.Error == errShimSilent {
+				return fmt.Errorf("%s%s", res.Error, shimLogTail(stateDir))
+			}
+			return errors.New(res.Error)
+		}
+		return nil
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-exited
+		return ctx.Err()
+	}
+}
+
+func shimLogTail(stateDir string) string {
+	b, err := os.ReadFile(filepath.Join(stateDir, "shim.log"))
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	return "; shim log: " + strings.TrimSpace(string(b))
+}
+
+// Status returns the state of container id.
+func (r *Runtime) Status(id string) (ContainerStatus, error) {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return ContainerStatus{}, err
+	}
+	st := ContainerStatus{
+		ID:        rec.ID,
+		PodUID:    rec.PodUID,
+		Name:      rec.Name,
+		Labels:    rec.Labels,
+		Image:     rec.Image,
+		ImageID:   rec.ImageID,
+		CreatedAt: rec.CreatedAt,
+		LogPath:   rec.LogPath,
+		State:     StateCreated,
+	}
+	shim := r.shimOf(id)
+	alive := shim != nil && procAlive(shim.ShimPid, shim.ShimStartTime)
+	// Read the shim's records after the liveness check: it writes them
+	// before exiting, so a dead shim's records are visible by now.
+	ss, _ := readJSON[shimState](filepath.Join(r.stateDir(id), "shim.json"))
+	ex, _ := readJSON[exitRecord](filepath.Join(r.stateDir(id), "exit.json"))
+	if ss != nil {
+		st.StartedAt = ss.StartedAt
+	}
+	switch {
+	case ex != nil:
+		st.State = StateExited
+		st.ExitCode, st.Signal, st.OOMKilled = ex.ExitCode, ex.Signal, ex.OOMKilled
+		st.Reason, st.Message, st.FinishedAt = ex.Reason, ex.Message, ex.FinishedAt
+	case shim == nil || (ss == nil && alive):
+		// Being started. (A record without a shim whose starter died
+		// stays Created; callers remove such containers.)
+	case ss == nil:
+		st.State, st.ExitCode, st.Reason = StateExited, 255, ReasonUnknown
+		st.Message = "shim exited before it started the container"
+	case alive:
+		st.State, st.Pid = StateRunning, ss.InitPid
+	default:
+		// The shim died without recording an exit (killed, or the
+		// machine rebooted). The container may even be running.
+		if c, err := libcontainer.Load(rec.LibcontainerRoot, id); err == nil {
+			if s, err := c.Status(); err == nil && s == libcontainer.Running {
+				st.State, st.Pid = StateRunning, ss.InitPid
+				st.Message = "shim is gone: exit status will not be recorded"
+				return st, nil
+			}
+		}
+		st.State, st.ExitCode, st.Reason = StateExited, 255, ReasonUnknown
+		st.Message = "shim exited without recording the container's exit status"
+	}
+	return st, nil
+}
+
+// List returns the status of every container the runtime knows, including
+// ones started by an earlier worker process.
+func (r *Runtime) List() ([]ContainerStatus, error) {
+	entries, err := os.ReadDir(r.containersStateDir())
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := make([]ContainerStatus, 0, len(entries))
+	for _, e := range entries {
+		st, err := r.Status(e.Name())
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list containers: %w", err)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Stop stops container id: its stop signal (the image's STOPSIGNAL,
+// default SIGTERM), then SIGKILL if it is still running after grace. It
+// returns once the exit is recorded; stopping an exited container is a
+// no-op.
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+	defer r.locks.lock(id)()
+	if err := r.stop(ctx, id, grace); err != nil {
+		return fmt.Errorf("stop container %s: %w", id, err)
+	}
+	return nil
+}
+
+func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) error {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return err
+	}
+	st, err := r.Status(id)
+	if err != nil {
+		return err
+	}
+	if st.State == StateExited {
+		return nil
+	}
+	ss := r.shimOf(id)
+	c, err := libcontainer.Load(rec.LibcontainerRoot, id)
+	if err != nil {
+		if !errors.Is(err, libcontainer.ErrNotExist) {
+			return err
+		}
+		// Not created yet, or already destroyed by its shim.
+		if ss == nil {
+			return nil
+		}
+		if st.State == StateCreated && procAlive(ss.ShimPid, ss.ShimStartTime) {
+			// A shim still starting the container (its starter died):
+			// there is no exit to record. Whatever it created, cleanup
+			// destroys.
+			_ = unix.Kill(ss.ShimPid, unix.SIGKILL)
+		}
+		_, err := waitProcExit(ctx, ss.ShimPid, ss.ShimStartTime, -1)
+		return err
+	}
+	if grace > 0 {
+		if err := c.Signal(syscall.Signal(rec.StopSignal)); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+			return err
+		}
+		if done, err := r.waitExited(ctx, id, ss, grace); err != nil || done {
+			return err
+		}
+	}
+	if err := c.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		return err
+	}
+	_, err = r.waitExited(ctx, id, ss, -1)
+	return err
+}
+
+// waitExited waits up to d (forever if negative) for container id to exit
+// and have its exit recorded.
+func (r *Runtime) waitExited(ctx context.Context, id string, ss *shimState, d time.Duration) (bool, error) {
+	if ss != nil && procAlive(ss.ShimPid, ss.ShimStartTime) {
+		// The shim records the exit, then destroys the container, then
+		// exits: waiting for the shim waits for all of it.
+		return waitProcExit(ctx, ss.ShimPid, ss.ShimStartTime, d)
+	}
+	// No shim (it died): watch the container's init and record the exit
+	// ourselves; its real status is lost with the shim.
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return false, err
+	}
+	pid, start := 0, uint64(0)
+	if c, err := libcontainer.Load(rec.LibcontainerRoot, id); err == nil {
+		if s, err := c.State(); err == nil {
+			pid, start = s.InitProcessPid, s.InitProcessStartTime
+		}
+	}
+	if pid != 0 {
+		if done, err := waitProcExit(ctx, pid, start, d); err != nil || !done {
+			return done, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.stateDir(id), "exit.json")); err != nil {
+		ex := &exitRecord{
+			ExitCode: 137, Signal: int(unix.SIGKILL), Reason: ReasonUnknown, FinishedAt: time.Now().UTC(),
+			Message: "shim was gone: the container was stopped by the runtime and its exit status is unknown",
+		}
+		if err := writeJSON(filepath.Join(r.stateDir(id), "exit.json"), ex); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// Remove kills container id if it still runs and deletes everything of it:
+// the libcontainer state and cgroup, the rootfs mount, its writable layer,
+// logs and records. Removing an unknown container is a no-op.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	if err := validID(id); err != nil {
+		return fmt.Errorf("remove container %q: %w", id, err)
+	}
+	defer r.locks.lock(id)()
+	if _, err := r.readRecord(id); err == nil {
+		if err := r.stop(ctx, id, 0); err != nil {
+			return fmt.Errorf("remove container %s: %w", id, err)
+		}
+	}
+	if err := r.cleanup(ctx, id); err != nil {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	return nil
+}
+
+// cleanup deletes what exists of container id. Each step tolerates the
+// absence of what it removes, so it works on half-started containers too.
+func (r *Runtime) cleanup(ctx context.Context, id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	rec, _ := r.readRecord(id)
+	if ss := r.shimOf(id); ss != nil {
+		if procAlive(ss.ShimPid, ss.ShimStartTime) {
+			// A shim that did not exit by itself after its container was
+			// killed: it has nothing left to record.
+			if done, _ := waitProcExit(ctx, ss.ShimPid, ss.ShimStartTime, 10*time.Second); !done {
+				_ = unix.Kill(ss.ShimPid, unix.SIGKILL)
+				_, _ = waitProcExit(ctx, ss.ShimPid, ss.ShimStartTime, -1)
+			}
+		}
+	}
+	var errs []error
+	if c, err := libcontainer.Load(r.libcontainerRoot(), id); err == nil {
+		if err := c.Destroy(); errors.Is(err, libcontainer.ErrRunning) {
+			_ = c.Signal(unix.SIGKILL)
+			if s, err := c.State(); err == nil {
+				_, _ = waitProcExit(ctx, s.InitProcessPid, s.InitProcessStartTime, -1)
+			}
+			err = c.Destroy()
+			errs = append(errs, err)
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	if rec != nil && rec.Config != nil && rec.Config.Cgroups != nil {
+		if m, err := manager.New(rec.Config.Cgroups); err == nil {
+			errs = append(errs, m.Destroy())
+		}
+	}
+	target := filepath.Join(r.stateDir(id), "rootfs")
+	if err := unmountAll(target); err != nil {
+		// Never delete through a mounted rootfs.
+		return errors.Join(append(errs, err)...)
+	}
+	for _, d := range []string{filepath.Join(r.libcontainerRoot(), id), r.stateDir(id), r.dataDir(id)} {
+		errs = append(errs, os.RemoveAll(d))
+	}
+	return errors.Join(errs...)
+}
+
+// shimOf returns the identity of container id's shim, or nil if none was
+// launched.
+func (r *Runtime) shimOf(id string) *shimState {
+	if ss, err := readJSON[shimState](filepath.Join(r.stateDir(id), "launch.json")); err == nil {
+		return ss
+	}
+	ss, _ := readJSON[shimState](filepath.Join(r.stateDir(id), "shim.json"))
+	return ss
+}
+
+func (r *Runtime) readRecord(id string) (*containerRecord, error) {
+	if err := validID(id); err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, ErrNotFound)
+	}
+	rec, err := readJSON[containerRecord](filepath.Join(r.stateDir(id), "container.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// procAlive reports whether pid is still the process that started at
+// startTime (so a recycled PID is not mistaken for it) and not a zombie.
+func procAlive(pid int, startTime uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, err := system.Stat(pid)
+	if err != nil {
+		return false
+	}
+	if startTime != 0 && st.StartTime != startTime {
+		return false
+	}
+	return st.State != system.Zombie && st.State != system.Dead
+}
+
+// waitProcExit waits up to d (forever if negative) for the process to
+// exit, through a pidfd when the kernel has them.
+func waitProcExit(ctx context.Context, pid int, startTime uint64, d time.Duration) (bool, error) {
+	var deadline time.Time
+	if d >= 0 {
+		deadline = time.Now().Add(d)
+	}
+	fd, pidfdErr := unix.PidfdOpen(pid, 0)
+	if pidfdErr == nil {
+		defer unix.Close(fd)
+	}
+	for {
+		if !procAlive(pid, startTime) {
+			return true, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		step := 100 * time.Millisecond
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return false, nil
+			}
+			step = min(step, left)
+		}
+		if pidfdErr == nil {
+			_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(step.Milliseconds())+1)
+		} else {
+			time.Sleep(min(step, 10*time.Millisecond))
+		}
+	}
+}
+
+// unmountAll unmounts everything mounted at target (lazily if busy).
+func unmountAll(target string) error {
+	for range 16 {
+		mounted, err := mountinfo.Mounted(target)
+		if errors.Is(err, fs.ErrNotExist) || (err == nil && !mounted) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := unix.Unmount(target, 0); err != nil {
+			if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("unmount %s: %w", target, err)
+			}
+		}
+	}
+	return fmt.Errorf("unmount %s: still mounted", target)
+}
+
+func parseSignal(s string) (unix.Signal, error) {
+	if s == "" {
+		return unix.SIGTERM, nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && n > 0 && n < 65 {
+		return unix.Signal(n), nil
+	}
+	return 0, fmt.Errorf("%w: unknown stop signal %q", ErrInvalidSpec, s)
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func validID(id string) error {
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// keyedMutex serializes operations per key.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+func readJSON[T any](path string) (*T, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	v := new(T)
+	if err := json.Unmarshal(b, v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return v, nil
+}
+
+// writeJSON writes v to path atomically.
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,53 @@
+//go:build !linux
+
+package runtime
+
+import (
+	"context"
+	"time"
+)
+
+// Runtime is only implemented on Linux; elsewhere every method returns
+// ErrUnsupported.
+type Runtime struct{}
+
+// New returns ErrUnsupported.
+func New(cfg Config) (*Runtime, error) { return nil, ErrUnsupported }
+
+// Init does nothing.
+func Init() {}
+
+// ShimMain fails.
+func ShimMain(args []string) int { return 1 }
+
+func (r *Runtime) LogPath(id string) string { return "" }
+
+func (r *Runtime) CreateSandbox(ctx context.Context, podUID string, opts SandboxOptions) (*Sandbox, error) {
+	return nil, ErrUnsupported
+}
+
+func (r *Runtime) GetSandbox(podUID string) (*Sandbox, error) { return nil, ErrUnsupported }
+
+func (r *Runtime) ListSandboxes() ([]*Sandbox, error) { return nil, ErrUnsupported }
+
+func (r *Runtime) RemoveSandbox(ctx context.Context, podUID string) error { return ErrUnsupported }
+
+func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec ContainerSpec) (string, error) {
+	return "", ErrUnsupported
+}
+
+func (r *Runtime) Status(id string) (ContainerStatus, error) {
+	return ContainerStatus{}, ErrUnsupported
+}
+
+func (r *Runtime) List() ([]ContainerStatus, error) { return nil, ErrUnsupported }
+
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+	return ErrUnsupported
+}
+
+func (r *Runtime) Remove(ctx context.Context, id string) error { return ErrUnsupported }
+
+func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, stdio ExecIO, tty bool) (int, error) {
+	return -1, ErrUnsupported
+}

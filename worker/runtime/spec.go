@@ -1,0 +1,312 @@
+package runtime
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	pb "github.com/skiff-sh/skiff/proto"
+	"github.com/skiff-sh/skiff/worker/image"
+)
+
+// This file turns a pod's container spec and its image config into the
+// container's process and limits. It does no I/O; the shim resolves user
+// names against the container's /etc/passwd later.
+
+// processSpec is a container's first process.
+type processSpec struct {
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+	Cwd  string   `json:"cwd"`
+	// User is "", "user", "uid", "user:group" or "uid:gid"; the shim
+	// resolves names against the rootfs' /etc/passwd and /etc/group.
+	User           string `json:"user,omitempty"`
+	AdditionalGids []int  `json:"additionalGids,omitempty"`
+	RunAsNonRoot   bool   `json:"runAsNonRoot,omitempty"`
+	Terminal       bool   `json:"terminal,omitempty"`
+}
+
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// resolveProcess applies Kubernetes' rules: command replaces the image's
+// Entrypoint and drops its Cmd; args alone replace Cmd; $(VAR) references
+// in env values, command and args expand from the container's env.
+func resolveProcess(c *pb.Container, img image.ImageConfig, podSC *pb.PodSecurityContext, hostname string) (processSpec, error) {
+	var p processSpec
+
+	// Env: HOSTNAME, then the image's, then the container's (by name,
+	// later wins, order kept).
+	env := []string{"HOSTNAME=" + hostname}
+	env = mergeEnv(env, img.Env)
+	defined := map[string]string{}
+	var containerEnv []string
+	for _, e := range c.GetEnv() {
+		if e.GetName() == "" || strings.Contains(e.GetName(), "=") {
+			return p, fmt.Errorf("%w: env name %q", ErrInvalidSpec, e.GetName())
+		}
+		v := expand(e.GetValue(), defined)
+		defined[e.GetName()] = v
+		containerEnv = append(containerEnv, e.GetName()+"="+v)
+	}
+	env = mergeEnv(env, containerEnv)
+	if !slices.ContainsFunc(env, func(s string) bool { return strings.HasPrefix(s, "PATH=") }) {
+		env = append(env, defaultPath)
+	}
+	p.Env = env
+
+	expandAll := func(in []string) []string {
+		out := make([]string, len(in))
+		for i, a := range in {
+			out[i] = expand(a, defined)
+		}
+		return out
+	}
+	var args []string
+	switch {
+	case len(c.GetCommand()) > 0:
+		args = append(expandAll(c.GetCommand()), expandAll(c.GetArgs())...)
+	case len(c.GetArgs()) > 0:
+		args = append(slices.Clone(img.Entrypoint), expandAll(c.GetArgs())...)
+	default:
+		args = append(slices.Clone(img.Entrypoint), img.Cmd...)
+	}
+	if len(args) == 0 || args[0] == "" {
+		return p, fmt.Errorf("%w: no command: neither the container nor its image sets one", ErrInvalidSpec)
+	}
+	p.Args = args
+
+	p.Cwd = "/"
+	if img.WorkingDir != "" {
+		p.Cwd = img.WorkingDir
+	}
+	if c.GetWorkingDir() != "" {
+		p.Cwd = c.GetWorkingDir()
+	}
+	if !path.IsAbs(p.Cwd) {
+		return p, fmt.Errorf("%w: workingDir %q is not absolute", ErrInvalidSpec, p.Cwd)
+	}
+
+	sc := c.GetSecurityContext()
+	p.User = userSpec(img.User, sc, podSC)
+	if sc != nil && sc.RunAsNonRoot != nil {
+		p.RunAsNonRoot = sc.GetRunAsNonRoot()
+	} else {
+		p.RunAsNonRoot = podSC.GetRunAsNonRoot()
+	}
+	for _, g := range podSC.GetSupplementalGroups() {
+		p.AdditionalGids = append(p.AdditionalGids, int(g))
+	}
+	p.Terminal = c.GetTty()
+	return p, nil
+}
+
+// userSpec combines the image's USER with runAsUser/runAsGroup (container
+// level over pod level). runAsUser replaces the whole image user, group
+// included, as in CRI runtimes.
+func userSpec(imageUser string, sc *pb.SecurityContext, podSC *pb.PodSecurityContext) string {
+	var uid, gid *int64
+	if podSC != nil {
+		uid, gid = podSC.RunAsUser, podSC.RunAsGroup
+	}
+	if sc != nil {
+		if sc.RunAsUser != nil {
+			uid = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = sc.RunAsGroup
+		}
+	}
+	user, group, _ := strings.Cut(imageUser, ":")
+	if uid != nil {
+		user, group = strconv.FormatInt(*uid, 10), ""
+	}
+	if gid != nil {
+		group = strconv.FormatInt(*gid, 10)
+		if user == "" {
+			user = "0"
+		}
+	}
+	if group == "" {
+		return user
+	}
+	return user + ":" + group
+}
+
+// mergeEnv overrides or appends each KEY=VALUE of add in base.
+func mergeEnv(base, add []string) []string {
+	out := slices.Clone(base)
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		if i := slices.IndexFunc(out, func(s string) bool { ek, _, _ := strings.Cut(s, "="); return ek == k }); i >= 0 {
+			out[i] = kv
+		} else {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// expand replaces $(VAR) with vars[VAR] the way Kubernetes does: "$$" is a
+// literal "$", and references to unknown variables stay as written.
+func expand(in string, vars map[string]string) string {
+	if !strings.Contains(in, "$") {
+		return in
+	}
+	var b strings.Builder
+	for i := 0; i < len(in); i++ {
+		if in[i] != '$' || i+1 >= len(in) {
+			b.WriteByte(in[i])
+			continue
+		}
+		switch next := in[i+1]; next {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(in[i+2:], ')')
+			if end < 0 {
+				b.WriteString("$(")
+				i++
+				continue
+			}
+			name := in[i+2 : i+2+end]
+			if v, ok := vars[name]; ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString("$(" + name + ")")
+			}
+			i += 2 + end
+		default:
+			b.WriteByte('$')
+			b.WriteByte(next)
+			i++
+		}
+	}
+	return b.String()
+}
+
+// resources are a container's cgroup limits.
+type resources struct {
+	CPUShares uint64
+	CPUQuota  int64 // microseconds per CPUPeriod; 0 = no limit
+	CPUPeriod uint64
+	Memory    int64 // bytes; 0 = no limit
+}
+
+const (
+	minShares   = 2
+	maxShares   = 262144
+	quotaPeriod = 100000
+	minQuota    = 1000
+)
+
+// resolveResources converts requests and limits the way the kubelet does:
+// CPU shares from the request (the limit when only it is set; 2 for none),
+// a CFS quota from the CPU limit, and the memory limit.
+func resolveResources(r *pb.ResourceRequirements) (resources, error) {
+	var out resources
+	qty := func(m map[string]string, k string) (*resource.Quantity, error) {
+		s, ok := m[k]
+		if !ok || s == "" {
+			return nil, nil
+		}
+		q, err := resource.ParseQuantity(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: resources %s %q: %v", ErrInvalidSpec, k, s, err)
+		}
+		return &q, nil
+	}
+	cpuReq, err := qty(r.GetRequests(), "cpu")
+	if err != nil {
+		return out, err
+	}
+	cpuLim, err := qty(r.GetLimits(), "cpu")
+	if err != nil {
+		return out, err
+	}
+	memLim, err := qty(r.GetLimits(), "memory")
+	if err != nil {
+		return out, err
+	}
+	if cpuReq == nil {
+		cpuReq = cpuLim
+	}
+	out.CPUShares = minShares
+	if cpuReq != nil {
+		out.CPUShares = uint64(min(max(cpuReq.MilliValue()*1024/1000, minShares), maxShares))
+	}
+	if cpuLim != nil {
+		out.CPUPeriod = quotaPeriod
+		out.CPUQuota = max(cpuLim.MilliValue()*quotaPeriod/1000, minQuota)
+	}
+	if memLim != nil {
+		out.Memory = memLim.Value()
+		if out.Memory <= 0 {
+			return out, fmt.Errorf("%w: memory limit %s must be positive", ErrInvalidSpec, memLim)
+		}
+	}
+	return out, nil
+}
+
+// defaultCapabilities is Docker's (and containerd's CRI) default set.
+var defaultCapabilities = []string{
+	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
+	"CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP",
+	"CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
+}
+
+// resolveCapabilities applies securityContext.capabilities to the default
+// set as containerd's CRI plugin does: add ALL starts from every
+// capability, drop ALL from none; then adds are added and drops removed.
+// privileged gets every capability. all lists every known capability.
+func resolveCapabilities(sc *pb.SecurityContext, all []string) ([]string, error) {
+	if sc.GetPrivileged() {
+		return slices.Clone(all), nil
+	}
+	norm := func(in []string) ([]string, bool, error) {
+		var out []string
+		hasAll := false
+		for _, c := range in {
+			n := strings.ToUpper(c)
+			if n == "ALL" {
+				hasAll = true
+				continue
+			}
+			if !strings.HasPrefix(n, "CAP_") {
+				n = "CAP_" + n
+			}
+			if !slices.Contains(all, n) {
+				return nil, false, fmt.Errorf("%w: unknown capability %q", ErrInvalidSpec, c)
+			}
+			out = append(out, n)
+		}
+		return out, hasAll, nil
+	}
+	add, addAll, err := norm(sc.GetCapabilities().GetAdd())
+	if err != nil {
+		return nil, err
+	}
+	drop, dropAll, err := norm(sc.GetCapabilities().GetDrop())
+	if err != nil {
+		return nil, err
+	}
+	caps := slices.Clone(defaultCapabilities)
+	if addAll {
+		caps = slices.Clone(all)
+	}
+	if dropAll {
+		caps = nil
+	}
+	for _, c := range add {
+		if !slices.Contains(caps, c) {
+			caps = append(caps, c)
+		}
+	}
+	caps = slices.DeleteFunc(caps, func(c string) bool { return slices.Contains(drop, c) })
+	slices.Sort(caps)
+	return caps, nil
+}

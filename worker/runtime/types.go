@@ -1,0 +1,224 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	pb "github.com/skiff-sh/skiff/proto"
+	"github.com/skiff-sh/skiff/worker/image"
+)
+
+// ShimSubcommand is the first argument with which the runtime re-executes
+// the worker binary as a container's shim. main dispatches it to ShimMain.
+const ShimSubcommand = "runtime-shim"
+
+var (
+	// ErrNotFound is returned for an unknown container.
+	ErrNotFound = errors.New("container not found")
+	// ErrSandboxNotFound is returned for an unknown pod sandbox.
+	ErrSandboxNotFound = errors.New("pod sandbox not found")
+	// ErrNotRunning is returned by Exec on a container that is not running.
+	ErrNotRunning = errors.New("container is not running")
+	// ErrInvalidSpec is returned for a container spec the runtime cannot run.
+	ErrInvalidSpec = errors.New("invalid container spec")
+	// ErrUnsupported is returned on platforms other than Linux.
+	ErrUnsupported = errors.New("container runtime is only supported on linux")
+)
+
+// Config configures a Runtime.
+type Config struct {
+	// DataDir holds what must survive a reboot: containers' writable
+	// layers and logs. Required, absolute, without ':' or ','.
+	DataDir string
+	// StateDir holds runtime state: container and sandbox records,
+	// namespace pins, rootfs mounts and libcontainer state. It may be on
+	// a tmpfs (e.g. /run/skiff). Required, absolute, without ':' or ','.
+	StateDir string
+	// CgroupParent is the cgroup (path from the cgroup mount roots) under
+	// which pod cgroups are created. Default "/skiff".
+	CgroupParent string
+	// Images, if set, lets StartContainer pull a container's image itself
+	// when ContainerSpec.Image is nil.
+	Images *image.Store
+	// ShimCommand is the argv that starts a shim; the runtime appends the
+	// container's state directory. Default: this executable and
+	// ShimSubcommand.
+	ShimCommand []string
+	// LogMaxSize is the size at which a container log file is rotated.
+	// Default 10 MiB.
+	LogMaxSize int64
+	// LogMaxFiles is how many log files a container keeps, the current
+	// one included. Default 3.
+	LogMaxFiles int
+	// ShmSize is the default size of a pod's /dev/shm. Default 64 MiB.
+	ShmSize int64
+	// Logger receives runtime events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with everything but DataDir and StateDir
+// set.
+func DefaultConfig() Config {
+	cfg := Config{
+		CgroupParent: "/skiff",
+		LogMaxSize:   10 << 20,
+		LogMaxFiles:  3,
+		ShmSize:      64 << 20,
+		Logger:       slog.Default(),
+	}
+	if exe, err := os.Executable(); err == nil {
+		cfg.ShimCommand = []string{exe, ShimSubcommand}
+	}
+	return cfg
+}
+
+// Validate reports the first invalid field of c.
+func (c Config) Validate() error {
+	for _, d := range []struct{ name, v string }{{"DataDir", c.DataDir}, {"StateDir", c.StateDir}} {
+		switch {
+		case d.v == "":
+			return fmt.Errorf("runtime config: %s is required", d.name)
+		case !filepath.IsAbs(d.v):
+			return fmt.Errorf("runtime config: %s %q must be absolute", d.name, d.v)
+		case strings.ContainsAny(d.v, ":,"):
+			return fmt.Errorf("runtime config: %s %q must not contain ':' or ',' (overlayfs options)", d.name, d.v)
+		}
+	}
+	switch {
+	case c.CgroupParent == "" || !filepath.IsAbs(c.CgroupParent) || filepath.Clean(c.CgroupParent) != c.CgroupParent || c.CgroupParent == "/":
+		return fmt.Errorf("runtime config: CgroupParent %q must be a clean absolute cgroup path below the root", c.CgroupParent)
+	case len(c.ShimCommand) == 0 || c.ShimCommand[0] == "":
+		return errors.New("runtime config: ShimCommand is required")
+	case c.LogMaxSize < 4096:
+		return errors.New("runtime config: LogMaxSize must be at least 4096")
+	case c.LogMaxFiles < 1:
+		return errors.New("runtime config: LogMaxFiles must be at least 1")
+	case c.ShmSize < 0:
+		return errors.New("runtime config: ShmSize must not be negative")
+	case c.Logger == nil:
+		return errors.New("runtime config: Logger is required")
+	}
+	return nil
+}
+
+// SandboxOptions configures a pod sandbox.
+type SandboxOptions struct {
+	// HostNetwork runs the pod in the host's network and UTS namespaces
+	// (as Kubernetes' hostNetwork does); otherwise the pod gets its own,
+	// with only loopback up.
+	HostNetwork bool
+	// Hostname is set in the pod's UTS namespace. Default: "pod-" and the
+	// first 8 characters of the pod UID. Ignored with HostNetwork.
+	Hostname string
+	// ShmSize is the size of the pod's /dev/shm in bytes; 0 means
+	// Config.ShmSize.
+	ShmSize int64
+}
+
+// Sandbox is the shared environment of one pod's containers.
+type Sandbox struct {
+	PodUID      string `json:"podUID"`
+	HostNetwork bool   `json:"hostNetwork"`
+	Hostname    string `json:"hostname"`
+	// NetNSPath is the pinned network namespace ("" with HostNetwork).
+	// Pod networking (veth, addresses) is configured into it by its path.
+	NetNSPath string `json:"netNSPath,omitempty"`
+	IPCNSPath string `json:"ipcNSPath"`
+	// UTSNSPath is the pinned UTS namespace ("" with HostNetwork).
+	UTSNSPath string `json:"utsNSPath,omitempty"`
+	// ShmPath is the tmpfs mounted at /dev/shm in every container.
+	ShmPath string `json:"shmPath"`
+	// CgroupPath is the pod cgroup, from the cgroup mount roots.
+	CgroupPath string    `json:"cgroupPath"`
+	CreatedAt  time.Time `json:"createdAt"`
+}
+
+// Mount is a host directory or file bind-mounted into a container.
+type Mount struct {
+	HostPath      string
+	ContainerPath string
+	ReadOnly      bool
+}
+
+// ContainerSpec is what StartContainer runs.
+type ContainerSpec struct {
+	// Container is the pod spec's container. Used: name, image and
+	// imagePullPolicy (only when Image is nil), command, args, workingDir,
+	// env (Name/Value: the caller resolves valueFrom and envFrom into
+	// plain values first), resources, securityContext, tty.
+	Container *pb.Container
+	// Image is the container's image from the image store. If nil, the
+	// runtime ensures Container.Image through Config.Images.
+	Image *image.Image
+	// PodSecurityContext supplies pod-level runAsUser, runAsGroup,
+	// runAsNonRoot and supplementalGroups. May be nil.
+	PodSecurityContext *pb.PodSecurityContext
+	// Mounts are the container's volumes, resolved to host paths by the
+	// caller.
+	Mounts []Mount
+	// Labels are kept with the container and returned by Status and List,
+	// so a restarted worker can tell which pod container (and which
+	// attempt) it is.
+	Labels map[string]string
+}
+
+// State is a container's lifecycle state.
+type State string
+
+const (
+	// StateCreated: the shim is starting the container.
+	StateCreated State = "Created"
+	// StateRunning: the container's init process is alive.
+	StateRunning State = "Running"
+	// StateExited: the container's init has exited; the exit fields are set.
+	StateExited State = "Exited"
+)
+
+// Reasons set in ContainerStatus.Reason for exited containers, as in
+// Kubernetes' ContainerStateTerminated.
+const (
+	ReasonCompleted = "Completed"
+	ReasonError     = "Error"
+	ReasonOOMKilled = "OOMKilled"
+	// ReasonUnknown: the shim died without recording an exit status.
+	ReasonUnknown = "Unknown"
+)
+
+// ContainerStatus is a container's observed state.
+type ContainerStatus struct {
+	ID     string
+	PodUID string
+	Name   string
+	Labels map[string]string
+	// Image is the reference the container was started from; ImageID its
+	// repository digest.
+	Image   string
+	ImageID string
+	State   State
+	// Pid is the host PID of the container's init while it runs.
+	Pid        int
+	ExitCode   int
+	Signal     int
+	OOMKilled  bool
+	Reason     string
+	Message    string
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+	LogPath    string
+}
+
+// ExecIO is the stdio of an exec'd process. Nil streams mean /dev/null
+// (stdin) or discard (stdout, stderr). With a TTY, stderr is not used: the
+// terminal carries both output streams.
+type ExecIO struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
