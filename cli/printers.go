@@ -1,0 +1,390 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"sigs.k8s.io/yaml"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// printer renders objects in one of the -o formats. Tables look like
+// kubectl's, so that people who know Kubernetes read them at a glance.
+type printer struct {
+	out           io.Writer
+	format        string // "", wide, yaml, json, name
+	allNamespaces bool
+	headerDone    bool
+	now           func() time.Time
+}
+
+func newPrinter(out io.Writer, format string, allNamespaces bool) *printer {
+	return &printer{out: out, format: format, allNamespaces: allNamespaces, now: time.Now}
+}
+
+func (p *printer) printList(objs []*pb.Object) error {
+	switch p.format {
+	case "yaml", "json":
+		if len(objs) == 1 {
+			return p.printObject(objs[0])
+		}
+		return p.printAsList(objs)
+	case "name":
+		for _, o := range objs {
+			fmt.Fprintln(p.out, objectRef(o))
+		}
+		return nil
+	}
+	return p.printRows(objs)
+}
+
+// printEvent prints one watch event: a row, or a document.
+func (p *printer) printEvent(ev *pb.WatchEvent) error {
+	switch p.format {
+	case "yaml":
+		fmt.Fprintln(p.out, "---")
+		return p.printObject(ev.GetObject())
+	case "json":
+		return p.printObject(ev.GetObject())
+	case "name":
+		fmt.Fprintf(p.out, "%s %s\n", objectRef(ev.GetObject()), strings.ToLower(ev.GetType()))
+		return nil
+	}
+	return p.printRows([]*pb.Object{ev.GetObject()})
+}
+
+func (p *printer) printObject(o *pb.Object) error {
+	var data []byte
+	var err error
+	if p.format == "json" {
+		data, err = pb.EncodeJSON(o)
+		data = append(data, '\n')
+	} else {
+		data, err = pb.EncodeYAML(o)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = p.out.Write(data)
+	return err
+}
+
+// printAsList prints several objects as a Kubernetes List.
+func (p *printer) printAsList(objs []*pb.Object) error {
+	var items []string
+	for _, o := range objs {
+		data, err := pb.EncodeJSON(o)
+		if err != nil {
+			return err
+		}
+		items = append(items, string(data))
+	}
+	doc := `{"apiVersion":"v1","kind":"List","items":[` + strings.Join(items, ",") + `]}`
+	if p.format == "json" {
+		_, err := fmt.Fprintln(p.out, doc)
+		return err
+	}
+	y, err := yaml.JSONToYAML([]byte(doc))
+	if err != nil {
+		return err
+	}
+	_, err = p.out.Write(y)
+	return err
+}
+
+func (p *printer) printRows(objs []*pb.Object) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	kind := objs[0].KindName()
+	cols, row := columnsFor(kind)
+	wide := p.format == "wide"
+	tw := tabwriter.NewWriter(p.out, 3, 0, 3, ' ', 0)
+	if !p.headerDone {
+		var h []string
+		if p.allNamespaces {
+			h = append(h, "NAMESPACE")
+		}
+		for _, c := range cols {
+			if !c.wide || wide {
+				h = append(h, c.name)
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(h, "\t"))
+		p.headerDone = true
+	}
+	for _, o := range objs {
+		vals := row(o, p.now())
+		var r []string
+		if p.allNamespaces {
+			r = append(r, o.Meta().GetNamespace())
+		}
+		for i, c := range cols {
+			if !c.wide || wide {
+				r = append(r, vals[i])
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+type column struct {
+	name string
+	wide bool
+}
+
+type rowFunc func(o *pb.Object, now time.Time) []string
+
+func cols(names ...string) []column {
+	var out []column
+	for _, n := range names {
+		wide := strings.HasPrefix(n, "+")
+		out = append(out, column{name: strings.TrimPrefix(n, "+"), wide: wide})
+	}
+	return out
+}
+
+// columnsFor returns the table columns of a kind; names starting with "+"
+// appear only with -o wide.
+func columnsFor(kind string) ([]column, rowFunc) {
+	switch kind {
+	case "Pod":
+		return cols("NAME", "READY", "STATUS", "RESTARTS", "AGE", "+IP", "+NODE"), func(o *pb.Object, now time.Time) []string {
+			pod := o.GetPod()
+			ready, total, restarts := 0, len(pod.GetSpec().GetContainers()), int32(0)
+			for _, cs := range pod.GetStatus().GetContainerStatuses() {
+				if cs.GetReady() {
+					ready++
+				}
+				restarts += cs.GetRestartCount()
+			}
+			return []string{name(o), fmt.Sprintf("%d/%d", ready, total), podStatus(pod), strconv.Itoa(int(restarts)),
+				age(o, now), dash(pod.GetStatus().GetPodIp()), dash(pod.GetSpec().GetNodeName())}
+		}
+	case "Node":
+		return cols("NAME", "STATUS", "ROLES", "AGE", "VERSION", "+INTERNAL-IP", "+OS-IMAGE", "+KERNEL-VERSION", "+PODCIDR"), func(o *pb.Object, now time.Time) []string {
+			n := o.GetNode()
+			st := "Unknown"
+			for _, c := range n.GetStatus().GetConditions() {
+				if c.GetType() == "Ready" {
+					st = map[string]string{"True": "Ready", "False": "NotReady"}[c.GetStatus()]
+					if st == "" {
+						st = "Unknown"
+					}
+				}
+			}
+			if n.GetSpec().GetUnschedulable() {
+				st += ",SchedulingDisabled"
+			}
+			ip := ""
+			for _, a := range n.GetStatus().GetAddresses() {
+				if a.GetType() == "InternalIP" {
+					ip = a.GetAddress()
+				}
+			}
+			info := n.GetStatus().GetNodeInfo()
+			return []string{name(o), st, "<none>", age(o, now), dash(info.GetKubeletVersion()), dash(ip),
+				dash(info.GetOsImage()), dash(info.GetKernelVersion()), dash(n.GetSpec().GetPodCidr())}
+		}
+	case "Namespace":
+		return cols("NAME", "STATUS", "AGE"), func(o *pb.Object, now time.Time) []string {
+			phase := o.GetNamespace().GetStatus().GetPhase()
+			if phase == "" {
+				phase = "Active"
+			}
+			return []string{name(o), phase, age(o, now)}
+		}
+	case "Deployment":
+		return cols("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "+CONTAINERS", "+IMAGES", "+SELECTOR"), func(o *pb.Object, now time.Time) []string {
+			d := o.GetDeployment()
+			st := d.GetStatus()
+			c, i := containersImages(d.GetSpec().GetTemplate().GetSpec())
+			return []string{name(o), fmt.Sprintf("%d/%d", st.GetReadyReplicas(), replicas(d.GetSpec().Replicas)),
+				itoa(st.GetUpdatedReplicas()), itoa(st.GetAvailableReplicas()), age(o, now), c, i, selectorString(d.GetSpec().GetSelector())}
+		}
+	case "ReplicaSet":
+		return cols("NAME", "DESIRED", "CURRENT", "READY", "AGE", "+CONTAINERS", "+IMAGES", "+SELECTOR"), func(o *pb.Object, now time.Time) []string {
+			rs := o.GetReplicaSet()
+			c, i := containersImages(rs.GetSpec().GetTemplate().GetSpec())
+			return []string{name(o), itoa(replicas(rs.GetSpec().Replicas)), itoa(rs.GetStatus().GetReplicas()),
+				itoa(rs.GetStatus().GetReadyReplicas()), age(o, now), c, i, selectorString(rs.GetSpec().GetSelector())}
+		}
+	case "DaemonSet":
+		return cols("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), func(o *pb.Object, now time.Time) []string {
+			st := o.GetDaemonSet().GetStatus()
+			return []string{name(o), itoa(st.GetDesiredNumberScheduled()), itoa(st.GetCurrentNumberScheduled()),
+				itoa(st.GetNumberReady()), itoa(st.GetUpdatedNumberScheduled()), itoa(st.GetNumberAvailable()), age(o, now)}
+		}
+	case "Job":
+		return cols("NAME", "STATUS", "COMPLETIONS", "AGE"), func(o *pb.Object, now time.Time) []string {
+			j := o.GetJob()
+			completions := int32(1)
+			if j.GetSpec().Completions != nil {
+				completions = j.GetSpec().GetCompletions()
+			}
+			st := "Running"
+			for _, c := range j.GetStatus().GetConditions() {
+				if c.GetStatus() == "True" && (c.GetType() == "Complete" || c.GetType() == "Failed") {
+					st = c.GetType()
+				}
+			}
+			return []string{name(o), st, fmt.Sprintf("%d/%d", j.GetStatus().GetSucceeded(), completions), age(o, now)}
+		}
+	case "Service":
+		return cols("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "+SELECTOR"), func(o *pb.Object, now time.Time) []string {
+			s := o.GetService().GetSpec()
+			var ports []string
+			for _, p := range s.GetPorts() {
+				v := strconv.Itoa(int(p.GetPort()))
+				if p.GetNodePort() != 0 {
+					v += ":" + strconv.Itoa(int(p.GetNodePort()))
+				}
+				ports = append(ports, v+"/"+orDefault(p.GetProtocol(), "TCP"))
+			}
+			return []string{name(o), orDefault(s.GetType(), "ClusterIP"), dash(s.GetClusterIp()), "<none>",
+				dash(strings.Join(ports, ",")), age(o, now), mapString(s.GetSelector())}
+		}
+	case "Endpoints":
+		return cols("NAME", "ENDPOINTS", "AGE"), func(o *pb.Object, now time.Time) []string {
+			var eps []string
+			for _, ss := range o.GetEndpoints().GetSubsets() {
+				for _, a := range ss.GetAddresses() {
+					for _, p := range ss.GetPorts() {
+						eps = append(eps, fmt.Sprintf("%s:%d", a.GetIp(), p.GetPort()))
+					}
+				}
+			}
+			s := strings.Join(eps, ",")
+			if len(eps) > 3 {
+				s = strings.Join(eps[:3], ",") + fmt.Sprintf(" + %d more...", len(eps)-3)
+			}
+			return []string{name(o), dash(s), age(o, now)}
+		}
+	case "ConfigMap":
+		return cols("NAME", "DATA", "AGE"), func(o *pb.Object, now time.Time) []string {
+			cm := o.GetConfigMap()
+			return []string{name(o), strconv.Itoa(len(cm.GetData()) + len(cm.GetBinaryData())), age(o, now)}
+		}
+	case "Secret":
+		return cols("NAME", "TYPE", "DATA", "AGE"), func(o *pb.Object, now time.Time) []string {
+			s := o.GetSecret()
+			return []string{name(o), orDefault(s.GetType(), "Opaque"), strconv.Itoa(len(s.GetData())), age(o, now)}
+		}
+	case "Event":
+		return cols("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), func(o *pb.Object, now time.Time) []string {
+			e := o.GetEvent()
+			io := e.GetInvolvedObject()
+			return []string{since(e.GetLastTimestamp(), now), e.GetType(), e.GetReason(),
+				strings.ToLower(io.GetKind()) + "/" + io.GetName(), e.GetMessage()}
+		}
+	}
+	return cols("NAME", "AGE"), func(o *pb.Object, now time.Time) []string { return []string{name(o), age(o, now)} }
+}
+
+// podStatus is the STATUS column of `get pods`, computed as kubectl does: a
+// container's waiting or terminated reason wins over the phase.
+func podStatus(pod *pb.Pod) string {
+	if pod.GetMetadata().GetDeletionTimestamp() != nil {
+		return "Terminating"
+	}
+	reason := pod.GetStatus().GetPhase()
+	if r := pod.GetStatus().GetReason(); r != "" {
+		reason = r
+	}
+	for _, cs := range pod.GetStatus().GetContainerStatuses() {
+		if w := cs.GetState().GetWaiting(); w != nil && w.GetReason() != "" {
+			reason = w.GetReason()
+		} else if t := cs.GetState().GetTerminated(); t != nil && t.GetReason() != "" && reason != "Running" {
+			reason = t.GetReason()
+		}
+	}
+	if reason == "" {
+		return "Pending"
+	}
+	return reason
+}
+
+func name(o *pb.Object) string { return o.Meta().GetName() }
+
+func age(o *pb.Object, now time.Time) string { return since(o.Meta().GetCreationTimestamp(), now) }
+
+func since(ts *timestamppb.Timestamp, now time.Time) string {
+	if ts == nil {
+		return "<unknown>"
+	}
+	return humanDuration(now.Sub(ts.AsTime()))
+}
+
+// humanDuration is kubectl's AGE format (45s, 3m20s, 5h, 12d).
+func humanDuration(d time.Duration) string { return duration.HumanDuration(d) }
+
+func replicas(r *int32) int32 {
+	if r == nil {
+		return 1
+	}
+	return *r
+}
+
+func itoa(i int32) string { return strconv.Itoa(int(i)) }
+
+func dash(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func mapString(m map[string]string) string {
+	if len(m) == 0 {
+		return "<none>"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func selectorString(s *pb.LabelSelector) string {
+	if s == nil {
+		return "<none>"
+	}
+	parts := []string{}
+	if len(s.GetMatchLabels()) > 0 {
+		parts = append(parts, mapString(s.GetMatchLabels()))
+	}
+	for _, e := range s.GetMatchExpressions() {
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", e.GetKey(), strings.ToLower(e.GetOperator()), strings.Join(e.GetValues(), ",")))
+	}
+	return dash(strings.Join(parts, ","))
+}
+
+func containersImages(spec *pb.PodSpec) (string, string) {
+	var c, i []string
+	for _, ct := range spec.GetContainers() {
+		c = append(c, ct.GetName())
+		i = append(i, ct.GetImage())
+	}
+	return dash(strings.Join(c, ",")), dash(strings.Join(i, ","))
+}

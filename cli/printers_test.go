@@ -1,0 +1,151 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+func TestHumanDuration(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{-time.Second, "0s"},
+		{90 * time.Second, "90s"},
+		{3*time.Minute + 20*time.Second, "3m20s"},
+		{5 * time.Minute, "5m"},
+		{90 * time.Minute, "90m"},
+		{10 * time.Hour, "10h"},
+		{72 * time.Hour, "3d"},
+	} {
+		if got := humanDuration(tc.d); got != tc.want {
+			t.Errorf("humanDuration(%s) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
+
+func TestPodStatus(t *testing.T) {
+	now := timestamppb.Now()
+	for _, tc := range []struct {
+		name string
+		pod  *pb.Pod
+		want string
+	}{
+		{"empty is Pending", &pb.Pod{}, "Pending"},
+		{"phase", &pb.Pod{Status: &pb.PodStatus{Phase: "Running"}}, "Running"},
+		{"waiting reason wins", &pb.Pod{Status: &pb.PodStatus{Phase: "Running", ContainerStatuses: []*pb.ContainerStatus{
+			{State: &pb.ContainerState{Waiting: &pb.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}}}}}, "CrashLoopBackOff"},
+		{"terminated reason when not running", &pb.Pod{Status: &pb.PodStatus{Phase: "Failed", ContainerStatuses: []*pb.ContainerStatus{
+			{State: &pb.ContainerState{Terminated: &pb.ContainerStateTerminated{Reason: "OOMKilled"}}}}}}, "OOMKilled"},
+		{"deleting", &pb.Pod{Metadata: &pb.ObjectMeta{DeletionTimestamp: now}, Status: &pb.PodStatus{Phase: "Running"}}, "Terminating"},
+	} {
+		if got := podStatus(tc.pod); got != tc.want {
+			t.Errorf("%s: podStatus = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestTablesLookLikeKubectl(t *testing.T) {
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := created.Add(90 * time.Second)
+	three := int32(3)
+	objs := []*pb.Object{
+		pb.Wrap(&pb.Deployment{
+			Metadata: &pb.ObjectMeta{Name: "web", Namespace: "shop", CreationTimestamp: timestamppb.New(created)},
+			Spec:     &pb.DeploymentSpec{Replicas: &three},
+			Status:   &pb.DeploymentStatus{ReadyReplicas: 2, UpdatedReplicas: 3, AvailableReplicas: 2},
+		}),
+	}
+	var buf bytes.Buffer
+	p := newPrinter(&buf, "", true)
+	p.now = func() time.Time { return now }
+	if err := p.printList(objs); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(buf.String())
+	want := strings.Fields("NAMESPACE NAME READY UP-TO-DATE AVAILABLE AGE shop web 2/3 3 2 90s")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("table:\n%s\nwant fields %v", buf.String(), want)
+	}
+
+	// Pods in -o wide show IP and node.
+	buf.Reset()
+	p = newPrinter(&buf, "wide", false)
+	p.now = func() time.Time { return now }
+	pod := pb.Wrap(&pb.Pod{
+		Metadata: &pb.ObjectMeta{Name: "web-1", CreationTimestamp: timestamppb.New(created)},
+		Spec:     &pb.PodSpec{NodeName: "w1", Containers: []*pb.Container{{Name: "a"}, {Name: "b"}}},
+		Status: &pb.PodStatus{Phase: "Running", PodIp: "10.244.1.5", ContainerStatuses: []*pb.ContainerStatus{
+			{Name: "a", Ready: true, RestartCount: 2}, {Name: "b", Ready: false, RestartCount: 1}}},
+	})
+	if err := p.printList([]*pb.Object{pod}); err != nil {
+		t.Fatal(err)
+	}
+	got = strings.Fields(buf.String())
+	want = strings.Fields("NAME READY STATUS RESTARTS AGE IP NODE web-1 1/2 Running 3 90s 10.244.1.5 w1")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("wide pods:\n%s\nwant fields %v", buf.String(), want)
+	}
+}
+
+func TestPrintYAMLListKeepsNumbers(t *testing.T) {
+	three := int32(3)
+	var buf bytes.Buffer
+	p := newPrinter(&buf, "yaml", false)
+	objs := []*pb.Object{
+		pb.Wrap(&pb.Deployment{Metadata: &pb.ObjectMeta{Name: "a", Namespace: "default", Generation: 2, ResourceVersion: 17}, Spec: &pb.DeploymentSpec{Replicas: &three}}),
+		pb.Wrap(&pb.ConfigMap{Metadata: &pb.ObjectMeta{Name: "b", Namespace: "default"}, Data: map[string]string{"k": "v"}}),
+	}
+	if err := p.printList(objs); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"kind: List", "replicas: 3", "generation: 2", `resourceVersion: "17"`, "kind: ConfigMap", "apiVersion: apps/v1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("yaml list lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestParseTargets(t *testing.T) {
+	ts, err := parseTargets([]string{"deploy/web", "svc/web"})
+	if err != nil || len(ts) != 2 || ts[0].kind.Kind != "Deployment" || ts[1].kind.Kind != "Service" || ts[1].names[0] != "web" {
+		t.Fatalf("parseTargets(deploy/web svc/web) = %+v, %v", ts, err)
+	}
+	ts, err = parseTargets([]string{"po", "a", "b"})
+	if err != nil || len(ts) != 1 || ts[0].kind.Kind != "Pod" || len(ts[0].names) != 2 {
+		t.Fatalf("parseTargets(po a b) = %+v, %v", ts, err)
+	}
+	if _, err := parseTargets([]string{"gizmos"}); err == nil || !strings.Contains(err.Error(), "known kinds") {
+		t.Fatalf("unknown kind: err = %v", err)
+	}
+}
+
+func TestResolveServers(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/config.yaml"
+	t.Setenv("SKIFF_CONFIG", path)
+	t.Setenv(EnvServer, "")
+	if s, err := resolveServers(""); err != nil || len(s) != 0 {
+		t.Fatalf("no config: %v %v", s, err)
+	}
+	if err := WriteConfig(path, Config{Servers: []string{"127.0.0.1:1", "127.0.0.1:2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := resolveServers(""); err != nil || len(s) != 2 {
+		t.Fatalf("from config: %v %v", s, err)
+	}
+	t.Setenv(EnvServer, "127.0.0.1:3")
+	if s, _ := resolveServers(""); len(s) != 1 || s[0] != "127.0.0.1:3" {
+		t.Fatalf("env should win over config: %v", s)
+	}
+	if s, _ := resolveServers("127.0.0.1:4, 127.0.0.1:5"); len(s) != 2 || s[1] != "127.0.0.1:5" {
+		t.Fatalf("flag should win: %v", s)
+	}
+}

@@ -1,0 +1,94 @@
+// Package cli is skiff's operator command line: one file per command group,
+// built on cobra, talking to the masters through package client.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiff-sh/skiff/client"
+)
+
+// Options are the CLI's global settings.
+type Options struct {
+	Server  string
+	Timeout time.Duration
+	Version string
+	Out     io.Writer
+	ErrOut  io.Writer
+	In      io.Reader
+}
+
+// NewRootCommand returns the `skiff` command with every operator
+// subcommand. cmd/skiff adds the server, worker and dev roles.
+func NewRootCommand(version string) *cobra.Command {
+	o := &Options{Version: version, Out: os.Stdout, ErrOut: os.Stderr, In: os.Stdin}
+	root := &cobra.Command{
+		Use:   "skiff",
+		Short: "skiff runs containers on a cluster of machines",
+		Long: `skiff is a small container orchestrator: masters keep the desired state in a Raft-replicated
+store, workers run pods, and this command line sets and reads that state.
+
+Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`skiff dev`" + ` writes.`,
+		Example: `  skiff dev                        # a local three-master cluster
+  skiff apply -f examples/web.yaml
+  skiff get pods -A -o wide
+  skiff cluster status`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&o.Server, "server", "", "comma-separated API addresses of masters (default $SKIFF_SERVER, then "+ConfigPath()+")")
+	root.PersistentFlags().DurationVar(&o.Timeout, "request-timeout", 30*time.Second, "how long a command waits for the cluster")
+	root.SetOut(o.Out)
+	root.SetErr(o.ErrOut)
+	root.AddCommand(
+		newApplyCommand(o),
+		newGetCommand(o),
+		newDescribeCommand(o),
+		newDeleteCommand(o),
+		newClusterCommand(o),
+		newVersionCommand(o),
+	)
+	return root
+}
+
+// Execute runs the root command and prints an error the way users expect.
+func Execute(root *cobra.Command) int {
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(root.ErrOrStderr(), "error:", err)
+		return 1
+	}
+	return 0
+}
+
+// client connects to the masters this invocation should use.
+func (o *Options) client() (*client.Client, error) {
+	servers, err := resolveServers(o.Server)
+	if err != nil {
+		return nil, err
+	}
+	cfg := client.DefaultConfig()
+	cfg.Servers = servers
+	return client.New(cfg)
+}
+
+// context returns a context bounded by --request-timeout and cancelled by
+// Ctrl-C.
+func (o *Options) context() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	return ctx, func() { cancel(); stop() }
+}
+
+// interruptible returns a context cancelled only by Ctrl-C, for commands
+// that run until the user stops them (watches).
+func interruptible() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}

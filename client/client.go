@@ -1,0 +1,412 @@
+// Package client is the Go client for skiff's API. It connects to any master,
+// moves to another when one is down, retries what is safe to retry, and
+// reports a write whose outcome is unknown as codes.Unknown rather than as a
+// failure. Used by the CLI, workers, netproxy, e2e tests and out-of-process
+// controllers.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// ErrNoServers is returned when the configuration names no master.
+var ErrNoServers = errors.New("no skiff server configured: pass --server, set SKIFF_SERVER, or start one with `skiff dev`")
+
+// Config configures a Client.
+type Config struct {
+	// Servers are API addresses (host:port) of masters; any one will do.
+	Servers []string
+	// ConnectTimeout bounds how long one master may take to accept a
+	// connection before the next is tried.
+	ConnectTimeout time.Duration
+	// RetryFor bounds how long a request that is safe to retry keeps being
+	// retried across masters (for example during a leader election).
+	RetryFor time.Duration
+	Logger   *slog.Logger
+}
+
+// DefaultConfig returns the defaults used by the CLI.
+func DefaultConfig() Config {
+	return Config{ConnectTimeout: 2 * time.Second, RetryFor: 15 * time.Second, Logger: slog.New(slog.DiscardHandler)}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if len(c.Servers) == 0 {
+		return ErrNoServers
+	}
+	for i, s := range c.Servers {
+		if !strings.Contains(s, ":") {
+			return fmt.Errorf("client config: Servers[%d]: %q is not host:port", i, s)
+		}
+	}
+	if c.ConnectTimeout <= 0 {
+		return errors.New("client config: ConnectTimeout must be positive")
+	}
+	if c.Logger == nil {
+		return errors.New("client config: Logger is required")
+	}
+	return nil
+}
+
+// Client talks to a skiff cluster. It is safe for concurrent use.
+type Client struct {
+	cfg   Config
+	conns []*grpc.ClientConn
+
+	mu      sync.Mutex
+	current int // index of the master that answered last
+}
+
+// New connects lazily to the configured masters.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg}
+	for _, addr := range cfg.Servers {
+		conn, err := grpc.NewClient(addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(8<<20)))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("connect %s: %w", addr, err)
+		}
+		c.conns = append(c.conns, conn)
+	}
+	return c, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	return nil
+}
+
+// retryKind says what may be retried on another master after an error.
+type retryKind int
+
+const (
+	// idempotent requests (reads, Apply) are retried after any Unavailable.
+	idempotent retryKind = iota
+	// nonIdempotent writes are retried only when the server said the write
+	// was not applied, or the connection was never established.
+	nonIdempotent
+)
+
+// ready waits briefly for conn to be connected, so that a request is only
+// sent on a connection known to work; a master that is down is skipped
+// without any doubt about whether it received the request.
+func (c *Client) ready(ctx context.Context, conn *grpc.ClientConn) bool {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
+	defer cancel()
+	for {
+		s := conn.GetState()
+		switch s {
+		case connectivity.Ready:
+			return true
+		case connectivity.Idle:
+			conn.Connect()
+		case connectivity.Shutdown:
+			return false
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return false
+		}
+		if conn.GetState() == connectivity.TransientFailure {
+			return false
+		}
+	}
+}
+
+// do runs call against masters, starting with the last one that answered,
+// until it succeeds, fails for a reason another master would not change, or
+// RetryFor passes.
+func (c *Client) do(ctx context.Context, kind retryKind, call func(conn *grpc.ClientConn) error) error {
+	deadline := time.Now().Add(c.cfg.RetryFor)
+	backoff := 50 * time.Millisecond
+	c.mu.Lock()
+	start := c.current
+	c.mu.Unlock()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		i := (start + attempt) % len(c.conns)
+		conn := c.conns[i]
+		if c.ready(ctx, conn) {
+			err := call(conn)
+			if err == nil || !retryable(kind, err) {
+				if err == nil || status.Code(err) != codes.Unavailable {
+					c.mu.Lock()
+					c.current = i
+					c.mu.Unlock()
+				}
+				return classify(kind, err)
+			}
+			lastErr = err
+			c.cfg.Logger.Debug("retrying on another master", "server", c.cfg.Servers[i], "err", err)
+		} else {
+			lastErr = status.Errorf(codes.Unavailable, "cannot connect to %s", c.cfg.Servers[i])
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no master answered within %s (tried %s): %w; check the masters with `skiff cluster status`",
+				c.cfg.RetryFor, strings.Join(c.cfg.Servers, ", "), lastErr)
+		}
+		// Back off once a full round of masters has failed.
+		if (attempt+1)%len(c.conns) == 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			backoff = min(backoff*2, time.Second)
+		}
+	}
+}
+
+func retryable(kind retryKind, err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	return kind == idempotent || pb.IsNotApplied(err)
+}
+
+// classify turns a transport failure of a non-idempotent write into Unknown:
+// the request may have reached the leader.
+func classify(kind retryKind, err error) error {
+	if err == nil || kind != nonIdempotent || status.Code(err) != codes.Unavailable || pb.IsNotApplied(err) {
+		return err
+	}
+	return status.Errorf(codes.Unknown, "outcome unknown: the connection broke after the request was sent (%v); read the object to see whether the change was applied", status.Convert(err).Message())
+}
+
+// Create stores a new object and returns it as stored.
+func (c *Client) Create(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error) {
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
+		return cl.Create(ctx, &pb.WriteRequest{Object: obj})
+	})
+}
+
+// Update replaces metadata and spec; a non-zero metadata.resourceVersion is a
+// precondition (codes.Aborted when stale).
+func (c *Client) Update(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error) {
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
+		return cl.Update(ctx, &pb.WriteRequest{Object: obj})
+	})
+}
+
+// UpdateStatus replaces the status, with the same precondition rule as Update.
+func (c *Client) UpdateStatus(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error) {
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
+		return cl.UpdateStatus(ctx, &pb.WriteRequest{Object: obj})
+	})
+}
+
+// Apply creates or updates an object (idempotent: safe to retry).
+func (c *Client) Apply(ctx context.Context, obj *pb.Object, dryRun bool) (*pb.WriteResponse, error) {
+	return c.write(ctx, idempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
+		return cl.Apply(ctx, &pb.WriteRequest{Object: obj, DryRun: dryRun})
+	})
+}
+
+// Delete deletes an object, or starts its graceful deletion.
+func (c *Client) Delete(ctx context.Context, op *pb.DeleteOp) (*pb.WriteResponse, error) {
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
+		return cl.Delete(ctx, &pb.DeleteRequest{Delete: op})
+	})
+}
+
+// Bind binds pods to nodes in one Raft entry; each bind succeeds or fails
+// alone.
+func (c *Client) Bind(ctx context.Context, binds []*pb.BindOp) ([]*pb.BatchResult, error) {
+	var out []*pb.BatchResult
+	err := c.do(ctx, nonIdempotent, func(conn *grpc.ClientConn) error {
+		resp, err := pb.NewClusterClient(conn).Bind(ctx, &pb.BindRequest{Binds: binds})
+		if err == nil {
+			out = resp.GetResults()
+		}
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) write(ctx context.Context, kind retryKind, call func(pb.ClusterClient) (*pb.WriteResponse, error)) (*pb.WriteResponse, error) {
+	var out *pb.WriteResponse
+	err := c.do(ctx, kind, func(conn *grpc.ClientConn) error {
+		resp, err := call(pb.NewClusterClient(conn))
+		out = resp
+		return err
+	})
+	return out, err
+}
+
+// ReadOptions tune a read.
+type ReadOptions struct {
+	// Stale serves the read from whichever master answers without
+	// confirming it is up to date: faster, and available without a leader.
+	Stale bool
+}
+
+// Get reads one object.
+func (c *Client) Get(ctx context.Context, kind, namespace, name string, opts ReadOptions) (*pb.Object, error) {
+	var out *pb.Object
+	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
+		resp, err := pb.NewClusterClient(conn).Get(ctx, &pb.GetRequest{Kind: kind, Namespace: namespace, Name: name, Stale: opts.Stale})
+		out = resp.GetObject()
+		return err
+	})
+	return out, err
+}
+
+// ListOptions select objects.
+type ListOptions struct {
+	Namespace     string // "" for all namespaces
+	LabelSelector string
+	FieldSelector string
+	Stale         bool
+}
+
+// List returns matching objects and the resourceVersion to watch from.
+func (c *Client) List(ctx context.Context, kind string, opts ListOptions) ([]*pb.Object, uint64, error) {
+	var resp *pb.ListResponse
+	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
+		var err error
+		resp, err = pb.NewClusterClient(conn).List(ctx, &pb.ListRequest{
+			Kind: kind, Namespace: opts.Namespace, LabelSelector: opts.LabelSelector,
+			FieldSelector: opts.FieldSelector, Stale: opts.Stale,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.GetItems(), resp.GetResourceVersion(), nil
+}
+
+// Status reports the cluster's Raft state.
+func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	var out *pb.StatusResponse
+	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
+		var err error
+		out, err = pb.NewOperatorClient(conn).Status(ctx, &pb.StatusRequest{})
+		return err
+	})
+	return out, err
+}
+
+// TransferLeadership moves leadership to the named master, or any other if
+// to is empty, and returns the new leader.
+func (c *Client) TransferLeadership(ctx context.Context, to string) (string, error) {
+	var out string
+	err := c.do(ctx, nonIdempotent, func(conn *grpc.ClientConn) error {
+		resp, err := pb.NewOperatorClient(conn).TransferLeadership(ctx, &pb.TransferLeadershipRequest{To: to})
+		out = resp.GetLeader()
+		return err
+	})
+	return out, err
+}
+
+// RemovePeer removes a master from the Raft configuration.
+func (c *Client) RemovePeer(ctx context.Context, name string) error {
+	return c.do(ctx, nonIdempotent, func(conn *grpc.ClientConn) error {
+		_, err := pb.NewOperatorClient(conn).RemovePeer(ctx, &pb.RemovePeerRequest{Name: name})
+		return err
+	})
+}
+
+// SnapshotSave writes a snapshot of the cluster state to w and returns the
+// number of bytes written. progress, if not nil, is called as bytes arrive.
+func (c *Client) SnapshotSave(ctx context.Context, w io.Writer, progress func(n int64)) (int64, error) {
+	var total int64
+	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
+		if total > 0 {
+			// Part of a snapshot was written already; a retry would corrupt it.
+			return status.Error(codes.Aborted, "snapshot stream broke; run the command again")
+		}
+		stream, err := pb.NewOperatorClient(conn).SnapshotSave(ctx, &pb.SnapshotSaveRequest{})
+		if err != nil {
+			return err
+		}
+		for {
+			chunk, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			n, err := w.Write(chunk.GetData())
+			total += int64(n)
+			if err != nil {
+				return status.Errorf(codes.Aborted, "write snapshot: %v", err)
+			}
+			if progress != nil {
+				progress(total)
+			}
+		}
+	})
+	return total, err
+}
+
+// SnapshotRestore replaces the whole cluster state with a snapshot read from
+// r. It is meant for disaster recovery onto a fresh cluster.
+func (c *Client) SnapshotRestore(ctx context.Context, r io.Reader, progress func(n int64)) (uint64, error) {
+	var index uint64
+	sent := false
+	err := c.do(ctx, nonIdempotent, func(conn *grpc.ClientConn) error {
+		if sent {
+			return status.Error(codes.Aborted, "snapshot upload broke; run the command again")
+		}
+		sent = true
+		stream, err := pb.NewOperatorClient(conn).SnapshotRestore(ctx)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 1<<20)
+		var total int64
+		for {
+			n, rerr := r.Read(buf)
+			if n > 0 {
+				if err := stream.Send(&pb.SnapshotChunk{Data: append([]byte(nil), buf[:n]...)}); err != nil {
+					_, err = stream.CloseAndRecv()
+					return err
+				}
+				total += int64(n)
+				if progress != nil {
+					progress(total)
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return status.Errorf(codes.Aborted, "read snapshot: %v", rerr)
+			}
+		}
+		resp, err := stream.CloseAndRecv()
+		index = resp.GetIndex()
+		return err
+	})
+	return index, err
+}

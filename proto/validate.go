@@ -1,0 +1,1281 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+
+	gproto "google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/api/validate/content"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// MaxObjectBytes is the largest object, in protobuf wire bytes (what goes
+// into the Raft log), that Validate accepts. etcd's default request limit
+// plays this role in Kubernetes.
+const MaxObjectBytes = 1 << 20
+
+// TotalAnnotationSizeLimit is the most bytes an object's annotation keys and
+// values may hold together, as in Kubernetes.
+const TotalAnnotationSizeLimit = 256 << 10
+
+// ErrInvalid is wrapped by every *ValidationError.
+var ErrInvalid = errors.New("invalid object")
+
+// FieldError is one problem with one field. Path is Kubernetes-style
+// ("spec.template.spec.containers[0].image", map keys in brackets) and empty
+// for the object as a whole; Message reads like Kubernetes' own
+// (`Invalid value: "Web_1": a lowercase RFC 1123 subdomain must ...`).
+type FieldError struct {
+	Path    string
+	Message string
+}
+
+func (e FieldError) Error() string {
+	if e.Path == "" {
+		return e.Message
+	}
+	return e.Path + ": " + e.Message
+}
+
+// ValidationError lists every problem Validate found in one object.
+type ValidationError struct {
+	Kind   string
+	Name   string
+	Errors []FieldError
+}
+
+// Error reads like Kubernetes': `Pod "web" is invalid: [a: ..., b: ...]`.
+func (e *ValidationError) Error() string {
+	what := e.Kind
+	if what == "" {
+		what = "object"
+	}
+	if e.Name != "" {
+		what += fmt.Sprintf(" %q", e.Name)
+	}
+	switch len(e.Errors) {
+	case 0:
+		return what + " is invalid"
+	case 1:
+		return what + " is invalid: " + e.Errors[0].Error()
+	}
+	msgs := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		msgs[i] = fe.Error()
+	}
+	return what + " is invalid: [" + strings.Join(msgs, ", ") + "]"
+}
+
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// Validate checks an object a user wants to store and returns nil or a
+// *ValidationError listing every problem with its field path. Fields that
+// SetDefaults fills may be left empty. It covers the mistakes users are
+// likely to make, not all of Kubernetes' validation.
+func Validate(o *Object) error {
+	r := o.Resource()
+	if r == nil {
+		return &ValidationError{Errors: []FieldError{{Path: "kind", Message: "Required value: the object holds no kind"}}}
+	}
+	ki, _ := kindByName(KindOf(r))
+	meta := r.GetMetadata()
+	var errs field.ErrorList
+
+	rf := r.ProtoReflect()
+	fields := rf.Descriptor().Fields()
+	if av := rf.Get(fields.ByName("api_version")).String(); av != "" && av != ki.APIVersion {
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), av, []string{ki.APIVersion}))
+	}
+	if k := rf.Get(fields.ByName("kind")).String(); k != "" && k != ki.Kind {
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), k, []string{ki.Kind}))
+	}
+	errs = append(errs, validateObjectMeta(meta, ki, field.NewPath("metadata"))...)
+
+	spec := field.NewPath("spec")
+	switch v := r.(type) {
+	case *Namespace:
+		for i, f := range v.GetSpec().GetFinalizers() {
+			errs = append(errs, qualifiedName(spec.Child("finalizers").Index(i), f)...)
+		}
+	case *Node:
+		errs = append(errs, validateNodeSpec(v.GetSpec(), spec)...)
+	case *Pod:
+		errs = append(errs, validatePodSpec(v.GetSpec(), spec)...)
+	case *Service:
+		errs = append(errs, validateServiceSpec(v.GetSpec(), spec)...)
+	case *Endpoints:
+		errs = append(errs, validateEndpoints(v)...)
+	case *ConfigMap:
+		errs = append(errs, validateConfigMap(v)...)
+	case *Secret:
+		errs = append(errs, validateSecret(v)...)
+	case *Event:
+		errs = append(errs, validateEvent(v)...)
+	case *ReplicaSet:
+		s := v.GetSpec()
+		errs = append(errs, nonNegative(spec.Child("replicas"), int64(s.GetReplicas()))...)
+		errs = append(errs, nonNegative(spec.Child("minReadySeconds"), int64(s.GetMinReadySeconds()))...)
+		errs = append(errs, validateWorkloadTemplate(s.GetSelector(), s.GetTemplate(), spec, alwaysRestart, true)...)
+	case *Deployment:
+		errs = append(errs, validateDeploymentSpec(v.GetSpec(), spec)...)
+	case *DaemonSet:
+		errs = append(errs, validateDaemonSetSpec(v.GetSpec(), spec)...)
+	case *Job:
+		errs = append(errs, validateJobSpec(v.GetSpec(), spec)...)
+	}
+
+	out := make([]FieldError, 0, len(errs)+1)
+	for _, e := range errs {
+		out = append(out, FieldError{Path: e.Field, Message: e.ErrorBody()})
+	}
+	if n := gproto.Size(o); n > MaxObjectBytes {
+		out = append(out, FieldError{Message: fmt.Sprintf(
+			"Too long: the object is %d bytes, more than MaxObjectBytes (%d)", n, MaxObjectBytes)})
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	name := meta.GetName()
+	if name == "" {
+		name = meta.GetGenerateName()
+	}
+	return &ValidationError{Kind: ki.Kind, Name: name, Errors: out}
+}
+
+// ---- metadata ----
+
+func validateObjectMeta(m *ObjectMeta, ki KindInfo, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	nameFn := validation.IsDNS1123Subdomain
+	if ki.Kind == "Namespace" || ki.Kind == "Service" {
+		nameFn = validation.IsDNS1123Label
+	}
+	switch {
+	case m.GetName() != "":
+		errs = append(errs, dnsName(p.Child("name"), m.GetName(), nameFn)...)
+	case m.GetGenerateName() != "":
+		// A prefix: the generated suffix supplies the final alphanumeric.
+		prefix := strings.TrimSuffix(m.GetGenerateName(), "-") + "a"
+		for _, msg := range nameFn(prefix) {
+			errs = append(errs, field.Invalid(p.Child("generateName"), m.GetGenerateName(), msg))
+		}
+	default:
+		errs = append(errs, field.Required(p.Child("name"), "name or generateName is required"))
+	}
+	if ns := m.GetNamespace(); ns != "" {
+		if !ki.Namespaced {
+			errs = append(errs, field.Forbidden(p.Child("namespace"), "not allowed on this type"))
+		} else {
+			errs = append(errs, dnsName(p.Child("namespace"), ns, validation.IsDNS1123Label)...)
+		}
+	}
+	errs = append(errs, validateLabels(m.GetLabels(), p.Child("labels"))...)
+	errs = append(errs, validateAnnotations(m.GetAnnotations(), p.Child("annotations"))...)
+	for i, f := range m.GetFinalizers() {
+		errs = append(errs, qualifiedName(p.Child("finalizers").Index(i), f)...)
+	}
+	controllers := 0
+	for i, ref := range m.GetOwnerReferences() {
+		rp := p.Child("ownerReferences").Index(i)
+		if ref.GetApiVersion() == "" {
+			errs = append(errs, field.Invalid(rp.Child("apiVersion"), "", "version must not be empty"))
+		}
+		if ref.GetKind() == "" {
+			errs = append(errs, field.Invalid(rp.Child("kind"), "", "kind must not be empty"))
+		}
+		if ref.GetName() == "" {
+			errs = append(errs, field.Invalid(rp.Child("name"), "", "name must not be empty"))
+		}
+		if ref.GetUid() == "" {
+			errs = append(errs, field.Invalid(rp.Child("uid"), "", "uid must not be empty"))
+		}
+		if ref.GetController() {
+			controllers++
+		}
+	}
+	if controllers > 1 {
+		errs = append(errs, field.Invalid(p.Child("ownerReferences"), controllers, "Only one reference can have Controller set to true"))
+	}
+	if m.GetGeneration() < 0 {
+		errs = append(errs, field.Invalid(p.Child("generation"), m.GetGeneration(), "must be greater than or equal to 0"))
+	}
+	return errs
+}
+
+func dnsName(p *field.Path, v string, fn func(string) []string) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range fn(v) {
+		errs = append(errs, field.Invalid(p, v, msg))
+	}
+	return errs
+}
+
+func qualifiedName(p *field.Path, v string) field.ErrorList {
+	return dnsName(p, v, content.IsLabelKey)
+}
+
+func validateLabels(ls map[string]string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, k := range sortedKeys(ls) {
+		errs = append(errs, qualifiedName(p, k)...)
+		for _, msg := range content.IsLabelValue(ls[k]) {
+			errs = append(errs, field.Invalid(p, ls[k], msg))
+		}
+	}
+	return errs
+}
+
+func validateAnnotations(as map[string]string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	total := 0
+	for _, k := range sortedKeys(as) {
+		errs = append(errs, qualifiedName(p, strings.ToLower(k))...)
+		total += len(k) + len(as[k])
+	}
+	if total > TotalAnnotationSizeLimit {
+		errs = append(errs, field.TooLong(p, "", TotalAnnotationSizeLimit))
+	}
+	return errs
+}
+
+// ---- small helpers ----
+
+func nonNegative(p *field.Path, v int64) field.ErrorList {
+	if v < 0 {
+		return field.ErrorList{field.Invalid(p, v, "must be greater than or equal to 0")}
+	}
+	return nil
+}
+
+func portNum(p *field.Path, v int32) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range validation.IsValidPortNum(int(v)) {
+		errs = append(errs, field.Invalid(p, v, msg))
+	}
+	return errs
+}
+
+// oneOf checks an enum field; empty is accepted because SetDefaults fills
+// it (or the field is optional).
+func oneOf(p *field.Path, v string, allowed ...string) field.ErrorList {
+	if v == "" || slices.Contains(allowed, v) {
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(p, v, allowed)}
+}
+
+// intOrStringPort checks a port given by number or by IANA_SVC_NAME.
+func intOrStringPort(p *field.Path, v string) field.ErrorList {
+	if isCanonicalInt32(v) {
+		return portNum(p, int32(mustAtoi(v)))
+	}
+	var errs field.ErrorList
+	for _, msg := range validation.IsValidPortName(v) {
+		errs = append(errs, field.Invalid(p, v, msg))
+	}
+	return errs
+}
+
+func mustAtoi(s string) int64 {
+	n, _ := parseInt(s, 64)
+	return n
+}
+
+var supportedProtocols = []string{"TCP", "UDP"}
+
+// relativePath checks a path that must stay below a directory.
+func relativePath(p *field.Path, v string) field.ErrorList {
+	var errs field.ErrorList
+	if path.IsAbs(v) {
+		errs = append(errs, field.Invalid(p, v, "must be a relative path"))
+	}
+	if slices.Contains(strings.Split(v, "/"), "..") {
+		errs = append(errs, field.Invalid(p, v, "must not contain '..'"))
+	}
+	return errs
+}
+
+// ---- resources ----
+
+var standardContainerResources = []string{"cpu", "memory", "ephemeral-storage"}
+
+func validateResourceList(rl map[string]string, p *field.Path) (map[string]resource.Quantity, field.ErrorList) {
+	var errs field.ErrorList
+	qs := make(map[string]resource.Quantity, len(rl))
+	for _, name := range sortedKeys(rl) {
+		kp := p.Key(name)
+		errs = append(errs, qualifiedName(kp, name)...)
+		if !strings.Contains(name, "/") && !slices.Contains(standardContainerResources, name) && !strings.HasPrefix(name, "hugepages-") {
+			errs = append(errs, field.Invalid(kp, name, "must be a standard resource for containers"))
+		}
+		q, err := resource.ParseQuantity(rl[name])
+		if err != nil {
+			errs = append(errs, field.Invalid(kp, rl[name], err.Error()))
+			continue
+		}
+		if q.Sign() < 0 {
+			errs = append(errs, field.Invalid(kp, rl[name], "must be greater than or equal to 0"))
+		}
+		qs[name] = q
+	}
+	return qs, errs
+}
+
+func validateResources(r *ResourceRequirements, p *field.Path) field.ErrorList {
+	limits, errs := validateResourceList(r.GetLimits(), p.Child("limits"))
+	requests, rerrs := validateResourceList(r.GetRequests(), p.Child("requests"))
+	errs = append(errs, rerrs...)
+	for _, name := range sortedKeys(requests) {
+		req := requests[name]
+		if lim, ok := limits[name]; ok && req.Cmp(lim) > 0 {
+			errs = append(errs, field.Invalid(p.Child("requests").Key(name), req.String(),
+				fmt.Sprintf("must be less than or equal to %s limit of %s", name, lim.String())))
+		}
+	}
+	return errs
+}
+
+func validateQuantity(p *field.Path, v string) field.ErrorList {
+	if v == "" {
+		return nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return field.ErrorList{field.Invalid(p, v, err.Error())}
+	}
+	if q.Sign() < 0 {
+		return field.ErrorList{field.Invalid(p, v, "must be greater than or equal to 0")}
+	}
+	return nil
+}
+
+// ---- pods ----
+
+func validatePodSpec(s *PodSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if s == nil {
+		return field.ErrorList{field.Required(p, "")}
+	}
+	volumes, verrs := validateVolumes(s.GetVolumes(), p.Child("volumes"))
+	errs = append(errs, verrs...)
+
+	if len(s.GetContainers()) == 0 {
+		errs = append(errs, field.Required(p.Child("containers"), ""))
+	}
+	names := map[string]bool{}
+	for i, c := range s.GetInitContainers() {
+		errs = append(errs, validateContainer(c, p.Child("initContainers").Index(i), names, volumes, true)...)
+	}
+	for i, c := range s.GetContainers() {
+		errs = append(errs, validateContainer(c, p.Child("containers").Index(i), names, volumes, false)...)
+	}
+
+	errs = append(errs, oneOf(p.Child("restartPolicy"), s.GetRestartPolicy(), "Always", "OnFailure", "Never")...)
+	errs = append(errs, oneOf(p.Child("dnsPolicy"), s.GetDnsPolicy(), "ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")...)
+	if s.TerminationGracePeriodSeconds != nil {
+		errs = append(errs, nonNegative(p.Child("terminationGracePeriodSeconds"), s.GetTerminationGracePeriodSeconds())...)
+	}
+	if s.ActiveDeadlineSeconds != nil && s.GetActiveDeadlineSeconds() < 1 {
+		errs = append(errs, field.Invalid(p.Child("activeDeadlineSeconds"), s.GetActiveDeadlineSeconds(), "must be greater than or equal to 1"))
+	}
+	errs = append(errs, validateLabels(s.GetNodeSelector(), p.Child("nodeSelector"))...)
+	for _, f := range []struct {
+		name, value string
+		fn          func(string) []string
+	}{
+		{"nodeName", s.GetNodeName(), validation.IsDNS1123Subdomain},
+		{"hostname", s.GetHostname(), validation.IsDNS1123Label},
+		{"subdomain", s.GetSubdomain(), validation.IsDNS1123Label},
+		{"schedulerName", s.GetSchedulerName(), validation.IsDNS1123Subdomain},
+		{"serviceAccountName", s.GetServiceAccountName(), validation.IsDNS1123Subdomain},
+	} {
+		if f.value != "" {
+			errs = append(errs, dnsName(p.Child(f.name), f.value, f.fn)...)
+		}
+	}
+	for i, t := range s.GetTolerations() {
+		errs = append(errs, validateToleration(t, p.Child("tolerations").Index(i))...)
+	}
+	if na := s.GetAffinity().GetNodeAffinity(); na != nil {
+		errs = append(errs, validateNodeAffinity(na, p.Child("affinity", "nodeAffinity"))...)
+	}
+	if sc := s.GetSecurityContext(); sc != nil {
+		sp := p.Child("securityContext")
+		errs = append(errs, unixID(sp.Child("runAsUser"), sc.RunAsUser)...)
+		errs = append(errs, unixID(sp.Child("runAsGroup"), sc.RunAsGroup)...)
+		errs = append(errs, unixID(sp.Child("fsGroup"), sc.FsGroup)...)
+		for i, g := range sc.GetSupplementalGroups() {
+			errs = append(errs, unixID(sp.Child("supplementalGroups").Index(i), &g)...)
+		}
+	}
+	return errs
+}
+
+// unixID checks a user or group id, if set.
+func unixID(p *field.Path, v *int64) field.ErrorList {
+	if v == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	for _, msg := range validation.IsValidUserID(*v) {
+		errs = append(errs, field.Invalid(p, *v, msg))
+	}
+	return errs
+}
+
+func validateContainer(c *Container, p *field.Path, names map[string]bool, volumes map[string]bool, init bool) field.ErrorList {
+	var errs field.ErrorList
+	switch name := c.GetName(); {
+	case name == "":
+		errs = append(errs, field.Required(p.Child("name"), ""))
+	case names[name]:
+		errs = append(errs, field.Duplicate(p.Child("name"), name))
+	default:
+		names[name] = true
+		errs = append(errs, dnsName(p.Child("name"), name, validation.IsDNS1123Label)...)
+	}
+	switch img := c.GetImage(); {
+	case img == "":
+		errs = append(errs, field.Required(p.Child("image"), ""))
+	case strings.TrimSpace(img) != img:
+		errs = append(errs, field.Invalid(p.Child("image"), img, "must not have leading or trailing whitespace"))
+	}
+	errs = append(errs, oneOf(p.Child("imagePullPolicy"), c.GetImagePullPolicy(), "Always", "IfNotPresent", "Never")...)
+
+	portNames := map[string]bool{}
+	for i, port := range c.GetPorts() {
+		pp := p.Child("ports").Index(i)
+		if n := port.GetName(); n != "" {
+			for _, msg := range validation.IsValidPortName(n) {
+				errs = append(errs, field.Invalid(pp.Child("name"), n, msg))
+			}
+			if portNames[n] {
+				errs = append(errs, field.Duplicate(pp.Child("name"), n))
+			}
+			portNames[n] = true
+		}
+		errs = append(errs, portNum(pp.Child("containerPort"), port.GetContainerPort())...)
+		if port.GetHostPort() != 0 {
+			errs = append(errs, portNum(pp.Child("hostPort"), port.GetHostPort())...)
+		}
+		errs = append(errs, oneOf(pp.Child("protocol"), port.GetProtocol(), supportedProtocols...)...)
+		if ip := port.GetHostIp(); ip != "" {
+			errs = append(errs, validIP(pp.Child("hostIP"), ip)...)
+		}
+	}
+
+	for i, ev := range c.GetEnv() {
+		errs = append(errs, validateEnvVar(ev, p.Child("env").Index(i))...)
+	}
+	for i, ef := range c.GetEnvFrom() {
+		ep := p.Child("envFrom").Index(i)
+		if ef.GetPrefix() != "" {
+			for _, msg := range validation.IsRelaxedEnvVarName(ef.GetPrefix()) {
+				errs = append(errs, field.Invalid(ep.Child("prefix"), ef.GetPrefix(), msg))
+			}
+		}
+		switch {
+		case ef.GetConfigMapRef() != nil && ef.GetSecretRef() != nil:
+			errs = append(errs, field.Invalid(ep, "", "may not have more than one field specified at a time"))
+		case ef.GetConfigMapRef() != nil:
+			errs = append(errs, refName(ep.Child("configMapRef", "name"), ef.GetConfigMapRef().GetName())...)
+		case ef.GetSecretRef() != nil:
+			errs = append(errs, refName(ep.Child("secretRef", "name"), ef.GetSecretRef().GetName())...)
+		default:
+			errs = append(errs, field.Invalid(ep, "", "must specify one of: `configMapRef` or `secretRef`"))
+		}
+	}
+
+	errs = append(errs, validateResources(c.GetResources(), p.Child("resources"))...)
+
+	mountPaths := map[string]bool{}
+	for i, vm := range c.GetVolumeMounts() {
+		mp := p.Child("volumeMounts").Index(i)
+		switch {
+		case vm.GetName() == "":
+			errs = append(errs, field.Required(mp.Child("name"), ""))
+		case !volumes[vm.GetName()]:
+			errs = append(errs, field.NotFound(mp.Child("name"), vm.GetName()))
+		}
+		switch mpath := vm.GetMountPath(); {
+		case mpath == "":
+			errs = append(errs, field.Required(mp.Child("mountPath"), ""))
+		case mountPaths[mpath]:
+			errs = append(errs, field.Invalid(mp.Child("mountPath"), mpath, "must be unique"))
+		default:
+			mountPaths[mpath] = true
+		}
+		if vm.GetSubPath() != "" {
+			errs = append(errs, relativePath(mp.Child("subPath"), vm.GetSubPath())...)
+		}
+	}
+
+	probes := []struct {
+		name  string
+		probe *Probe
+	}{{"livenessProbe", c.GetLivenessProbe()}, {"readinessProbe", c.GetReadinessProbe()}, {"startupProbe", c.GetStartupProbe()}}
+	for _, pr := range probes {
+		if pr.probe == nil {
+			continue
+		}
+		pp := p.Child(pr.name)
+		if init {
+			errs = append(errs, field.Forbidden(pp, "may not be set for init containers"))
+			continue
+		}
+		errs = append(errs, validateProbe(pr.probe, pp, pr.name)...)
+	}
+	return errs
+}
+
+func refName(p *field.Path, name string) field.ErrorList {
+	if name == "" {
+		return field.ErrorList{field.Required(p, "")}
+	}
+	return dnsName(p, name, validation.IsDNS1123Subdomain)
+}
+
+func validIP(p *field.Path, ip string) field.ErrorList {
+	if _, err := netip.ParseAddr(ip); err != nil {
+		return field.ErrorList{field.Invalid(p, ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")}
+	}
+	return nil
+}
+
+var (
+	fieldRefPaths    = []string{"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs"}
+	fieldRefMapPath  = regexp.MustCompile(`^metadata\.(labels|annotations)\['[^']+'\]$`)
+	resourceRefNames = []string{"limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu", "requests.memory", "requests.ephemeral-storage"}
+)
+
+func validateEnvVar(ev *EnvVar, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if ev.GetName() == "" {
+		errs = append(errs, field.Required(p.Child("name"), ""))
+	} else {
+		for _, msg := range validation.IsRelaxedEnvVarName(ev.GetName()) {
+			errs = append(errs, field.Invalid(p.Child("name"), ev.GetName(), msg))
+		}
+	}
+	vf := ev.GetValueFrom()
+	if vf == nil {
+		return errs
+	}
+	vp := p.Child("valueFrom")
+	if ev.GetValue() != "" {
+		errs = append(errs, field.Invalid(vp, "", "may not be specified when `value` is not empty"))
+	}
+	n := 0
+	if r := vf.GetFieldRef(); r != nil {
+		n++
+		fp := vp.Child("fieldRef", "fieldPath")
+		switch path := r.GetFieldPath(); {
+		case path == "":
+			errs = append(errs, field.Required(fp, ""))
+		case !slices.Contains(fieldRefPaths, path) && !fieldRefMapPath.MatchString(path):
+			errs = append(errs, field.NotSupported(fp, path, fieldRefPaths))
+		}
+		if av := r.GetApiVersion(); av != "" && av != "v1" {
+			errs = append(errs, field.NotSupported(vp.Child("fieldRef", "apiVersion"), av, []string{"v1"}))
+		}
+	}
+	if r := vf.GetResourceFieldRef(); r != nil {
+		n++
+		rp := vp.Child("resourceFieldRef")
+		if r.GetResource() == "" {
+			errs = append(errs, field.Required(rp.Child("resource"), ""))
+		} else if !slices.Contains(resourceRefNames, r.GetResource()) {
+			errs = append(errs, field.NotSupported(rp.Child("resource"), r.GetResource(), resourceRefNames))
+		}
+		errs = append(errs, validateQuantity(rp.Child("divisor"), r.GetDivisor())...)
+	}
+	if r := vf.GetConfigMapKeyRef(); r != nil {
+		n++
+		errs = append(errs, keyRef(vp.Child("configMapKeyRef"), r.GetName(), r.GetKey())...)
+	}
+	if r := vf.GetSecretKeyRef(); r != nil {
+		n++
+		errs = append(errs, keyRef(vp.Child("secretKeyRef"), r.GetName(), r.GetKey())...)
+	}
+	switch {
+	case n == 0:
+		errs = append(errs, field.Invalid(vp, "", "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"))
+	case n > 1:
+		errs = append(errs, field.Invalid(vp, "", "may not have more than one field specified at a time"))
+	}
+	return errs
+}
+
+func keyRef(p *field.Path, name, key string) field.ErrorList {
+	errs := refName(p.Child("name"), name)
+	if key == "" {
+		return append(errs, field.Required(p.Child("key"), ""))
+	}
+	return append(errs, configKey(p.Child("key"), key)...)
+}
+
+func configKey(p *field.Path, key string) field.ErrorList {
+	return dnsName(p, key, validation.IsConfigMapKey)
+}
+
+func validateProbe(pr *Probe, p *field.Path, kind string) field.ErrorList {
+	var errs field.ErrorList
+	handlers := 0
+	if e := pr.GetExec(); e != nil {
+		handlers++
+		if len(e.GetCommand()) == 0 {
+			errs = append(errs, field.Required(p.Child("exec", "command"), ""))
+		}
+	}
+	if h := pr.GetHttpGet(); h != nil {
+		handlers++
+		hp := p.Child("httpGet")
+		if h.GetPort() == "" {
+			errs = append(errs, field.Required(hp.Child("port"), ""))
+		} else {
+			errs = append(errs, intOrStringPort(hp.Child("port"), h.GetPort())...)
+		}
+		errs = append(errs, oneOf(hp.Child("scheme"), h.GetScheme(), "HTTP", "HTTPS")...)
+		for i, hdr := range h.GetHttpHeaders() {
+			for _, msg := range validation.IsHTTPHeaderName(hdr.GetName()) {
+				errs = append(errs, field.Invalid(hp.Child("httpHeaders").Index(i).Child("name"), hdr.GetName(), msg))
+			}
+		}
+	}
+	if t := pr.GetTcpSocket(); t != nil {
+		handlers++
+		tp := p.Child("tcpSocket", "port")
+		if t.GetPort() == "" {
+			errs = append(errs, field.Required(tp, ""))
+		} else {
+			errs = append(errs, intOrStringPort(tp, t.GetPort())...)
+		}
+	}
+	switch {
+	case handlers == 0:
+		errs = append(errs, field.Required(p, "must specify a handler type"))
+	case handlers > 1:
+		errs = append(errs, field.Forbidden(p, "may not specify more than 1 handler type"))
+	}
+	for _, f := range []struct {
+		name string
+		v    int32
+	}{
+		{"initialDelaySeconds", pr.GetInitialDelaySeconds()},
+		{"timeoutSeconds", pr.GetTimeoutSeconds()},
+		{"periodSeconds", pr.GetPeriodSeconds()},
+		{"successThreshold", pr.GetSuccessThreshold()},
+		{"failureThreshold", pr.GetFailureThreshold()},
+	} {
+		errs = append(errs, nonNegative(p.Child(f.name), int64(f.v))...)
+	}
+	if kind != "readinessProbe" && pr.GetSuccessThreshold() > 1 {
+		errs = append(errs, field.Invalid(p.Child("successThreshold"), pr.GetSuccessThreshold(), "must be 1"))
+	}
+	if pr.TerminationGracePeriodSeconds != nil {
+		tp := p.Child("terminationGracePeriodSeconds")
+		if kind == "readinessProbe" {
+			errs = append(errs, field.Invalid(tp, pr.GetTerminationGracePeriodSeconds(), "must not be set for readinessProbes"))
+		} else if pr.GetTerminationGracePeriodSeconds() <= 0 {
+			errs = append(errs, field.Invalid(tp, pr.GetTerminationGracePeriodSeconds(), "must be greater than 0"))
+		}
+	}
+	return errs
+}
+
+var hostPathTypes = []string{"DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"}
+
+// validateVolumes returns the set of valid volume names, for mounts.
+func validateVolumes(vols []*Volume, p *field.Path) (map[string]bool, field.ErrorList) {
+	var errs field.ErrorList
+	names := map[string]bool{}
+	for i, v := range vols {
+		vp := p.Index(i)
+		switch name := v.GetName(); {
+		case name == "":
+			errs = append(errs, field.Required(vp.Child("name"), ""))
+		case names[name]:
+			errs = append(errs, field.Duplicate(vp.Child("name"), name))
+		default:
+			names[name] = true
+			errs = append(errs, dnsName(vp.Child("name"), name, validation.IsDNS1123Label)...)
+		}
+		sources := 0
+		if ed := v.GetEmptyDir(); ed != nil {
+			sources++
+			errs = append(errs, oneOf(vp.Child("emptyDir", "medium"), ed.GetMedium(), "Memory")...)
+			errs = append(errs, validateQuantity(vp.Child("emptyDir", "sizeLimit"), ed.GetSizeLimit())...)
+		}
+		if hp := v.GetHostPath(); hp != nil {
+			sources++
+			if hp.GetPath() == "" {
+				errs = append(errs, field.Required(vp.Child("hostPath", "path"), ""))
+			}
+			errs = append(errs, oneOf(vp.Child("hostPath", "type"), hp.GetType(), hostPathTypes...)...)
+		}
+		if cm := v.GetConfigMap(); cm != nil {
+			sources++
+			cp := vp.Child("configMap")
+			errs = append(errs, refName(cp.Child("name"), cm.GetName())...)
+			errs = append(errs, validateKeyToPaths(cm.GetItems(), cp.Child("items"))...)
+			errs = append(errs, fileMode(cp.Child("defaultMode"), cm.DefaultMode)...)
+		}
+		if s := v.GetSecret(); s != nil {
+			sources++
+			sp := vp.Child("secret")
+			errs = append(errs, refName(sp.Child("secretName"), s.GetSecretName())...)
+			errs = append(errs, validateKeyToPaths(s.GetItems(), sp.Child("items"))...)
+			errs = append(errs, fileMode(sp.Child("defaultMode"), s.DefaultMode)...)
+		}
+		switch {
+		case sources == 0:
+			errs = append(errs, field.Required(vp, "must specify a volume type"))
+		case sources > 1:
+			errs = append(errs, field.Forbidden(vp, "may not specify more than 1 volume type"))
+		}
+	}
+	return names, errs
+}
+
+func validateKeyToPaths(items []*KeyToPath, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, it := range items {
+		ip := p.Index(i)
+		if it.GetKey() == "" {
+			errs = append(errs, field.Required(ip.Child("key"), ""))
+		}
+		if it.GetPath() == "" {
+			errs = append(errs, field.Required(ip.Child("path"), ""))
+		} else {
+			errs = append(errs, relativePath(ip.Child("path"), it.GetPath())...)
+		}
+		if it != nil {
+			errs = append(errs, fileMode(ip.Child("mode"), it.Mode)...)
+		}
+	}
+	return errs
+}
+
+func fileMode(p *field.Path, mode *int32) field.ErrorList {
+	if mode != nil && (*mode < 0 || *mode > 0o777) {
+		return field.ErrorList{field.Invalid(p, *mode, "must be a number between 0 and 0777 (octal), both inclusive")}
+	}
+	return nil
+}
+
+var (
+	taintEffects     = []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}
+	tolerationOps    = []string{"Equal", "Exists"}
+	nodeSelectorOps  = []string{"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"}
+	labelSelectorOps = []string{"In", "NotIn", "Exists", "DoesNotExist"}
+)
+
+func validateToleration(t *Toleration, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if t.GetKey() != "" {
+		errs = append(errs, qualifiedName(p.Child("key"), t.GetKey())...)
+	} else if t.GetOperator() != "Exists" {
+		errs = append(errs, field.Invalid(p.Child("operator"), t.GetOperator(),
+			"operator must be Exists when `key` is empty, which means \"match all values and all keys\""))
+	}
+	if t != nil && t.TolerationSeconds != nil && t.GetEffect() != "NoExecute" {
+		errs = append(errs, field.Invalid(p.Child("effect"), t.GetEffect(), "effect must be 'NoExecute' when `tolerationSeconds` is set"))
+	}
+	switch t.GetOperator() {
+	case "", "Equal":
+		for _, msg := range content.IsLabelValue(t.GetValue()) {
+			errs = append(errs, field.Invalid(p.Child("value"), t.GetValue(), msg))
+		}
+	case "Exists":
+		if t.GetValue() != "" {
+			errs = append(errs, field.Invalid(p.Child("operator"), t.GetValue(), "value must be empty when `operator` is 'Exists'"))
+		}
+	default:
+		errs = append(errs, field.NotSupported(p.Child("operator"), t.GetOperator(), tolerationOps))
+	}
+	errs = append(errs, oneOf(p.Child("effect"), t.GetEffect(), taintEffects...)...)
+	return errs
+}
+
+func validateNodeAffinity(na *NodeAffinity, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if req := na.GetRequiredDuringSchedulingIgnoredDuringExecution(); req != nil {
+		rp := p.Child("requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+		if len(req.GetNodeSelectorTerms()) == 0 {
+			errs = append(errs, field.Required(rp, "must have at least one node selector term"))
+		}
+		for i, term := range req.GetNodeSelectorTerms() {
+			errs = append(errs, validateNodeSelectorTerm(term, rp.Index(i))...)
+		}
+	}
+	for i, pref := range na.GetPreferredDuringSchedulingIgnoredDuringExecution() {
+		pp := p.Child("preferredDuringSchedulingIgnoredDuringExecution").Index(i)
+		if w := pref.GetWeight(); w < 1 || w > 100 {
+			errs = append(errs, field.Invalid(pp.Child("weight"), w, "must be in the range 1-100"))
+		}
+		if pref.GetPreference() == nil {
+			errs = append(errs, field.Required(pp.Child("preference"), ""))
+		} else {
+			errs = append(errs, validateNodeSelectorTerm(pref.GetPreference(), pp.Child("preference"))...)
+		}
+	}
+	return errs
+}
+
+func validateNodeSelectorTerm(t *NodeSelectorTerm, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, r := range t.GetMatchExpressions() {
+		rp := p.Child("matchExpressions").Index(i)
+		errs = append(errs, qualifiedName(rp.Child("key"), r.GetKey())...)
+		errs = append(errs, selectorRequirement(rp, r.GetOperator(), r.GetValues(), nodeSelectorOps)...)
+	}
+	for i, r := range t.GetMatchFields() {
+		rp := p.Child("matchFields").Index(i)
+		if r.GetKey() != "metadata.name" {
+			errs = append(errs, field.NotSupported(rp.Child("key"), r.GetKey(), []string{"metadata.name"}))
+		}
+		switch r.GetOperator() {
+		case "In", "NotIn":
+			if len(r.GetValues()) != 1 {
+				errs = append(errs, field.Required(rp.Child("values"), "must be only one value when `operator` is 'In' or 'NotIn' for node field selector"))
+			}
+		default:
+			errs = append(errs, field.NotSupported(rp.Child("operator"), r.GetOperator(), []string{"In", "NotIn"}))
+		}
+	}
+	return errs
+}
+
+// selectorRequirement checks an operator and its values, for label and node
+// selectors.
+func selectorRequirement(p *field.Path, op string, values []string, ops []string) field.ErrorList {
+	vp := p.Child("values")
+	switch op {
+	case "In", "NotIn":
+		if len(values) == 0 {
+			return field.ErrorList{field.Required(vp, "must be specified when `operator` is 'In' or 'NotIn'")}
+		}
+	case "Exists", "DoesNotExist":
+		if len(values) > 0 {
+			return field.ErrorList{field.Forbidden(vp, "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")}
+		}
+	case "Gt", "Lt":
+		if !slices.Contains(ops, op) {
+			break
+		}
+		if len(values) != 1 {
+			return field.ErrorList{field.Required(vp, "must be specified single value when `operator` is 'Lt' or 'Gt'")}
+		}
+		if _, err := parseInt(values[0], 64); err != nil {
+			return field.ErrorList{field.Invalid(vp.Index(0), values[0], "must be an integer")}
+		}
+		return nil
+	}
+	if !slices.Contains(ops, op) {
+		return field.ErrorList{field.NotSupported(p.Child("operator"), op, ops)}
+	}
+	return nil
+}
+
+// ---- workloads ----
+
+var (
+	alwaysRestart = []string{"Always"}
+	jobRestart    = []string{"OnFailure", "Never"}
+)
+
+func validateLabelSelector(s *LabelSelector, p *field.Path) field.ErrorList {
+	if s == nil {
+		return field.ErrorList{field.Required(p, "")}
+	}
+	var errs field.ErrorList
+	if len(s.GetMatchLabels()) == 0 && len(s.GetMatchExpressions()) == 0 {
+		errs = append(errs, field.Invalid(p, s.String(), "empty selector is invalid for this kind"))
+	}
+	errs = append(errs, validateLabels(s.GetMatchLabels(), p.Child("matchLabels"))...)
+	for i, r := range s.GetMatchExpressions() {
+		rp := p.Child("matchExpressions").Index(i)
+		errs = append(errs, qualifiedName(rp.Child("key"), r.GetKey())...)
+		errs = append(errs, selectorRequirement(rp, r.GetOperator(), r.GetValues(), labelSelectorOps)...)
+		for j, v := range r.GetValues() {
+			for _, msg := range content.IsLabelValue(v) {
+				errs = append(errs, field.Invalid(rp.Child("values").Index(j), v, msg))
+			}
+		}
+	}
+	return errs
+}
+
+// validateWorkloadTemplate checks a controller's selector and pod template
+// and that the selector selects the template's pods.
+func validateWorkloadTemplate(sel *LabelSelector, t *PodTemplateSpec, p *field.Path, restart []string, selectorRequired bool) field.ErrorList {
+	var errs field.ErrorList
+	if sel != nil || selectorRequired {
+		errs = validateLabelSelector(sel, p.Child("selector"))
+	}
+	tp := p.Child("template")
+	if t == nil {
+		return append(errs, field.Required(tp, ""))
+	}
+	mp := tp.Child("metadata")
+	tl := t.GetMetadata().GetLabels()
+	errs = append(errs, validateLabels(tl, mp.Child("labels"))...)
+	errs = append(errs, validateAnnotations(t.GetMetadata().GetAnnotations(), mp.Child("annotations"))...)
+	if len(errs) == 0 && sel != nil {
+		if s, err := sel.AsSelector(); err == nil && !s.Empty() && !s.Matches(labels.Set(tl)) {
+			errs = append(errs, field.Invalid(mp.Child("labels"), tl, "`selector` does not match template `labels`"))
+		}
+	}
+	sp := tp.Child("spec")
+	errs = append(errs, validatePodSpec(t.GetSpec(), sp)...)
+	if t.GetSpec() != nil {
+		rp := sp.Child("restartPolicy")
+		switch rpv := t.GetSpec().GetRestartPolicy(); {
+		case rpv == "" && slices.Equal(restart, jobRestart):
+			errs = append(errs, field.Required(rp, `valid values: "OnFailure", "Never"`))
+		case rpv != "" && !slices.Contains(restart, rpv):
+			errs = append(errs, field.NotSupported(rp, rpv, restart))
+		}
+		if t.GetSpec().ActiveDeadlineSeconds != nil && !slices.Equal(restart, jobRestart) {
+			errs = append(errs, field.Forbidden(sp.Child("activeDeadlineSeconds"), "activeDeadlineSeconds in this kind is not supported"))
+		}
+	}
+	return errs
+}
+
+// intOrPercent resolves a maxSurge/maxUnavailable value; zero reports
+// whether it is 0 or 0%.
+func intOrPercent(p *field.Path, v string, maxHundred bool) (zero bool, errs field.ErrorList) {
+	if v == "" {
+		return false, nil
+	}
+	if isCanonicalInt32(v) {
+		n := mustAtoi(v)
+		return n == 0, nonNegative(p, n)
+	}
+	if msgs := validation.IsValidPercent(v); len(msgs) > 0 {
+		for _, msg := range msgs {
+			errs = append(errs, field.Invalid(p, v, msg))
+		}
+		return false, errs
+	}
+	n := mustAtoi(strings.TrimSuffix(v, "%"))
+	if maxHundred && n > 100 {
+		errs = append(errs, field.Invalid(p, v, "must not be greater than 100%"))
+	}
+	return n == 0, errs
+}
+
+func validateDeploymentSpec(s *DeploymentSpec, p *field.Path) field.ErrorList {
+	if s == nil {
+		s = &DeploymentSpec{}
+	}
+	var errs field.ErrorList
+	if s.Replicas != nil {
+		errs = append(errs, nonNegative(p.Child("replicas"), int64(s.GetReplicas()))...)
+	}
+	errs = append(errs, validateWorkloadTemplate(s.GetSelector(), s.GetTemplate(), p, alwaysRestart, true)...)
+	sp := p.Child("strategy")
+	st := s.GetStrategy()
+	errs = append(errs, oneOf(sp.Child("type"), st.GetType(), "RollingUpdate", "Recreate")...)
+	if ru := st.GetRollingUpdate(); ru != nil {
+		rp := sp.Child("rollingUpdate")
+		if st.GetType() == "Recreate" {
+			errs = append(errs, field.Forbidden(rp, "may not be specified when strategy `type` is 'Recreate'"))
+		}
+		unavailZero, e1 := intOrPercent(rp.Child("maxUnavailable"), ru.GetMaxUnavailable(), true)
+		surgeZero, e2 := intOrPercent(rp.Child("maxSurge"), ru.GetMaxSurge(), false)
+		errs = append(errs, e1...)
+		errs = append(errs, e2...)
+		if unavailZero && surgeZero {
+			errs = append(errs, field.Invalid(rp.Child("maxUnavailable"), ru.GetMaxUnavailable(), "may not be 0 when `maxSurge` is 0"))
+		}
+	}
+	errs = append(errs, nonNegative(p.Child("minReadySeconds"), int64(s.GetMinReadySeconds()))...)
+	if s.RevisionHistoryLimit != nil {
+		errs = append(errs, nonNegative(p.Child("revisionHistoryLimit"), int64(s.GetRevisionHistoryLimit()))...)
+	}
+	if s.ProgressDeadlineSeconds != nil {
+		pd := p.Child("progressDeadlineSeconds")
+		if s.GetProgressDeadlineSeconds() <= 0 {
+			errs = append(errs, field.Invalid(pd, s.GetProgressDeadlineSeconds(), "must be greater than 0"))
+		} else if s.GetProgressDeadlineSeconds() <= s.GetMinReadySeconds() {
+			errs = append(errs, field.Invalid(pd, s.GetProgressDeadlineSeconds(), "must be greater than minReadySeconds"))
+		}
+	}
+	return errs
+}
+
+func validateDaemonSetSpec(s *DaemonSetSpec, p *field.Path) field.ErrorList {
+	if s == nil {
+		s = &DaemonSetSpec{}
+	}
+	errs := validateWorkloadTemplate(s.GetSelector(), s.GetTemplate(), p, alwaysRestart, true)
+	up := p.Child("updateStrategy")
+	us := s.GetUpdateStrategy()
+	errs = append(errs, oneOf(up.Child("type"), us.GetType(), "RollingUpdate", "OnDelete")...)
+	if ru := us.GetRollingUpdate(); ru != nil {
+		rp := up.Child("rollingUpdate")
+		if us.GetType() == "OnDelete" {
+			errs = append(errs, field.Forbidden(rp, "may not be specified when strategy `type` is 'OnDelete'"))
+		}
+		unavailZero, e1 := intOrPercent(rp.Child("maxUnavailable"), ru.GetMaxUnavailable(), true)
+		surgeZero, e2 := intOrPercent(rp.Child("maxSurge"), ru.GetMaxSurge(), true)
+		errs = append(errs, e1...)
+		errs = append(errs, e2...)
+		hasUnavail := ru.GetMaxUnavailable() != "" && !unavailZero
+		hasSurge := ru.GetMaxSurge() != "" && !surgeZero
+		switch {
+		case hasUnavail && hasSurge:
+			errs = append(errs, field.Invalid(rp.Child("maxSurge"), ru.GetMaxSurge(), "may not be set when maxUnavailable is non-zero"))
+		case unavailZero && (surgeZero || ru.GetMaxSurge() == ""):
+			errs = append(errs, field.Invalid(rp.Child("maxUnavailable"), ru.GetMaxUnavailable(), "may not be 0 when `maxSurge` is 0"))
+		}
+	}
+	errs = append(errs, nonNegative(p.Child("minReadySeconds"), int64(s.GetMinReadySeconds()))...)
+	if s.RevisionHistoryLimit != nil {
+		errs = append(errs, nonNegative(p.Child("revisionHistoryLimit"), int64(s.GetRevisionHistoryLimit()))...)
+	}
+	return errs
+}
+
+func validateJobSpec(s *JobSpec, p *field.Path) field.ErrorList {
+	if s == nil {
+		s = &JobSpec{}
+	}
+	var errs field.ErrorList
+	for _, f := range []struct {
+		name string
+		v    *int32
+	}{
+		{"parallelism", s.Parallelism},
+		{"completions", s.Completions},
+		{"backoffLimit", s.BackoffLimit},
+		{"ttlSecondsAfterFinished", s.TtlSecondsAfterFinished},
+	} {
+		if f.v != nil {
+			errs = append(errs, nonNegative(p.Child(f.name), int64(*f.v))...)
+		}
+	}
+	if s.ActiveDeadlineSeconds != nil && s.GetActiveDeadlineSeconds() <= 0 {
+		errs = append(errs, field.Invalid(p.Child("activeDeadlineSeconds"), s.GetActiveDeadlineSeconds(), "must be greater than 0"))
+	}
+	// Without manualSelector the selector is generated from the Job's uid
+	// (SetDefaults), so it may be missing here.
+	errs = append(errs, validateWorkloadTemplate(s.GetSelector(), s.GetTemplate(), p, jobRestart, s.GetManualSelector())...)
+	return errs
+}
+
+// ---- services and endpoints ----
+
+func validateServiceSpec(s *ServiceSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	typ := s.GetType()
+	errs = append(errs, oneOf(p.Child("type"), typ, "ClusterIP", "NodePort")...)
+	headless := s.GetClusterIp() == "None"
+	if ip := s.GetClusterIp(); ip != "" && !headless {
+		errs = append(errs, validIP(p.Child("clusterIP"), ip)...)
+	}
+	if ips := s.GetClusterIps(); len(ips) > 0 && s.GetClusterIp() != "" && ips[0] != s.GetClusterIp() {
+		errs = append(errs, field.Invalid(p.Child("clusterIPs").Index(0), ips[0], "must match `clusterIP`"))
+	}
+	if headless && typ == "NodePort" {
+		errs = append(errs, field.Invalid(p.Child("clusterIP"), "None", "may not be set to 'None' for NodePort services"))
+	}
+	if len(s.GetPorts()) == 0 && !headless {
+		errs = append(errs, field.Required(p.Child("ports"), ""))
+	}
+	names := map[string]bool{}
+	nodePorts := map[int32]bool{}
+	type portKey struct {
+		Port     int32  `json:"port"`
+		Protocol string `json:"protocol"`
+	}
+	seen := map[portKey]bool{}
+	for i, sp := range s.GetPorts() {
+		pp := p.Child("ports").Index(i)
+		switch n := sp.GetName(); {
+		case n == "" && len(s.GetPorts()) > 1:
+			errs = append(errs, field.Required(pp.Child("name"), ""))
+		case n == "":
+		case names[n]:
+			errs = append(errs, field.Duplicate(pp.Child("name"), n))
+		default:
+			names[n] = true
+			errs = append(errs, dnsName(pp.Child("name"), n, validation.IsDNS1123Label)...)
+		}
+		errs = append(errs, oneOf(pp.Child("protocol"), sp.GetProtocol(), supportedProtocols...)...)
+		errs = append(errs, portNum(pp.Child("port"), sp.GetPort())...)
+		if tp := sp.GetTargetPort(); tp != "" {
+			errs = append(errs, intOrStringPort(pp.Child("targetPort"), tp)...)
+		}
+		if np := sp.GetNodePort(); np != 0 {
+			npp := pp.Child("nodePort")
+			switch {
+			case typ != "NodePort":
+				errs = append(errs, field.Forbidden(npp, fmt.Sprintf("may not be used when `type` is '%s'", cmp(typ, "ClusterIP"))))
+			case np < 30000 || np > 32767:
+				errs = append(errs, field.Invalid(npp, np, "provided port is not in the valid range. The range of valid ports is 30000-32767"))
+			case nodePorts[np]:
+				errs = append(errs, field.Duplicate(npp, np))
+			}
+			nodePorts[np] = true
+		}
+		k := portKey{sp.GetPort(), cmp(sp.GetProtocol(), "TCP")}
+		if seen[k] {
+			errs = append(errs, field.Duplicate(pp, k))
+		}
+		seen[k] = true
+	}
+	errs = append(errs, validateLabels(s.GetSelector(), p.Child("selector"))...)
+	errs = append(errs, oneOf(p.Child("sessionAffinity"), s.GetSessionAffinity(), "None", "ClientIP")...)
+	if etp := s.GetExternalTrafficPolicy(); etp != "" {
+		errs = append(errs, oneOf(p.Child("externalTrafficPolicy"), etp, "Cluster", "Local")...)
+		if typ != "NodePort" {
+			errs = append(errs, field.Invalid(p.Child("externalTrafficPolicy"), etp, "may only be set for externally-accessible services"))
+		}
+	}
+	return errs
+}
+
+// cmp returns v, or def when v is empty.
+func cmp(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func validateEndpoints(e *Endpoints) field.ErrorList {
+	var errs field.ErrorList
+	for i, ss := range e.GetSubsets() {
+		sp := field.NewPath("subsets").Index(i)
+		for _, list := range []struct {
+			name  string
+			addrs []*EndpointAddress
+		}{{"addresses", ss.GetAddresses()}, {"notReadyAddresses", ss.GetNotReadyAddresses()}} {
+			for j, a := range list.addrs {
+				errs = append(errs, validIP(sp.Child(list.name).Index(j).Child("ip"), a.GetIp())...)
+			}
+		}
+		for j, port := range ss.GetPorts() {
+			pp := sp.Child("ports").Index(j)
+			if port.GetName() == "" && len(ss.GetPorts()) > 1 {
+				errs = append(errs, field.Required(pp.Child("name"), ""))
+			} else if port.GetName() != "" {
+				errs = append(errs, dnsName(pp.Child("name"), port.GetName(), validation.IsDNS1123Label)...)
+			}
+			errs = append(errs, portNum(pp.Child("port"), port.GetPort())...)
+			errs = append(errs, oneOf(pp.Child("protocol"), port.GetProtocol(), supportedProtocols...)...)
+		}
+	}
+	return errs
+}
+
+// ---- nodes ----
+
+func validateNodeSpec(s *NodeSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if c := s.GetPodCidr(); c != "" {
+		errs = append(errs, validCIDR(p.Child("podCIDR"), c)...)
+	}
+	for i, c := range s.GetPodCidrs() {
+		errs = append(errs, validCIDR(p.Child("podCIDRs").Index(i), c)...)
+	}
+	if cs := s.GetPodCidrs(); len(cs) > 0 && s.GetPodCidr() != "" && cs[0] != s.GetPodCidr() {
+		errs = append(errs, field.Invalid(p.Child("podCIDRs").Index(0), cs[0], "must match `podCIDR`"))
+	}
+	type taintKey struct{ key, effect string }
+	seen := map[taintKey]bool{}
+	for i, t := range s.GetTaints() {
+		tp := p.Child("taints").Index(i)
+		if t.GetKey() == "" {
+			errs = append(errs, field.Required(tp.Child("key"), ""))
+		} else {
+			errs = append(errs, qualifiedName(tp.Child("key"), t.GetKey())...)
+		}
+		for _, msg := range content.IsLabelValue(t.GetValue()) {
+			errs = append(errs, field.Invalid(tp.Child("value"), t.GetValue(), msg))
+		}
+		if t.GetEffect() == "" {
+			errs = append(errs, field.Required(tp.Child("effect"), ""))
+		} else {
+			errs = append(errs, oneOf(tp.Child("effect"), t.GetEffect(), taintEffects...)...)
+		}
+		k := taintKey{t.GetKey(), t.GetEffect()}
+		if seen[k] {
+			errs = append(errs, field.Duplicate(tp, fmt.Sprintf("%s:%s", k.key, k.effect)))
+		}
+		seen[k] = true
+	}
+	return errs
+}
+
+func validCIDR(p *field.Path, c string) field.ErrorList {
+	if _, err := netip.ParsePrefix(c); err != nil {
+		return field.ErrorList{field.Invalid(p, c, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")}
+	}
+	return nil
+}
+
+// ---- config ----
+
+func validateConfigMap(c *ConfigMap) field.ErrorList {
+	var errs field.ErrorList
+	for _, k := range sortedKeys(c.GetData()) {
+		errs = append(errs, configKey(field.NewPath("data").Key(k), k)...)
+	}
+	for _, k := range sortedKeys(c.GetBinaryData()) {
+		kp := field.NewPath("binaryData").Key(k)
+		errs = append(errs, configKey(kp, k)...)
+		if _, dup := c.GetData()[k]; dup {
+			errs = append(errs, field.Invalid(kp, k, "duplicate of key present in data"))
+		}
+	}
+	return errs
+}
+
+// requiredSecretKeys lists, per well-known secret type, the keys it must
+// hold (in data or stringData).
+var requiredSecretKeys = map[string][]string{
+	"kubernetes.io/tls":              {"tls.crt", "tls.key"},
+	"kubernetes.io/dockerconfigjson": {".dockerconfigjson"},
+	"kubernetes.io/dockercfg":        {".dockercfg"},
+	"kubernetes.io/ssh-auth":         {"ssh-privatekey"},
+}
+
+func validateSecret(s *Secret) field.ErrorList {
+	var errs field.ErrorList
+	for _, k := range sortedKeys(s.GetData()) {
+		errs = append(errs, configKey(field.NewPath("data").Key(k), k)...)
+	}
+	for _, k := range sortedKeys(s.GetStringData()) {
+		errs = append(errs, configKey(field.NewPath("stringData").Key(k), k)...)
+	}
+	for _, k := range requiredSecretKeys[s.GetType()] {
+		_, inData := s.GetData()[k]
+		_, inString := s.GetStringData()[k]
+		if !inData && !inString {
+			errs = append(errs, field.Required(field.NewPath("data").Key(k), ""))
+		}
+	}
+	return errs
+}
+
+func validateEvent(e *Event) field.ErrorList {
+	var errs field.ErrorList
+	ns := e.GetMetadata().GetNamespace()
+	if ions := e.GetInvolvedObject().GetNamespace(); ions != "" && ns != "" && ions != ns {
+		errs = append(errs, field.Invalid(field.NewPath("involvedObject", "namespace"), ions, "does not match event.namespace"))
+	}
+	errs = append(errs, oneOf(field.NewPath("type"), e.GetType(), "Normal", "Warning")...)
+	return errs
+}
