@@ -723,7 +723,10 @@ func (x *WatchEvent) GetResourceVersion() uint64 {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Report only this master's own view (state, applied and last index,
+	// version) without asking its peers: what Status uses between masters.
+	Local         bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -758,6 +761,13 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_api_proto_rawDescGZIP(), []int{12}
 }
 
+func (x *StatusRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
 type StatusResponse struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Leader      string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
@@ -766,7 +776,10 @@ type StatusResponse struct {
 	Servers     []*ServerStatus        `protobuf:"bytes,4,rep,name=servers,proto3" json:"servers,omitempty"`
 	// Set when the configuration cannot survive the loss of a member as well
 	// as it could (an even number of voters).
-	Warning       string `protobuf:"bytes,5,opt,name=warning,proto3" json:"warning,omitempty"`
+	Warning string `protobuf:"bytes,5,opt,name=warning,proto3" json:"warning,omitempty"`
+	// Every member of the gossip pool (masters and workers), as this master
+	// sees it.
+	Members       []*MemberStatus `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -836,6 +849,89 @@ func (x *StatusResponse) GetWarning() string {
 	return ""
 }
 
+func (x *StatusResponse) GetMembers() []*MemberStatus {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type MemberStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // gossip address
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`       // server or worker
+	Status        string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`   // alive, suspect, dead, left
+	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberStatus) Reset() {
+	*x = MemberStatus{}
+	mi := &file_api_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberStatus) ProtoMessage() {}
+
+func (x *MemberStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
+func (*MemberStatus) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MemberStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 type ServerStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -853,7 +949,7 @@ type ServerStatus struct {
 
 func (x *ServerStatus) Reset() {
 	*x = ServerStatus{}
-	mi := &file_api_proto_msgTypes[14]
+	mi := &file_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +961,7 @@ func (x *ServerStatus) String() string {
 func (*ServerStatus) ProtoMessage() {}
 
 func (x *ServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[14]
+	mi := &file_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +974,7 @@ func (x *ServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatus.ProtoReflect.Descriptor instead.
 func (*ServerStatus) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{14}
+	return file_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServerStatus) GetName() string {
@@ -953,7 +1049,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_api_proto_msgTypes[15]
+	mi := &file_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1061,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[15]
+	mi := &file_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1074,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{15}
+	return file_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -997,7 +1093,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_api_proto_msgTypes[16]
+	mi := &file_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1105,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[16]
+	mi := &file_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1118,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{16}
+	return file_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() string {
@@ -1041,7 +1137,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_api_proto_msgTypes[17]
+	mi := &file_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1149,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[17]
+	mi := &file_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1162,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{17}
+	return file_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemovePeerRequest) GetName() string {
@@ -1084,7 +1180,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_api_proto_msgTypes[18]
+	mi := &file_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1192,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[18]
+	mi := &file_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1205,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{18}
+	return file_api_proto_rawDescGZIP(), []int{19}
 }
 
 type SnapshotSaveRequest struct {
@@ -1120,7 +1216,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_api_proto_msgTypes[19]
+	mi := &file_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1228,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[19]
+	mi := &file_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1241,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{19}
+	return file_api_proto_rawDescGZIP(), []int{20}
 }
 
 type SnapshotChunk struct {
@@ -1157,7 +1253,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_api_proto_msgTypes[20]
+	mi := &file_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1265,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[20]
+	mi := &file_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1278,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{20}
+	return file_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1201,7 +1297,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_api_proto_msgTypes[21]
+	mi := &file_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1309,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[21]
+	mi := &file_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1322,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{21}
+	return file_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1244,7 +1340,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_api_proto_msgTypes[22]
+	mi := &file_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1352,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[22]
+	mi := &file_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1365,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{22}
+	return file_api_proto_rawDescGZIP(), []int{23}
 }
 
 type ReadIndexResponse struct {
@@ -1281,7 +1377,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_api_proto_msgTypes[23]
+	mi := &file_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1389,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[23]
+	mi := &file_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1402,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{23}
+	return file_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1366,14 +1462,22 @@ const file_api_proto_rawDesc = "" +
 	"WatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12(\n" +
 	"\x06object\x18\x02 \x01(\v2\x10.skiff.v1.ObjectR\x06object\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\"\x0f\n" +
-	"\rStatusRequest\"\xab\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\"%\n" +
+	"\rStatusRequest\x12\x14\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\xdd\x01\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
 	"\fcommit_index\x18\x03 \x01(\x04R\vcommitIndex\x120\n" +
 	"\aservers\x18\x04 \x03(\v2\x16.skiff.v1.ServerStatusR\aservers\x12\x18\n" +
-	"\awarning\x18\x05 \x01(\tR\awarning\"\x80\x02\n" +
+	"\awarning\x18\x05 \x01(\tR\awarning\x120\n" +
+	"\amembers\x18\x06 \x03(\v2\x16.skiff.v1.MemberStatusR\amembers\"\x82\x01\n" +
+	"\fMemberStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"\x80\x02\n" +
 	"\fServerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +
@@ -1432,7 +1536,7 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_api_proto_goTypes = []any{
 	(*WriteRequest)(nil),               // 0: skiff.v1.WriteRequest
 	(*WriteResponse)(nil),              // 1: skiff.v1.WriteResponse
@@ -1448,66 +1552,68 @@ var file_api_proto_goTypes = []any{
 	(*WatchEvent)(nil),                 // 11: skiff.v1.WatchEvent
 	(*StatusRequest)(nil),              // 12: skiff.v1.StatusRequest
 	(*StatusResponse)(nil),             // 13: skiff.v1.StatusResponse
-	(*ServerStatus)(nil),               // 14: skiff.v1.ServerStatus
-	(*TransferLeadershipRequest)(nil),  // 15: skiff.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 16: skiff.v1.TransferLeadershipResponse
-	(*RemovePeerRequest)(nil),          // 17: skiff.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 18: skiff.v1.RemovePeerResponse
-	(*SnapshotSaveRequest)(nil),        // 19: skiff.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 20: skiff.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 21: skiff.v1.SnapshotRestoreResponse
-	(*ReadIndexRequest)(nil),           // 22: skiff.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 23: skiff.v1.ReadIndexResponse
-	(*Object)(nil),                     // 24: skiff.v1.Object
-	(*DeleteOp)(nil),                   // 25: skiff.v1.DeleteOp
-	(*BindOp)(nil),                     // 26: skiff.v1.BindOp
+	(*MemberStatus)(nil),               // 14: skiff.v1.MemberStatus
+	(*ServerStatus)(nil),               // 15: skiff.v1.ServerStatus
+	(*TransferLeadershipRequest)(nil),  // 16: skiff.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 17: skiff.v1.TransferLeadershipResponse
+	(*RemovePeerRequest)(nil),          // 18: skiff.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 19: skiff.v1.RemovePeerResponse
+	(*SnapshotSaveRequest)(nil),        // 20: skiff.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 21: skiff.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 22: skiff.v1.SnapshotRestoreResponse
+	(*ReadIndexRequest)(nil),           // 23: skiff.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 24: skiff.v1.ReadIndexResponse
+	(*Object)(nil),                     // 25: skiff.v1.Object
+	(*DeleteOp)(nil),                   // 26: skiff.v1.DeleteOp
+	(*BindOp)(nil),                     // 27: skiff.v1.BindOp
 }
 var file_api_proto_depIdxs = []int32{
-	24, // 0: skiff.v1.WriteRequest.object:type_name -> skiff.v1.Object
-	24, // 1: skiff.v1.WriteResponse.object:type_name -> skiff.v1.Object
-	25, // 2: skiff.v1.DeleteRequest.delete:type_name -> skiff.v1.DeleteOp
-	26, // 3: skiff.v1.BindRequest.binds:type_name -> skiff.v1.BindOp
+	25, // 0: skiff.v1.WriteRequest.object:type_name -> skiff.v1.Object
+	25, // 1: skiff.v1.WriteResponse.object:type_name -> skiff.v1.Object
+	26, // 2: skiff.v1.DeleteRequest.delete:type_name -> skiff.v1.DeleteOp
+	27, // 3: skiff.v1.BindRequest.binds:type_name -> skiff.v1.BindOp
 	5,  // 4: skiff.v1.BatchResponse.results:type_name -> skiff.v1.BatchResult
-	24, // 5: skiff.v1.BatchResult.object:type_name -> skiff.v1.Object
-	24, // 6: skiff.v1.GetResponse.object:type_name -> skiff.v1.Object
-	24, // 7: skiff.v1.ListResponse.items:type_name -> skiff.v1.Object
-	24, // 8: skiff.v1.WatchEvent.object:type_name -> skiff.v1.Object
-	14, // 9: skiff.v1.StatusResponse.servers:type_name -> skiff.v1.ServerStatus
-	0,  // 10: skiff.v1.Cluster.Create:input_type -> skiff.v1.WriteRequest
-	0,  // 11: skiff.v1.Cluster.Update:input_type -> skiff.v1.WriteRequest
-	0,  // 12: skiff.v1.Cluster.UpdateStatus:input_type -> skiff.v1.WriteRequest
-	0,  // 13: skiff.v1.Cluster.Apply:input_type -> skiff.v1.WriteRequest
-	2,  // 14: skiff.v1.Cluster.Delete:input_type -> skiff.v1.DeleteRequest
-	3,  // 15: skiff.v1.Cluster.Bind:input_type -> skiff.v1.BindRequest
-	6,  // 16: skiff.v1.Cluster.Get:input_type -> skiff.v1.GetRequest
-	8,  // 17: skiff.v1.Cluster.List:input_type -> skiff.v1.ListRequest
-	10, // 18: skiff.v1.Cluster.Watch:input_type -> skiff.v1.WatchRequest
-	12, // 19: skiff.v1.Operator.Status:input_type -> skiff.v1.StatusRequest
-	15, // 20: skiff.v1.Operator.TransferLeadership:input_type -> skiff.v1.TransferLeadershipRequest
-	17, // 21: skiff.v1.Operator.RemovePeer:input_type -> skiff.v1.RemovePeerRequest
-	19, // 22: skiff.v1.Operator.SnapshotSave:input_type -> skiff.v1.SnapshotSaveRequest
-	20, // 23: skiff.v1.Operator.SnapshotRestore:input_type -> skiff.v1.SnapshotChunk
-	22, // 24: skiff.v1.Operator.ReadIndex:input_type -> skiff.v1.ReadIndexRequest
-	1,  // 25: skiff.v1.Cluster.Create:output_type -> skiff.v1.WriteResponse
-	1,  // 26: skiff.v1.Cluster.Update:output_type -> skiff.v1.WriteResponse
-	1,  // 27: skiff.v1.Cluster.UpdateStatus:output_type -> skiff.v1.WriteResponse
-	1,  // 28: skiff.v1.Cluster.Apply:output_type -> skiff.v1.WriteResponse
-	1,  // 29: skiff.v1.Cluster.Delete:output_type -> skiff.v1.WriteResponse
-	4,  // 30: skiff.v1.Cluster.Bind:output_type -> skiff.v1.BatchResponse
-	7,  // 31: skiff.v1.Cluster.Get:output_type -> skiff.v1.GetResponse
-	9,  // 32: skiff.v1.Cluster.List:output_type -> skiff.v1.ListResponse
-	11, // 33: skiff.v1.Cluster.Watch:output_type -> skiff.v1.WatchEvent
-	13, // 34: skiff.v1.Operator.Status:output_type -> skiff.v1.StatusResponse
-	16, // 35: skiff.v1.Operator.TransferLeadership:output_type -> skiff.v1.TransferLeadershipResponse
-	18, // 36: skiff.v1.Operator.RemovePeer:output_type -> skiff.v1.RemovePeerResponse
-	20, // 37: skiff.v1.Operator.SnapshotSave:output_type -> skiff.v1.SnapshotChunk
-	21, // 38: skiff.v1.Operator.SnapshotRestore:output_type -> skiff.v1.SnapshotRestoreResponse
-	23, // 39: skiff.v1.Operator.ReadIndex:output_type -> skiff.v1.ReadIndexResponse
-	25, // [25:40] is the sub-list for method output_type
-	10, // [10:25] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	25, // 5: skiff.v1.BatchResult.object:type_name -> skiff.v1.Object
+	25, // 6: skiff.v1.GetResponse.object:type_name -> skiff.v1.Object
+	25, // 7: skiff.v1.ListResponse.items:type_name -> skiff.v1.Object
+	25, // 8: skiff.v1.WatchEvent.object:type_name -> skiff.v1.Object
+	15, // 9: skiff.v1.StatusResponse.servers:type_name -> skiff.v1.ServerStatus
+	14, // 10: skiff.v1.StatusResponse.members:type_name -> skiff.v1.MemberStatus
+	0,  // 11: skiff.v1.Cluster.Create:input_type -> skiff.v1.WriteRequest
+	0,  // 12: skiff.v1.Cluster.Update:input_type -> skiff.v1.WriteRequest
+	0,  // 13: skiff.v1.Cluster.UpdateStatus:input_type -> skiff.v1.WriteRequest
+	0,  // 14: skiff.v1.Cluster.Apply:input_type -> skiff.v1.WriteRequest
+	2,  // 15: skiff.v1.Cluster.Delete:input_type -> skiff.v1.DeleteRequest
+	3,  // 16: skiff.v1.Cluster.Bind:input_type -> skiff.v1.BindRequest
+	6,  // 17: skiff.v1.Cluster.Get:input_type -> skiff.v1.GetRequest
+	8,  // 18: skiff.v1.Cluster.List:input_type -> skiff.v1.ListRequest
+	10, // 19: skiff.v1.Cluster.Watch:input_type -> skiff.v1.WatchRequest
+	12, // 20: skiff.v1.Operator.Status:input_type -> skiff.v1.StatusRequest
+	16, // 21: skiff.v1.Operator.TransferLeadership:input_type -> skiff.v1.TransferLeadershipRequest
+	18, // 22: skiff.v1.Operator.RemovePeer:input_type -> skiff.v1.RemovePeerRequest
+	20, // 23: skiff.v1.Operator.SnapshotSave:input_type -> skiff.v1.SnapshotSaveRequest
+	21, // 24: skiff.v1.Operator.SnapshotRestore:input_type -> skiff.v1.SnapshotChunk
+	23, // 25: skiff.v1.Operator.ReadIndex:input_type -> skiff.v1.ReadIndexRequest
+	1,  // 26: skiff.v1.Cluster.Create:output_type -> skiff.v1.WriteResponse
+	1,  // 27: skiff.v1.Cluster.Update:output_type -> skiff.v1.WriteResponse
+	1,  // 28: skiff.v1.Cluster.UpdateStatus:output_type -> skiff.v1.WriteResponse
+	1,  // 29: skiff.v1.Cluster.Apply:output_type -> skiff.v1.WriteResponse
+	1,  // 30: skiff.v1.Cluster.Delete:output_type -> skiff.v1.WriteResponse
+	4,  // 31: skiff.v1.Cluster.Bind:output_type -> skiff.v1.BatchResponse
+	7,  // 32: skiff.v1.Cluster.Get:output_type -> skiff.v1.GetResponse
+	9,  // 33: skiff.v1.Cluster.List:output_type -> skiff.v1.ListResponse
+	11, // 34: skiff.v1.Cluster.Watch:output_type -> skiff.v1.WatchEvent
+	13, // 35: skiff.v1.Operator.Status:output_type -> skiff.v1.StatusResponse
+	17, // 36: skiff.v1.Operator.TransferLeadership:output_type -> skiff.v1.TransferLeadershipResponse
+	19, // 37: skiff.v1.Operator.RemovePeer:output_type -> skiff.v1.RemovePeerResponse
+	21, // 38: skiff.v1.Operator.SnapshotSave:output_type -> skiff.v1.SnapshotChunk
+	22, // 39: skiff.v1.Operator.SnapshotRestore:output_type -> skiff.v1.SnapshotRestoreResponse
+	24, // 40: skiff.v1.Operator.ReadIndex:output_type -> skiff.v1.ReadIndexResponse
+	26, // [26:41] is the sub-list for method output_type
+	11, // [11:26] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_init() }
@@ -1523,7 +1629,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,50 @@
+# skiff: `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BIN := bin/skiff
+PROTOC_GEN := $(CURDIR)/.bin
+PROTOS := meta.proto core.proto apps.proto object.proto raft.proto api.proto
+
+.PHONY: help build run test unit e2e chaos bench proto verify clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build bin/skiff
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/skiff
+
+run: build ## run a local three-master cluster (Ctrl-C stops it)
+	./$(BIN) dev
+
+test: ## all tests: unit (with -race) and the short end-to-end suite
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+unit: ## unit tests only (no e2e)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e: ## end-to-end tests with real processes
+	$(GO) test -count=1 -timeout 30m -v ./e2e/
+
+chaos: ## the full chaos suite (minutes)
+	$(GO) test -count=1 -timeout 60m -v ./e2e/ -run Chaos -chaos.full
+
+bench: ## benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./fsm/ ./proto/
+
+proto: ## regenerate the protobuf and gRPC code (installs protoc from Debian if missing)
+	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	GOBIN=$(PROTOC_GEN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd proto && PATH=$(PROTOC_GEN):$$PATH protoc -I . --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTOS)
+
+verify: ## formatting, vet, and that generated code matches the .proto files
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "run gofmt -w"; exit 1; }
+	$(GO) vet ./...
+	$(MAKE) proto
+	git diff --exit-code -- proto/ || { echo "generated code is stale: commit the output of make proto"; exit 1; }
+
+clean: ## remove build output
+	rm -rf bin .bin

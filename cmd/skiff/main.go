@@ -1,0 +1,25 @@
+// Command skiff is the single skiff binary: master (`skiff server`), worker,
+// local dev cluster (`skiff dev`) and the operator command line.
+package main
+
+import (
+	"os"
+
+	"github.com/skiff-sh/skiff/cli"
+	wrt "github.com/skiff-sh/skiff/worker/runtime"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	// Re-executions of this binary come first: libcontainer's container init
+	// (never returns) and the per-container shim.
+	wrt.Init()
+	if len(os.Args) > 1 && os.Args[1] == wrt.ShimSubcommand {
+		os.Exit(wrt.ShimMain(os.Args[2:]))
+	}
+	root := cli.NewRootCommand(version)
+	root.AddCommand(newServerCommand(), newDevCommand())
+	os.Exit(cli.Execute(root))
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiff-sh/skiff/server"
+)
+
+func newServerCommand() *cobra.Command {
+	cfg := server.DefaultConfig()
+	var join, logLevel, logFormat string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a master: Raft member, API server and (while leader) scheduler and controllers",
+		Long: `server runs one master. Masters find each other through gossip (--join) and, once
+--bootstrap-expect of them are up and none has state yet, bootstrap one Raft cluster together.
+A master restarted with its --data-dir rejoins by itself, with the same flags.`,
+		Example: `  # three masters on one machine (use real addresses across machines)
+  skiff server --name m1 --data-dir /var/lib/skiff/m1 --raft-addr 127.0.0.1:7001 --api-addr 127.0.0.1:7101 \
+    --gossip-addr 127.0.0.1:7201 --bootstrap-expect 3 --join 127.0.0.1:7202,127.0.0.1:7203
+  # a single master
+  skiff server --name m1 --data-dir /var/lib/skiff/m1 --bootstrap-expect 1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(os.Stderr, logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Join = splitComma(join)
+			cfg.Logger = logger
+			cfg.Version = version
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			s, err := server.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return s.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Name, "name", cfg.Name, "unique name of this master (its Raft server ID)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the Raft log, snapshots and state")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "host:port for Raft traffic between masters")
+	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "host:port of the gRPC API")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "host:port for gossip with masters and workers")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "host:port for /metrics, /healthz and /readyz (empty disables)")
+	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "number of masters to wait for before bootstrapping a new cluster (1: single master, 0: join an existing cluster)")
+	f.StringVar(&join, "join", "", "comma-separated gossip addresses of other masters")
+	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft timeouts for slow or distant machines (1 = LAN)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

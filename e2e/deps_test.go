@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// allowedImports is design.md's table of which skiff packages may import
+// which (sub-packages follow their top-level package).
+var allowedImports = map[string][]string{
+	"proto":       {},
+	"fsm":         {"proto"},
+	"controllers": {"proto"},
+	"client":      {"proto"},
+	"server":      {"proto", "fsm", "controllers"},
+	"worker":      {"proto", "client"},
+	"netproxy":    {"proto", "client"},
+	"cli":         {"proto", "client"},
+}
+
+const module = "github.com/skiff-sh/skiff/"
+
+func topLevel(pkg string) string {
+	top, _, _ := strings.Cut(strings.TrimPrefix(pkg, module), "/")
+	return top
+}
+
+// TestPackageDependencies keeps the import rules of design.md true.
+func TestPackageDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", "../...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	checked := 0
+	for {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		from := topLevel(p.ImportPath)
+		allowed, ruled := allowedImports[from]
+		if !ruled {
+			continue // cmd/ and e2e may import anything
+		}
+		checked++
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			to := topLevel(imp)
+			if to == from {
+				continue
+			}
+			ok := false
+			for _, a := range allowed {
+				ok = ok || a == to
+			}
+			if !ok {
+				t.Errorf("%s imports %s: design.md allows %s to import only %v", p.ImportPath, imp, from, allowed)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("go list returned no ruled packages")
+	}
+}

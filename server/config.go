@@ -1,0 +1,269 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// LeaderTask is work that runs only while this master leads, such as the
+// controller manager.
+//
+// Run is started after the new leader has committed a barrier (its store
+// holds everything committed before it took over) and blocks until ctx ends.
+// ctx is cancelled the moment leadership is lost or the server stops, and the
+// server waits for Run to return before it acts as leader again, so a task
+// never overlaps with itself. A task that returns early with an error is
+// restarted with backoff while leadership lasts.
+type LeaderTask interface {
+	Name() string
+	Run(ctx context.Context) error
+}
+
+// Raft timing for RaftMultiplier = 1. They are tuned for a LAN: failover in
+// well under a second on an idle network, while still leaving the leader
+// ten heartbeats (sent every HeartbeatTimeout/10) before a follower
+// suspects it. The lease is half the heartbeat timeout so that a deposed
+// leader steps down before a follower can start an election
+// (hashicorp/raft requires LeaderLeaseTimeout <= HeartbeatTimeout).
+// Like Nomad's raft_multiplier, a larger multiplier trades failover time for
+// tolerance of slow disks, loaded machines and long GC pauses; 5 matches the
+// library defaults of a WAN-ish deployment.
+const (
+	baseHeartbeatTimeout   = 500 * time.Millisecond
+	baseElectionTimeout    = 500 * time.Millisecond
+	baseLeaderLeaseTimeout = 250 * time.Millisecond
+	// CommitTimeout is not scaled: it bounds how long a follower waits to
+	// learn a new commit index when there are no new entries to carry it.
+	baseCommitTimeout = 50 * time.Millisecond
+)
+
+// Config configures one master.
+type Config struct {
+	// Name identifies the master: its Raft server ID and its gossip node
+	// name. It must be unique in the cluster and stable across restarts.
+	Name string
+	// DataDir holds the Raft log (raft/raft.db) and snapshots (raft/snapshots).
+	DataDir string
+
+	// RaftAddr is the host:port of the Raft TCP transport; it is also the
+	// address the other masters dial, so it must not be a wildcard address.
+	// Port 0 picks a free port, which is only useful for a master that is
+	// never restarted.
+	RaftAddr string
+	// APIAddr is the host:port the gRPC API listens on. Port 0 picks a free
+	// port (see Server.APIAddr). The bound address is advertised to the other
+	// masters through gossip, so followers can forward writes.
+	APIAddr string
+	// GossipAddr is the host:port memberlist binds (TCP and UDP).
+	GossipAddr string
+	// HTTPAddr serves /metrics, /healthz and /readyz; "" disables it.
+	HTTPAddr string
+
+	// BootstrapExpect is how many masters form a new cluster: 0 never
+	// bootstraps (join an existing cluster), 1 is a single master, N waits
+	// until N masters with the same setting and no Raft state are visible in
+	// gossip and then bootstraps them together. It is ignored once the data
+	// dir holds Raft state.
+	BootstrapExpect int
+	// Join lists gossip addresses of other masters. They are retried until
+	// one answers.
+	Join []string
+	// JoinRetryInterval is the pause between join attempts.
+	JoinRetryInterval time.Duration
+
+	// RaftMultiplier scales every Raft timeout (as Nomad's raft_multiplier):
+	// with 1 the heartbeat and election timeouts are 500ms and the leader
+	// lease 250ms, suited to a LAN. Raise it (up to 10) on slow or busy
+	// machines to avoid needless elections, at the cost of slower failover.
+	RaftMultiplier int
+	// SnapshotThreshold is how many new log entries trigger a snapshot;
+	// SnapshotInterval is how often that is checked; TrailingLogs is how
+	// many entries are kept after a snapshot so a lagging follower can catch
+	// up without a full snapshot.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// LogStoreStallTimeout is how long a log write may take before the
+	// master gives up on it and steps down (hashicorp/raft issue #503: a
+	// leader with a hung disk keeps heartbeating and so is never replaced).
+	LogStoreStallTimeout time.Duration
+
+	// ApplyTimeout bounds how long a write waits to enter the leader's Raft
+	// queue.
+	ApplyTimeout time.Duration
+	// NoLeaderWait is how long a request waits for a leader (election in
+	// progress, new leader not yet ready) before failing with Unavailable.
+	NoLeaderWait time.Duration
+	// ShutdownTimeout bounds each step of a graceful shutdown (leadership
+	// transfer, draining gRPC calls).
+	ShutdownTimeout time.Duration
+	// ReconcileInterval is how often the leader compares gossip membership
+	// with the Raft configuration, besides on every membership event.
+	ReconcileInterval time.Duration
+	// PeerStatusTimeout bounds how long Status waits for each peer's own
+	// report.
+	PeerStatusTimeout time.Duration
+	// ReadyMaxLag is how many committed entries the store may be behind
+	// and still report ready on /readyz.
+	ReadyMaxLag uint64
+
+	// MaxRecvMsgSize is the largest gRPC message the API accepts. It must be
+	// above proto.MaxObjectBytes so that an oversized object gets a clear
+	// error naming the object limit instead of a transport error.
+	MaxRecvMsgSize int
+	// EventWindow is how many watch events each master keeps for resuming
+	// watches.
+	EventWindow int
+
+	// Logger receives every log line; the server adds server=<Name> to it
+	// (and component=raft, memberlist, ... for the libraries' lines).
+	Logger  *slog.Logger
+	Version string
+	// LeaderTasks run only while this master leads.
+	LeaderTasks []LeaderTask
+}
+
+// Default addresses: loopback, the ports `skiff dev` gives its first master.
+const (
+	DefaultRaftAddr   = "127.0.0.1:7001"
+	DefaultAPIAddr    = "127.0.0.1:7101"
+	DefaultGossipAddr = "127.0.0.1:7201"
+	DefaultHTTPAddr   = "127.0.0.1:7301"
+)
+
+// DefaultConfig returns a configuration with every tunable set and loopback
+// addresses; the caller fills in Name and DataDir, and real addresses for a
+// cluster that spans machines.
+func DefaultConfig() Config {
+	return Config{
+		RaftAddr:             DefaultRaftAddr,
+		APIAddr:              DefaultAPIAddr,
+		GossipAddr:           DefaultGossipAddr,
+		HTTPAddr:             DefaultHTTPAddr,
+		RaftMultiplier:       1,
+		JoinRetryInterval:    time.Second,
+		SnapshotThreshold:    8192,
+		SnapshotInterval:     2 * time.Minute,
+		TrailingLogs:         10240,
+		LogStoreStallTimeout: 5 * time.Second,
+		ApplyTimeout:         10 * time.Second,
+		NoLeaderWait:         5 * time.Second,
+		ShutdownTimeout:      5 * time.Second,
+		ReconcileInterval:    10 * time.Second,
+		PeerStatusTimeout:    time.Second,
+		ReadyMaxLag:          1024,
+		MaxRecvMsgSize:       pb.MaxObjectBytes + 256<<10,
+		EventWindow:          50000,
+		Logger:               slog.Default(),
+		Version:              "dev",
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("server config: %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	if c.Name == "" {
+		return bad("Name", "required: a name unique among the masters")
+	}
+	if c.DataDir == "" {
+		return bad("DataDir", "required: a directory for the Raft log and snapshots")
+	}
+	if err := checkHostPort(c.RaftAddr, false); err != nil {
+		return bad("RaftAddr", "%v", err)
+	}
+	if err := checkHostPort(c.APIAddr, true); err != nil {
+		return bad("APIAddr", "%v", err)
+	}
+	if err := checkHostPort(c.GossipAddr, false); err != nil {
+		return bad("GossipAddr", "%v", err)
+	}
+	if host, _, _ := net.SplitHostPort(c.GossipAddr); net.ParseIP(host) == nil {
+		return bad("GossipAddr", "%q: the host must be an IP address (memberlist binds by IP)", c.GossipAddr)
+	}
+	if c.HTTPAddr != "" {
+		if err := checkHostPort(c.HTTPAddr, true); err != nil {
+			return bad("HTTPAddr", "%v", err)
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		return bad("BootstrapExpect", "%d is negative: use 0 to join an existing cluster", c.BootstrapExpect)
+	}
+	for i, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return bad(fmt.Sprintf("Join[%d]", i), "%q is not host:port: %v", j, err)
+		}
+	}
+	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
+		return bad("Join", "required when BootstrapExpect is 0: list the gossip address of a master to join")
+	}
+	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+		return bad("RaftMultiplier", "%d is outside 1..10", c.RaftMultiplier)
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"JoinRetryInterval", c.JoinRetryInterval},
+		{"SnapshotInterval", c.SnapshotInterval},
+		{"LogStoreStallTimeout", c.LogStoreStallTimeout},
+		{"ApplyTimeout", c.ApplyTimeout},
+		{"NoLeaderWait", c.NoLeaderWait},
+		{"ShutdownTimeout", c.ShutdownTimeout},
+		{"ReconcileInterval", c.ReconcileInterval},
+		{"PeerStatusTimeout", c.PeerStatusTimeout},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			return bad(p.name, "must be positive (start from DefaultConfig)")
+		}
+	}
+	if c.SnapshotThreshold == 0 {
+		return bad("SnapshotThreshold", "must be positive")
+	}
+	if c.MaxRecvMsgSize <= pb.MaxObjectBytes {
+		return bad("MaxRecvMsgSize", "%d must exceed proto.MaxObjectBytes (%d)", c.MaxRecvMsgSize, pb.MaxObjectBytes)
+	}
+	if c.EventWindow < 1 {
+		return bad("EventWindow", "must be at least 1")
+	}
+	if c.Logger == nil {
+		return bad("Logger", "required")
+	}
+	return nil
+}
+
+// checkHostPort accepts host:port with a concrete host (others dial it),
+// or, when wildcard is set, any listen address.
+func checkHostPort(addr string, wildcard bool) error {
+	if addr == "" {
+		return errors.New("required (host:port)")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", addr)
+	}
+	if !wildcard {
+		if host == "" {
+			return fmt.Errorf("%q has no host: other masters must be able to dial it", addr)
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return fmt.Errorf("%q is a wildcard address: other masters must be able to dial it; use a concrete IP", addr)
+		}
+	}
+	return nil
+}
+
+func (c Config) heartbeatTimeout() time.Duration {
+	return baseHeartbeatTimeout * time.Duration(c.RaftMultiplier)
+}

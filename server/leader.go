@@ -1,0 +1,194 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/skiff-sh/skiff/fsm"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// leaderLoop follows raft's leadership signal. Each time this master wins,
+// it starts one leadership term (lead) with its own context; when it loses,
+// it cancels that context at once and waits for everything started under it
+// to return before it does anything else, so two terms never overlap. Losing
+// leadership never stops the process.
+func (s *Server) leaderLoop(ctx context.Context) {
+	var stop func()
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	leaderCh := s.raft.LeaderCh()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-leaderCh:
+			// LeaderCh keeps only the latest value: true while a term is
+			// running means we lost and regained leadership in between.
+			if stop != nil {
+				s.log.Info("leadership lost: stopping leader tasks")
+				stop()
+				stop = nil
+			}
+			if isLeader {
+				stop = s.startLeadership()
+			}
+		}
+	}
+}
+
+func (s *Server) startLeadership() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.lead(ctx)
+	}()
+	return func() {
+		s.setReady(0)
+		cancel()
+		<-done
+	}
+}
+
+// lead is one leadership term: make the store current, make sure the
+// default namespace exists, declare readiness, then run the leader tasks and
+// keep the Raft configuration in step with gossip until ctx ends.
+func (s *Server) lead(ctx context.Context) {
+	s.metrics.leaderChanges.Inc()
+	term := s.raft.CurrentTerm()
+	s.log.Info("became leader", "term", term)
+
+	// The barrier commits an entry of this term, which commits (and makes us
+	// apply) everything earlier leaders committed: until then our commit
+	// index may be behind what clients were already told.
+	if !retry(ctx, s, "commit a barrier", func() error { return s.storeBarrier(ctx) }) {
+		return
+	}
+	if !retry(ctx, s, "create the default namespace", func() error { return s.ensureDefaultNamespace(ctx) }) {
+		return
+	}
+	if s.raft.CurrentTerm() != term {
+		// Lost and regained in between; the loop starts a fresh term.
+		return
+	}
+	s.setReady(term)
+	s.log.Info("leader ready", "term", term, "applied_index", s.fsm.AppliedIndex())
+
+	var wg sync.WaitGroup
+	for _, t := range s.cfg.LeaderTasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.runLeaderTask(ctx, t)
+		}()
+	}
+	s.reconcileLoop(ctx)
+	wg.Wait()
+}
+
+// retry runs f until it succeeds or ctx ends, reporting whether it
+// succeeded. Failures here are mostly leadership being lost, which cancels
+// ctx shortly.
+func retry(ctx context.Context, s *Server, what string, f func() error) bool {
+	backoff := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.Warn("leader setup step failed; retrying", "step", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// storeBarrier commits and applies an empty command batch, a no-op for the
+// store. raft.Barrier would commit as well, but raft hands neither its
+// LogBarrier entries nor the LogNoop each new leader appends to the FSM, so
+// the store's applied index would stay below the commit index until the next
+// write, and read-index waits (which compare the two) would stall. An
+// entry the store applies leaves the log's tail always visible to it.
+func (s *Server) storeBarrier(ctx context.Context) error {
+	res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Batch{Batch: &pb.CommandBatch{}}}))
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+func (s *Server) ensureDefaultNamespace(ctx context.Context) error {
+	_, err := s.fsm.Get("Namespace", "", "default")
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fsm.ErrNotFound) {
+		return err
+	}
+	ns := &pb.Namespace{Metadata: &pb.ObjectMeta{Name: "default"}}
+	obj := pb.Wrap(ns)
+	pb.SetDefaults(obj)
+	res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Create{Create: obj}}))
+	if err != nil {
+		return err
+	}
+	if res.Err != nil && !errors.Is(res.Err, fsm.ErrAlreadyExists) {
+		return res.Err
+	}
+	s.log.Info("created the default namespace")
+	return nil
+}
+
+// runLeaderTask runs t until ctx ends, restarting it with backoff if it
+// returns early.
+func (s *Server) runLeaderTask(ctx context.Context, t LeaderTask) {
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := t.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		s.log.Error("leader task stopped early; restarting", "task", t.Name(), "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// reconcileLoop adds masters to the Raft configuration on every gossip
+// change and every ReconcileInterval.
+func (s *Server) reconcileLoop(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.ReconcileInterval)
+	defer tick.Stop()
+	for {
+		wake := s.changed.wait()
+		if err := s.reconcile(); err != nil && ctx.Err() == nil {
+			s.log.Warn("reconcile raft configuration with gossip", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,270 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/skiff-sh/skiff/fsm"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// Linearizable reads use the read-index method (Raft thesis §6.4): learn
+// the leader's commit index, confirm the leader still leads (a heartbeat
+// round to a quorum), then serve from a store that has applied at least that
+// index. Only one confirmation is in flight per master; every read that
+// arrives while it runs waits for the next one, which then serves them all,
+// so a burst of reads costs two heartbeat rounds, not one each.
+
+// indexCoalescer shares one run of fn among all callers that arrived
+// before that run started.
+type indexCoalescer struct {
+	fn      func(context.Context) (uint64, error)
+	mu      sync.Mutex
+	next    *indexRound // collects callers for the next run
+	running bool
+}
+
+type indexRound struct {
+	done  chan struct{}
+	index uint64
+	err   error
+}
+
+func newIndexCoalescer(fn func(context.Context) (uint64, error)) *indexCoalescer {
+	return &indexCoalescer{fn: fn}
+}
+
+func (c *indexCoalescer) do(ctx context.Context) (uint64, error) {
+	c.mu.Lock()
+	if c.next == nil {
+		c.next = &indexRound{done: make(chan struct{})}
+	}
+	r := c.next
+	if !c.running {
+		c.running = true
+		go c.run()
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.index, r.err
+	case <-ctx.Done():
+		return 0, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (c *indexCoalescer) run() {
+	for {
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
+		if r == nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		r.index, r.err = c.fn(context.Background())
+		close(r.done)
+	}
+}
+
+// readIndexRound is one shared read-index confirmation: on the leader
+// directly, on a follower through the leader's Operator.ReadIndex.
+func (s *Server) readIndexRound(ctx context.Context) (uint64, error) {
+	// Callers stop waiting at their own deadline; this bounds the round
+	// itself so a stuck round cannot block later reads forever. (Shutdown
+	// ends it through routeCall, with a retryable error.)
+	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.NoLeaderWait)
+	defer cancel()
+	return routeCall(s, ctx, "ReadIndex", true,
+		s.leaderReadIndex,
+		func(ctx context.Context, c *grpc.ClientConn) (uint64, error) {
+			resp, err := pb.NewOperatorClient(c).ReadIndex(ctx, &pb.ReadIndexRequest{})
+			return resp.GetIndex(), err
+		})
+}
+
+// leaderReadIndex captures the commit index, then confirms leadership. The
+// order matters: an index captured after the confirmation could include
+// entries of a newer leader's term that this one never learned about.
+func (s *Server) leaderReadIndex(context.Context) (uint64, error) {
+	idx := s.raft.CommitIndex()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			return 0, pb.NotAppliedError(fmt.Sprintf("could not confirm leadership: %v", err))
+		}
+		return 0, status.Errorf(codes.Unavailable, "could not confirm leadership: %v", err)
+	}
+	return idx, nil
+}
+
+// linearize returns once this master's store reflects every write
+// acknowledged before linearize was called.
+func (s *Server) linearize(ctx context.Context) error {
+	idx, err := s.readIndex.do(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.fsm.WaitForIndex(ctx, idx); err != nil {
+		return status.Errorf(status.FromContextError(err).Code(),
+			"this master's store is behind the leader (applied %d, need %d): %v; retry, or read with stale=true",
+			s.fsm.AppliedIndex(), idx, err)
+	}
+	return nil
+}
+
+func canonicalKind(kind string) (pb.KindInfo, error) {
+	k, ok := pb.LookupKind(kind)
+	if !ok {
+		return k, status.Errorf(codes.InvalidArgument, "kind: unknown kind %q: use one of %s", kind, kindNames())
+	}
+	return k, nil
+}
+
+func (a *clusterAPI) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	k, err := canonicalKind(req.GetKind())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name: required (use List to read many objects)")
+	}
+	if !req.GetStale() {
+		if err := a.s.linearize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	obj, err := a.s.fsm.Get(k.Kind, req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, fsmStatus(err)
+	}
+	return &pb.GetResponse{Object: obj}, nil
+}
+
+func (a *clusterAPI) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+	k, err := canonicalKind(req.GetKind())
+	if err != nil {
+		return nil, err
+	}
+	if !req.GetStale() {
+		if err := a.s.linearize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	items, idx, err := a.s.fsm.List(fsm.Query{
+		Kind: k.Kind, Namespace: req.GetNamespace(),
+		LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
+	})
+	if err != nil {
+		return nil, fsmStatus(err)
+	}
+	return &pb.ListResponse{Items: items, ResourceVersion: idx}, nil
+}
+
+// Watch streams from this master's own store: every master has the same
+// event log, so watches need not touch the leader. The stream ends cleanly
+// when the client goes away or the master shuts down; the client resumes
+// from the last resourceVersion it saw.
+func (a *clusterAPI) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.WatchEvent]) error {
+	s := a.s
+	k, err := canonicalKind(req.GetKind())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.stoppingCtx, cancel)
+	defer stop()
+
+	from := req.GetResourceVersion()
+	if from > s.fsm.AppliedIndex() {
+		// The client saw this index on another master (a list or a watch
+		// there); events up to it must not be sent again, so wait until
+		// this master's store has caught up.
+		wctx, wcancel := context.WithTimeout(ctx, s.cfg.NoLeaderWait)
+		err := s.fsm.WaitForIndex(wctx, from)
+		wcancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return pb.NotAppliedError(fmt.Sprintf("resourceVersion %d is ahead of this master's store (applied %d): retry, or watch on the leader",
+				from, s.fsm.AppliedIndex()))
+		}
+	}
+	w, err := s.fsm.Watch(ctx, fsm.Query{
+		Kind: k.Kind, Namespace: req.GetNamespace(),
+		LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
+	}, from)
+	if err != nil {
+		return watchStatus(err, from)
+	}
+	s.metrics.watchers.Inc()
+	defer s.metrics.watchers.Dec()
+	// Headers tell the client the watch is accepted before any event, and a
+	// watch "from now" learns at once the index it can resume from.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	if from == 0 {
+		if p := w.Progress(); p > 0 {
+			from = p
+			if err := stream.Send(&pb.WatchEvent{Type: "BOOKMARK", ResourceVersion: p}); err != nil {
+				return err
+			}
+		}
+	}
+
+	bookmark := time.Duration(req.GetBookmarkSeconds()) * time.Second
+	last := from
+	for {
+		nctx, ncancel := ctx, context.CancelFunc(func() {})
+		if bookmark > 0 {
+			nctx, ncancel = context.WithTimeout(ctx, bookmark)
+		}
+		ev, err := w.Next(nctx)
+		ncancel()
+		switch {
+		case err == nil && ev.Index <= from:
+			// Already seen by the client (see the wait above).
+		case err == nil:
+			last = ev.Index
+			if err := stream.Send(&pb.WatchEvent{Type: ev.Type, Object: ev.Object, ResourceVersion: ev.Index}); err != nil {
+				return err
+			}
+		case ctx.Err() != nil:
+			return nil
+		case bookmark > 0 && errors.Is(err, context.DeadlineExceeded):
+			// Progress is an index a new watch can resume from without
+			// missing anything this one has not sent.
+			p := w.Progress()
+			if p == 0 {
+				continue // expired: the next Next reports it
+			}
+			last = max(last, p)
+			if err := stream.Send(&pb.WatchEvent{Type: "BOOKMARK", ResourceVersion: last}); err != nil {
+				return err
+			}
+		default:
+			return watchStatus(err, last)
+		}
+	}
+}
+
+func watchStatus(err error, from uint64) error {
+	if errors.Is(err, fsm.ErrExpired) {
+		return status.Errorf(codes.OutOfRange,
+			"resourceVersion %d expired: list again and watch from the list's resourceVersion", from)
+	}
+	return fsmStatus(err)
+}

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+func TestConfigValidate(t *testing.T) {
+	good := DefaultConfig()
+	good.Name, good.DataDir = "m1", "/tmp/x"
+	good.RaftAddr, good.APIAddr, good.GossipAddr = "127.0.0.1:1", ":2", "127.0.0.1:3"
+	good.BootstrapExpect = 1
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	tests := []struct {
+		field string
+		edit  func(*Config)
+	}{
+		{"Name", func(c *Config) { c.Name = "" }},
+		{"DataDir", func(c *Config) { c.DataDir = "" }},
+		{"RaftAddr", func(c *Config) { c.RaftAddr = "0.0.0.0:1" }},
+		{"RaftAddr", func(c *Config) { c.RaftAddr = "nohost" }},
+		{"APIAddr", func(c *Config) { c.APIAddr = "" }},
+		{"GossipAddr", func(c *Config) { c.GossipAddr = ":3" }},
+		{"HTTPAddr", func(c *Config) { c.HTTPAddr = "bad" }},
+		{"BootstrapExpect", func(c *Config) { c.BootstrapExpect = -1 }},
+		{"Join", func(c *Config) { c.BootstrapExpect = 0 }},
+		{"Join[0]", func(c *Config) { c.Join = []string{"x"} }},
+		{"RaftMultiplier", func(c *Config) { c.RaftMultiplier = 0 }},
+		{"NoLeaderWait", func(c *Config) { c.NoLeaderWait = 0 }},
+		{"MaxRecvMsgSize", func(c *Config) { c.MaxRecvMsgSize = pb.MaxObjectBytes }},
+		{"Logger", func(c *Config) { c.Logger = nil }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.field, func(t *testing.T) {
+			c := good
+			tt.edit(&c)
+			err := c.Validate()
+			if err == nil || !strings.HasPrefix(err.Error(), "server config: "+tt.field+":") {
+				t.Fatalf("got %v, want an error naming %s", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestRaftTimeoutsScale(t *testing.T) {
+	c := DefaultConfig()
+	c.Name, c.RaftMultiplier = "m1", 3
+	rc := raftConfig(c)
+	if rc.HeartbeatTimeout != 1500*time.Millisecond || rc.ElectionTimeout != 1500*time.Millisecond || rc.LeaderLeaseTimeout != 750*time.Millisecond {
+		t.Fatalf("timeouts: %v %v %v", rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout)
+	}
+	if !rc.BatchApplyCh || rc.MaxAppendEntries != 1024 {
+		t.Fatalf("group commit off")
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIndexCoalescer checks that reads arriving while a confirmation runs
+// share the next one, and that one confirmation serves many reads.
+func TestIndexCoalescer(t *testing.T) {
+	var calls atomic.Int64
+	release := make(chan struct{})
+	started := make(chan struct{}, 64)
+	c := newIndexCoalescer(func(context.Context) (uint64, error) {
+		n := calls.Add(1)
+		started <- struct{}{}
+		<-release
+		return uint64(n * 10), nil
+	})
+	ctx := context.Background()
+	first := make(chan uint64)
+	go func() { i, _ := c.do(ctx); first <- i }()
+	<-started // round 1 is running
+
+	var wg sync.WaitGroup
+	results := make(chan uint64, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			i, err := c.do(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			results <- i
+		}()
+	}
+	// Give the 20 callers time to queue behind round 1; correctness does
+	// not depend on it, only how many rounds run.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c.mu.Lock()
+		queued := c.next != nil
+		c.mu.Unlock()
+		if queued || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	release <- struct{}{}
+	if got := <-first; got != 10 {
+		t.Fatalf("first read got index %d, want 10", got)
+	}
+	close(release) // every later round completes at once
+	wg.Wait()
+	close(results)
+	for r := range results {
+		// Arrived while round 1 ran: must be served by a later round.
+		if r < 20 {
+			t.Fatalf("a read that arrived during round 1 was served by it (index %d)", r)
+		}
+	}
+	if n := calls.Load(); n >= 21 {
+		t.Fatalf("%d confirmations for 21 reads: nothing was shared", n)
+	}
+
+	// A caller whose context ends stops waiting.
+	block := make(chan struct{})
+	c2 := newIndexCoalescer(func(context.Context) (uint64, error) { <-block; return 1, nil })
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := c2.do(cctx); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("cancelled read: %v", err)
+	}
+	close(block)
+}
+
+type blockingLogStore struct {
+	raft.LogStore
+	block chan struct{}
+}
+
+func (b *blockingLogStore) StoreLogs(logs []*raft.Log) error {
+	<-b.block
+	return nil
+}
+
+func TestStallGuard(t *testing.T) {
+	inner := &blockingLogStore{LogStore: raft.NewInmemStore(), block: make(chan struct{})}
+	g := &stallGuardLogStore{LogStore: inner, timeout: 50 * time.Millisecond, log: testLogger(t), metrics: newMetrics()}
+	start := time.Now()
+	err := g.StoreLogs([]*raft.Log{{Index: 1}})
+	if !errors.Is(err, ErrLogStoreStalled) {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	close(inner.block)
+	if err := g.StoreLog(&raft.Log{Index: 2}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRaftStatus(t *testing.T) {
+	for _, err := range []error{raft.ErrNotLeader, raft.ErrEnqueueTimeout, raft.ErrRaftShutdown, raft.ErrLeadershipTransferInProgress} {
+		if s := raftStatus(err); !pb.IsNotApplied(s) {
+			t.Errorf("%v -> %v, want not applied", err, s)
+		}
+	}
+	for _, err := range []error{raft.ErrLeadershipLost, ErrLogStoreStalled, errors.New("other")} {
+		if s := raftStatus(err); status.Code(s) != codes.Unknown || !strings.Contains(s.Error(), "read the object") {
+			t.Errorf("%v -> %v, want Unknown telling what to do", err, s)
+		}
+	}
+}
+
+func TestIDs(t *testing.T) {
+	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	if u := newUUID(); !re.MatchString(u) || u == newUUID() {
+		t.Fatalf("uuid %q", u)
+	}
+	if s := randomSuffix(); len(s) != 5 || strings.ContainsAny(s, "aeiou013") {
+		t.Fatalf("suffix %q", s)
+	}
+	if a := advertiseAddr("[::]:80", "10.0.0.1:7000"); a != "10.0.0.1:80" {
+		t.Fatalf("advertise %s", a)
+	}
+	if shortMethod("/skiff.v1.Cluster/Create") != "Cluster/Create" {
+		t.Fatal(shortMethod("/skiff.v1.Cluster/Create"))
+	}
+}
