@@ -175,7 +175,7 @@ func newSnapshotCommand(o *Options) *cobra.Command {
 			if err := os.Rename(tmp.Name(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(o.ErrOut, "\r")
+			endProgress(o)
 			fmt.Fprintf(o.Out, "saved snapshot to %s (%d bytes)\n", args[0], n)
 			return nil
 		},
@@ -203,7 +203,7 @@ recovery onto a fresh cluster: start new masters, then restore the last saved sn
 			if err != nil {
 				return apiError(err)
 			}
-			fmt.Fprintf(o.ErrOut, "\r")
+			endProgress(o)
 			fmt.Fprintf(o.Out, "restored snapshot %s; the cluster state is now at index %d\n", args[0], index)
 			return nil
 		},
@@ -211,9 +211,24 @@ recovery onto a fresh cluster: start new masters, then restore the last saved sn
 	return cmd
 }
 
-// progressPrinter shows a byte count on stderr as a long transfer goes on.
+// progressPrinter shows a byte count on stderr as a long transfer goes on,
+// when stderr is a terminal.
 func progressPrinter(o *Options, verb string) func(int64) {
+	f, ok := o.ErrOut.(*os.File)
+	if !ok {
+		return nil
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
 	return func(n int64) {
-		fmt.Fprintf(o.ErrOut, "\r%s %d KiB", verb, n/1024)
+		fmt.Fprintf(o.ErrOut, "\r%s %d KiB\033[K", verb, n/1024)
+	}
+}
+
+// endProgress clears the progress line.
+func endProgress(o *Options) {
+	if progressPrinter(o, "") != nil {
+		fmt.Fprint(o.ErrOut, "\r\033[K")
 	}
 }

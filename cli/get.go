@@ -164,7 +164,7 @@ func runGet(o *Options, g *getOptions, args []string) error {
 			}
 		}
 	}
-	if len(objs) == 0 && len(missing) == 0 && !g.watch && g.output == "" {
+	if len(objs) == 0 && len(missing) == 0 && g.output == "" {
 		where := "in namespace " + g.namespace
 		if g.allNamespaces || !targets[0].kind.Namespaced {
 			where = "in the cluster"
