@@ -70,6 +70,13 @@ var specialFields = map[protoreflect.FullName]fieldKind{
 	"skiff.v1.ObjectReference.resource_version": resourceVersion,
 }
 
+// droppedFields are fields Kubernetes' servers write that skiff does not
+// keep; they are accepted and ignored so that `kubectl get -o yaml` output
+// applies unchanged. Any other unknown field is an error.
+var droppedFields = map[protoreflect.FullName]map[string]bool{
+	"skiff.v1.ObjectMeta": {"managedFields": true, "selfLink": true},
+}
+
 const timestampName protoreflect.FullName = "google.protobuf.Timestamp"
 
 // DocumentError reports what is wrong with one document of a manifest. Its
@@ -593,6 +600,9 @@ func (d *decoder) message(m protoreflect.Message, v any, p *field.Path) {
 	for _, k := range sortedKeys(obj) {
 		fp := childPath(p, k)
 		fd := fields.ByJSONName(k)
+		if fd == nil && droppedFields[m.Descriptor().FullName()][k] {
+			continue
+		}
 		if fd == nil {
 			d.fail(fp, "unknown field")
 			continue

@@ -726,3 +726,48 @@ func BenchmarkEncodeJSON(b *testing.B) {
 		}
 	}
 }
+
+// kubectl get -o yaml output carries server-written fields; it must apply
+// unchanged.
+func TestDecodeKubectlOutput(t *testing.T) {
+	const doc = `
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+  selfLink: /api/v1/namespaces/default/pods/web
+  managedFields:
+  - apiVersion: v1
+    fieldsType: FieldsV1
+    manager: kubectl-client-side-apply
+    operation: Update
+spec:
+  automountServiceAccountToken: false
+  imagePullSecrets:
+  - name: regcred
+  containers:
+  - name: app
+    image: nginx:1.27
+    terminationMessagePolicy: File
+    lifecycle:
+      preStop:
+        exec:
+          command: ["sh", "-c", "sleep 2"]
+`
+	objs, err := DecodeManifests([]byte(doc))
+	if err != nil {
+		t.Fatalf("decode kubectl output: %v", err)
+	}
+	pod := objs[0].GetPod()
+	if got := pod.GetSpec().GetContainers()[0].GetLifecycle().GetPreStop().GetExec().GetCommand(); len(got) != 3 {
+		t.Errorf("preStop exec command = %v", got)
+	}
+	if pod.GetSpec().GetImagePullSecrets()[0].GetName() != "regcred" {
+		t.Errorf("imagePullSecrets lost: %v", pod.GetSpec().GetImagePullSecrets())
+	}
+	// Only the known server-written metadata fields are dropped.
+	if _, err := DecodeManifests([]byte(strings.Replace(doc, "selfLink", "selfLinq", 1))); err == nil || !strings.Contains(err.Error(), "metadata.selfLinq") {
+		t.Errorf("unknown metadata field: err = %v", err)
+	}
+}

@@ -940,27 +940,31 @@ func (x *PodTemplateSpec) GetSpec() *PodSpec {
 }
 
 type PodSpec struct {
-	state                         protoimpl.MessageState `protogen:"open.v1"`
-	Containers                    []*Container           `protobuf:"bytes,1,rep,name=containers,proto3" json:"containers,omitempty"`
-	InitContainers                []*Container           `protobuf:"bytes,2,rep,name=init_containers,json=initContainers,proto3" json:"init_containers,omitempty"`
-	RestartPolicy                 string                 `protobuf:"bytes,3,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"` // Always, OnFailure, Never
-	NodeName                      string                 `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	NodeSelector                  map[string]string      `protobuf:"bytes,5,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Affinity                      *Affinity              `protobuf:"bytes,6,opt,name=affinity,proto3" json:"affinity,omitempty"`
-	Tolerations                   []*Toleration          `protobuf:"bytes,7,rep,name=tolerations,proto3" json:"tolerations,omitempty"`
-	TerminationGracePeriodSeconds *int64                 `protobuf:"varint,8,opt,name=termination_grace_period_seconds,json=terminationGracePeriodSeconds,proto3,oneof" json:"termination_grace_period_seconds,omitempty"`
-	ActiveDeadlineSeconds         *int64                 `protobuf:"varint,9,opt,name=active_deadline_seconds,json=activeDeadlineSeconds,proto3,oneof" json:"active_deadline_seconds,omitempty"`
-	Volumes                       []*Volume              `protobuf:"bytes,10,rep,name=volumes,proto3" json:"volumes,omitempty"`
-	HostNetwork                   bool                   `protobuf:"varint,11,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
-	Hostname                      string                 `protobuf:"bytes,12,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Subdomain                     string                 `protobuf:"bytes,13,opt,name=subdomain,proto3" json:"subdomain,omitempty"`
-	SchedulerName                 string                 `protobuf:"bytes,14,opt,name=scheduler_name,json=schedulerName,proto3" json:"scheduler_name,omitempty"`
-	ServiceAccountName            string                 `protobuf:"bytes,15,opt,name=service_account_name,json=serviceAccountName,proto3" json:"service_account_name,omitempty"`
-	DnsPolicy                     string                 `protobuf:"bytes,16,opt,name=dns_policy,json=dnsPolicy,proto3" json:"dns_policy,omitempty"`
-	SecurityContext               *PodSecurityContext    `protobuf:"bytes,17,opt,name=security_context,json=securityContext,proto3" json:"security_context,omitempty"`
-	Priority                      *int32                 `protobuf:"varint,18,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
-	PriorityClassName             string                 `protobuf:"bytes,19,opt,name=priority_class_name,json=priorityClassName,proto3" json:"priority_class_name,omitempty"`
-	EnableServiceLinks            *bool                  `protobuf:"varint,20,opt,name=enable_service_links,json=enableServiceLinks,proto3,oneof" json:"enable_service_links,omitempty"`
+	state                         protoimpl.MessageState  `protogen:"open.v1"`
+	Containers                    []*Container            `protobuf:"bytes,1,rep,name=containers,proto3" json:"containers,omitempty"`
+	InitContainers                []*Container            `protobuf:"bytes,2,rep,name=init_containers,json=initContainers,proto3" json:"init_containers,omitempty"`
+	RestartPolicy                 string                  `protobuf:"bytes,3,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"` // Always, OnFailure, Never
+	NodeName                      string                  `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	NodeSelector                  map[string]string       `protobuf:"bytes,5,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Affinity                      *Affinity               `protobuf:"bytes,6,opt,name=affinity,proto3" json:"affinity,omitempty"`
+	Tolerations                   []*Toleration           `protobuf:"bytes,7,rep,name=tolerations,proto3" json:"tolerations,omitempty"`
+	TerminationGracePeriodSeconds *int64                  `protobuf:"varint,8,opt,name=termination_grace_period_seconds,json=terminationGracePeriodSeconds,proto3,oneof" json:"termination_grace_period_seconds,omitempty"`
+	ActiveDeadlineSeconds         *int64                  `protobuf:"varint,9,opt,name=active_deadline_seconds,json=activeDeadlineSeconds,proto3,oneof" json:"active_deadline_seconds,omitempty"`
+	Volumes                       []*Volume               `protobuf:"bytes,10,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	HostNetwork                   bool                    `protobuf:"varint,11,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	Hostname                      string                  `protobuf:"bytes,12,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Subdomain                     string                  `protobuf:"bytes,13,opt,name=subdomain,proto3" json:"subdomain,omitempty"`
+	SchedulerName                 string                  `protobuf:"bytes,14,opt,name=scheduler_name,json=schedulerName,proto3" json:"scheduler_name,omitempty"`
+	ServiceAccountName            string                  `protobuf:"bytes,15,opt,name=service_account_name,json=serviceAccountName,proto3" json:"service_account_name,omitempty"`
+	DnsPolicy                     string                  `protobuf:"bytes,16,opt,name=dns_policy,json=dnsPolicy,proto3" json:"dns_policy,omitempty"`
+	SecurityContext               *PodSecurityContext     `protobuf:"bytes,17,opt,name=security_context,json=securityContext,proto3" json:"security_context,omitempty"`
+	Priority                      *int32                  `protobuf:"varint,18,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
+	PriorityClassName             string                  `protobuf:"bytes,19,opt,name=priority_class_name,json=priorityClassName,proto3" json:"priority_class_name,omitempty"`
+	EnableServiceLinks            *bool                   `protobuf:"varint,20,opt,name=enable_service_links,json=enableServiceLinks,proto3,oneof" json:"enable_service_links,omitempty"`
+	ImagePullSecrets              []*LocalObjectReference `protobuf:"bytes,21,rep,name=image_pull_secrets,json=imagePullSecrets,proto3" json:"image_pull_secrets,omitempty"`
+	AutomountServiceAccountToken  *bool                   `protobuf:"varint,22,opt,name=automount_service_account_token,json=automountServiceAccountToken,proto3,oneof" json:"automount_service_account_token,omitempty"`
+	ServiceAccount                string                  `protobuf:"bytes,23,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"` // deprecated alias of serviceAccountName
+	PreemptionPolicy              string                  `protobuf:"bytes,24,opt,name=preemption_policy,json=preemptionPolicy,proto3" json:"preemption_policy,omitempty"`
 	unknownFields                 protoimpl.UnknownFields
 	sizeCache                     protoimpl.SizeCache
 }
@@ -1135,33 +1139,108 @@ func (x *PodSpec) GetEnableServiceLinks() bool {
 	return false
 }
 
+func (x *PodSpec) GetImagePullSecrets() []*LocalObjectReference {
+	if x != nil {
+		return x.ImagePullSecrets
+	}
+	return nil
+}
+
+func (x *PodSpec) GetAutomountServiceAccountToken() bool {
+	if x != nil && x.AutomountServiceAccountToken != nil {
+		return *x.AutomountServiceAccountToken
+	}
+	return false
+}
+
+func (x *PodSpec) GetServiceAccount() string {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return ""
+}
+
+func (x *PodSpec) GetPreemptionPolicy() string {
+	if x != nil {
+		return x.PreemptionPolicy
+	}
+	return ""
+}
+
+type LocalObjectReference struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalObjectReference) Reset() {
+	*x = LocalObjectReference{}
+	mi := &file_core_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalObjectReference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalObjectReference) ProtoMessage() {}
+
+func (x *LocalObjectReference) ProtoReflect() protoreflect.Message {
+	mi := &file_core_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalObjectReference.ProtoReflect.Descriptor instead.
+func (*LocalObjectReference) Descriptor() ([]byte, []int) {
+	return file_core_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LocalObjectReference) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type Container struct {
-	state                  protoimpl.MessageState `protogen:"open.v1"`
-	Name                   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Image                  string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
-	Command                []string               `protobuf:"bytes,3,rep,name=command,proto3" json:"command,omitempty"`
-	Args                   []string               `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
-	WorkingDir             string                 `protobuf:"bytes,5,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	Ports                  []*ContainerPort       `protobuf:"bytes,6,rep,name=ports,proto3" json:"ports,omitempty"`
-	Env                    []*EnvVar              `protobuf:"bytes,7,rep,name=env,proto3" json:"env,omitempty"`
-	EnvFrom                []*EnvFromSource       `protobuf:"bytes,8,rep,name=env_from,json=envFrom,proto3" json:"env_from,omitempty"`
-	Resources              *ResourceRequirements  `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
-	VolumeMounts           []*VolumeMount         `protobuf:"bytes,10,rep,name=volume_mounts,json=volumeMounts,proto3" json:"volume_mounts,omitempty"`
-	LivenessProbe          *Probe                 `protobuf:"bytes,11,opt,name=liveness_probe,json=livenessProbe,proto3" json:"liveness_probe,omitempty"`
-	ReadinessProbe         *Probe                 `protobuf:"bytes,12,opt,name=readiness_probe,json=readinessProbe,proto3" json:"readiness_probe,omitempty"`
-	StartupProbe           *Probe                 `protobuf:"bytes,13,opt,name=startup_probe,json=startupProbe,proto3" json:"startup_probe,omitempty"`
-	ImagePullPolicy        string                 `protobuf:"bytes,14,opt,name=image_pull_policy,json=imagePullPolicy,proto3" json:"image_pull_policy,omitempty"` // Always, IfNotPresent, Never
-	SecurityContext        *SecurityContext       `protobuf:"bytes,15,opt,name=security_context,json=securityContext,proto3" json:"security_context,omitempty"`
-	Stdin                  bool                   `protobuf:"varint,16,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Tty                    bool                   `protobuf:"varint,17,opt,name=tty,proto3" json:"tty,omitempty"`
-	TerminationMessagePath string                 `protobuf:"bytes,18,opt,name=termination_message_path,json=terminationMessagePath,proto3" json:"termination_message_path,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	state                    protoimpl.MessageState `protogen:"open.v1"`
+	Name                     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Image                    string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	Command                  []string               `protobuf:"bytes,3,rep,name=command,proto3" json:"command,omitempty"`
+	Args                     []string               `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	WorkingDir               string                 `protobuf:"bytes,5,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	Ports                    []*ContainerPort       `protobuf:"bytes,6,rep,name=ports,proto3" json:"ports,omitempty"`
+	Env                      []*EnvVar              `protobuf:"bytes,7,rep,name=env,proto3" json:"env,omitempty"`
+	EnvFrom                  []*EnvFromSource       `protobuf:"bytes,8,rep,name=env_from,json=envFrom,proto3" json:"env_from,omitempty"`
+	Resources                *ResourceRequirements  `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
+	VolumeMounts             []*VolumeMount         `protobuf:"bytes,10,rep,name=volume_mounts,json=volumeMounts,proto3" json:"volume_mounts,omitempty"`
+	LivenessProbe            *Probe                 `protobuf:"bytes,11,opt,name=liveness_probe,json=livenessProbe,proto3" json:"liveness_probe,omitempty"`
+	ReadinessProbe           *Probe                 `protobuf:"bytes,12,opt,name=readiness_probe,json=readinessProbe,proto3" json:"readiness_probe,omitempty"`
+	StartupProbe             *Probe                 `protobuf:"bytes,13,opt,name=startup_probe,json=startupProbe,proto3" json:"startup_probe,omitempty"`
+	ImagePullPolicy          string                 `protobuf:"bytes,14,opt,name=image_pull_policy,json=imagePullPolicy,proto3" json:"image_pull_policy,omitempty"` // Always, IfNotPresent, Never
+	SecurityContext          *SecurityContext       `protobuf:"bytes,15,opt,name=security_context,json=securityContext,proto3" json:"security_context,omitempty"`
+	Stdin                    bool                   `protobuf:"varint,16,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Tty                      bool                   `protobuf:"varint,17,opt,name=tty,proto3" json:"tty,omitempty"`
+	TerminationMessagePath   string                 `protobuf:"bytes,18,opt,name=termination_message_path,json=terminationMessagePath,proto3" json:"termination_message_path,omitempty"`
+	TerminationMessagePolicy string                 `protobuf:"bytes,19,opt,name=termination_message_policy,json=terminationMessagePolicy,proto3" json:"termination_message_policy,omitempty"` // File, FallbackToLogsOnError
+	Lifecycle                *Lifecycle             `protobuf:"bytes,20,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
+	StdinOnce                bool                   `protobuf:"varint,21,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_core_proto_msgTypes[15]
+	mi := &file_core_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1252,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[15]
+	mi := &file_core_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1265,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{15}
+	return file_core_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Container) GetName() string {
@@ -1315,6 +1394,193 @@ func (x *Container) GetTerminationMessagePath() string {
 	return ""
 }
 
+func (x *Container) GetTerminationMessagePolicy() string {
+	if x != nil {
+		return x.TerminationMessagePolicy
+	}
+	return ""
+}
+
+func (x *Container) GetLifecycle() *Lifecycle {
+	if x != nil {
+		return x.Lifecycle
+	}
+	return nil
+}
+
+func (x *Container) GetStdinOnce() bool {
+	if x != nil {
+		return x.StdinOnce
+	}
+	return false
+}
+
+// Lifecycle hooks run by the worker after a container starts and before it
+// is stopped.
+type Lifecycle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PostStart     *LifecycleHandler      `protobuf:"bytes,1,opt,name=post_start,json=postStart,proto3" json:"post_start,omitempty"`
+	PreStop       *LifecycleHandler      `protobuf:"bytes,2,opt,name=pre_stop,json=preStop,proto3" json:"pre_stop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lifecycle) Reset() {
+	*x = Lifecycle{}
+	mi := &file_core_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lifecycle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lifecycle) ProtoMessage() {}
+
+func (x *Lifecycle) ProtoReflect() protoreflect.Message {
+	mi := &file_core_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lifecycle.ProtoReflect.Descriptor instead.
+func (*Lifecycle) Descriptor() ([]byte, []int) {
+	return file_core_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Lifecycle) GetPostStart() *LifecycleHandler {
+	if x != nil {
+		return x.PostStart
+	}
+	return nil
+}
+
+func (x *Lifecycle) GetPreStop() *LifecycleHandler {
+	if x != nil {
+		return x.PreStop
+	}
+	return nil
+}
+
+type LifecycleHandler struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Exec          *ExecAction            `protobuf:"bytes,1,opt,name=exec,proto3" json:"exec,omitempty"`
+	HttpGet       *HTTPGetAction         `protobuf:"bytes,2,opt,name=http_get,json=httpGet,proto3" json:"http_get,omitempty"`
+	TcpSocket     *TCPSocketAction       `protobuf:"bytes,3,opt,name=tcp_socket,json=tcpSocket,proto3" json:"tcp_socket,omitempty"`
+	Sleep         *SleepAction           `protobuf:"bytes,4,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LifecycleHandler) Reset() {
+	*x = LifecycleHandler{}
+	mi := &file_core_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LifecycleHandler) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LifecycleHandler) ProtoMessage() {}
+
+func (x *LifecycleHandler) ProtoReflect() protoreflect.Message {
+	mi := &file_core_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LifecycleHandler.ProtoReflect.Descriptor instead.
+func (*LifecycleHandler) Descriptor() ([]byte, []int) {
+	return file_core_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LifecycleHandler) GetExec() *ExecAction {
+	if x != nil {
+		return x.Exec
+	}
+	return nil
+}
+
+func (x *LifecycleHandler) GetHttpGet() *HTTPGetAction {
+	if x != nil {
+		return x.HttpGet
+	}
+	return nil
+}
+
+func (x *LifecycleHandler) GetTcpSocket() *TCPSocketAction {
+	if x != nil {
+		return x.TcpSocket
+	}
+	return nil
+}
+
+func (x *LifecycleHandler) GetSleep() *SleepAction {
+	if x != nil {
+		return x.Sleep
+	}
+	return nil
+}
+
+type SleepAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seconds       int64                  `protobuf:"varint,1,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SleepAction) Reset() {
+	*x = SleepAction{}
+	mi := &file_core_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SleepAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SleepAction) ProtoMessage() {}
+
+func (x *SleepAction) ProtoReflect() protoreflect.Message {
+	mi := &file_core_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SleepAction.ProtoReflect.Descriptor instead.
+func (*SleepAction) Descriptor() ([]byte, []int) {
+	return file_core_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SleepAction) GetSeconds() int64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
 type ContainerPort struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1328,7 +1594,7 @@ type ContainerPort struct {
 
 func (x *ContainerPort) Reset() {
 	*x = ContainerPort{}
-	mi := &file_core_proto_msgTypes[16]
+	mi := &file_core_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1606,7 @@ func (x *ContainerPort) String() string {
 func (*ContainerPort) ProtoMessage() {}
 
 func (x *ContainerPort) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[16]
+	mi := &file_core_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1619,7 @@ func (x *ContainerPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerPort.ProtoReflect.Descriptor instead.
 func (*ContainerPort) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{16}
+	return file_core_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerPort) GetName() string {
@@ -1402,7 +1668,7 @@ type EnvVar struct {
 
 func (x *EnvVar) Reset() {
 	*x = EnvVar{}
-	mi := &file_core_proto_msgTypes[17]
+	mi := &file_core_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1680,7 @@ func (x *EnvVar) String() string {
 func (*EnvVar) ProtoMessage() {}
 
 func (x *EnvVar) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[17]
+	mi := &file_core_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1693,7 @@ func (x *EnvVar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvVar.ProtoReflect.Descriptor instead.
 func (*EnvVar) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{17}
+	return file_core_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnvVar) GetName() string {
@@ -1463,7 +1729,7 @@ type EnvVarSource struct {
 
 func (x *EnvVarSource) Reset() {
 	*x = EnvVarSource{}
-	mi := &file_core_proto_msgTypes[18]
+	mi := &file_core_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1741,7 @@ func (x *EnvVarSource) String() string {
 func (*EnvVarSource) ProtoMessage() {}
 
 func (x *EnvVarSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[18]
+	mi := &file_core_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1754,7 @@ func (x *EnvVarSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvVarSource.ProtoReflect.Descriptor instead.
 func (*EnvVarSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{18}
+	return file_core_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EnvVarSource) GetFieldRef() *ObjectFieldSelector {
@@ -1529,7 +1795,7 @@ type ObjectFieldSelector struct {
 
 func (x *ObjectFieldSelector) Reset() {
 	*x = ObjectFieldSelector{}
-	mi := &file_core_proto_msgTypes[19]
+	mi := &file_core_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1807,7 @@ func (x *ObjectFieldSelector) String() string {
 func (*ObjectFieldSelector) ProtoMessage() {}
 
 func (x *ObjectFieldSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[19]
+	mi := &file_core_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1820,7 @@ func (x *ObjectFieldSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectFieldSelector.ProtoReflect.Descriptor instead.
 func (*ObjectFieldSelector) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{19}
+	return file_core_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ObjectFieldSelector) GetApiVersion() string {
@@ -1582,7 +1848,7 @@ type ResourceFieldSelector struct {
 
 func (x *ResourceFieldSelector) Reset() {
 	*x = ResourceFieldSelector{}
-	mi := &file_core_proto_msgTypes[20]
+	mi := &file_core_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1860,7 @@ func (x *ResourceFieldSelector) String() string {
 func (*ResourceFieldSelector) ProtoMessage() {}
 
 func (x *ResourceFieldSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[20]
+	mi := &file_core_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1873,7 @@ func (x *ResourceFieldSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceFieldSelector.ProtoReflect.Descriptor instead.
 func (*ResourceFieldSelector) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{20}
+	return file_core_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResourceFieldSelector) GetContainerName() string {
@@ -1642,7 +1908,7 @@ type ConfigMapKeySelector struct {
 
 func (x *ConfigMapKeySelector) Reset() {
 	*x = ConfigMapKeySelector{}
-	mi := &file_core_proto_msgTypes[21]
+	mi := &file_core_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1920,7 @@ func (x *ConfigMapKeySelector) String() string {
 func (*ConfigMapKeySelector) ProtoMessage() {}
 
 func (x *ConfigMapKeySelector) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[21]
+	mi := &file_core_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1933,7 @@ func (x *ConfigMapKeySelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigMapKeySelector.ProtoReflect.Descriptor instead.
 func (*ConfigMapKeySelector) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{21}
+	return file_core_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConfigMapKeySelector) GetName() string {
@@ -1702,7 +1968,7 @@ type SecretKeySelector struct {
 
 func (x *SecretKeySelector) Reset() {
 	*x = SecretKeySelector{}
-	mi := &file_core_proto_msgTypes[22]
+	mi := &file_core_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1980,7 @@ func (x *SecretKeySelector) String() string {
 func (*SecretKeySelector) ProtoMessage() {}
 
 func (x *SecretKeySelector) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[22]
+	mi := &file_core_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1993,7 @@ func (x *SecretKeySelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretKeySelector.ProtoReflect.Descriptor instead.
 func (*SecretKeySelector) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{22}
+	return file_core_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SecretKeySelector) GetName() string {
@@ -1762,7 +2028,7 @@ type EnvFromSource struct {
 
 func (x *EnvFromSource) Reset() {
 	*x = EnvFromSource{}
-	mi := &file_core_proto_msgTypes[23]
+	mi := &file_core_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +2040,7 @@ func (x *EnvFromSource) String() string {
 func (*EnvFromSource) ProtoMessage() {}
 
 func (x *EnvFromSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[23]
+	mi := &file_core_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +2053,7 @@ func (x *EnvFromSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvFromSource.ProtoReflect.Descriptor instead.
 func (*EnvFromSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{23}
+	return file_core_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EnvFromSource) GetPrefix() string {
@@ -1821,7 +2087,7 @@ type ConfigMapEnvSource struct {
 
 func (x *ConfigMapEnvSource) Reset() {
 	*x = ConfigMapEnvSource{}
-	mi := &file_core_proto_msgTypes[24]
+	mi := &file_core_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +2099,7 @@ func (x *ConfigMapEnvSource) String() string {
 func (*ConfigMapEnvSource) ProtoMessage() {}
 
 func (x *ConfigMapEnvSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[24]
+	mi := &file_core_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +2112,7 @@ func (x *ConfigMapEnvSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigMapEnvSource.ProtoReflect.Descriptor instead.
 func (*ConfigMapEnvSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{24}
+	return file_core_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfigMapEnvSource) GetName() string {
@@ -1873,7 +2139,7 @@ type SecretEnvSource struct {
 
 func (x *SecretEnvSource) Reset() {
 	*x = SecretEnvSource{}
-	mi := &file_core_proto_msgTypes[25]
+	mi := &file_core_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2151,7 @@ func (x *SecretEnvSource) String() string {
 func (*SecretEnvSource) ProtoMessage() {}
 
 func (x *SecretEnvSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[25]
+	mi := &file_core_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2164,7 @@ func (x *SecretEnvSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretEnvSource.ProtoReflect.Descriptor instead.
 func (*SecretEnvSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{25}
+	return file_core_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SecretEnvSource) GetName() string {
@@ -1926,7 +2192,7 @@ type ResourceRequirements struct {
 
 func (x *ResourceRequirements) Reset() {
 	*x = ResourceRequirements{}
-	mi := &file_core_proto_msgTypes[26]
+	mi := &file_core_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2204,7 @@ func (x *ResourceRequirements) String() string {
 func (*ResourceRequirements) ProtoMessage() {}
 
 func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[26]
+	mi := &file_core_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2217,7 @@ func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceRequirements.ProtoReflect.Descriptor instead.
 func (*ResourceRequirements) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{26}
+	return file_core_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResourceRequirements) GetLimits() map[string]string {
@@ -1980,7 +2246,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_core_proto_msgTypes[27]
+	mi := &file_core_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2258,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[27]
+	mi := &file_core_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2271,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{27}
+	return file_core_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VolumeMount) GetName() string {
@@ -2053,7 +2319,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_core_proto_msgTypes[28]
+	mi := &file_core_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2331,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[28]
+	mi := &file_core_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2344,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{28}
+	return file_core_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Probe) GetExec() *ExecAction {
@@ -2153,7 +2419,7 @@ type ExecAction struct {
 
 func (x *ExecAction) Reset() {
 	*x = ExecAction{}
-	mi := &file_core_proto_msgTypes[29]
+	mi := &file_core_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2431,7 @@ func (x *ExecAction) String() string {
 func (*ExecAction) ProtoMessage() {}
 
 func (x *ExecAction) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[29]
+	mi := &file_core_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2444,7 @@ func (x *ExecAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecAction.ProtoReflect.Descriptor instead.
 func (*ExecAction) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{29}
+	return file_core_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ExecAction) GetCommand() []string {
@@ -2201,7 +2467,7 @@ type HTTPGetAction struct {
 
 func (x *HTTPGetAction) Reset() {
 	*x = HTTPGetAction{}
-	mi := &file_core_proto_msgTypes[30]
+	mi := &file_core_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2479,7 @@ func (x *HTTPGetAction) String() string {
 func (*HTTPGetAction) ProtoMessage() {}
 
 func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[30]
+	mi := &file_core_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2492,7 @@ func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPGetAction.ProtoReflect.Descriptor instead.
 func (*HTTPGetAction) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{30}
+	return file_core_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HTTPGetAction) GetPath() string {
@@ -2274,7 +2540,7 @@ type HTTPHeader struct {
 
 func (x *HTTPHeader) Reset() {
 	*x = HTTPHeader{}
-	mi := &file_core_proto_msgTypes[31]
+	mi := &file_core_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2552,7 @@ func (x *HTTPHeader) String() string {
 func (*HTTPHeader) ProtoMessage() {}
 
 func (x *HTTPHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[31]
+	mi := &file_core_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2565,7 @@ func (x *HTTPHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPHeader.ProtoReflect.Descriptor instead.
 func (*HTTPHeader) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{31}
+	return file_core_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HTTPHeader) GetName() string {
@@ -2326,7 +2592,7 @@ type TCPSocketAction struct {
 
 func (x *TCPSocketAction) Reset() {
 	*x = TCPSocketAction{}
-	mi := &file_core_proto_msgTypes[32]
+	mi := &file_core_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2338,7 +2604,7 @@ func (x *TCPSocketAction) String() string {
 func (*TCPSocketAction) ProtoMessage() {}
 
 func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[32]
+	mi := &file_core_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2351,7 +2617,7 @@ func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPSocketAction.ProtoReflect.Descriptor instead.
 func (*TCPSocketAction) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{32}
+	return file_core_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TCPSocketAction) GetPort() string {
@@ -2383,7 +2649,7 @@ type SecurityContext struct {
 
 func (x *SecurityContext) Reset() {
 	*x = SecurityContext{}
-	mi := &file_core_proto_msgTypes[33]
+	mi := &file_core_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2661,7 @@ func (x *SecurityContext) String() string {
 func (*SecurityContext) ProtoMessage() {}
 
 func (x *SecurityContext) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[33]
+	mi := &file_core_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2674,7 @@ func (x *SecurityContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecurityContext.ProtoReflect.Descriptor instead.
 func (*SecurityContext) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{33}
+	return file_core_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SecurityContext) GetCapabilities() *Capabilities {
@@ -2470,7 +2736,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_core_proto_msgTypes[34]
+	mi := &file_core_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +2748,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[34]
+	mi := &file_core_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +2761,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{34}
+	return file_core_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Capabilities) GetAdd() []string {
@@ -2525,7 +2791,7 @@ type PodSecurityContext struct {
 
 func (x *PodSecurityContext) Reset() {
 	*x = PodSecurityContext{}
-	mi := &file_core_proto_msgTypes[35]
+	mi := &file_core_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2803,7 @@ func (x *PodSecurityContext) String() string {
 func (*PodSecurityContext) ProtoMessage() {}
 
 func (x *PodSecurityContext) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[35]
+	mi := &file_core_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2816,7 @@ func (x *PodSecurityContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodSecurityContext.ProtoReflect.Descriptor instead.
 func (*PodSecurityContext) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{35}
+	return file_core_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PodSecurityContext) GetRunAsUser() int64 {
@@ -2601,7 +2867,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_core_proto_msgTypes[36]
+	mi := &file_core_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2879,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[36]
+	mi := &file_core_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2892,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{36}
+	return file_core_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Volume) GetName() string {
@@ -2674,7 +2940,7 @@ type EmptyDirVolumeSource struct {
 
 func (x *EmptyDirVolumeSource) Reset() {
 	*x = EmptyDirVolumeSource{}
-	mi := &file_core_proto_msgTypes[37]
+	mi := &file_core_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2952,7 @@ func (x *EmptyDirVolumeSource) String() string {
 func (*EmptyDirVolumeSource) ProtoMessage() {}
 
 func (x *EmptyDirVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[37]
+	mi := &file_core_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2965,7 @@ func (x *EmptyDirVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmptyDirVolumeSource.ProtoReflect.Descriptor instead.
 func (*EmptyDirVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{37}
+	return file_core_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EmptyDirVolumeSource) GetMedium() string {
@@ -2726,7 +2992,7 @@ type HostPathVolumeSource struct {
 
 func (x *HostPathVolumeSource) Reset() {
 	*x = HostPathVolumeSource{}
-	mi := &file_core_proto_msgTypes[38]
+	mi := &file_core_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2738,7 +3004,7 @@ func (x *HostPathVolumeSource) String() string {
 func (*HostPathVolumeSource) ProtoMessage() {}
 
 func (x *HostPathVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[38]
+	mi := &file_core_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2751,7 +3017,7 @@ func (x *HostPathVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPathVolumeSource.ProtoReflect.Descriptor instead.
 func (*HostPathVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{38}
+	return file_core_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *HostPathVolumeSource) GetPath() string {
@@ -2779,7 +3045,7 @@ type KeyToPath struct {
 
 func (x *KeyToPath) Reset() {
 	*x = KeyToPath{}
-	mi := &file_core_proto_msgTypes[39]
+	mi := &file_core_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +3057,7 @@ func (x *KeyToPath) String() string {
 func (*KeyToPath) ProtoMessage() {}
 
 func (x *KeyToPath) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[39]
+	mi := &file_core_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +3070,7 @@ func (x *KeyToPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyToPath.ProtoReflect.Descriptor instead.
 func (*KeyToPath) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{39}
+	return file_core_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *KeyToPath) GetKey() string {
@@ -2840,7 +3106,7 @@ type ConfigMapVolumeSource struct {
 
 func (x *ConfigMapVolumeSource) Reset() {
 	*x = ConfigMapVolumeSource{}
-	mi := &file_core_proto_msgTypes[40]
+	mi := &file_core_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +3118,7 @@ func (x *ConfigMapVolumeSource) String() string {
 func (*ConfigMapVolumeSource) ProtoMessage() {}
 
 func (x *ConfigMapVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[40]
+	mi := &file_core_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +3131,7 @@ func (x *ConfigMapVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigMapVolumeSource.ProtoReflect.Descriptor instead.
 func (*ConfigMapVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{40}
+	return file_core_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ConfigMapVolumeSource) GetName() string {
@@ -2908,7 +3174,7 @@ type SecretVolumeSource struct {
 
 func (x *SecretVolumeSource) Reset() {
 	*x = SecretVolumeSource{}
-	mi := &file_core_proto_msgTypes[41]
+	mi := &file_core_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +3186,7 @@ func (x *SecretVolumeSource) String() string {
 func (*SecretVolumeSource) ProtoMessage() {}
 
 func (x *SecretVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[41]
+	mi := &file_core_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +3199,7 @@ func (x *SecretVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretVolumeSource.ProtoReflect.Descriptor instead.
 func (*SecretVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{41}
+	return file_core_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SecretVolumeSource) GetSecretName() string {
@@ -2973,7 +3239,7 @@ type Affinity struct {
 
 func (x *Affinity) Reset() {
 	*x = Affinity{}
-	mi := &file_core_proto_msgTypes[42]
+	mi := &file_core_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3251,7 @@ func (x *Affinity) String() string {
 func (*Affinity) ProtoMessage() {}
 
 func (x *Affinity) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[42]
+	mi := &file_core_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3264,7 @@ func (x *Affinity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Affinity.ProtoReflect.Descriptor instead.
 func (*Affinity) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{42}
+	return file_core_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Affinity) GetNodeAffinity() *NodeAffinity {
@@ -3018,7 +3284,7 @@ type NodeAffinity struct {
 
 func (x *NodeAffinity) Reset() {
 	*x = NodeAffinity{}
-	mi := &file_core_proto_msgTypes[43]
+	mi := &file_core_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3296,7 @@ func (x *NodeAffinity) String() string {
 func (*NodeAffinity) ProtoMessage() {}
 
 func (x *NodeAffinity) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[43]
+	mi := &file_core_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3309,7 @@ func (x *NodeAffinity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAffinity.ProtoReflect.Descriptor instead.
 func (*NodeAffinity) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{43}
+	return file_core_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *NodeAffinity) GetRequiredDuringSchedulingIgnoredDuringExecution() *NodeSelector {
@@ -3069,7 +3335,7 @@ type NodeSelector struct {
 
 func (x *NodeSelector) Reset() {
 	*x = NodeSelector{}
-	mi := &file_core_proto_msgTypes[44]
+	mi := &file_core_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3081,7 +3347,7 @@ func (x *NodeSelector) String() string {
 func (*NodeSelector) ProtoMessage() {}
 
 func (x *NodeSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[44]
+	mi := &file_core_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3094,7 +3360,7 @@ func (x *NodeSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSelector.ProtoReflect.Descriptor instead.
 func (*NodeSelector) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{44}
+	return file_core_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *NodeSelector) GetNodeSelectorTerms() []*NodeSelectorTerm {
@@ -3114,7 +3380,7 @@ type NodeSelectorTerm struct {
 
 func (x *NodeSelectorTerm) Reset() {
 	*x = NodeSelectorTerm{}
-	mi := &file_core_proto_msgTypes[45]
+	mi := &file_core_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3126,7 +3392,7 @@ func (x *NodeSelectorTerm) String() string {
 func (*NodeSelectorTerm) ProtoMessage() {}
 
 func (x *NodeSelectorTerm) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[45]
+	mi := &file_core_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3139,7 +3405,7 @@ func (x *NodeSelectorTerm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSelectorTerm.ProtoReflect.Descriptor instead.
 func (*NodeSelectorTerm) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{45}
+	return file_core_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *NodeSelectorTerm) GetMatchExpressions() []*NodeSelectorRequirement {
@@ -3167,7 +3433,7 @@ type NodeSelectorRequirement struct {
 
 func (x *NodeSelectorRequirement) Reset() {
 	*x = NodeSelectorRequirement{}
-	mi := &file_core_proto_msgTypes[46]
+	mi := &file_core_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3445,7 @@ func (x *NodeSelectorRequirement) String() string {
 func (*NodeSelectorRequirement) ProtoMessage() {}
 
 func (x *NodeSelectorRequirement) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[46]
+	mi := &file_core_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3458,7 @@ func (x *NodeSelectorRequirement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSelectorRequirement.ProtoReflect.Descriptor instead.
 func (*NodeSelectorRequirement) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{46}
+	return file_core_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *NodeSelectorRequirement) GetKey() string {
@@ -3226,7 +3492,7 @@ type PreferredSchedulingTerm struct {
 
 func (x *PreferredSchedulingTerm) Reset() {
 	*x = PreferredSchedulingTerm{}
-	mi := &file_core_proto_msgTypes[47]
+	mi := &file_core_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3504,7 @@ func (x *PreferredSchedulingTerm) String() string {
 func (*PreferredSchedulingTerm) ProtoMessage() {}
 
 func (x *PreferredSchedulingTerm) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[47]
+	mi := &file_core_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3517,7 @@ func (x *PreferredSchedulingTerm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreferredSchedulingTerm.ProtoReflect.Descriptor instead.
 func (*PreferredSchedulingTerm) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{47}
+	return file_core_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PreferredSchedulingTerm) GetWeight() int32 {
@@ -3281,7 +3547,7 @@ type Toleration struct {
 
 func (x *Toleration) Reset() {
 	*x = Toleration{}
-	mi := &file_core_proto_msgTypes[48]
+	mi := &file_core_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3559,7 @@ func (x *Toleration) String() string {
 func (*Toleration) ProtoMessage() {}
 
 func (x *Toleration) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[48]
+	mi := &file_core_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3572,7 @@ func (x *Toleration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Toleration.ProtoReflect.Descriptor instead.
 func (*Toleration) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{48}
+	return file_core_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Toleration) GetKey() string {
@@ -3364,7 +3630,7 @@ type PodStatus struct {
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_core_proto_msgTypes[49]
+	mi := &file_core_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3642,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[49]
+	mi := &file_core_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3655,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{49}
+	return file_core_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -3485,7 +3751,7 @@ type PodIP struct {
 
 func (x *PodIP) Reset() {
 	*x = PodIP{}
-	mi := &file_core_proto_msgTypes[50]
+	mi := &file_core_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3497,7 +3763,7 @@ func (x *PodIP) String() string {
 func (*PodIP) ProtoMessage() {}
 
 func (x *PodIP) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[50]
+	mi := &file_core_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3510,7 +3776,7 @@ func (x *PodIP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodIP.ProtoReflect.Descriptor instead.
 func (*PodIP) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{50}
+	return file_core_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PodIP) GetIp() string {
@@ -3534,7 +3800,7 @@ type PodCondition struct {
 
 func (x *PodCondition) Reset() {
 	*x = PodCondition{}
-	mi := &file_core_proto_msgTypes[51]
+	mi := &file_core_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3546,7 +3812,7 @@ func (x *PodCondition) String() string {
 func (*PodCondition) ProtoMessage() {}
 
 func (x *PodCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[51]
+	mi := &file_core_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3559,7 +3825,7 @@ func (x *PodCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodCondition.ProtoReflect.Descriptor instead.
 func (*PodCondition) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{51}
+	return file_core_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PodCondition) GetType() string {
@@ -3621,7 +3887,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_core_proto_msgTypes[52]
+	mi := &file_core_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3633,7 +3899,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[52]
+	mi := &file_core_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3646,7 +3912,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{52}
+	return file_core_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -3723,7 +3989,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_core_proto_msgTypes[53]
+	mi := &file_core_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3735,7 +4001,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[53]
+	mi := &file_core_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3748,7 +4014,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{53}
+	return file_core_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ContainerState) GetWaiting() *ContainerStateWaiting {
@@ -3782,7 +4048,7 @@ type ContainerStateWaiting struct {
 
 func (x *ContainerStateWaiting) Reset() {
 	*x = ContainerStateWaiting{}
-	mi := &file_core_proto_msgTypes[54]
+	mi := &file_core_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +4060,7 @@ func (x *ContainerStateWaiting) String() string {
 func (*ContainerStateWaiting) ProtoMessage() {}
 
 func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[54]
+	mi := &file_core_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +4073,7 @@ func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateWaiting.ProtoReflect.Descriptor instead.
 func (*ContainerStateWaiting) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{54}
+	return file_core_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ContainerStateWaiting) GetReason() string {
@@ -3833,7 +4099,7 @@ type ContainerStateRunning struct {
 
 func (x *ContainerStateRunning) Reset() {
 	*x = ContainerStateRunning{}
-	mi := &file_core_proto_msgTypes[55]
+	mi := &file_core_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3845,7 +4111,7 @@ func (x *ContainerStateRunning) String() string {
 func (*ContainerStateRunning) ProtoMessage() {}
 
 func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[55]
+	mi := &file_core_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3858,7 +4124,7 @@ func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateRunning.ProtoReflect.Descriptor instead.
 func (*ContainerStateRunning) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{55}
+	return file_core_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ContainerStateRunning) GetStartedAt() *timestamppb.Timestamp {
@@ -3883,7 +4149,7 @@ type ContainerStateTerminated struct {
 
 func (x *ContainerStateTerminated) Reset() {
 	*x = ContainerStateTerminated{}
-	mi := &file_core_proto_msgTypes[56]
+	mi := &file_core_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +4161,7 @@ func (x *ContainerStateTerminated) String() string {
 func (*ContainerStateTerminated) ProtoMessage() {}
 
 func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[56]
+	mi := &file_core_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4174,7 @@ func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateTerminated.ProtoReflect.Descriptor instead.
 func (*ContainerStateTerminated) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{56}
+	return file_core_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ContainerStateTerminated) GetExitCode() int32 {
@@ -3973,7 +4239,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_core_proto_msgTypes[57]
+	mi := &file_core_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3985,7 +4251,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[57]
+	mi := &file_core_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3998,7 +4264,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{57}
+	return file_core_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Service) GetApiVersion() string {
@@ -4046,13 +4312,16 @@ type ServiceSpec struct {
 	SessionAffinity          string                 `protobuf:"bytes,6,opt,name=session_affinity,json=sessionAffinity,proto3" json:"session_affinity,omitempty"`
 	ExternalTrafficPolicy    string                 `protobuf:"bytes,7,opt,name=external_traffic_policy,json=externalTrafficPolicy,proto3" json:"external_traffic_policy,omitempty"`
 	PublishNotReadyAddresses bool                   `protobuf:"varint,8,opt,name=publish_not_ready_addresses,json=publishNotReadyAddresses,proto3" json:"publish_not_ready_addresses,omitempty"`
+	InternalTrafficPolicy    string                 `protobuf:"bytes,9,opt,name=internal_traffic_policy,json=internalTrafficPolicy,proto3" json:"internal_traffic_policy,omitempty"` // Cluster, Local
+	IpFamilies               []string               `protobuf:"bytes,10,rep,name=ip_families,json=ipFamilies,proto3" json:"ip_families,omitempty"`
+	IpFamilyPolicy           string                 `protobuf:"bytes,11,opt,name=ip_family_policy,json=ipFamilyPolicy,proto3" json:"ip_family_policy,omitempty"`
 	unknownFields            protoimpl.UnknownFields
 	sizeCache                protoimpl.SizeCache
 }
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_core_proto_msgTypes[58]
+	mi := &file_core_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4064,7 +4333,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[58]
+	mi := &file_core_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4077,7 +4346,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{58}
+	return file_core_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ServiceSpec) GetPorts() []*ServicePort {
@@ -4136,6 +4405,27 @@ func (x *ServiceSpec) GetPublishNotReadyAddresses() bool {
 	return false
 }
 
+func (x *ServiceSpec) GetInternalTrafficPolicy() string {
+	if x != nil {
+		return x.InternalTrafficPolicy
+	}
+	return ""
+}
+
+func (x *ServiceSpec) GetIpFamilies() []string {
+	if x != nil {
+		return x.IpFamilies
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetIpFamilyPolicy() string {
+	if x != nil {
+		return x.IpFamilyPolicy
+	}
+	return ""
+}
+
 type ServicePort struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -4149,7 +4439,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_core_proto_msgTypes[59]
+	mi := &file_core_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4161,7 +4451,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[59]
+	mi := &file_core_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4174,7 +4464,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{59}
+	return file_core_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ServicePort) GetName() string {
@@ -4221,7 +4511,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_core_proto_msgTypes[60]
+	mi := &file_core_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4233,7 +4523,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[60]
+	mi := &file_core_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4246,7 +4536,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{60}
+	return file_core_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ServiceStatus) GetLoadBalancer() *LoadBalancerStatus {
@@ -4265,7 +4555,7 @@ type LoadBalancerStatus struct {
 
 func (x *LoadBalancerStatus) Reset() {
 	*x = LoadBalancerStatus{}
-	mi := &file_core_proto_msgTypes[61]
+	mi := &file_core_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4567,7 @@ func (x *LoadBalancerStatus) String() string {
 func (*LoadBalancerStatus) ProtoMessage() {}
 
 func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[61]
+	mi := &file_core_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4580,7 @@ func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerStatus.ProtoReflect.Descriptor instead.
 func (*LoadBalancerStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{61}
+	return file_core_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *LoadBalancerStatus) GetIngress() []*LoadBalancerIngress {
@@ -4310,7 +4600,7 @@ type LoadBalancerIngress struct {
 
 func (x *LoadBalancerIngress) Reset() {
 	*x = LoadBalancerIngress{}
-	mi := &file_core_proto_msgTypes[62]
+	mi := &file_core_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4322,7 +4612,7 @@ func (x *LoadBalancerIngress) String() string {
 func (*LoadBalancerIngress) ProtoMessage() {}
 
 func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[62]
+	mi := &file_core_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4335,7 +4625,7 @@ func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerIngress.ProtoReflect.Descriptor instead.
 func (*LoadBalancerIngress) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{62}
+	return file_core_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *LoadBalancerIngress) GetIp() string {
@@ -4364,7 +4654,7 @@ type Endpoints struct {
 
 func (x *Endpoints) Reset() {
 	*x = Endpoints{}
-	mi := &file_core_proto_msgTypes[63]
+	mi := &file_core_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4376,7 +4666,7 @@ func (x *Endpoints) String() string {
 func (*Endpoints) ProtoMessage() {}
 
 func (x *Endpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[63]
+	mi := &file_core_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4389,7 +4679,7 @@ func (x *Endpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoints.ProtoReflect.Descriptor instead.
 func (*Endpoints) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{63}
+	return file_core_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Endpoints) GetApiVersion() string {
@@ -4431,7 +4721,7 @@ type EndpointSubset struct {
 
 func (x *EndpointSubset) Reset() {
 	*x = EndpointSubset{}
-	mi := &file_core_proto_msgTypes[64]
+	mi := &file_core_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4443,7 +4733,7 @@ func (x *EndpointSubset) String() string {
 func (*EndpointSubset) ProtoMessage() {}
 
 func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[64]
+	mi := &file_core_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4456,7 +4746,7 @@ func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSubset.ProtoReflect.Descriptor instead.
 func (*EndpointSubset) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{64}
+	return file_core_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *EndpointSubset) GetAddresses() []*EndpointAddress {
@@ -4492,7 +4782,7 @@ type EndpointAddress struct {
 
 func (x *EndpointAddress) Reset() {
 	*x = EndpointAddress{}
-	mi := &file_core_proto_msgTypes[65]
+	mi := &file_core_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4504,7 +4794,7 @@ func (x *EndpointAddress) String() string {
 func (*EndpointAddress) ProtoMessage() {}
 
 func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[65]
+	mi := &file_core_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4517,7 +4807,7 @@ func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointAddress.ProtoReflect.Descriptor instead.
 func (*EndpointAddress) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{65}
+	return file_core_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *EndpointAddress) GetIp() string {
@@ -4559,7 +4849,7 @@ type EndpointPort struct {
 
 func (x *EndpointPort) Reset() {
 	*x = EndpointPort{}
-	mi := &file_core_proto_msgTypes[66]
+	mi := &file_core_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4571,7 +4861,7 @@ func (x *EndpointPort) String() string {
 func (*EndpointPort) ProtoMessage() {}
 
 func (x *EndpointPort) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[66]
+	mi := &file_core_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4584,7 +4874,7 @@ func (x *EndpointPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointPort.ProtoReflect.Descriptor instead.
 func (*EndpointPort) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{66}
+	return file_core_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *EndpointPort) GetName() string {
@@ -4622,7 +4912,7 @@ type ConfigMap struct {
 
 func (x *ConfigMap) Reset() {
 	*x = ConfigMap{}
-	mi := &file_core_proto_msgTypes[67]
+	mi := &file_core_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4634,7 +4924,7 @@ func (x *ConfigMap) String() string {
 func (*ConfigMap) ProtoMessage() {}
 
 func (x *ConfigMap) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[67]
+	mi := &file_core_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4647,7 +4937,7 @@ func (x *ConfigMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigMap.ProtoReflect.Descriptor instead.
 func (*ConfigMap) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{67}
+	return file_core_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ConfigMap) GetApiVersion() string {
@@ -4707,7 +4997,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_core_proto_msgTypes[68]
+	mi := &file_core_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4719,7 +5009,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[68]
+	mi := &file_core_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4732,7 +5022,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{68}
+	return file_core_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Secret) GetApiVersion() string {
@@ -4805,7 +5095,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_core_proto_msgTypes[69]
+	mi := &file_core_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4817,7 +5107,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[69]
+	mi := &file_core_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4830,7 +5120,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{69}
+	return file_core_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *Event) GetApiVersion() string {
@@ -4934,7 +5224,7 @@ type EventSource struct {
 
 func (x *EventSource) Reset() {
 	*x = EventSource{}
-	mi := &file_core_proto_msgTypes[70]
+	mi := &file_core_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4946,7 +5236,7 @@ func (x *EventSource) String() string {
 func (*EventSource) ProtoMessage() {}
 
 func (x *EventSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[70]
+	mi := &file_core_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4959,7 +5249,7 @@ func (x *EventSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventSource.ProtoReflect.Descriptor instead.
 func (*EventSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{70}
+	return file_core_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *EventSource) GetComponent() string {
@@ -5063,7 +5353,7 @@ const file_core_proto_rawDesc = "" +
 	"\x06status\x18\x05 \x01(\v2\x13.skiff.v1.PodStatusR\x06status\"j\n" +
 	"\x0fPodTemplateSpec\x120\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12%\n" +
-	"\x04spec\x18\x02 \x01(\v2\x11.skiff.v1.PodSpecR\x04spec\"\xf7\b\n" +
+	"\x04spec\x18\x02 \x01(\v2\x11.skiff.v1.PodSpecR\x04spec\"\x8b\v\n" +
 	"\aPodSpec\x123\n" +
 	"\n" +
 	"containers\x18\x01 \x03(\v2\x13.skiff.v1.ContainerR\n" +
@@ -5088,14 +5378,21 @@ const file_core_proto_rawDesc = "" +
 	"\x10security_context\x18\x11 \x01(\v2\x1c.skiff.v1.PodSecurityContextR\x0fsecurityContext\x12\x1f\n" +
 	"\bpriority\x18\x12 \x01(\x05H\x02R\bpriority\x88\x01\x01\x12.\n" +
 	"\x13priority_class_name\x18\x13 \x01(\tR\x11priorityClassName\x125\n" +
-	"\x14enable_service_links\x18\x14 \x01(\bH\x03R\x12enableServiceLinks\x88\x01\x01\x1a?\n" +
+	"\x14enable_service_links\x18\x14 \x01(\bH\x03R\x12enableServiceLinks\x88\x01\x01\x12L\n" +
+	"\x12image_pull_secrets\x18\x15 \x03(\v2\x1e.skiff.v1.LocalObjectReferenceR\x10imagePullSecrets\x12J\n" +
+	"\x1fautomount_service_account_token\x18\x16 \x01(\bH\x04R\x1cautomountServiceAccountToken\x88\x01\x01\x12'\n" +
+	"\x0fservice_account\x18\x17 \x01(\tR\x0eserviceAccount\x12+\n" +
+	"\x11preemption_policy\x18\x18 \x01(\tR\x10preemptionPolicy\x1a?\n" +
 	"\x11NodeSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B#\n" +
 	"!_termination_grace_period_secondsB\x1a\n" +
 	"\x18_active_deadline_secondsB\v\n" +
 	"\t_priorityB\x17\n" +
-	"\x15_enable_service_links\"\x81\x06\n" +
+	"\x15_enable_service_linksB\"\n" +
+	" _automount_service_account_token\"*\n" +
+	"\x14LocalObjectReference\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x91\a\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -5116,7 +5413,23 @@ const file_core_proto_rawDesc = "" +
 	"\x10security_context\x18\x0f \x01(\v2\x19.skiff.v1.SecurityContextR\x0fsecurityContext\x12\x14\n" +
 	"\x05stdin\x18\x10 \x01(\bR\x05stdin\x12\x10\n" +
 	"\x03tty\x18\x11 \x01(\bR\x03tty\x128\n" +
-	"\x18termination_message_path\x18\x12 \x01(\tR\x16terminationMessagePath\"\x9c\x01\n" +
+	"\x18termination_message_path\x18\x12 \x01(\tR\x16terminationMessagePath\x12<\n" +
+	"\x1atermination_message_policy\x18\x13 \x01(\tR\x18terminationMessagePolicy\x121\n" +
+	"\tlifecycle\x18\x14 \x01(\v2\x13.skiff.v1.LifecycleR\tlifecycle\x12\x1d\n" +
+	"\n" +
+	"stdin_once\x18\x15 \x01(\bR\tstdinOnce\"}\n" +
+	"\tLifecycle\x129\n" +
+	"\n" +
+	"post_start\x18\x01 \x01(\v2\x1a.skiff.v1.LifecycleHandlerR\tpostStart\x125\n" +
+	"\bpre_stop\x18\x02 \x01(\v2\x1a.skiff.v1.LifecycleHandlerR\apreStop\"\xd7\x01\n" +
+	"\x10LifecycleHandler\x12(\n" +
+	"\x04exec\x18\x01 \x01(\v2\x14.skiff.v1.ExecActionR\x04exec\x122\n" +
+	"\bhttp_get\x18\x02 \x01(\v2\x17.skiff.v1.HTTPGetActionR\ahttpGet\x128\n" +
+	"\n" +
+	"tcp_socket\x18\x03 \x01(\v2\x19.skiff.v1.TCPSocketActionR\ttcpSocket\x12+\n" +
+	"\x05sleep\x18\x04 \x01(\v2\x15.skiff.v1.SleepActionR\x05sleep\"'\n" +
+	"\vSleepAction\x12\x18\n" +
+	"\aseconds\x18\x01 \x01(\x03R\aseconds\"\x9c\x01\n" +
 	"\rContainerPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\thost_port\x18\x02 \x01(\x05R\bhostPort\x12%\n" +
@@ -5367,7 +5680,7 @@ const file_core_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x120\n" +
 	"\bmetadata\x18\x03 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12)\n" +
 	"\x04spec\x18\x04 \x01(\v2\x15.skiff.v1.ServiceSpecR\x04spec\x12/\n" +
-	"\x06status\x18\x05 \x01(\v2\x17.skiff.v1.ServiceStatusR\x06status\"\xae\x03\n" +
+	"\x06status\x18\x05 \x01(\v2\x17.skiff.v1.ServiceStatusR\x06status\"\xb1\x04\n" +
 	"\vServiceSpec\x12+\n" +
 	"\x05ports\x18\x01 \x03(\v2\x15.skiff.v1.ServicePortR\x05ports\x12?\n" +
 	"\bselector\x18\x02 \x03(\v2#.skiff.v1.ServiceSpec.SelectorEntryR\bselector\x12\x1d\n" +
@@ -5378,7 +5691,12 @@ const file_core_proto_rawDesc = "" +
 	"\x04type\x18\x05 \x01(\tR\x04type\x12)\n" +
 	"\x10session_affinity\x18\x06 \x01(\tR\x0fsessionAffinity\x126\n" +
 	"\x17external_traffic_policy\x18\a \x01(\tR\x15externalTrafficPolicy\x12=\n" +
-	"\x1bpublish_not_ready_addresses\x18\b \x01(\bR\x18publishNotReadyAddresses\x1a;\n" +
+	"\x1bpublish_not_ready_addresses\x18\b \x01(\bR\x18publishNotReadyAddresses\x126\n" +
+	"\x17internal_traffic_policy\x18\t \x01(\tR\x15internalTrafficPolicy\x12\x1f\n" +
+	"\vip_families\x18\n" +
+	" \x03(\tR\n" +
+	"ipFamilies\x12(\n" +
+	"\x10ip_family_policy\x18\v \x01(\tR\x0eipFamilyPolicy\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
@@ -5485,7 +5803,7 @@ func file_core_proto_rawDescGZIP() []byte {
 	return file_core_proto_rawDescData
 }
 
-var file_core_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_core_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_core_proto_goTypes = []any{
 	(*Namespace)(nil),                // 0: skiff.v1.Namespace
 	(*NamespaceSpec)(nil),            // 1: skiff.v1.NamespaceSpec
@@ -5502,186 +5820,198 @@ var file_core_proto_goTypes = []any{
 	(*Pod)(nil),                      // 12: skiff.v1.Pod
 	(*PodTemplateSpec)(nil),          // 13: skiff.v1.PodTemplateSpec
 	(*PodSpec)(nil),                  // 14: skiff.v1.PodSpec
-	(*Container)(nil),                // 15: skiff.v1.Container
-	(*ContainerPort)(nil),            // 16: skiff.v1.ContainerPort
-	(*EnvVar)(nil),                   // 17: skiff.v1.EnvVar
-	(*EnvVarSource)(nil),             // 18: skiff.v1.EnvVarSource
-	(*ObjectFieldSelector)(nil),      // 19: skiff.v1.ObjectFieldSelector
-	(*ResourceFieldSelector)(nil),    // 20: skiff.v1.ResourceFieldSelector
-	(*ConfigMapKeySelector)(nil),     // 21: skiff.v1.ConfigMapKeySelector
-	(*SecretKeySelector)(nil),        // 22: skiff.v1.SecretKeySelector
-	(*EnvFromSource)(nil),            // 23: skiff.v1.EnvFromSource
-	(*ConfigMapEnvSource)(nil),       // 24: skiff.v1.ConfigMapEnvSource
-	(*SecretEnvSource)(nil),          // 25: skiff.v1.SecretEnvSource
-	(*ResourceRequirements)(nil),     // 26: skiff.v1.ResourceRequirements
-	(*VolumeMount)(nil),              // 27: skiff.v1.VolumeMount
-	(*Probe)(nil),                    // 28: skiff.v1.Probe
-	(*ExecAction)(nil),               // 29: skiff.v1.ExecAction
-	(*HTTPGetAction)(nil),            // 30: skiff.v1.HTTPGetAction
-	(*HTTPHeader)(nil),               // 31: skiff.v1.HTTPHeader
-	(*TCPSocketAction)(nil),          // 32: skiff.v1.TCPSocketAction
-	(*SecurityContext)(nil),          // 33: skiff.v1.SecurityContext
-	(*Capabilities)(nil),             // 34: skiff.v1.Capabilities
-	(*PodSecurityContext)(nil),       // 35: skiff.v1.PodSecurityContext
-	(*Volume)(nil),                   // 36: skiff.v1.Volume
-	(*EmptyDirVolumeSource)(nil),     // 37: skiff.v1.EmptyDirVolumeSource
-	(*HostPathVolumeSource)(nil),     // 38: skiff.v1.HostPathVolumeSource
-	(*KeyToPath)(nil),                // 39: skiff.v1.KeyToPath
-	(*ConfigMapVolumeSource)(nil),    // 40: skiff.v1.ConfigMapVolumeSource
-	(*SecretVolumeSource)(nil),       // 41: skiff.v1.SecretVolumeSource
-	(*Affinity)(nil),                 // 42: skiff.v1.Affinity
-	(*NodeAffinity)(nil),             // 43: skiff.v1.NodeAffinity
-	(*NodeSelector)(nil),             // 44: skiff.v1.NodeSelector
-	(*NodeSelectorTerm)(nil),         // 45: skiff.v1.NodeSelectorTerm
-	(*NodeSelectorRequirement)(nil),  // 46: skiff.v1.NodeSelectorRequirement
-	(*PreferredSchedulingTerm)(nil),  // 47: skiff.v1.PreferredSchedulingTerm
-	(*Toleration)(nil),               // 48: skiff.v1.Toleration
-	(*PodStatus)(nil),                // 49: skiff.v1.PodStatus
-	(*PodIP)(nil),                    // 50: skiff.v1.PodIP
-	(*PodCondition)(nil),             // 51: skiff.v1.PodCondition
-	(*ContainerStatus)(nil),          // 52: skiff.v1.ContainerStatus
-	(*ContainerState)(nil),           // 53: skiff.v1.ContainerState
-	(*ContainerStateWaiting)(nil),    // 54: skiff.v1.ContainerStateWaiting
-	(*ContainerStateRunning)(nil),    // 55: skiff.v1.ContainerStateRunning
-	(*ContainerStateTerminated)(nil), // 56: skiff.v1.ContainerStateTerminated
-	(*Service)(nil),                  // 57: skiff.v1.Service
-	(*ServiceSpec)(nil),              // 58: skiff.v1.ServiceSpec
-	(*ServicePort)(nil),              // 59: skiff.v1.ServicePort
-	(*ServiceStatus)(nil),            // 60: skiff.v1.ServiceStatus
-	(*LoadBalancerStatus)(nil),       // 61: skiff.v1.LoadBalancerStatus
-	(*LoadBalancerIngress)(nil),      // 62: skiff.v1.LoadBalancerIngress
-	(*Endpoints)(nil),                // 63: skiff.v1.Endpoints
-	(*EndpointSubset)(nil),           // 64: skiff.v1.EndpointSubset
-	(*EndpointAddress)(nil),          // 65: skiff.v1.EndpointAddress
-	(*EndpointPort)(nil),             // 66: skiff.v1.EndpointPort
-	(*ConfigMap)(nil),                // 67: skiff.v1.ConfigMap
-	(*Secret)(nil),                   // 68: skiff.v1.Secret
-	(*Event)(nil),                    // 69: skiff.v1.Event
-	(*EventSource)(nil),              // 70: skiff.v1.EventSource
-	nil,                              // 71: skiff.v1.NodeStatus.CapacityEntry
-	nil,                              // 72: skiff.v1.NodeStatus.AllocatableEntry
-	nil,                              // 73: skiff.v1.PodSpec.NodeSelectorEntry
-	nil,                              // 74: skiff.v1.ResourceRequirements.LimitsEntry
-	nil,                              // 75: skiff.v1.ResourceRequirements.RequestsEntry
-	nil,                              // 76: skiff.v1.ServiceSpec.SelectorEntry
-	nil,                              // 77: skiff.v1.ConfigMap.DataEntry
-	nil,                              // 78: skiff.v1.ConfigMap.BinaryDataEntry
-	nil,                              // 79: skiff.v1.Secret.DataEntry
-	nil,                              // 80: skiff.v1.Secret.StringDataEntry
-	(*ObjectMeta)(nil),               // 81: skiff.v1.ObjectMeta
-	(*timestamppb.Timestamp)(nil),    // 82: google.protobuf.Timestamp
-	(*ObjectReference)(nil),          // 83: skiff.v1.ObjectReference
+	(*LocalObjectReference)(nil),     // 15: skiff.v1.LocalObjectReference
+	(*Container)(nil),                // 16: skiff.v1.Container
+	(*Lifecycle)(nil),                // 17: skiff.v1.Lifecycle
+	(*LifecycleHandler)(nil),         // 18: skiff.v1.LifecycleHandler
+	(*SleepAction)(nil),              // 19: skiff.v1.SleepAction
+	(*ContainerPort)(nil),            // 20: skiff.v1.ContainerPort
+	(*EnvVar)(nil),                   // 21: skiff.v1.EnvVar
+	(*EnvVarSource)(nil),             // 22: skiff.v1.EnvVarSource
+	(*ObjectFieldSelector)(nil),      // 23: skiff.v1.ObjectFieldSelector
+	(*ResourceFieldSelector)(nil),    // 24: skiff.v1.ResourceFieldSelector
+	(*ConfigMapKeySelector)(nil),     // 25: skiff.v1.ConfigMapKeySelector
+	(*SecretKeySelector)(nil),        // 26: skiff.v1.SecretKeySelector
+	(*EnvFromSource)(nil),            // 27: skiff.v1.EnvFromSource
+	(*ConfigMapEnvSource)(nil),       // 28: skiff.v1.ConfigMapEnvSource
+	(*SecretEnvSource)(nil),          // 29: skiff.v1.SecretEnvSource
+	(*ResourceRequirements)(nil),     // 30: skiff.v1.ResourceRequirements
+	(*VolumeMount)(nil),              // 31: skiff.v1.VolumeMount
+	(*Probe)(nil),                    // 32: skiff.v1.Probe
+	(*ExecAction)(nil),               // 33: skiff.v1.ExecAction
+	(*HTTPGetAction)(nil),            // 34: skiff.v1.HTTPGetAction
+	(*HTTPHeader)(nil),               // 35: skiff.v1.HTTPHeader
+	(*TCPSocketAction)(nil),          // 36: skiff.v1.TCPSocketAction
+	(*SecurityContext)(nil),          // 37: skiff.v1.SecurityContext
+	(*Capabilities)(nil),             // 38: skiff.v1.Capabilities
+	(*PodSecurityContext)(nil),       // 39: skiff.v1.PodSecurityContext
+	(*Volume)(nil),                   // 40: skiff.v1.Volume
+	(*EmptyDirVolumeSource)(nil),     // 41: skiff.v1.EmptyDirVolumeSource
+	(*HostPathVolumeSource)(nil),     // 42: skiff.v1.HostPathVolumeSource
+	(*KeyToPath)(nil),                // 43: skiff.v1.KeyToPath
+	(*ConfigMapVolumeSource)(nil),    // 44: skiff.v1.ConfigMapVolumeSource
+	(*SecretVolumeSource)(nil),       // 45: skiff.v1.SecretVolumeSource
+	(*Affinity)(nil),                 // 46: skiff.v1.Affinity
+	(*NodeAffinity)(nil),             // 47: skiff.v1.NodeAffinity
+	(*NodeSelector)(nil),             // 48: skiff.v1.NodeSelector
+	(*NodeSelectorTerm)(nil),         // 49: skiff.v1.NodeSelectorTerm
+	(*NodeSelectorRequirement)(nil),  // 50: skiff.v1.NodeSelectorRequirement
+	(*PreferredSchedulingTerm)(nil),  // 51: skiff.v1.PreferredSchedulingTerm
+	(*Toleration)(nil),               // 52: skiff.v1.Toleration
+	(*PodStatus)(nil),                // 53: skiff.v1.PodStatus
+	(*PodIP)(nil),                    // 54: skiff.v1.PodIP
+	(*PodCondition)(nil),             // 55: skiff.v1.PodCondition
+	(*ContainerStatus)(nil),          // 56: skiff.v1.ContainerStatus
+	(*ContainerState)(nil),           // 57: skiff.v1.ContainerState
+	(*ContainerStateWaiting)(nil),    // 58: skiff.v1.ContainerStateWaiting
+	(*ContainerStateRunning)(nil),    // 59: skiff.v1.ContainerStateRunning
+	(*ContainerStateTerminated)(nil), // 60: skiff.v1.ContainerStateTerminated
+	(*Service)(nil),                  // 61: skiff.v1.Service
+	(*ServiceSpec)(nil),              // 62: skiff.v1.ServiceSpec
+	(*ServicePort)(nil),              // 63: skiff.v1.ServicePort
+	(*ServiceStatus)(nil),            // 64: skiff.v1.ServiceStatus
+	(*LoadBalancerStatus)(nil),       // 65: skiff.v1.LoadBalancerStatus
+	(*LoadBalancerIngress)(nil),      // 66: skiff.v1.LoadBalancerIngress
+	(*Endpoints)(nil),                // 67: skiff.v1.Endpoints
+	(*EndpointSubset)(nil),           // 68: skiff.v1.EndpointSubset
+	(*EndpointAddress)(nil),          // 69: skiff.v1.EndpointAddress
+	(*EndpointPort)(nil),             // 70: skiff.v1.EndpointPort
+	(*ConfigMap)(nil),                // 71: skiff.v1.ConfigMap
+	(*Secret)(nil),                   // 72: skiff.v1.Secret
+	(*Event)(nil),                    // 73: skiff.v1.Event
+	(*EventSource)(nil),              // 74: skiff.v1.EventSource
+	nil,                              // 75: skiff.v1.NodeStatus.CapacityEntry
+	nil,                              // 76: skiff.v1.NodeStatus.AllocatableEntry
+	nil,                              // 77: skiff.v1.PodSpec.NodeSelectorEntry
+	nil,                              // 78: skiff.v1.ResourceRequirements.LimitsEntry
+	nil,                              // 79: skiff.v1.ResourceRequirements.RequestsEntry
+	nil,                              // 80: skiff.v1.ServiceSpec.SelectorEntry
+	nil,                              // 81: skiff.v1.ConfigMap.DataEntry
+	nil,                              // 82: skiff.v1.ConfigMap.BinaryDataEntry
+	nil,                              // 83: skiff.v1.Secret.DataEntry
+	nil,                              // 84: skiff.v1.Secret.StringDataEntry
+	(*ObjectMeta)(nil),               // 85: skiff.v1.ObjectMeta
+	(*timestamppb.Timestamp)(nil),    // 86: google.protobuf.Timestamp
+	(*ObjectReference)(nil),          // 87: skiff.v1.ObjectReference
 }
 var file_core_proto_depIdxs = []int32{
-	81,  // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
+	85,  // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
 	1,   // 1: skiff.v1.Namespace.spec:type_name -> skiff.v1.NamespaceSpec
 	2,   // 2: skiff.v1.Namespace.status:type_name -> skiff.v1.NamespaceStatus
-	81,  // 3: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	85,  // 3: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	4,   // 4: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
 	6,   // 5: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	5,   // 6: skiff.v1.NodeSpec.taints:type_name -> skiff.v1.Taint
-	82,  // 7: skiff.v1.Taint.time_added:type_name -> google.protobuf.Timestamp
-	71,  // 8: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	72,  // 9: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
+	86,  // 7: skiff.v1.Taint.time_added:type_name -> google.protobuf.Timestamp
+	75,  // 8: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
+	76,  // 9: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
 	7,   // 10: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.NodeCondition
 	8,   // 11: skiff.v1.NodeStatus.addresses:type_name -> skiff.v1.NodeAddress
 	9,   // 12: skiff.v1.NodeStatus.node_info:type_name -> skiff.v1.NodeSystemInfo
 	10,  // 13: skiff.v1.NodeStatus.daemon_endpoints:type_name -> skiff.v1.NodeDaemonEndpoints
-	82,  // 14: skiff.v1.NodeCondition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	82,  // 15: skiff.v1.NodeCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	86,  // 14: skiff.v1.NodeCondition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	86,  // 15: skiff.v1.NodeCondition.last_transition_time:type_name -> google.protobuf.Timestamp
 	11,  // 16: skiff.v1.NodeDaemonEndpoints.kubelet_endpoint:type_name -> skiff.v1.DaemonEndpoint
-	81,  // 17: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	85,  // 17: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	14,  // 18: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
-	49,  // 19: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
-	81,  // 20: skiff.v1.PodTemplateSpec.metadata:type_name -> skiff.v1.ObjectMeta
+	53,  // 19: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
+	85,  // 20: skiff.v1.PodTemplateSpec.metadata:type_name -> skiff.v1.ObjectMeta
 	14,  // 21: skiff.v1.PodTemplateSpec.spec:type_name -> skiff.v1.PodSpec
-	15,  // 22: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
-	15,  // 23: skiff.v1.PodSpec.init_containers:type_name -> skiff.v1.Container
-	73,  // 24: skiff.v1.PodSpec.node_selector:type_name -> skiff.v1.PodSpec.NodeSelectorEntry
-	42,  // 25: skiff.v1.PodSpec.affinity:type_name -> skiff.v1.Affinity
-	48,  // 26: skiff.v1.PodSpec.tolerations:type_name -> skiff.v1.Toleration
-	36,  // 27: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
-	35,  // 28: skiff.v1.PodSpec.security_context:type_name -> skiff.v1.PodSecurityContext
-	16,  // 29: skiff.v1.Container.ports:type_name -> skiff.v1.ContainerPort
-	17,  // 30: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
-	23,  // 31: skiff.v1.Container.env_from:type_name -> skiff.v1.EnvFromSource
-	26,  // 32: skiff.v1.Container.resources:type_name -> skiff.v1.ResourceRequirements
-	27,  // 33: skiff.v1.Container.volume_mounts:type_name -> skiff.v1.VolumeMount
-	28,  // 34: skiff.v1.Container.liveness_probe:type_name -> skiff.v1.Probe
-	28,  // 35: skiff.v1.Container.readiness_probe:type_name -> skiff.v1.Probe
-	28,  // 36: skiff.v1.Container.startup_probe:type_name -> skiff.v1.Probe
-	33,  // 37: skiff.v1.Container.security_context:type_name -> skiff.v1.SecurityContext
-	18,  // 38: skiff.v1.EnvVar.value_from:type_name -> skiff.v1.EnvVarSource
-	19,  // 39: skiff.v1.EnvVarSource.field_ref:type_name -> skiff.v1.ObjectFieldSelector
-	21,  // 40: skiff.v1.EnvVarSource.config_map_key_ref:type_name -> skiff.v1.ConfigMapKeySelector
-	22,  // 41: skiff.v1.EnvVarSource.secret_key_ref:type_name -> skiff.v1.SecretKeySelector
-	20,  // 42: skiff.v1.EnvVarSource.resource_field_ref:type_name -> skiff.v1.ResourceFieldSelector
-	24,  // 43: skiff.v1.EnvFromSource.config_map_ref:type_name -> skiff.v1.ConfigMapEnvSource
-	25,  // 44: skiff.v1.EnvFromSource.secret_ref:type_name -> skiff.v1.SecretEnvSource
-	74,  // 45: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
-	75,  // 46: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
-	29,  // 47: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
-	30,  // 48: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
-	32,  // 49: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
-	31,  // 50: skiff.v1.HTTPGetAction.http_headers:type_name -> skiff.v1.HTTPHeader
-	34,  // 51: skiff.v1.SecurityContext.capabilities:type_name -> skiff.v1.Capabilities
-	37,  // 52: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
-	38,  // 53: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
-	40,  // 54: skiff.v1.Volume.config_map:type_name -> skiff.v1.ConfigMapVolumeSource
-	41,  // 55: skiff.v1.Volume.secret:type_name -> skiff.v1.SecretVolumeSource
-	39,  // 56: skiff.v1.ConfigMapVolumeSource.items:type_name -> skiff.v1.KeyToPath
-	39,  // 57: skiff.v1.SecretVolumeSource.items:type_name -> skiff.v1.KeyToPath
-	43,  // 58: skiff.v1.Affinity.node_affinity:type_name -> skiff.v1.NodeAffinity
-	44,  // 59: skiff.v1.NodeAffinity.required_during_scheduling_ignored_during_execution:type_name -> skiff.v1.NodeSelector
-	47,  // 60: skiff.v1.NodeAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.v1.PreferredSchedulingTerm
-	45,  // 61: skiff.v1.NodeSelector.node_selector_terms:type_name -> skiff.v1.NodeSelectorTerm
-	46,  // 62: skiff.v1.NodeSelectorTerm.match_expressions:type_name -> skiff.v1.NodeSelectorRequirement
-	46,  // 63: skiff.v1.NodeSelectorTerm.match_fields:type_name -> skiff.v1.NodeSelectorRequirement
-	45,  // 64: skiff.v1.PreferredSchedulingTerm.preference:type_name -> skiff.v1.NodeSelectorTerm
-	51,  // 65: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.PodCondition
-	50,  // 66: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
-	82,  // 67: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	52,  // 68: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
-	52,  // 69: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	82,  // 70: skiff.v1.PodCondition.last_probe_time:type_name -> google.protobuf.Timestamp
-	82,  // 71: skiff.v1.PodCondition.last_transition_time:type_name -> google.protobuf.Timestamp
-	53,  // 72: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
-	53,  // 73: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
-	54,  // 74: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
-	55,  // 75: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
-	56,  // 76: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	82,  // 77: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	82,  // 78: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	82,  // 79: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
-	81,  // 80: skiff.v1.Service.metadata:type_name -> skiff.v1.ObjectMeta
-	58,  // 81: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
-	60,  // 82: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
-	59,  // 83: skiff.v1.ServiceSpec.ports:type_name -> skiff.v1.ServicePort
-	76,  // 84: skiff.v1.ServiceSpec.selector:type_name -> skiff.v1.ServiceSpec.SelectorEntry
-	61,  // 85: skiff.v1.ServiceStatus.load_balancer:type_name -> skiff.v1.LoadBalancerStatus
-	62,  // 86: skiff.v1.LoadBalancerStatus.ingress:type_name -> skiff.v1.LoadBalancerIngress
-	81,  // 87: skiff.v1.Endpoints.metadata:type_name -> skiff.v1.ObjectMeta
-	64,  // 88: skiff.v1.Endpoints.subsets:type_name -> skiff.v1.EndpointSubset
-	65,  // 89: skiff.v1.EndpointSubset.addresses:type_name -> skiff.v1.EndpointAddress
-	65,  // 90: skiff.v1.EndpointSubset.not_ready_addresses:type_name -> skiff.v1.EndpointAddress
-	66,  // 91: skiff.v1.EndpointSubset.ports:type_name -> skiff.v1.EndpointPort
-	83,  // 92: skiff.v1.EndpointAddress.target_ref:type_name -> skiff.v1.ObjectReference
-	81,  // 93: skiff.v1.ConfigMap.metadata:type_name -> skiff.v1.ObjectMeta
-	77,  // 94: skiff.v1.ConfigMap.data:type_name -> skiff.v1.ConfigMap.DataEntry
-	78,  // 95: skiff.v1.ConfigMap.binary_data:type_name -> skiff.v1.ConfigMap.BinaryDataEntry
-	81,  // 96: skiff.v1.Secret.metadata:type_name -> skiff.v1.ObjectMeta
-	79,  // 97: skiff.v1.Secret.data:type_name -> skiff.v1.Secret.DataEntry
-	80,  // 98: skiff.v1.Secret.string_data:type_name -> skiff.v1.Secret.StringDataEntry
-	81,  // 99: skiff.v1.Event.metadata:type_name -> skiff.v1.ObjectMeta
-	83,  // 100: skiff.v1.Event.involved_object:type_name -> skiff.v1.ObjectReference
-	70,  // 101: skiff.v1.Event.source:type_name -> skiff.v1.EventSource
-	82,  // 102: skiff.v1.Event.first_timestamp:type_name -> google.protobuf.Timestamp
-	82,  // 103: skiff.v1.Event.last_timestamp:type_name -> google.protobuf.Timestamp
-	104, // [104:104] is the sub-list for method output_type
-	104, // [104:104] is the sub-list for method input_type
-	104, // [104:104] is the sub-list for extension type_name
-	104, // [104:104] is the sub-list for extension extendee
-	0,   // [0:104] is the sub-list for field type_name
+	16,  // 22: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
+	16,  // 23: skiff.v1.PodSpec.init_containers:type_name -> skiff.v1.Container
+	77,  // 24: skiff.v1.PodSpec.node_selector:type_name -> skiff.v1.PodSpec.NodeSelectorEntry
+	46,  // 25: skiff.v1.PodSpec.affinity:type_name -> skiff.v1.Affinity
+	52,  // 26: skiff.v1.PodSpec.tolerations:type_name -> skiff.v1.Toleration
+	40,  // 27: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
+	39,  // 28: skiff.v1.PodSpec.security_context:type_name -> skiff.v1.PodSecurityContext
+	15,  // 29: skiff.v1.PodSpec.image_pull_secrets:type_name -> skiff.v1.LocalObjectReference
+	20,  // 30: skiff.v1.Container.ports:type_name -> skiff.v1.ContainerPort
+	21,  // 31: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
+	27,  // 32: skiff.v1.Container.env_from:type_name -> skiff.v1.EnvFromSource
+	30,  // 33: skiff.v1.Container.resources:type_name -> skiff.v1.ResourceRequirements
+	31,  // 34: skiff.v1.Container.volume_mounts:type_name -> skiff.v1.VolumeMount
+	32,  // 35: skiff.v1.Container.liveness_probe:type_name -> skiff.v1.Probe
+	32,  // 36: skiff.v1.Container.readiness_probe:type_name -> skiff.v1.Probe
+	32,  // 37: skiff.v1.Container.startup_probe:type_name -> skiff.v1.Probe
+	37,  // 38: skiff.v1.Container.security_context:type_name -> skiff.v1.SecurityContext
+	17,  // 39: skiff.v1.Container.lifecycle:type_name -> skiff.v1.Lifecycle
+	18,  // 40: skiff.v1.Lifecycle.post_start:type_name -> skiff.v1.LifecycleHandler
+	18,  // 41: skiff.v1.Lifecycle.pre_stop:type_name -> skiff.v1.LifecycleHandler
+	33,  // 42: skiff.v1.LifecycleHandler.exec:type_name -> skiff.v1.ExecAction
+	34,  // 43: skiff.v1.LifecycleHandler.http_get:type_name -> skiff.v1.HTTPGetAction
+	36,  // 44: skiff.v1.LifecycleHandler.tcp_socket:type_name -> skiff.v1.TCPSocketAction
+	19,  // 45: skiff.v1.LifecycleHandler.sleep:type_name -> skiff.v1.SleepAction
+	22,  // 46: skiff.v1.EnvVar.value_from:type_name -> skiff.v1.EnvVarSource
+	23,  // 47: skiff.v1.EnvVarSource.field_ref:type_name -> skiff.v1.ObjectFieldSelector
+	25,  // 48: skiff.v1.EnvVarSource.config_map_key_ref:type_name -> skiff.v1.ConfigMapKeySelector
+	26,  // 49: skiff.v1.EnvVarSource.secret_key_ref:type_name -> skiff.v1.SecretKeySelector
+	24,  // 50: skiff.v1.EnvVarSource.resource_field_ref:type_name -> skiff.v1.ResourceFieldSelector
+	28,  // 51: skiff.v1.EnvFromSource.config_map_ref:type_name -> skiff.v1.ConfigMapEnvSource
+	29,  // 52: skiff.v1.EnvFromSource.secret_ref:type_name -> skiff.v1.SecretEnvSource
+	78,  // 53: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
+	79,  // 54: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
+	33,  // 55: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
+	34,  // 56: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
+	36,  // 57: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
+	35,  // 58: skiff.v1.HTTPGetAction.http_headers:type_name -> skiff.v1.HTTPHeader
+	38,  // 59: skiff.v1.SecurityContext.capabilities:type_name -> skiff.v1.Capabilities
+	41,  // 60: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
+	42,  // 61: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
+	44,  // 62: skiff.v1.Volume.config_map:type_name -> skiff.v1.ConfigMapVolumeSource
+	45,  // 63: skiff.v1.Volume.secret:type_name -> skiff.v1.SecretVolumeSource
+	43,  // 64: skiff.v1.ConfigMapVolumeSource.items:type_name -> skiff.v1.KeyToPath
+	43,  // 65: skiff.v1.SecretVolumeSource.items:type_name -> skiff.v1.KeyToPath
+	47,  // 66: skiff.v1.Affinity.node_affinity:type_name -> skiff.v1.NodeAffinity
+	48,  // 67: skiff.v1.NodeAffinity.required_during_scheduling_ignored_during_execution:type_name -> skiff.v1.NodeSelector
+	51,  // 68: skiff.v1.NodeAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.v1.PreferredSchedulingTerm
+	49,  // 69: skiff.v1.NodeSelector.node_selector_terms:type_name -> skiff.v1.NodeSelectorTerm
+	50,  // 70: skiff.v1.NodeSelectorTerm.match_expressions:type_name -> skiff.v1.NodeSelectorRequirement
+	50,  // 71: skiff.v1.NodeSelectorTerm.match_fields:type_name -> skiff.v1.NodeSelectorRequirement
+	49,  // 72: skiff.v1.PreferredSchedulingTerm.preference:type_name -> skiff.v1.NodeSelectorTerm
+	55,  // 73: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.PodCondition
+	54,  // 74: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
+	86,  // 75: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	56,  // 76: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
+	56,  // 77: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
+	86,  // 78: skiff.v1.PodCondition.last_probe_time:type_name -> google.protobuf.Timestamp
+	86,  // 79: skiff.v1.PodCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	57,  // 80: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
+	57,  // 81: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
+	58,  // 82: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
+	59,  // 83: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
+	60,  // 84: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
+	86,  // 85: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	86,  // 86: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	86,  // 87: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	85,  // 88: skiff.v1.Service.metadata:type_name -> skiff.v1.ObjectMeta
+	62,  // 89: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
+	64,  // 90: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
+	63,  // 91: skiff.v1.ServiceSpec.ports:type_name -> skiff.v1.ServicePort
+	80,  // 92: skiff.v1.ServiceSpec.selector:type_name -> skiff.v1.ServiceSpec.SelectorEntry
+	65,  // 93: skiff.v1.ServiceStatus.load_balancer:type_name -> skiff.v1.LoadBalancerStatus
+	66,  // 94: skiff.v1.LoadBalancerStatus.ingress:type_name -> skiff.v1.LoadBalancerIngress
+	85,  // 95: skiff.v1.Endpoints.metadata:type_name -> skiff.v1.ObjectMeta
+	68,  // 96: skiff.v1.Endpoints.subsets:type_name -> skiff.v1.EndpointSubset
+	69,  // 97: skiff.v1.EndpointSubset.addresses:type_name -> skiff.v1.EndpointAddress
+	69,  // 98: skiff.v1.EndpointSubset.not_ready_addresses:type_name -> skiff.v1.EndpointAddress
+	70,  // 99: skiff.v1.EndpointSubset.ports:type_name -> skiff.v1.EndpointPort
+	87,  // 100: skiff.v1.EndpointAddress.target_ref:type_name -> skiff.v1.ObjectReference
+	85,  // 101: skiff.v1.ConfigMap.metadata:type_name -> skiff.v1.ObjectMeta
+	81,  // 102: skiff.v1.ConfigMap.data:type_name -> skiff.v1.ConfigMap.DataEntry
+	82,  // 103: skiff.v1.ConfigMap.binary_data:type_name -> skiff.v1.ConfigMap.BinaryDataEntry
+	85,  // 104: skiff.v1.Secret.metadata:type_name -> skiff.v1.ObjectMeta
+	83,  // 105: skiff.v1.Secret.data:type_name -> skiff.v1.Secret.DataEntry
+	84,  // 106: skiff.v1.Secret.string_data:type_name -> skiff.v1.Secret.StringDataEntry
+	85,  // 107: skiff.v1.Event.metadata:type_name -> skiff.v1.ObjectMeta
+	87,  // 108: skiff.v1.Event.involved_object:type_name -> skiff.v1.ObjectReference
+	74,  // 109: skiff.v1.Event.source:type_name -> skiff.v1.EventSource
+	86,  // 110: skiff.v1.Event.first_timestamp:type_name -> google.protobuf.Timestamp
+	86,  // 111: skiff.v1.Event.last_timestamp:type_name -> google.protobuf.Timestamp
+	112, // [112:112] is the sub-list for method output_type
+	112, // [112:112] is the sub-list for method input_type
+	112, // [112:112] is the sub-list for extension type_name
+	112, // [112:112] is the sub-list for extension extendee
+	0,   // [0:112] is the sub-list for field type_name
 }
 
 func init() { file_core_proto_init() }
@@ -5691,28 +6021,28 @@ func file_core_proto_init() {
 	}
 	file_meta_proto_init()
 	file_core_proto_msgTypes[14].OneofWrappers = []any{}
-	file_core_proto_msgTypes[21].OneofWrappers = []any{}
-	file_core_proto_msgTypes[22].OneofWrappers = []any{}
-	file_core_proto_msgTypes[24].OneofWrappers = []any{}
 	file_core_proto_msgTypes[25].OneofWrappers = []any{}
+	file_core_proto_msgTypes[26].OneofWrappers = []any{}
 	file_core_proto_msgTypes[28].OneofWrappers = []any{}
-	file_core_proto_msgTypes[33].OneofWrappers = []any{}
-	file_core_proto_msgTypes[35].OneofWrappers = []any{}
+	file_core_proto_msgTypes[29].OneofWrappers = []any{}
+	file_core_proto_msgTypes[32].OneofWrappers = []any{}
+	file_core_proto_msgTypes[37].OneofWrappers = []any{}
 	file_core_proto_msgTypes[39].OneofWrappers = []any{}
-	file_core_proto_msgTypes[40].OneofWrappers = []any{}
-	file_core_proto_msgTypes[41].OneofWrappers = []any{}
-	file_core_proto_msgTypes[48].OneofWrappers = []any{}
+	file_core_proto_msgTypes[43].OneofWrappers = []any{}
+	file_core_proto_msgTypes[44].OneofWrappers = []any{}
+	file_core_proto_msgTypes[45].OneofWrappers = []any{}
 	file_core_proto_msgTypes[52].OneofWrappers = []any{}
-	file_core_proto_msgTypes[65].OneofWrappers = []any{}
-	file_core_proto_msgTypes[67].OneofWrappers = []any{}
-	file_core_proto_msgTypes[68].OneofWrappers = []any{}
+	file_core_proto_msgTypes[56].OneofWrappers = []any{}
+	file_core_proto_msgTypes[69].OneofWrappers = []any{}
+	file_core_proto_msgTypes[71].OneofWrappers = []any{}
+	file_core_proto_msgTypes[72].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_core_proto_rawDesc), len(file_core_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   81,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
