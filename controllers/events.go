@@ -1,0 +1,252 @@
+package controllers
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/utils/clock"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// Event types.
+const (
+	EventTypeNormal  = "Normal"
+	EventTypeWarning = "Warning"
+)
+
+// EventRecorder records Events about objects. Recording never blocks and
+// never fails: events are written in the background, repeats are folded
+// into one Event whose count grows, and when too many are waiting new ones
+// are dropped (and counted in skiff_controller_events_dropped_total).
+type EventRecorder interface {
+	Event(obj *pb.Object, eventType, reason, message string)
+	Eventf(obj *pb.Object, eventType, reason, format string, args ...any)
+}
+
+// RecorderConfig configures a Recorder.
+type RecorderConfig struct {
+	Cluster Cluster
+	Logger  *slog.Logger
+	Clock   clock.PassiveClock
+	// Host is the source host written into events (the master's name).
+	Host string
+	// MaxPending bounds distinct events waiting to be written.
+	MaxPending int
+	// CacheSize bounds how many written events are remembered for counting
+	// repeats.
+	CacheSize int
+}
+
+// Recorder writes Events through a Cluster. Make one per manager run and
+// run it with Run; For gives each component its own EventRecorder.
+type Recorder struct {
+	cfg     RecorderConfig
+	metrics *metrics
+
+	mu      sync.Mutex
+	pending map[eventKey]*pendingEvent
+	order   []eventKey
+	wake    chan struct{}
+
+	// Written events, for folding repeats into a count; only Run uses it.
+	cache   map[eventKey]*list.Element
+	lru     *list.List
+	maxSize int
+}
+
+type eventKey struct {
+	component, kind, namespace, name, uid, typ, reason, message string
+}
+
+type pendingEvent struct {
+	ref         *pb.ObjectReference
+	count       int32
+	first, last time.Time
+}
+
+type cachedEvent struct {
+	key   eventKey
+	event *pb.Event
+}
+
+// NewRecorder returns a Recorder; defaults fill unset sizes.
+func NewRecorder(cfg RecorderConfig) *Recorder {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1000
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 4096
+	}
+	m, _ := newMetrics(nil)
+	return &Recorder{
+		cfg: cfg, metrics: m,
+		pending: make(map[eventKey]*pendingEvent),
+		wake:    make(chan struct{}, 1),
+		cache:   make(map[eventKey]*list.Element),
+		lru:     list.New(),
+		maxSize: cfg.CacheSize,
+	}
+}
+
+// For returns an EventRecorder whose events name component as their source.
+func (r *Recorder) For(component string) EventRecorder {
+	return componentRecorder{r: r, component: component}
+}
+
+type componentRecorder struct {
+	r         *Recorder
+	component string
+}
+
+func (c componentRecorder) Event(obj *pb.Object, eventType, reason, message string) {
+	c.r.record(c.component, obj, eventType, reason, message)
+}
+
+func (c componentRecorder) Eventf(obj *pb.Object, eventType, reason, format string, args ...any) {
+	c.r.record(c.component, obj, eventType, reason, fmt.Sprintf(format, args...))
+}
+
+// maxMessage is Kubernetes' limit on an event's message.
+const maxMessage = 1024
+
+func (r *Recorder) record(component string, obj *pb.Object, typ, reason, message string) {
+	m := obj.Meta()
+	if m == nil {
+		return
+	}
+	if len(message) > maxMessage {
+		message = message[:maxMessage-3] + "..."
+	}
+	kind := obj.KindName()
+	key := eventKey{component, kind, m.GetNamespace(), m.GetName(), m.GetUid(), typ, reason, message}
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.pending[key]; ok {
+		p.count++
+		p.last = now
+		return
+	}
+	if len(r.pending) >= r.cfg.MaxPending {
+		r.metrics.eventsDropped.Inc()
+		return
+	}
+	info, _ := pb.LookupKind(kind)
+	r.pending[key] = &pendingEvent{
+		ref: &pb.ObjectReference{
+			Kind: kind, ApiVersion: info.APIVersion, Namespace: m.GetNamespace(), Name: m.GetName(),
+			Uid: m.GetUid(), ResourceVersion: m.GetResourceVersion(),
+		},
+		count: 1, first: now, last: now,
+	}
+	r.order = append(r.order, key)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes recorded events until ctx ends.
+func (r *Recorder) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.mu.Lock()
+		pending, order := r.pending, r.order
+		r.pending, r.order = make(map[eventKey]*pendingEvent), nil
+		r.mu.Unlock()
+		for _, key := range order {
+			if ctx.Err() != nil {
+				return
+			}
+			r.write(ctx, key, pending[key])
+		}
+	}
+}
+
+func (r *Recorder) write(ctx context.Context, key eventKey, p *pendingEvent) {
+	if el, ok := r.cache[key]; ok {
+		ev := el.Value.(*cachedEvent).event
+		next := pb.Wrap(ev).Clone()
+		n := next.GetEvent()
+		n.Count += p.count
+		n.LastTimestamp = timestamppb.New(p.last)
+		stored, err := r.cfg.Cluster.Update(ctx, next)
+		if err == nil {
+			r.remember(key, stored.GetEvent())
+			r.metrics.eventsWritten.Inc()
+			return
+		}
+		if !IsNotFound(err) && !IsConflict(err) {
+			r.drop(key, err)
+			return
+		}
+		// Gone (aged out) or changed by someone else: start a new one.
+		r.lru.Remove(el)
+		delete(r.cache, key)
+	}
+	ns := p.ref.GetNamespace()
+	if ns == "" {
+		ns = "default" // events about cluster-scoped objects, as Kubernetes
+	}
+	ev := &pb.Event{
+		Metadata: &pb.ObjectMeta{
+			Name:      fmt.Sprintf("%s.%x", p.ref.GetName(), p.first.UnixNano()),
+			Namespace: ns,
+		},
+		InvolvedObject:     p.ref,
+		Reason:             key.reason,
+		Message:            key.message,
+		Type:               key.typ,
+		Source:             &pb.EventSource{Component: key.component, Host: r.cfg.Host},
+		FirstTimestamp:     timestamppb.New(p.first),
+		LastTimestamp:      timestamppb.New(p.last),
+		Count:              p.count,
+		ReportingComponent: key.component,
+		ReportingInstance:  r.cfg.Host,
+	}
+	stored, err := r.cfg.Cluster.Create(ctx, pb.Wrap(ev))
+	if err != nil {
+		r.drop(key, err)
+		return
+	}
+	r.remember(key, stored.GetEvent())
+	r.metrics.eventsWritten.Inc()
+}
+
+func (r *Recorder) drop(key eventKey, err error) {
+	r.metrics.eventsDropped.Inc()
+	r.cfg.Logger.Debug("event not written", "object", Key(key.namespace, key.name), "reason", key.reason, "err", err)
+}
+
+func (r *Recorder) remember(key eventKey, ev *pb.Event) {
+	if ev == nil {
+		return
+	}
+	if el, ok := r.cache[key]; ok {
+		el.Value.(*cachedEvent).event = ev
+		r.lru.MoveToFront(el)
+		return
+	}
+	r.cache[key] = r.lru.PushFront(&cachedEvent{key: key, event: ev})
+	if r.lru.Len() > r.maxSize {
+		last := r.lru.Back()
+		r.lru.Remove(last)
+		delete(r.cache, last.Value.(*cachedEvent).key)
+	}
+}

@@ -1,0 +1,145 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/controllertest"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+func TestRecorderFoldsRepeatsIntoCount(t *testing.T) {
+	clk := controllertest.NewClock(controllertest.Epoch)
+	fake := controllertest.NewFake(clk)
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, Clock: clk, Host: "m1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rec.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	p := pod("default", "web-1", nil, "")
+	p.Meta().Uid = "uid-web-1"
+	node := pb.Wrap(&pb.Node{Metadata: &pb.ObjectMeta{Name: "n1", Uid: "uid-n1"}})
+	r := rec.For("scheduler")
+	for range 3 {
+		r.Event(p, controllers.EventTypeWarning, "FailedScheduling", "0/1 nodes are available")
+		clk.Step(time.Second)
+	}
+	r.Event(p, controllers.EventTypeNormal, "Scheduled", "Successfully assigned default/web-1 to n1")
+	r.Eventf(node, controllers.EventTypeNormal, "NodeReady", "Node %s is ready", "n1")
+
+	controllertest.Eventually(t, 5*time.Second, func() bool {
+		var total int32
+		for _, o := range fake.Objects("Event") {
+			total += o.GetEvent().GetCount()
+		}
+		return total == 5
+	}, "five occurrences written")
+	evs := fake.Objects("Event")
+	if len(evs) != 3 {
+		t.Fatalf("events = %d, want 3 (repeats folded)", len(evs))
+	}
+	var failed *pb.Event
+	for _, o := range evs {
+		if o.GetEvent().GetReason() == "FailedScheduling" {
+			failed = o.GetEvent()
+		}
+		if o.GetEvent().GetReason() == "NodeReady" && o.Meta().GetNamespace() != "default" {
+			t.Errorf("event about a node in namespace %q, want default", o.Meta().GetNamespace())
+		}
+	}
+	if failed == nil {
+		t.Fatal("no FailedScheduling event")
+	}
+	if failed.GetCount() != 3 || failed.GetType() != "Warning" || failed.GetSource().GetComponent() != "scheduler" || failed.GetSource().GetHost() != "m1" {
+		t.Errorf("event = %v", failed)
+	}
+	io := failed.GetInvolvedObject()
+	if io.GetKind() != "Pod" || io.GetName() != "web-1" || io.GetNamespace() != "default" || io.GetUid() != "uid-web-1" || io.GetApiVersion() != "v1" {
+		t.Errorf("involvedObject = %v", io)
+	}
+	if !failed.GetLastTimestamp().AsTime().After(failed.GetFirstTimestamp().AsTime()) && failed.GetCount() > 1 {
+		t.Errorf("timestamps first %v last %v", failed.GetFirstTimestamp().AsTime(), failed.GetLastTimestamp().AsTime())
+	}
+
+	// A repeat after the recorder wrote the event updates it.
+	r.Event(p, controllers.EventTypeWarning, "FailedScheduling", "0/1 nodes are available")
+	controllertest.Eventually(t, 5*time.Second, func() bool {
+		for _, o := range fake.Objects("Event") {
+			if o.GetEvent().GetReason() == "FailedScheduling" && o.GetEvent().GetCount() == 4 {
+				return true
+			}
+		}
+		return false
+	}, "the count to reach 4")
+	if n := len(fake.Objects("Event")); n != 3 {
+		t.Errorf("events = %d, want still 3", n)
+	}
+}
+
+func TestRecorderIsBounded(t *testing.T) {
+	fake := controllertest.NewFake(nil)
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, MaxPending: 10})
+	r := rec.For("test")
+	p := pod("default", "p", nil, "")
+	for i := range 100 {
+		r.Event(p, controllers.EventTypeNormal, "Reason", fmt.Sprintf("message %d", i))
+	}
+	r.Event(p, controllers.EventTypeNormal, "Long", strings.Repeat("x", 5000))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rec.Run(ctx); close(done) }()
+	controllertest.Eventually(t, 5*time.Second, func() bool { return len(fake.Objects("Event")) == 10 }, "10 events")
+	cancel()
+	<-done
+	if n := len(fake.Objects("Event")); n != 10 {
+		t.Errorf("events written = %d, want 10 (the rest dropped)", n)
+	}
+}
+
+func TestExpectations(t *testing.T) {
+	clk := controllertest.NewClock(controllertest.Epoch)
+	e := controllers.NewExpectations(clk, time.Minute)
+	if ok, _ := e.Satisfied("rs"); !ok {
+		t.Error("nothing expected, not satisfied")
+	}
+	e.Expect("rs", "create a", "create b")
+	e.Observe("rs", "create a")
+	if ok, wait := e.Satisfied("rs"); ok || wait != time.Minute {
+		t.Errorf("Satisfied = %v, %s; want false, 1m", ok, wait)
+	}
+	e.Observe("rs", "create b")
+	if ok, _ := e.Satisfied("rs"); !ok {
+		t.Error("all observed, not satisfied")
+	}
+	e.Expect("rs", "delete c")
+	clk.Step(2 * time.Minute)
+	if ok, _ := e.Satisfied("rs"); !ok {
+		t.Error("lapsed expectations still pending")
+	}
+}
+
+func TestWriteBarrier(t *testing.T) {
+	h := controllertest.NewHarness(t, pod("a", "p1", nil, ""))
+	inf := h.Informers.For("Pod")
+	h.Start()
+	w := controllers.NewWriteBarrier(inf)
+	stored, err := h.Fake.Update(context.Background(), h.Fake.Get("Pod", "a", "p1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored.Meta().ResourceVersion = h.Fake.ResourceVersion() + 1 // a write the cache cannot have seen yet
+	w.Wrote("owner", stored)
+	if w.Ready("owner") {
+		t.Error("Ready before the cache saw the write")
+	}
+	h.Fake.Mutate("Pod", "a", "p1", func(o *pb.Object) { o.Meta().Labels = map[string]string{"v": "2"} })
+	h.Eventually(func() bool { return w.Ready("owner") }, "the barrier to open")
+	if !w.Ready("other") {
+		t.Error("a key with no writes is not ready")
+	}
+}

@@ -1,0 +1,535 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// Names of the indexes every Informer keeps.
+const (
+	// IndexNamespace maps a namespace to the objects in it.
+	IndexNamespace = "namespace"
+	// IndexOwner maps an owner's UID to the objects that list it in
+	// metadata.ownerReferences.
+	IndexOwner = "owner"
+	// IndexLabel maps "key=value" to the objects carrying that label.
+	IndexLabel = "label"
+)
+
+// IndexFunc returns the index values of an object (none, one or many).
+type IndexFunc func(obj *pb.Object) []string
+
+// Handler receives an informer's changes, after its cache holds them. Calls
+// for one informer are serialised. A handler must be quick and must not
+// block: it enqueues keys and returns. Objects are the cache's: read only.
+type Handler interface {
+	OnAdd(obj *pb.Object)
+	// OnUpdate is also called with old == obj on a periodic resync.
+	OnUpdate(old, obj *pb.Object)
+	OnDelete(obj *pb.Object)
+}
+
+// HandlerFuncs adapts functions to Handler; nil functions are skipped.
+type HandlerFuncs struct {
+	AddFunc    func(obj *pb.Object)
+	UpdateFunc func(old, obj *pb.Object)
+	DeleteFunc func(obj *pb.Object)
+}
+
+func (h HandlerFuncs) OnAdd(obj *pb.Object) {
+	if h.AddFunc != nil {
+		h.AddFunc(obj)
+	}
+}
+
+func (h HandlerFuncs) OnUpdate(old, obj *pb.Object) {
+	if h.UpdateFunc != nil {
+		h.UpdateFunc(old, obj)
+	}
+}
+
+func (h HandlerFuncs) OnDelete(obj *pb.Object) {
+	if h.DeleteFunc != nil {
+		h.DeleteFunc(obj)
+	}
+}
+
+// EnqueueKeys returns a Handler that adds the keys keysOf returns for every
+// added, updated or deleted object (for an update, of both versions).
+func EnqueueKeys(q Queue, keysOf func(obj *pb.Object) []string) Handler {
+	add := func(obj *pb.Object) {
+		for _, k := range keysOf(obj) {
+			q.Add(k)
+		}
+	}
+	return HandlerFuncs{
+		AddFunc:    add,
+		UpdateFunc: func(old, obj *pb.Object) { add(old); add(obj) },
+		DeleteFunc: add,
+	}
+}
+
+// EnqueueObject returns a Handler that adds the key of every added, updated
+// or deleted object.
+func EnqueueObject(q Queue) Handler {
+	return EnqueueKeys(q, func(obj *pb.Object) []string { return []string{KeyOf(obj)} })
+}
+
+// Informer keeps a local, indexed copy of every object of one kind, fed by
+// list+watch through a Cluster, and tells handlers about changes. When the
+// watch's history has expired it lists again and tells handlers the
+// difference. Get one from an InformerFactory so controllers share it.
+type Informer struct {
+	kind     string
+	cluster  Cluster
+	log      *slog.Logger
+	metrics  *informerMetrics
+	resync   time.Duration
+	bookmark int32
+
+	mu       sync.RWMutex
+	items    map[string]*pb.Object
+	indexers map[string]IndexFunc
+	indices  map[string]map[string]map[string]struct{} // index -> value -> keys
+	rv       uint64                                    // last resourceVersion seen
+	synced   chan struct{}
+
+	// dispatchMu serialises handler calls, and replays to a handler added
+	// late, with the watch's own dispatch.
+	dispatchMu sync.Mutex
+	handlers   map[int]Handler
+	nextID     int
+}
+
+func newInformer(kind string, cluster Cluster, log *slog.Logger, m *informerMetrics, resync time.Duration) *Informer {
+	inf := &Informer{
+		kind: kind, cluster: cluster, log: log.With("informer", kind), metrics: m, resync: resync,
+		bookmark: 30,
+		items:    make(map[string]*pb.Object),
+		indexers: make(map[string]IndexFunc),
+		indices:  make(map[string]map[string]map[string]struct{}),
+		synced:   make(chan struct{}),
+		handlers: make(map[int]Handler),
+	}
+	inf.AddIndexer(IndexNamespace, func(o *pb.Object) []string { return []string{o.Meta().GetNamespace()} })
+	inf.AddIndexer(IndexOwner, func(o *pb.Object) []string {
+		refs := o.Meta().GetOwnerReferences()
+		out := make([]string, 0, len(refs))
+		for _, r := range refs {
+			out = append(out, r.GetUid())
+		}
+		return out
+	})
+	inf.AddIndexer(IndexLabel, func(o *pb.Object) []string {
+		l := o.Meta().GetLabels()
+		out := make([]string, 0, len(l))
+		for k, v := range l {
+			out = append(out, k+"="+v)
+		}
+		return out
+	})
+	return inf
+}
+
+// Kind is the kind this informer caches.
+func (inf *Informer) Kind() string { return inf.kind }
+
+// AddIndexer adds (or replaces) a named index, built over the objects
+// already cached.
+func (inf *Informer) AddIndexer(name string, fn IndexFunc) {
+	inf.mu.Lock()
+	defer inf.mu.Unlock()
+	inf.indexers[name] = fn
+	idx := make(map[string]map[string]struct{})
+	inf.indices[name] = idx
+	for key, obj := range inf.items {
+		for _, v := range fn(obj) {
+			addToIndex(idx, v, key)
+		}
+	}
+}
+
+// AddHandler registers h and calls h.OnAdd for every object already
+// cached. The returned function removes h.
+func (inf *Informer) AddHandler(h Handler) (remove func()) {
+	inf.dispatchMu.Lock()
+	defer inf.dispatchMu.Unlock()
+	id := inf.nextID
+	inf.nextID++
+	inf.handlers[id] = h
+	for _, obj := range inf.List() {
+		h.OnAdd(obj)
+	}
+	return func() {
+		inf.dispatchMu.Lock()
+		delete(inf.handlers, id)
+		inf.dispatchMu.Unlock()
+	}
+}
+
+// HasSynced reports whether the first list has been cached and dispatched.
+func (inf *Informer) HasSynced() bool {
+	select {
+	case <-inf.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// Synced is closed once HasSynced is true.
+func (inf *Informer) Synced() <-chan struct{} { return inf.synced }
+
+// ResourceVersion is the store index of the last change the cache holds.
+func (inf *Informer) ResourceVersion() uint64 {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	return inf.rv
+}
+
+// Get returns the cached object with key ("namespace/name" or "name").
+// The object is shared: Clone it before changing it.
+func (inf *Informer) Get(key string) (*pb.Object, bool) {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	o, ok := inf.items[key]
+	return o, ok
+}
+
+// Len is the number of cached objects.
+func (inf *Informer) Len() int {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	return len(inf.items)
+}
+
+// List returns every cached object, in no particular order.
+func (inf *Informer) List() []*pb.Object {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	out := make([]*pb.Object, 0, len(inf.items))
+	for _, o := range inf.items {
+		out = append(out, o)
+	}
+	return out
+}
+
+// ByIndex returns the cached objects whose index name has value.
+func (inf *Informer) ByIndex(name, value string) []*pb.Object {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	keys := inf.indices[name][value]
+	out := make([]*pb.Object, 0, len(keys))
+	for k := range keys {
+		out = append(out, inf.items[k])
+	}
+	return out
+}
+
+// Select returns the cached objects in namespace ("" for all) whose labels
+// match sel. It starts from the label index when sel requires a label value.
+func (inf *Informer) Select(namespace string, sel labels.Selector) []*pb.Object {
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
+	var keys map[string]struct{}
+	indexed := false
+	if reqs, ok := sel.Requirements(); ok {
+		for _, r := range reqs {
+			op := r.Operator()
+			if vals := r.Values(); vals.Len() == 1 && (op == selection.Equals || op == selection.DoubleEquals || op == selection.In) {
+				keys, indexed = inf.indices[IndexLabel][r.Key()+"="+vals.UnsortedList()[0]], true
+				break
+			}
+		}
+	}
+	if !indexed && namespace != "" {
+		keys, indexed = inf.indices[IndexNamespace][namespace], true
+	}
+	var out []*pb.Object
+	match := func(o *pb.Object) {
+		if (namespace == "" || o.Meta().GetNamespace() == namespace) && sel.Matches(labels.Set(o.Meta().GetLabels())) {
+			out = append(out, o)
+		}
+	}
+	if !indexed {
+		for _, o := range inf.items {
+			match(o)
+		}
+		return out
+	}
+	for k := range keys {
+		match(inf.items[k])
+	}
+	return out
+}
+
+// run lists and watches until ctx ends.
+func (inf *Informer) run(ctx context.Context) {
+	if inf.resync > 0 {
+		go inf.resyncLoop(ctx)
+	}
+	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	needList := true
+	for ctx.Err() == nil {
+		resume := true
+		if needList {
+			if err := inf.list(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				inf.log.Warn("list failed; retrying", "err", err, "in", bo.next())
+				bo.wait(ctx)
+				continue
+			}
+			needList, resume = false, false
+		}
+		err := inf.watch(ctx, &bo, resume)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case IsExpired(err):
+			inf.log.Info("watch history expired; listing again", "err", err)
+			inf.metrics.relists.WithLabelValues(inf.kind).Inc()
+			needList = true
+		default:
+			inf.log.Warn("watch failed; resuming", "err", err, "in", bo.next())
+			bo.wait(ctx)
+		}
+	}
+}
+
+func (inf *Informer) list(ctx context.Context) error {
+	resp, err := inf.cluster.List(ctx, &pb.ListRequest{Kind: inf.kind})
+	if err != nil {
+		return fmt.Errorf("list %s: %w", inf.kind, err)
+	}
+	inf.replace(resp.GetItems(), resp.GetResourceVersion())
+	return nil
+}
+
+func (inf *Informer) watch(ctx context.Context, bo *backoff, resume bool) error {
+	inf.mu.RLock()
+	from := inf.rv
+	inf.mu.RUnlock()
+	// Several events of one Raft batch share an index, and a watch resumes
+	// strictly after its index: when resuming a broken watch, start one
+	// earlier so a batch cut in half is delivered again in full. The
+	// repeats are recognised and dropped. (After a list, the list's index
+	// is complete.)
+	if resume && from > 1 {
+		from--
+	}
+	w, err := inf.cluster.Watch(ctx, &pb.WatchRequest{Kind: inf.kind, ResourceVersion: from, BookmarkSeconds: inf.bookmark})
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", inf.kind, err)
+	}
+	defer w.Close()
+	for {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			return fmt.Errorf("watch %s: %w", inf.kind, err)
+		}
+		bo.reset()
+		inf.apply(ev)
+	}
+}
+
+// replace makes the cache hold exactly items and tells handlers the
+// difference.
+func (inf *Informer) replace(items []*pb.Object, rv uint64) {
+	type change struct{ old, obj *pb.Object }
+	var changes []change
+	inf.mu.Lock()
+	seen := make(map[string]struct{}, len(items))
+	for _, obj := range items {
+		key := KeyOf(obj)
+		seen[key] = struct{}{}
+		old := inf.items[key]
+		if old != nil && old.Meta().GetResourceVersion() == obj.Meta().GetResourceVersion() && old.Meta().GetUid() == obj.Meta().GetUid() {
+			continue
+		}
+		inf.store(key, old, obj)
+		changes = append(changes, change{old, obj})
+	}
+	for key, old := range inf.items {
+		if _, ok := seen[key]; !ok {
+			inf.store(key, old, nil)
+			changes = append(changes, change{old, nil})
+		}
+	}
+	inf.rv = rv
+	n := len(inf.items)
+	inf.mu.Unlock()
+	inf.metrics.objects.WithLabelValues(inf.kind).Set(float64(n))
+
+	inf.dispatchMu.Lock()
+	defer inf.dispatchMu.Unlock()
+	for _, c := range changes {
+		inf.dispatch(c.old, c.obj)
+	}
+	if !inf.HasSynced() {
+		close(inf.synced)
+	}
+}
+
+func (inf *Informer) apply(ev *pb.WatchEvent) {
+	inf.mu.Lock()
+	if ev.GetResourceVersion() > inf.rv {
+		inf.rv = ev.GetResourceVersion()
+	}
+	obj := ev.GetObject()
+	if ev.GetType() == EventBookmark || obj.Resource() == nil {
+		inf.mu.Unlock()
+		return
+	}
+	inf.metrics.events.WithLabelValues(inf.kind, ev.GetType()).Inc()
+	key := KeyOf(obj)
+	old := inf.items[key]
+	var next *pb.Object
+	switch {
+	case ev.GetType() == EventDeleted:
+		if old == nil || (old.Meta().GetUid() != obj.Meta().GetUid() && obj.Meta().GetUid() != "") {
+			// Already gone (a repeated event), or a newer object of the
+			// same name has replaced it.
+			inf.mu.Unlock()
+			return
+		}
+	case old != nil && old.Meta().GetUid() == obj.Meta().GetUid() &&
+		old.Meta().GetResourceVersion() >= obj.Meta().GetResourceVersion():
+		// A repeat of a change the cache already holds.
+		inf.mu.Unlock()
+		return
+	default:
+		next = obj
+	}
+	inf.store(key, old, next)
+	n := len(inf.items)
+	inf.mu.Unlock()
+	inf.metrics.objects.WithLabelValues(inf.kind).Set(float64(n))
+
+	inf.dispatchMu.Lock()
+	inf.dispatch(old, next)
+	inf.dispatchMu.Unlock()
+}
+
+// store puts obj under key (nil removes it) and updates the indices. The
+// caller holds mu.
+func (inf *Informer) store(key string, old, obj *pb.Object) {
+	for name, fn := range inf.indexers {
+		idx := inf.indices[name]
+		if old != nil {
+			for _, v := range fn(old) {
+				removeFromIndex(idx, v, key)
+			}
+		}
+		if obj != nil {
+			for _, v := range fn(obj) {
+				addToIndex(idx, v, key)
+			}
+		}
+	}
+	if obj == nil {
+		delete(inf.items, key)
+	} else {
+		inf.items[key] = obj
+	}
+}
+
+// dispatch tells every handler; the caller holds dispatchMu.
+func (inf *Informer) dispatch(old, obj *pb.Object) {
+	for _, h := range inf.handlers {
+		switch {
+		case old == nil:
+			h.OnAdd(obj)
+		case obj == nil:
+			h.OnDelete(old)
+		case old.Meta().GetUid() != obj.Meta().GetUid():
+			// Deleted and created again under the same name.
+			h.OnDelete(old)
+			h.OnAdd(obj)
+		default:
+			h.OnUpdate(old, obj)
+		}
+	}
+}
+
+func (inf *Informer) resyncLoop(ctx context.Context) {
+	t := time.NewTicker(inf.resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		inf.dispatchMu.Lock()
+		for _, obj := range inf.List() {
+			for _, h := range inf.handlers {
+				h.OnUpdate(obj, obj)
+			}
+		}
+		inf.dispatchMu.Unlock()
+	}
+}
+
+func addToIndex(idx map[string]map[string]struct{}, value, key string) {
+	set := idx[value]
+	if set == nil {
+		set = make(map[string]struct{})
+		idx[value] = set
+	}
+	set[key] = struct{}{}
+}
+
+func removeFromIndex(idx map[string]map[string]struct{}, value, key string) {
+	set := idx[value]
+	delete(set, key)
+	if len(set) == 0 {
+		delete(idx, value)
+	}
+}
+
+// WaitForSync blocks until every informer has synced or ctx ends, and
+// reports whether they all synced.
+func WaitForSync(ctx context.Context, informers ...*Informer) bool {
+	for _, inf := range informers {
+		select {
+		case <-inf.Synced():
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// backoff is a capped doubling delay.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	}
+	return b.cur
+}
+
+func (b *backoff) wait(ctx context.Context) {
+	t := time.NewTimer(b.next())
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	b.cur = min(b.cur*2, b.max)
+}
+
+func (b *backoff) reset() { b.cur = 0 }

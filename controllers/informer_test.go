@@ -1,0 +1,167 @@
+package controllers_test
+
+import (
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/controllertest"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+func pod(ns, name string, lbls map[string]string, owner string) *pb.Object {
+	p := &pb.Pod{Metadata: &pb.ObjectMeta{Namespace: ns, Name: name, Labels: lbls}}
+	if owner != "" {
+		t := true
+		p.Metadata.OwnerReferences = []*pb.OwnerReference{{Kind: "ReplicaSet", Name: owner, Uid: "uid-" + owner, Controller: &t}}
+	}
+	return pb.Wrap(p)
+}
+
+func keys(objs []*pb.Object) []string {
+	out := make([]string, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, controllers.KeyOf(o))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// recorder is a Handler that logs what it sees.
+type recorder struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (r *recorder) add(s string)             { r.mu.Lock(); r.log = append(r.log, s); r.mu.Unlock() }
+func (r *recorder) OnAdd(o *pb.Object)       { r.add("add " + controllers.KeyOf(o)) }
+func (r *recorder) OnUpdate(_, o *pb.Object) { r.add("update " + controllers.KeyOf(o)) }
+func (r *recorder) OnDelete(o *pb.Object)    { r.add("delete " + controllers.KeyOf(o)) }
+func (r *recorder) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.log...)
+}
+
+func TestInformerIndexesAndSelects(t *testing.T) {
+	h := controllertest.NewHarness(t,
+		pod("a", "p1", map[string]string{"app": "web", "tier": "fe"}, "rs1"),
+		pod("a", "p2", map[string]string{"app": "web"}, "rs1"),
+		pod("a", "p3", map[string]string{"app": "db"}, ""),
+		pod("b", "p4", map[string]string{"app": "web"}, "rs2"),
+	)
+	inf := h.Informers.For("pods") // any name LookupKind knows
+	inf.AddIndexer("app", func(o *pb.Object) []string { return []string{o.Meta().GetLabels()["app"]} })
+	h.Start()
+
+	if got := keys(inf.ByIndex(controllers.IndexNamespace, "a")); !slices.Equal(got, []string{"a/p1", "a/p2", "a/p3"}) {
+		t.Errorf("namespace a = %v", got)
+	}
+	if got := keys(inf.ByIndex(controllers.IndexOwner, "uid-rs1")); !slices.Equal(got, []string{"a/p1", "a/p2"}) {
+		t.Errorf("owner rs1 = %v", got)
+	}
+	if got := keys(inf.ByIndex(controllers.IndexLabel, "app=web")); !slices.Equal(got, []string{"a/p1", "a/p2", "b/p4"}) {
+		t.Errorf("label app=web = %v", got)
+	}
+	if got := keys(inf.ByIndex("app", "db")); !slices.Equal(got, []string{"a/p3"}) {
+		t.Errorf("custom index app=db = %v", got)
+	}
+	for _, tc := range []struct {
+		ns, sel string
+		want    []string
+	}{
+		{"a", "app=web", []string{"a/p1", "a/p2"}},
+		{"", "app=web", []string{"a/p1", "a/p2", "b/p4"}},
+		{"a", "app in (web,db),tier!=fe", []string{"a/p2", "a/p3"}},
+		{"a", "app=nothing", nil},
+		{"", "", []string{"a/p1", "a/p2", "a/p3", "b/p4"}},
+	} {
+		sel, err := labels.Parse(tc.sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keys(inf.Select(tc.ns, sel)); !slices.Equal(got, tc.want) && !(len(got) == 0 && len(tc.want) == 0) {
+			t.Errorf("Select(%q, %q) = %v, want %v", tc.ns, tc.sel, got, tc.want)
+		}
+	}
+
+	// Indexes follow changes.
+	if err := h.Fake.Mutate("Pod", "a", "p1", func(o *pb.Object) { o.Meta().Labels["app"] = "db" }); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitForCache()
+	if got := keys(inf.ByIndex(controllers.IndexLabel, "app=web")); !slices.Equal(got, []string{"a/p2", "b/p4"}) {
+		t.Errorf("label app=web after change = %v", got)
+	}
+	if got := keys(inf.ByIndex("app", "db")); !slices.Equal(got, []string{"a/p1", "a/p3"}) {
+		t.Errorf("custom index app=db after change = %v", got)
+	}
+}
+
+func TestInformerHandlersAndRelist(t *testing.T) {
+	h := controllertest.NewHarness(t, pod("a", "p1", nil, ""), pod("a", "p2", nil, ""))
+	inf := h.Informers.For("Pod")
+	early := &recorder{}
+	inf.AddHandler(early)
+	h.Start()
+	if !inf.HasSynced() {
+		t.Fatal("not synced after Start")
+	}
+	if got := early.get(); !slices.Equal(sortedCopy(got), []string{"add a/p1", "add a/p2"}) {
+		t.Errorf("initial list = %v", got)
+	}
+
+	// A handler added late is told about what is cached.
+	late := &recorder{}
+	remove := inf.AddHandler(late)
+	if got := sortedCopy(late.get()); !slices.Equal(got, []string{"add a/p1", "add a/p2"}) {
+		t.Errorf("replay = %v", got)
+	}
+	remove()
+
+	h.Fake.Add(pod("a", "p3", nil, ""))
+	h.Fake.Mutate("Pod", "a", "p1", func(o *pb.Object) { o.Meta().Labels = map[string]string{"x": "y"} })
+	h.Fake.Remove("Pod", "a", "p2")
+	h.WaitForCache()
+	want := []string{"add a/p1", "add a/p2", "add a/p3", "update a/p1", "delete a/p2"}
+	if got := early.get(); !slices.Equal(sortedHead(got, 2), want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+	if got := late.get(); len(got) != 2 {
+		t.Errorf("removed handler still called: %v", got)
+	}
+
+	// The watch history goes while changes happen: the informer lists
+	// again and reports the difference.
+	h.Fake.ExpireWatches()
+	h.Fake.Remove("Pod", "a", "p3")
+	h.Fake.Add(pod("a", "p4", nil, ""))
+	h.Fake.ExpireWatches()
+	h.WaitForCache()
+	h.Eventually(func() bool { return len(inf.List()) == 2 }, "relist")
+	if got := keys(inf.List()); !slices.Equal(got, []string{"a/p1", "a/p4"}) {
+		t.Errorf("after relist = %v", got)
+	}
+	got := early.get()[len(want):]
+	if !slices.Equal(sortedCopy(got), []string{"add a/p4", "delete a/p3"}) {
+		t.Errorf("relist events = %v", got)
+	}
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}
+
+// sortedHead sorts the first n entries (delivered from one list, in no
+// particular order) and keeps the rest in order.
+func sortedHead(s []string, n int) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out[:min(n, len(out))])
+	return out
+}

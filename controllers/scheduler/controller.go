@@ -1,0 +1,511 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	gproto "google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/skiff-sh/skiff/controllers"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// Name is the scheduler's controller name and the schedulerName it serves
+// besides "" and Kubernetes' "default-scheduler".
+const Name = "scheduler"
+
+// indexNode maps a node name to the unfinished pods bound to it.
+const indexNode = "spec.nodeName"
+
+// Config configures the scheduler.
+type Config struct {
+	Policy Policy
+	// BatchSize bounds the pods placed and bound in one Bind call.
+	BatchSize int
+	// RetryUnschedulable is how often pods that fit nowhere are tried
+	// again even if no node or pod changed (a safety net).
+	RetryUnschedulable time.Duration
+	// AssumeTimeout is how long a binding the cache has not shown yet is
+	// still counted on its node.
+	AssumeTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Policy: DefaultPolicy(), BatchSize: 500, RetryUnschedulable: time.Minute, AssumeTimeout: 30 * time.Second}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if err := c.Policy.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.BatchSize <= 0:
+		return fmt.Errorf("scheduler config: BatchSize must be positive, got %d", c.BatchSize)
+	case c.RetryUnschedulable <= 0:
+		return fmt.Errorf("scheduler config: RetryUnschedulable must be positive, got %s", c.RetryUnschedulable)
+	case c.AssumeTimeout <= 0:
+		return fmt.Errorf("scheduler config: AssumeTimeout must be positive, got %s", c.AssumeTimeout)
+	}
+	return nil
+}
+
+// NewRegistration returns the scheduler's Registration with cfg.
+func NewRegistration(cfg Config) controllers.Registration {
+	return controllers.Registration{Name: Name, New: func(env controllers.Env) (controllers.Controller, error) {
+		return New(env, cfg)
+	}}
+}
+
+// Scheduler is the controller: its queue holds keys of pods to place. One
+// worker takes them in batches, places each batch against one snapshot
+// (pods placed earlier in the batch count), and binds the batch in one
+// Cluster.Bind. A bind made on a stale view of a pod fails its
+// resourceVersion precondition and the pod is tried again. Pods that fit
+// nowhere get PodScheduled=False and a FailedScheduling event, and wait
+// until a node or a bound pod changes.
+type Scheduler struct {
+	env   controllers.Env
+	cfg   Config
+	pods  *controllers.Informer
+	nodes *controllers.Informer
+	queue controllers.Queue
+
+	mu sync.Mutex
+	// assumed are pods bound by this scheduler that the cache still shows
+	// unbound; they count on their node until it catches up.
+	assumed map[string]assumedPod
+	// unschedulable are pods that fit nowhere, waiting for a change.
+	unschedulable map[string]struct{}
+	// moves counts the times unschedulable pods were requeued, so a batch
+	// that overlapped one requeues its failures at once.
+	moves uint64
+	// infos caches parsed pods by UID.
+	infos map[string]*podInfo
+}
+
+type assumedPod struct {
+	uid  string
+	node string
+	info *podInfo
+	at   time.Time
+}
+
+// New builds a Scheduler over env's informers.
+func New(env controllers.Env, cfg Config) (*Scheduler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{
+		env: env, cfg: cfg,
+		pods:          env.Informers.For("Pod"),
+		nodes:         env.Informers.For("Node"),
+		queue:         env.NewQueue(),
+		assumed:       make(map[string]assumedPod),
+		unschedulable: make(map[string]struct{}),
+		infos:         make(map[string]*podInfo),
+	}
+	s.pods.AddIndexer(indexNode, func(o *pb.Object) []string {
+		p := o.GetPod()
+		if n := p.GetSpec().GetNodeName(); n != "" && !controllers.IsPodTerminal(p) {
+			return []string{n}
+		}
+		return nil
+	})
+	s.pods.AddHandler(controllers.HandlerFuncs{
+		AddFunc:    func(o *pb.Object) { s.podChanged(nil, o) },
+		UpdateFunc: s.podChanged,
+		DeleteFunc: s.podDeleted,
+	})
+	s.nodes.AddHandler(controllers.HandlerFuncs{
+		AddFunc: func(*pb.Object) { s.retryUnschedulable() },
+		UpdateFunc: func(old, o *pb.Object) {
+			if nodeChanged(old.GetNode(), o.GetNode()) {
+				s.retryUnschedulable()
+			}
+		},
+	})
+	return s, nil
+}
+
+// Name implements controllers.Controller.
+func (s *Scheduler) Name() string { return s.env.Name }
+
+// Queue is the scheduler's queue of pod keys.
+func (s *Scheduler) Queue() controllers.Queue { return s.queue }
+
+// responsible reports whether pod is this scheduler's to place now.
+func responsible(p *pb.Pod) bool {
+	switch p.GetSpec().GetSchedulerName() {
+	case "", pb.DefaultSchedulerName, Name:
+	default:
+		return false
+	}
+	return p.GetSpec().GetNodeName() == "" && controllers.IsPodActive(p)
+}
+
+func (s *Scheduler) podChanged(old, o *pb.Object) {
+	p := o.GetPod()
+	key := controllers.KeyOf(o)
+	if responsible(p) {
+		s.mu.Lock()
+		_, parked := s.unschedulable[key]
+		s.mu.Unlock()
+		// A parked pod waits for a node or pod change, not for its own
+		// status update (ours, recording why it is parked).
+		if !parked || old == nil || !gproto.Equal(old.GetPod().GetSpec(), p.GetSpec()) {
+			s.queue.Add(key)
+		}
+		return
+	}
+	s.mu.Lock()
+	if a, ok := s.assumed[key]; ok && p.GetSpec().GetNodeName() != "" && a.uid == p.GetMetadata().GetUid() {
+		delete(s.assumed, key) // the cache shows the binding now
+	}
+	delete(s.unschedulable, key)
+	s.mu.Unlock()
+	// A bound pod that finished frees its node.
+	if old != nil && p.GetSpec().GetNodeName() != "" && !controllers.IsPodTerminal(old.GetPod()) && controllers.IsPodTerminal(p) {
+		s.retryUnschedulable()
+	}
+}
+
+func (s *Scheduler) podDeleted(o *pb.Object) {
+	key := controllers.KeyOf(o)
+	s.mu.Lock()
+	delete(s.assumed, key)
+	delete(s.unschedulable, key)
+	delete(s.infos, o.Meta().GetUid())
+	s.mu.Unlock()
+	if o.GetPod().GetSpec().GetNodeName() != "" {
+		s.retryUnschedulable()
+	}
+}
+
+// nodeChanged reports whether a node update can let a pod fit that did not:
+// heartbeats alone do not.
+func nodeChanged(old, n *pb.Node) bool {
+	a, b := newNodeInfo(old), newNodeInfo(n)
+	if a.ready != b.ready || a.unschedulable != b.unschedulable || a.maxPods != b.maxPods ||
+		a.allocatable.milliCPU != b.allocatable.milliCPU || a.allocatable.memory != b.allocatable.memory ||
+		len(a.taints) != len(b.taints) || len(a.labels) != len(b.labels) || len(a.allocatable.other) != len(b.allocatable.other) {
+		return true
+	}
+	for k, v := range a.labels {
+		if b.labels[k] != v {
+			return true
+		}
+	}
+	for i, t := range a.taints {
+		u := b.taints[i]
+		if t.GetKey() != u.GetKey() || t.GetValue() != u.GetValue() || t.GetEffect() != u.GetEffect() {
+			return true
+		}
+	}
+	for k, v := range a.allocatable.other {
+		if b.allocatable.other[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// retryUnschedulable queues every pod waiting for a change.
+func (s *Scheduler) retryUnschedulable() {
+	s.mu.Lock()
+	keys := make([]string, 0, len(s.unschedulable))
+	for k := range s.unschedulable {
+		keys = append(keys, k)
+	}
+	clear(s.unschedulable)
+	s.moves++
+	s.mu.Unlock()
+	for _, k := range keys {
+		s.queue.Add(k)
+	}
+}
+
+// Run implements controllers.Controller.
+func (s *Scheduler) Run(ctx context.Context) error {
+	defer s.queue.ShutDown()
+	if !controllers.WaitForSync(ctx, s.pods, s.nodes) {
+		return nil
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		<-ctx.Done()
+		s.queue.ShutDown()
+	})
+	wg.Go(func() {
+		t := time.NewTicker(s.cfg.RetryUnschedulable)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.expireAssumed()
+				s.retryUnschedulable()
+			}
+		}
+	})
+	for {
+		keys := s.nextBatch()
+		if keys == nil {
+			return nil
+		}
+		if ctx.Err() == nil {
+			s.scheduleBatch(ctx, keys)
+		}
+		for _, k := range keys {
+			s.queue.Done(k)
+		}
+	}
+}
+
+// nextBatch blocks for one key, then takes whatever else is queued, up to
+// BatchSize. nil means the queue was shut down.
+func (s *Scheduler) nextBatch() []string {
+	key, shutdown := s.queue.Get()
+	if shutdown {
+		return nil
+	}
+	keys := []string{key}
+	for len(keys) < s.cfg.BatchSize && s.queue.Len() > 0 {
+		k, shutdown := s.queue.Get()
+		if shutdown {
+			break
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func (s *Scheduler) expireAssumed() {
+	now := s.env.Clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, a := range s.assumed {
+		if now.Sub(a.at) > s.cfg.AssumeTimeout {
+			delete(s.assumed, k)
+		}
+	}
+}
+
+// info returns the parsed form of pod, cached by UID.
+func (s *Scheduler) info(pod *pb.Pod) (*podInfo, error) {
+	uid := pod.GetMetadata().GetUid()
+	s.mu.Lock()
+	pi := s.infos[uid]
+	s.mu.Unlock()
+	if pi != nil && pi.key == pod.GetMetadata().Key() {
+		return pi, nil
+	}
+	pi, err := newPodInfo(pod)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.infos[uid] = pi
+	s.mu.Unlock()
+	return pi, nil
+}
+
+// snapshot builds the placement view from the cache plus the bindings the
+// cache does not show yet.
+func (s *Scheduler) snapshot() (*Snapshot, uint64) {
+	// Copy the assumed pods before reading the cache: a pod leaves
+	// assumed only once the cache shows it bound, so every pod this
+	// scheduler bound is either in the copy or bound in the cache read
+	// next, and the copy is only added where the read did not count it.
+	s.mu.Lock()
+	moves := s.moves
+	assumed := make(map[string]assumedPod, len(s.assumed))
+	for k, a := range s.assumed {
+		assumed[k] = a
+	}
+	s.mu.Unlock()
+
+	nodeObjs := s.nodes.List()
+	nodes := make([]*pb.Node, 0, len(nodeObjs))
+	for _, o := range nodeObjs {
+		nodes = append(nodes, o.GetNode())
+	}
+	snap := NewSnapshot(nodes)
+	for _, ni := range snap.nodes {
+		for _, o := range s.pods.ByIndex(indexNode, ni.Name) {
+			if a, ok := assumed[controllers.KeyOf(o)]; ok && a.uid == o.Meta().GetUid() {
+				delete(assumed, controllers.KeyOf(o)) // counted here
+			}
+			if pi, err := s.info(o.GetPod()); err == nil {
+				ni.addPod(pi)
+			}
+		}
+	}
+	for _, a := range assumed {
+		snap.addPodInfo(a.info, a.node)
+	}
+	return snap, moves
+}
+
+type placement struct {
+	key  string
+	obj  *pb.Object
+	info *podInfo
+	node string
+}
+
+func (s *Scheduler) scheduleBatch(ctx context.Context, keys []string) {
+	var todo []*pb.Object
+	for _, key := range keys {
+		o, ok := s.pods.Get(key)
+		if !ok || !responsible(o.GetPod()) || s.isAssumed(key, o.Meta().GetUid()) {
+			s.queue.Forget(key)
+			continue
+		}
+		todo = append(todo, o)
+	}
+	if len(todo) == 0 {
+		return
+	}
+	// Higher priority first, then oldest first.
+	sort.SliceStable(todo, func(i, j int) bool {
+		pi, pj := todo[i].GetPod().GetSpec().GetPriority(), todo[j].GetPod().GetSpec().GetPriority()
+		if pi != pj {
+			return pi > pj
+		}
+		return todo[i].Meta().GetCreationTimestamp().AsTime().Before(todo[j].Meta().GetCreationTimestamp().AsTime())
+	})
+
+	snap, moves := s.snapshot()
+	var placed []placement
+	for _, o := range todo {
+		pod := o.GetPod()
+		key := controllers.KeyOf(o)
+		pi, err := s.info(pod)
+		if err != nil {
+			s.markUnschedulable(ctx, o, fmt.Sprintf("invalid pod: %v", err), moves)
+			continue
+		}
+		res := snap.schedule(pod, pi, s.cfg.Policy)
+		if res.Node == "" {
+			s.markUnschedulable(ctx, o, res.Message, moves)
+			continue
+		}
+		snap.addPodInfo(pi, res.Node)
+		placed = append(placed, placement{key: key, obj: o, info: pi, node: res.Node})
+	}
+	if len(placed) == 0 {
+		return
+	}
+	binds := make([]*pb.BindOp, len(placed))
+	for i, p := range placed {
+		m := p.obj.Meta()
+		binds[i] = &pb.BindOp{Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid(), ResourceVersion: m.GetResourceVersion(), NodeName: p.node}
+	}
+	results, err := s.env.Cluster.Bind(ctx, binds)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.env.Logger.Warn("bind failed; retrying", "pods", len(binds), "err", err)
+		}
+		for _, p := range placed {
+			s.queue.AddRateLimited(p.key)
+		}
+		return
+	}
+	now := s.env.Clock.Now()
+	bound := 0
+	for i, p := range placed {
+		code := codes.Unknown
+		msg := "no result"
+		if i < len(results) {
+			code, msg = codes.Code(results[i].GetCode()), results[i].GetMessage()
+		}
+		switch code {
+		case codes.OK:
+			bound++
+			s.mu.Lock()
+			s.assumed[p.key] = assumedPod{uid: p.obj.Meta().GetUid(), node: p.node, info: p.info, at: now}
+			delete(s.unschedulable, p.key)
+			s.mu.Unlock()
+			s.queue.Forget(p.key)
+			s.env.Recorder.Eventf(p.obj, controllers.EventTypeNormal, "Scheduled", "Successfully assigned %s to %s", p.key, p.node)
+		case codes.NotFound:
+			s.queue.Forget(p.key)
+		default:
+			// Most often a stale view of the pod (Aborted): look again.
+			s.env.Logger.Debug("bind rejected; retrying", "pod", p.key, "node", p.node, "code", code, "msg", msg)
+			s.queue.AddRateLimited(p.key)
+		}
+	}
+	s.env.Logger.Debug("bound batch", "pods", bound, "of", len(placed))
+}
+
+func (s *Scheduler) isAssumed(key, uid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.assumed[key]
+	return ok && a.uid == uid
+}
+
+// markUnschedulable parks the pod until a node or pod changes, records why
+// in its PodScheduled condition (when that changes) and in an event.
+func (s *Scheduler) markUnschedulable(ctx context.Context, o *pb.Object, msg string, moves uint64) {
+	key := controllers.KeyOf(o)
+	s.mu.Lock()
+	missed := s.moves != moves // something changed while this batch ran
+	if !missed {
+		s.unschedulable[key] = struct{}{}
+	}
+	s.mu.Unlock()
+	if missed {
+		s.queue.AddRateLimited(key)
+	} else {
+		s.queue.Forget(key)
+	}
+	s.env.Recorder.Event(o, controllers.EventTypeWarning, "FailedScheduling", msg)
+
+	pod := o.GetPod()
+	if c := controllers.PodCondition(pod, "PodScheduled"); c != nil && c.GetStatus() == "False" && c.GetReason() == "Unschedulable" && c.GetMessage() == msg {
+		return
+	}
+	next := o.Clone()
+	st := next.GetPod().Status
+	if st == nil {
+		st = &pb.PodStatus{}
+		next.GetPod().Status = st
+	}
+	now := timestamppb.New(s.env.Clock.Now())
+	cond := &pb.PodCondition{Type: "PodScheduled", Status: "False", Reason: "Unschedulable", Message: msg, LastTransitionTime: now}
+	replaced := false
+	for i, c := range st.Conditions {
+		if c.GetType() == "PodScheduled" {
+			if c.GetStatus() == "False" {
+				cond.LastTransitionTime = c.GetLastTransitionTime()
+			}
+			st.Conditions[i], replaced = cond, true
+		}
+	}
+	if !replaced {
+		st.Conditions = append(st.Conditions, cond)
+	}
+	if _, err := s.env.Cluster.UpdateStatus(ctx, next); err != nil && ctx.Err() == nil {
+		if controllers.IsConflict(err) {
+			// The pod changed under us: place it again with the news.
+			s.queue.AddRateLimited(key)
+			return
+		}
+		if !controllers.IsNotFound(err) {
+			s.env.Logger.Warn("cannot record unschedulable pod", "pod", key, "err", err)
+		}
+	}
+}
+
+var _ controllers.Controller = (*Scheduler)(nil)

@@ -1,0 +1,269 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/controllertest"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+func runSchedulerB(b *testing.B, h *controllertest.Harness) *Scheduler {
+	b.Helper()
+	s, err := New(h.Env(Name), DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.Start()
+	ctx, cancel := context.WithCancel(h.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { s.Run(ctx) })
+	b.Cleanup(func() { cancel(); wg.Wait() })
+	return s
+}
+
+// runScheduler starts a Scheduler over h and stops it when the test ends.
+func runScheduler(t *testing.T, h *controllertest.Harness, cfg Config) *Scheduler {
+	t.Helper()
+	return runSchedulerEnv(t, h, h.Env(Name), cfg)
+}
+
+func runSchedulerEnv(t *testing.T, h *controllertest.Harness, env controllers.Env, cfg Config) *Scheduler {
+	t.Helper()
+	s, err := New(env, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Start()
+	ctx, cancel := context.WithCancel(h.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return s
+}
+
+func objs[T pb.Resource](items ...T) []*pb.Object {
+	out := make([]*pb.Object, len(items))
+	for i, it := range items {
+		out[i] = pb.Wrap(it)
+	}
+	return out
+}
+
+func boundTo(h *controllertest.Harness) map[string]string {
+	out := map[string]string{}
+	for _, o := range h.Fake.Objects("Pod") {
+		out[o.Meta().GetName()] = o.GetPod().GetSpec().GetNodeName()
+	}
+	return out
+}
+
+func allBound(h *controllertest.Harness) func() bool {
+	return func() bool {
+		for _, n := range boundTo(h) {
+			if n == "" {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestSchedulerBindsPendingPodsInOneBatch(t *testing.T) {
+	var items []*pb.Object
+	items = append(items, objs(node("n1", "4", "8Gi"), node("n2", "4", "8Gi"), node("n3", "4", "8Gi"))...)
+	for i := range 6 {
+		items = append(items, pb.Wrap(pod(fmt.Sprintf("p%d", i), "500m", "1Gi", ownedBy("rs-1"))))
+	}
+	h := controllertest.NewHarness(t, items...)
+	runScheduler(t, h, DefaultConfig())
+	h.Eventually(allBound(h), "every pod to be bound")
+
+	perNode := map[string]int{}
+	for _, n := range boundTo(h) {
+		perNode[n]++
+	}
+	if perNode["n1"] != 2 || perNode["n2"] != 2 || perNode["n3"] != 2 {
+		t.Errorf("pods per node = %v, want 2 each (spread)", perNode)
+	}
+	var binds []string
+	for _, a := range h.Fake.Actions() {
+		if a.Verb == "bind" {
+			binds = append(binds, a.String())
+		}
+	}
+	if len(binds) != 1 {
+		t.Errorf("bind calls = %q, want one batch", binds)
+	}
+	h.Eventually(func() bool {
+		n := 0
+		for _, e := range h.Recorder.Events() {
+			if strings.Contains(e, "Scheduled: Successfully assigned default/p") {
+				n++
+			}
+		}
+		return n == 6
+	}, "a Scheduled event per pod")
+}
+
+func TestSchedulerReportsUnschedulableAndRetriesWhenANodeAppears(t *testing.T) {
+	h := controllertest.NewHarness(t, objs(node("small", "1", "1Gi"), node("tainted", "8", "8Gi", taint("dedicated", "db", "NoSchedule")))...)
+	h.Fake.Add(pb.Wrap(pod("big", "2", "2Gi")))
+	runScheduler(t, h, DefaultConfig())
+
+	want := "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory, 1 node(s) had untolerated taint {dedicated: db}."
+	h.Eventually(func() bool {
+		c := controllers.PodCondition(h.Fake.Get("Pod", "default", "big").GetPod(), "PodScheduled")
+		return c.GetStatus() == "False" && c.GetReason() == "Unschedulable" && c.GetMessage() == want
+	}, "PodScheduled=False with the reason")
+	h.Eventually(func() bool {
+		for _, e := range h.Recorder.Events() {
+			if e == "Warning Pod default/big FailedScheduling: "+want {
+				return true
+			}
+		}
+		return false
+	}, "a FailedScheduling event")
+
+	h.Fake.Add(pb.Wrap(node("large", "8", "16Gi")))
+	h.Eventually(func() bool { return boundTo(h)["big"] == "large" }, "the pod to be bound to the new node")
+	c := controllers.PodCondition(h.Fake.Get("Pod", "default", "big").GetPod(), "PodScheduled")
+	if c.GetStatus() != "True" {
+		t.Errorf("PodScheduled = %v, want True", c)
+	}
+}
+
+func TestSchedulerRetriesWhenAPodIsDeleted(t *testing.T) {
+	h := controllertest.NewHarness(t, objs(node("n1", "1", "4Gi"))...)
+	running := pod("running", "800m", "", nil...)
+	running.Spec.NodeName = "n1"
+	h.Fake.Add(pb.Wrap(running))
+	h.Fake.Add(pb.Wrap(pod("waiting", "500m", "")))
+	runScheduler(t, h, DefaultConfig())
+	h.Eventually(func() bool {
+		return controllers.PodCondition(h.Fake.Get("Pod", "default", "waiting").GetPod(), "PodScheduled").GetStatus() == "False"
+	}, "the pod to be unschedulable")
+	h.Fake.Remove("Pod", "default", "running")
+	h.Eventually(func() bool { return boundTo(h)["waiting"] == "n1" }, "the pod to be bound once room is made")
+}
+
+func TestSchedulerAccountsPodsBoundInTheSameBatch(t *testing.T) {
+	h := controllertest.NewHarness(t, objs(node("n1", "1", "4Gi"))...)
+	for i := range 3 {
+		h.Fake.Add(pb.Wrap(pod(fmt.Sprintf("p%d", i), "400m", "")))
+	}
+	runScheduler(t, h, DefaultConfig())
+	h.Eventually(func() bool {
+		b := boundTo(h)
+		n := 0
+		for _, node := range b {
+			if node == "n1" {
+				n++
+			}
+		}
+		return n == 2
+	}, "two pods bound")
+	h.Eventually(func() bool {
+		for _, o := range h.Fake.Objects("Pod") {
+			c := controllers.PodCondition(o.GetPod(), "PodScheduled")
+			if c.GetStatus() == "False" && c.GetMessage() == "0/1 nodes are available: 1 Insufficient cpu." {
+				return true
+			}
+		}
+		return false
+	}, "the third pod to be unschedulable for cpu")
+}
+
+// staleBinder changes each pod just before its first bind reaches the
+// store, so the bind's resourceVersion precondition fails.
+type staleBinder struct {
+	controllers.Cluster
+	fake *controllertest.Fake
+	mu   sync.Mutex
+	done map[string]bool
+}
+
+func (s *staleBinder) Bind(ctx context.Context, binds []*pb.BindOp) ([]*pb.BatchResult, error) {
+	s.mu.Lock()
+	for _, b := range binds {
+		if !s.done[b.GetName()] {
+			s.done[b.GetName()] = true
+			s.fake.Mutate("Pod", b.GetNamespace(), b.GetName(), func(o *pb.Object) { o.Meta().Labels = map[string]string{"touched": "yes"} })
+		}
+	}
+	s.mu.Unlock()
+	return s.Cluster.Bind(ctx, binds)
+}
+
+func TestSchedulerRetriesABindOnAStaleView(t *testing.T) {
+	h := controllertest.NewHarness(t, objs(node("n1", "4", "8Gi"))...)
+	h.Fake.Add(pb.Wrap(pod("p", "100m", "")))
+	env := h.Env(Name)
+	env.Cluster = &staleBinder{Cluster: h.Fake, fake: h.Fake, done: map[string]bool{}}
+	runSchedulerEnv(t, h, env, DefaultConfig())
+	h.Eventually(func() bool { return boundTo(h)["p"] == "n1" }, "the pod to be bound after a stale bind")
+	var binds []string
+	for _, a := range h.Fake.Actions() {
+		if a.Verb == "bind" {
+			binds = append(binds, a.String())
+		}
+	}
+	// The stale bind, then retries until the cache has the news.
+	if len(binds) < 2 {
+		t.Errorf("binds = %q, want the stale one and a retry", binds)
+	}
+}
+
+func TestSchedulerRetriesAFailedBind(t *testing.T) {
+	h := controllertest.NewHarness(t, objs(node("n1", "4", "8Gi"))...)
+	h.Fake.Add(pb.Wrap(pod("p", "100m", "")))
+	var once sync.Once
+	h.Fake.PrependReactor(func(a controllertest.Action) (bool, error) {
+		handled := false
+		if a.Verb == "bind" {
+			once.Do(func() { handled = true })
+		}
+		if handled {
+			return true, status.Error(codes.Unavailable, "no leader")
+		}
+		return false, nil
+	})
+	runScheduler(t, h, DefaultConfig())
+	h.Eventually(func() bool { return boundTo(h)["p"] == "n1" }, "the pod to be bound after a failed bind")
+
+	// A bind on a stale resourceVersion fails alone and is retried.
+	h.Fake.Add(pb.Wrap(pod("q", "100m", "")))
+	h.Eventually(func() bool { return boundTo(h)["q"] == "n1" }, "the second pod to be bound")
+}
+
+func TestSchedulerSkipsOtherSchedulersAndBoundPods(t *testing.T) {
+	other := pod("other", "", "")
+	other.Spec.SchedulerName = "someone-else"
+	h := controllertest.NewHarness(t, objs(node("n1", "4", "8Gi"))...)
+	h.Fake.Add(pb.Wrap(other))
+	h.Fake.Add(pb.Wrap(pod("mine", "", "")))
+	runScheduler(t, h, DefaultConfig())
+	h.Eventually(func() bool { return boundTo(h)["mine"] == "n1" }, "our pod bound")
+	if n := boundTo(h)["other"]; n != "" {
+		t.Errorf("pod for another scheduler bound to %q", n)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.BatchSize = 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "BatchSize") {
+		t.Errorf("Validate = %v, want an error naming BatchSize", err)
+	}
+}
