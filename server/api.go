@@ -64,16 +64,7 @@ func (a *clusterAPI) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Wri
 		return nil, err
 	}
 	return routeCall(s, ctx, "Delete", false,
-		func(ctx context.Context) (*pb.WriteResponse, error) {
-			res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Delete{Delete: op}}))
-			if err != nil {
-				return nil, err
-			}
-			if res.Err != nil {
-				return nil, fsmStatus(res.Err)
-			}
-			return &pb.WriteResponse{Object: res.Object, Action: res.Action}, nil
-		},
+		func(ctx context.Context) (*pb.WriteResponse, error) { return s.deleteOnLeader(ctx, op) },
 		func(ctx context.Context, c *grpc.ClientConn) (*pb.WriteResponse, error) {
 			return pb.NewClusterClient(c).Delete(ctx, req)
 		})
@@ -90,39 +81,54 @@ func (a *clusterAPI) Bind(ctx context.Context, req *pb.BindRequest) (*pb.BatchRe
 		}
 	}
 	return routeCall(s, ctx, "Bind", false,
-		func(ctx context.Context) (*pb.BatchResponse, error) {
-			// One proposal for the whole batch: the scheduler binds many
-			// pods per cycle and each still succeeds or fails alone.
-			batch := &pb.CommandBatch{}
-			for _, b := range req.GetBinds() {
-				batch.Commands = append(batch.Commands, &pb.Command{Op: &pb.Command_Bind{Bind: b}})
-			}
-			res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Batch{Batch: batch}}))
-			if err != nil {
-				return nil, err
-			}
-			if res.Err != nil {
-				return nil, fsmStatus(res.Err)
-			}
-			out := &pb.BatchResponse{}
-			for i := range req.GetBinds() {
-				r := &pb.BatchResult{}
-				switch {
-				case i >= len(res.Batch) || res.Batch[i] == nil:
-					r.Code, r.Message = int32(codes.Internal), "the store returned no result for this bind"
-				case res.Batch[i].Err != nil:
-					st := status.Convert(fsmStatus(res.Batch[i].Err))
-					r.Code, r.Message = int32(st.Code()), st.Message()
-				default:
-					r.Object = res.Batch[i].Object
-				}
-				out.Results = append(out.Results, r)
-			}
-			return out, nil
-		},
+		func(ctx context.Context) (*pb.BatchResponse, error) { return s.bindOnLeader(ctx, req.GetBinds()) },
 		func(ctx context.Context, c *grpc.ClientConn) (*pb.BatchResponse, error) {
 			return pb.NewClusterClient(c).Bind(ctx, req)
 		})
+}
+
+// deleteOnLeader proposes one deletion.
+func (s *Server) deleteOnLeader(ctx context.Context, op *pb.DeleteOp) (*pb.WriteResponse, error) {
+	res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Delete{Delete: op}}))
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, fsmStatus(res.Err)
+	}
+	return &pb.WriteResponse{Object: res.Object, Action: res.Action}, nil
+}
+
+// bindOnLeader proposes many binds as one batch entry.
+func (s *Server) bindOnLeader(ctx context.Context, binds []*pb.BindOp) (*pb.BatchResponse, error) {
+	// One proposal for the whole batch: the scheduler binds many
+	// pods per cycle and each still succeeds or fails alone.
+	batch := &pb.CommandBatch{}
+	for _, b := range binds {
+		batch.Commands = append(batch.Commands, &pb.Command{Op: &pb.Command_Bind{Bind: b}})
+	}
+	res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Batch{Batch: batch}}))
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, fsmStatus(res.Err)
+	}
+	out := &pb.BatchResponse{}
+	for i := range binds {
+		r := &pb.BatchResult{}
+		switch {
+		case i >= len(res.Batch) || res.Batch[i] == nil:
+			r.Code, r.Message = int32(codes.Internal), "the store returned no result for this bind"
+		case res.Batch[i].Err != nil:
+			st := status.Convert(fsmStatus(res.Batch[i].Err))
+			r.Code, r.Message = int32(st.Code()), st.Message()
+		default:
+			r.Object = res.Batch[i].Object
+		}
+		out.Results = append(out.Results, r)
+	}
+	return out, nil
 }
 
 // write handles the four object writes: check, then run on the leader.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/builtin"
 	"log/slog"
 	"net"
 	"time"
@@ -125,8 +127,16 @@ type Config struct {
 	// (and component=raft, memberlist, ... for the libraries' lines).
 	Logger  *slog.Logger
 	Version string
-	// LeaderTasks run only while this master leads.
+	// LeaderTasks run only while this master leads, besides the
+	// controllers.
 	LeaderTasks []LeaderTask
+	// Controllers selects the built-in controllers (scheduler, replicaset,
+	// ...) that run while this master leads, like kube-controller-manager's
+	// --controllers: "*" for those on by default, "name" to add one, "-name"
+	// to leave one out. Empty runs none.
+	Controllers []string
+	// ControllerConfig tunes the built-in controllers.
+	ControllerConfig builtin.Config
 }
 
 // Default addresses: loopback, the ports `skiff dev` gives its first master.
@@ -142,6 +152,8 @@ const (
 // cluster that spans machines.
 func DefaultConfig() Config {
 	return Config{
+		Controllers:          []string{"*"},
+		ControllerConfig:     builtin.DefaultConfig(),
 		RaftAddr:             DefaultRaftAddr,
 		APIAddr:              DefaultAPIAddr,
 		GossipAddr:           DefaultGossipAddr,
@@ -236,6 +248,14 @@ func (c Config) Validate() error {
 	}
 	if c.Logger == nil {
 		return bad("Logger", "required")
+	}
+	if len(c.Controllers) > 0 {
+		if _, err := controllers.Select(c.Controllers, builtin.Registrations(c.ControllerConfig)); err != nil {
+			return bad("Controllers", "%v", err)
+		}
+		if err := c.ControllerConfig.Validate(); err != nil {
+			return bad("ControllerConfig", "%v", err)
+		}
 	}
 	return nil
 }

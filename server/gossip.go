@@ -34,6 +34,10 @@ type nodeMeta struct {
 	// sees it must not bootstrap, but wait to be added by the leader.
 	HasState bool   `json:"has_state,omitempty"`
 	Version  string `json:"version,omitempty"`
+	// AgentAddr is a worker's NodeAgent gRPC address (host:port): the
+	// leader asks it for the worker's registration. Workers publish the
+	// same JSON (package worker keeps its own copy of this contract).
+	AgentAddr string `json:"agent_addr,omitempty"`
 }
 
 // Member is one node of the gossip pool as this master sees it.
@@ -47,6 +51,8 @@ type Member struct {
 	Expect   int
 	HasState bool
 	Version  string
+	// AgentAddr is a worker's NodeAgent address (workers only).
+	AgentAddr string
 }
 
 // gossip owns the memberlist and the local node's metadata.
@@ -175,6 +181,7 @@ func memberOf(n *memberlist.Node) Member {
 	if err := json.Unmarshal(n.Meta, &meta); err == nil {
 		m.Role, m.RaftAddr, m.APIAddr = meta.Role, meta.RaftAddr, meta.APIAddr
 		m.Expect, m.HasState, m.Version = meta.Expect, meta.HasState, meta.Version
+		m.AgentAddr = meta.AgentAddr
 	}
 	return m
 }

@@ -81,7 +81,7 @@ func (s *Server) lead(ctx context.Context) {
 	s.log.Info("leader ready", "term", term, "applied_index", s.fsm.AppliedIndex())
 
 	var wg sync.WaitGroup
-	for _, t := range s.cfg.LeaderTasks {
+	for _, t := range s.leaderTasks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

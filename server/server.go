@@ -20,6 +20,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/builtin"
 	"log/slog"
 	"net"
 	"net/http"
@@ -40,6 +42,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
+	// leaderTasks are Config.LeaderTasks plus the controller manager.
+	leaderTasks []LeaderTask
 
 	fsm    *fsm.FSM
 	stores *raftStores
@@ -134,6 +138,22 @@ func New(cfg Config) (_ *Server, retErr error) {
 	s.gossip, err = newGossip(s)
 	if err != nil {
 		return nil, err
+	}
+
+	s.leaderTasks = append([]LeaderTask(nil), cfg.LeaderTasks...)
+	if len(cfg.Controllers) > 0 {
+		mcfg := controllers.DefaultConfig()
+		mcfg.Cluster = localCluster{s}
+		mcfg.Logger = log.With("component", "controllers")
+		mcfg.Registerer = s.metrics.reg
+		mcfg.Registrations = builtin.Registrations(cfg.ControllerConfig)
+		mcfg.Controllers = cfg.Controllers
+		mcfg.Host = cfg.Name
+		m, err := controllers.NewManager(mcfg)
+		if err != nil {
+			return nil, fmt.Errorf("server config: Controllers: %w", err)
+		}
+		s.leaderTasks = append(s.leaderTasks, m)
 	}
 
 	s.peers = newPeerPool(cfg.MaxRecvMsgSize)

@@ -14,7 +14,7 @@ import (
 
 func newServerCommand() *cobra.Command {
 	cfg := server.DefaultConfig()
-	var join, logLevel, logFormat string
+	var join, logLevel, logFormat, ctrls string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a master: Raft member, API server and (while leader) scheduler and controllers",
@@ -33,6 +33,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 				return err
 			}
 			cfg.Join = splitComma(join)
+			cfg.Controllers = splitComma(ctrls)
 			cfg.Logger = logger
 			cfg.Version = version
 			if err := cfg.Validate(); err != nil {
@@ -57,6 +58,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "number of masters to wait for before bootstrapping a new cluster (1: single master, 0: join an existing cluster)")
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of other masters")
 	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft timeouts for slow or distant machines (1 = LAN)")
+	f.StringVar(&ctrls, "controllers", "*", "controllers to run while leading: * for the defaults, -name to leave one out, e.g. *,-eventttl (empty runs none)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
