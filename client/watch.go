@@ -40,6 +40,13 @@ type Watcher struct {
 	opts   WatchOptions
 	stream grpc.ServerStreamingClient[pb.WatchEvent]
 	cancel context.CancelFunc
+
+	// Several events can share one index (a batch of binds is one Raft
+	// entry), so a watch that broke in the middle of them resumes from the
+	// index before and skips the seenAtLast events it already delivered.
+	last       uint64
+	seenAtLast int
+	skip       int
 }
 
 // Watch starts a watch. Call Next for events and Close when done.
@@ -52,11 +59,16 @@ func (c *Client) Watch(ctx context.Context, kind string, opts WatchOptions) (*Wa
 }
 
 func (w *Watcher) open(ctx context.Context) error {
+	from := w.opts.ResourceVersion
+	w.skip = 0
+	if w.seenAtLast > 0 && w.last == from {
+		from, w.skip = w.last-1, w.seenAtLast
+	}
 	return w.c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
 		sctx, cancel := context.WithCancel(ctx)
 		stream, err := pb.NewClusterClient(conn).Watch(sctx, &pb.WatchRequest{
 			Kind: w.kind, Namespace: w.opts.Namespace, LabelSelector: w.opts.LabelSelector,
-			FieldSelector: w.opts.FieldSelector, ResourceVersion: w.opts.ResourceVersion,
+			FieldSelector: w.opts.FieldSelector, ResourceVersion: from,
 			BookmarkSeconds: w.opts.BookmarkSeconds,
 		})
 		if err == nil {
@@ -87,12 +99,26 @@ func (w *Watcher) Next(ctx context.Context) (*pb.WatchEvent, error) {
 	for {
 		ev, err := w.stream.Recv()
 		if err == nil {
-			if ev.GetResourceVersion() > w.opts.ResourceVersion {
-				w.opts.ResourceVersion = ev.GetResourceVersion()
-			}
+			rv := ev.GetResourceVersion()
 			if ev.GetType() == Bookmark {
+				// Everything up to rv has been delivered.
+				if rv > w.opts.ResourceVersion {
+					w.opts.ResourceVersion, w.last, w.seenAtLast = rv, rv, 0
+				}
 				continue
 			}
+			if rv < w.last || (rv == w.last && w.skip > 0) {
+				if rv == w.last {
+					w.skip--
+				}
+				continue // delivered before the stream broke
+			}
+			if rv == w.last {
+				w.seenAtLast++
+			} else {
+				w.last, w.seenAtLast = rv, 1
+			}
+			w.opts.ResourceVersion = rv
 			return ev, nil
 		}
 		w.cancel()
