@@ -54,6 +54,12 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		newDescribeCommand(o),
 		newDeleteCommand(o),
 		newClusterCommand(o),
+		newScaleCommand(o),
+		newRolloutCommand(o),
+		newSetCommand(o),
+		newCordonCommand(o, true),
+		newCordonCommand(o, false),
+		newDrainCommand(o),
 		newVersionCommand(o),
 	)
 	return root

@@ -9,33 +9,47 @@ package builtin
 
 import (
 	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/daemonset"
 	"github.com/skiff-sh/skiff/controllers/deployment"
 	"github.com/skiff-sh/skiff/controllers/eventttl"
+	"github.com/skiff-sh/skiff/controllers/gc"
+	"github.com/skiff-sh/skiff/controllers/job"
+	"github.com/skiff-sh/skiff/controllers/namespace"
+	"github.com/skiff-sh/skiff/controllers/nodelifecycle"
 	"github.com/skiff-sh/skiff/controllers/replicaset"
 	"github.com/skiff-sh/skiff/controllers/scheduler"
 )
 
 // Config holds each built-in controller's configuration.
 type Config struct {
-	Scheduler  scheduler.Config
-	ReplicaSet replicaset.Config
-	EventTTL   eventttl.Config
+	Scheduler     scheduler.Config
+	ReplicaSet    replicaset.Config
+	EventTTL      eventttl.Config
+	NodeLifecycle nodelifecycle.Config
+	Job           job.Config
+	DaemonSet     daemonset.Config
 }
 
 // DefaultConfig returns every controller's defaults.
 func DefaultConfig() Config {
-	return Config{Scheduler: scheduler.DefaultConfig(), ReplicaSet: replicaset.DefaultConfig(), EventTTL: eventttl.DefaultConfig()}
+	return Config{
+		Scheduler:     scheduler.DefaultConfig(),
+		ReplicaSet:    replicaset.DefaultConfig(),
+		EventTTL:      eventttl.DefaultConfig(),
+		NodeLifecycle: nodelifecycle.DefaultConfig(),
+		Job:           job.DefaultConfig(),
+		DaemonSet:     daemonset.DefaultConfig(),
+	}
 }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
-	if err := c.Scheduler.Validate(); err != nil {
-		return err
+	for _, v := range []interface{ Validate() error }{c.Scheduler, c.ReplicaSet, c.EventTTL, c.NodeLifecycle, c.Job, c.DaemonSet} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
 	}
-	if err := c.ReplicaSet.Validate(); err != nil {
-		return err
-	}
-	return c.EventTTL.Validate()
+	return nil
 }
 
 // Registrations returns the built-in controllers, in the order the manager
@@ -45,6 +59,11 @@ func Registrations(cfg Config) []controllers.Registration {
 		scheduler.NewRegistration(cfg.Scheduler),
 		replicaset.NewRegistration(cfg.ReplicaSet),
 		deployment.NewRegistration(),
+		daemonset.NewRegistration(cfg.DaemonSet),
+		job.NewRegistration(cfg.Job),
+		nodelifecycle.NewRegistration(cfg.NodeLifecycle),
+		gc.NewRegistration(),
+		namespace.NewRegistration(),
 		eventttl.NewRegistration(cfg.EventTTL),
 	}
 }
