@@ -7,7 +7,7 @@ BIN := bin/skiff
 PROTOC_GEN := $(CURDIR)/.bin
 PROTOS := meta.proto core.proto apps.proto object.proto raft.proto api.proto
 
-.PHONY: help build run test unit e2e chaos bench proto verify clean
+.PHONY: help build run test unit e2e chaos bench bench-compare proto verify clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -31,8 +31,18 @@ e2e: ## end-to-end tests with real processes
 chaos: ## the full chaos suite (minutes)
 	$(GO) test -count=1 -timeout 60m -v ./e2e/ -run Chaos -chaos.full
 
-bench: ## benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./fsm/ ./proto/
+# BENCH=name runs one benchmark (micro, raft, writes, failover, scale,
+# compare-writes, compare-failover); BENCHFLAGS passes flags to skiffbench,
+# e.g. BENCHFLAGS=-quick for small sizes (go run ./bench/cmd/skiffbench -h).
+BENCH ?= all
+BENCHFLAGS ?=
+
+bench: build ## benchmark suite (~10 min): one table, bench/results.json; BENCH=name for one
+	$(GO) run ./bench/cmd/skiffbench -skiff $(BIN) -bench $(BENCH) $(BENCHFLAGS)
+
+bench-compare: build ## skiff vs a 3-member etcd (installs Debian's etcd-server), interleaved
+	@command -v etcd >/dev/null || { apt-get update -qq && apt-get install -y -qq etcd-server etcd-client; }
+	$(GO) run ./bench/cmd/skiffbench -skiff $(BIN) -bench compare -out bench/results-compare.json $(BENCHFLAGS)
 
 proto: ## regenerate the protobuf and gRPC code (installs protoc from Debian if missing)
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }

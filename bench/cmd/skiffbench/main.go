@@ -1,0 +1,297 @@
+// Command skiffbench is skiff's benchmark suite for the masters: write
+// throughput through the API beside raw raft.Apply, failover and leadership
+// transfer, memory and list/watch latency at scale, and the microbenchmarks;
+// with -bench compare, the same write and failover workloads against a
+// 3-member etcd, interleaved in one run.
+//
+// It prints one table (target, result, met / not met) and writes
+// bench/results.json. Figures are measured, never asserted: it exits 0
+// unless something is broken (a lost acknowledged write, a cluster that
+// would not start), whatever the figures.
+//
+//	go run ./bench/cmd/skiffbench -skiff bin/skiff                 # the suite
+//	go run ./bench/cmd/skiffbench -skiff bin/skiff -bench failover # one benchmark
+//	go run ./bench/cmd/skiffbench -skiff bin/skiff -bench compare  # against etcd
+//	go run ./bench/cmd/skiffbench -skiff bin/skiff -quick          # small sizes, ~2 minutes
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The benchmarks, in the order they run.
+var benchOrder = []string{"micro", "raft", "writes", "failover", "scale", "compare-writes", "compare-failover"}
+
+var groups = map[string][]string{
+	"all":     {"micro", "raft", "writes", "failover", "scale"},
+	"compare": {"compare-writes", "compare-failover"},
+}
+
+type options struct {
+	skiff    string
+	benches  map[string]bool
+	out      string
+	keep     bool
+	duration time.Duration
+	clients  []int
+	rounds   int
+
+	kills, transfers int
+	timeouts         []time.Duration
+	backoff          time.Duration
+	failClients      int
+
+	scale     scaleSettings
+	microTime string
+	perfDir   string
+
+	raftVariants []string
+	serverArgs   []string
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var o options
+	var benchList, clientList, timeoutList string
+	var quick bool
+	flag.StringVar(&o.skiff, "skiff", "", "skiff binary to benchmark (default: build ./cmd/skiff into the temp dir)")
+	flag.StringVar(&benchList, "bench", "all", "comma-separated benchmarks or groups: "+strings.Join(benchOrder, ", ")+"; all (the first five), compare (against etcd)")
+	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results")
+	flag.BoolVar(&o.keep, "keep", false, "keep data dirs and logs (for debugging)")
+	flag.BoolVar(&quick, "quick", false, "small sizes and short runs (about 2-3 minutes for all); explicit flags still win")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each write-throughput run")
+	flag.StringVar(&clientList, "clients", "1,16,64", "concurrent clients of the write-throughput runs")
+	flag.IntVar(&o.rounds, "rounds", 3, "compare: interleaved rounds (skiff, etcd, etcd, skiff, ...) per client count")
+	flag.IntVar(&o.kills, "kills", 10, "failover: leader SIGKILLs per setting")
+	flag.IntVar(&o.transfers, "transfers", 10, "failover: graceful leadership transfers per setting")
+	flag.StringVar(&timeoutList, "timeouts", "250ms,1s", "failover: the client's per-request timeouts to run with")
+	flag.DurationVar(&o.backoff, "backoff", 50*time.Millisecond, "failover: the client's pause after a failed attempt")
+	flag.IntVar(&o.failClients, "failover-clients", 16, "failover: writing clients")
+	flag.IntVar(&o.scale.nodes, "nodes", 1000, "scale: Node objects")
+	flag.IntVar(&o.scale.pods, "pods", 10000, "scale: pods, bound to the nodes")
+	flag.IntVar(&o.scale.namespaces, "namespaces", 10, "scale: namespaces the pods are spread over")
+	flag.IntVar(&o.scale.watchers, "watchers", 1000, "scale: concurrent watchers")
+	flag.IntVar(&o.scale.events, "events", 50, "scale: writes each watcher must receive")
+	flag.IntVar(&o.scale.lists, "lists", 10, "scale: repetitions of each list")
+	flag.IntVar(&o.scale.snapshots, "snapshots", 3, "scale: snapshot saves")
+	flag.StringVar(&o.microTime, "benchtime", "300ms", "microbenchmarks: go test -benchtime")
+	flag.StringVar(&o.perfDir, "perf", "", "writes: record the leading master with Linux perf into this directory during each run")
+	var serverArgs string
+	flag.StringVar(&serverArgs, "server-args", "", "extra arguments for every skiff server process (space-separated), e.g. \"--raft-multiplier 2\" or \"--controllers=\"")
+	var raftVariants string
+	flag.StringVar(&raftVariants, "raft-variants", "raft,raft+fsm", "raft: in-process variants; experiments: +logcache (raft.NewLogCache), +stallguard (the master's StoreLogs guard), +ct<duration> (CommitTimeout), e.g. raft+fsm+logcache,raft+fsm+ct5ms")
+	var cpuProfile string
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the clients, and the in-process raft of -bench raft) to this file")
+	flag.Parse()
+
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if quick {
+		def := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
+		}
+		def("duration", func() { o.duration = 3 * time.Second })
+		def("rounds", func() { o.rounds = 1 })
+		def("kills", func() { o.kills = 3 })
+		def("transfers", func() { o.transfers = 3 })
+		def("timeouts", func() { timeoutList = "250ms" })
+		def("nodes", func() { o.scale.nodes = 100 })
+		def("pods", func() { o.scale.pods = 1000 })
+		def("watchers", func() { o.scale.watchers = 100 })
+		def("events", func() { o.scale.events = 20 })
+		def("lists", func() { o.scale.lists = 5 })
+		def("snapshots", func() { o.scale.snapshots = 1 })
+		def("benchtime", func() { o.microTime = "100ms" })
+	}
+	var err error
+	if o.clients, err = parseInts(clientList); err != nil {
+		fmt.Fprintln(os.Stderr, "-clients:", err)
+		return 2
+	}
+	if o.timeouts, err = parseDurations(timeoutList); err != nil {
+		fmt.Fprintln(os.Stderr, "-timeouts:", err)
+		return 2
+	}
+	o.raftVariants = strings.Split(raftVariants, ",")
+	o.serverArgs = strings.Fields(serverArgs)
+
+	o.benches = map[string]bool{}
+	for _, b := range strings.Split(benchList, ",") {
+		b = strings.TrimSpace(b)
+		if g, ok := groups[b]; ok {
+			for _, x := range g {
+				o.benches[x] = true
+			}
+			continue
+		}
+		known := false
+		for _, x := range benchOrder {
+			known = known || x == b
+		}
+		if !known {
+			fmt.Fprintf(os.Stderr, "-bench: unknown benchmark %q (have %s, all, compare)\n", b, strings.Join(benchOrder, ", "))
+			return 2
+		}
+		o.benches[b] = true
+	}
+	if o.scale.namespaces < 1 || o.scale.nodes < 1 || o.failClients < 1 {
+		fmt.Fprintln(os.Stderr, "-namespaces, -nodes and -failover-clients must be at least 1")
+		return 2
+	}
+
+	e, err := newEnv(o.keep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// First Ctrl-C: stop the benchmarks and clean up. Second: clean up now.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "\ninterrupted: stopping and cleaning up (again to force)")
+		cancel()
+		<-sigs
+		e.cleanup()
+		os.Exit(130)
+	}()
+	defer e.cleanup()
+
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+
+	rep := newReport()
+	rep.Config["bench"] = benchList
+	rep.Config["duration"] = o.duration.String()
+	rep.Config["clients"] = clientList
+	rep.Config["rounds"] = fmt.Sprint(o.rounds)
+	rep.Config["kills"] = fmt.Sprint(o.kills)
+	rep.Config["timeouts"] = timeoutList
+	rep.Config["backoff"] = o.backoff.String()
+	rep.Config["server_args"] = serverArgs
+	rep.Config["scale"] = fmt.Sprintf("%d nodes, %d pods, %d watchers x %d events", o.scale.nodes, o.scale.pods, o.scale.watchers, o.scale.events)
+
+	if o.skiff == "" && needsSkiff(o.benches) {
+		o.skiff = filepath.Join(e.root, "skiff")
+		fmt.Fprintln(os.Stderr, "building skiff ...")
+		build := exec.CommandContext(ctx, "go", "build", "-o", o.skiff, "./cmd/skiff")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build skiff (run from the repository root, or pass -skiff):", err)
+			return 1
+		}
+	} else if o.skiff != "" {
+		if abs, err := filepath.Abs(o.skiff); err == nil {
+			o.skiff = abs
+		}
+	}
+	if v, err := exec.Command(o.skiff, "version").CombinedOutput(); err == nil {
+		rep.Config["skiff_version"] = strings.TrimSpace(string(v))
+	}
+
+	benches := map[string]func(context.Context, *env, options, *Report) error{
+		"micro":    benchMicro,
+		"raft":     benchRaft,
+		"writes":   benchWrites,
+		"failover": benchFailover,
+		"scale": func(ctx context.Context, e *env, o options, r *Report) error {
+			return benchScale(ctx, e, o.skiff, o.serverArgs, o.scale, r)
+		},
+		"compare-writes":   benchCompareWrites,
+		"compare-failover": benchCompareFailover,
+	}
+	for _, name := range benchOrder {
+		if !o.benches[name] || ctx.Err() != nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "== %s (%s)\n", name, time.Now().Format("15:04:05"))
+		start := time.Now()
+		if err := benches[name](ctx, e, o, rep); err != nil {
+			if ctx.Err() != nil {
+				rep.fail(name, fmt.Errorf("interrupted"))
+			} else {
+				rep.fail(name, err)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "   %s took %s\n", name, time.Since(start).Round(time.Second))
+	}
+
+	rep.print(os.Stdout)
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err == nil {
+		if err := rep.write(o.out); err != nil {
+			fmt.Fprintln(os.Stderr, "write results:", err)
+		} else {
+			fmt.Printf("results written to %s\n", o.out)
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		return 130
+	case len(rep.Broken) > 0:
+		return 1
+	case len(rep.Errors) > 0:
+		// A benchmark that could not run is broken too: the figures are
+		// missing, not merely slow.
+		return 1
+	}
+	return 0
+}
+
+func needsSkiff(b map[string]bool) bool {
+	return b["writes"] || b["failover"] || b["scale"] || b["compare-writes"] || b["compare-failover"]
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func parseDurations(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q is not a positive duration", f)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "   "+format+"\n", args...)
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// promSums scrapes a master's /metrics and returns every *_sum and *_count
+// sample, keyed by the sample as written ("name{labels}").
+func promSums(ctx context.Context, httpAddr string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		base, _, _ := strings.Cut(name, "{")
+		if !strings.HasSuffix(base, "_sum") && !strings.HasSuffix(base, "_count") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(val, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// meanBetween is the mean of a histogram between two scrapes, in ms.
+func meanBetween(before, after map[string]float64, hist, labels string) (float64, bool) {
+	sum := after[hist+"_sum"+labels] - before[hist+"_sum"+labels]
+	n := after[hist+"_count"+labels] - before[hist+"_count"+labels]
+	if n <= 0 {
+		return 0, false
+	}
+	return sum / n * 1000, true
+}
+
+// leaderBreakdown reports, for a write run, the client's mean latency
+// beside the leader's own view: the Create handler's mean time and the
+// mean time from raft.Apply to the applied result. What the handler does
+// besides raft is API work (checks, defaulting, encoding); what the client
+// sees beyond the handler is gRPC, the client and, for followers,
+// forwarding.
+func leaderBreakdown(rep *Report, what string, clients int, clientMean time.Duration, before, after map[string]float64) {
+	handler, ok1 := meanBetween(before, after, "skiff_api_request_duration_seconds", `{method="Cluster/Create"}`)
+	apply, ok2 := meanBetween(before, after, "skiff_raft_apply_duration_seconds", "")
+	if !ok1 || !ok2 {
+		return
+	}
+	rep.add("writes", fmt.Sprintf("%s mean latency split, %d clients", what, clients), ms(clientMean), "ms", nil, "",
+		fmt.Sprintf("leader: Create handler %.2fms, of which raft.Apply->applied %.2fms; the rest is client+gRPC(+forwarding)", handler, apply))
+}
