@@ -41,9 +41,14 @@ const (
 	baseElectionTimeout    = 500 * time.Millisecond
 	baseLeaderLeaseTimeout = 250 * time.Millisecond
 	// CommitTimeout is not scaled: it bounds how long a follower waits to
-	// learn a new commit index when there are no new entries to carry it.
-	baseCommitTimeout = 50 * time.Millisecond
+	// learn a new commit index when there are no new entries to carry it,
+	// which delays watches and linearizable reads served by followers
+	// (50 ms measured 81-87 ms of follower lag, 5 ms 8.5 ms).
+	baseCommitTimeout = 10 * time.Millisecond
 )
+
+// maxResponseBytes bounds one gRPC response (a large List).
+const maxResponseBytes = 256 << 20
 
 // Config configures one master.
 type Config struct {

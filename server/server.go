@@ -160,7 +160,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 	s.readIndex = newIndexCoalescer(s.readIndexRound)
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.MaxSendMsgSize(cfg.MaxRecvMsgSize),
+		// Responses (a List of every pod) may be far larger than one
+		// object; the client accepts up to 256 MiB.
+		grpc.MaxSendMsgSize(maxResponseBytes),
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
 		// Clients (and other masters) may ping as often as every 5s to keep
