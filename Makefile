@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN := bin/skiff
 PROTOC_GEN := $(CURDIR)/.bin
-PROTOS := meta.proto core.proto apps.proto object.proto raft.proto api.proto
+PROTOS := meta.proto core.proto apps.proto object.proto raft.proto api.proto node.proto
 
 .PHONY: help build run test unit e2e chaos bench bench-compare proto verify clean
 
@@ -15,8 +15,9 @@ help: ## list the targets
 build: ## build bin/skiff
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/skiff
 
-run: build ## run a local three-master cluster (Ctrl-C stops it)
-	./$(BIN) dev
+run: build ## run a local cluster: three masters, a worker and a demo image (Ctrl-C stops it)
+	CGO_ENABLED=0 $(GO) build -o bin/hello ./examples/hello
+	./$(BIN) dev --demo-binary bin/hello
 
 test: ## all tests: unit (with -race) and the short end-to-end suite
 	$(GO) vet ./...

@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,6 +61,8 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		newCordonCommand(o, true),
 		newCordonCommand(o, false),
 		newDrainCommand(o),
+		newLogsCommand(o),
+		newExecCommand(o),
 		newVersionCommand(o),
 	)
 	return root
@@ -68,6 +71,10 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 // Execute runs the root command and prints an error the way users expect.
 func Execute(root *cobra.Command) int {
 	if err := root.Execute(); err != nil {
+		var exit *ExitError
+		if errors.As(err, &exit) {
+			return exit.Code
+		}
 		fmt.Fprintln(root.ErrOrStderr(), "error:", err)
 		return 1
 	}

@@ -135,6 +135,17 @@ type Config struct {
 	// LeaderTasks run only while this master leads, besides the
 	// controllers.
 	LeaderTasks []LeaderTask
+
+	// NodeMonitorGracePeriod is how long a node may go without a heartbeat
+	// before the leader marks it Ready=Unknown (Kubernetes'
+	// --node-monitor-grace-period, 50s). A new leader gives every node a
+	// fresh grace period.
+	NodeMonitorGracePeriod time.Duration
+	// NodeMonitorPeriod is how often the leader checks nodes' heartbeats
+	// and registers workers it has not registered yet, besides on every
+	// gossip change.
+	NodeMonitorPeriod time.Duration
+
 	// Controllers selects the built-in controllers (scheduler, replicaset,
 	// ...) that run while this master leads, like kube-controller-manager's
 	// --controllers: "*" for those on by default, "name" to add one, "-name"
@@ -179,6 +190,9 @@ func DefaultConfig() Config {
 		EventWindow:          50000,
 		Logger:               slog.Default(),
 		Version:              "dev",
+
+		NodeMonitorGracePeriod: 50 * time.Second,
+		NodeMonitorPeriod:      5 * time.Second,
 	}
 }
 
@@ -236,6 +250,8 @@ func (c Config) Validate() error {
 		{"ShutdownTimeout", c.ShutdownTimeout},
 		{"ReconcileInterval", c.ReconcileInterval},
 		{"PeerStatusTimeout", c.PeerStatusTimeout},
+		{"NodeMonitorGracePeriod", c.NodeMonitorGracePeriod},
+		{"NodeMonitorPeriod", c.NodeMonitorPeriod},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {

@@ -38,6 +38,12 @@ type nodeMeta struct {
 	// leader asks it for the worker's registration. Workers publish the
 	// same JSON (package worker keeps its own copy of this contract).
 	AgentAddr string `json:"agent_addr,omitempty"`
+	// Leaving is published by a worker just before it leaves gracefully.
+	// memberlist does not tell event delegates whether a member left or
+	// failed (the Node it passes to NotifyLeave never has StateLeft), so
+	// this intent, like serf's leave intent, is how masters tell the two
+	// apart.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Member is one node of the gossip pool as this master sees it.
@@ -172,6 +178,11 @@ func (g *gossip) record(n *memberlist.Node, status string) {
 }
 
 func memberOf(n *memberlist.Node) Member {
+	m, _ := memberAndMeta(n)
+	return m
+}
+
+func memberAndMeta(n *memberlist.Node) (Member, nodeMeta) {
 	m := Member{
 		Name:   n.Name,
 		Addr:   net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
@@ -183,7 +194,7 @@ func memberOf(n *memberlist.Node) Member {
 		m.Expect, m.HasState, m.Version = meta.Expect, meta.HasState, meta.Version
 		m.AgentAddr = meta.AgentAddr
 	}
-	return m
+	return m, meta
 }
 
 func stateName(s memberlist.NodeStateType) string {
@@ -270,7 +281,7 @@ func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n, "alive") }
 func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, "alive") }
 func (g *gossip) NotifyLeave(n *memberlist.Node) {
 	status := "dead"
-	if n.State == memberlist.StateLeft {
+	if _, meta := memberAndMeta(n); n.State == memberlist.StateLeft || meta.Leaving {
 		status = "left"
 	}
 	g.record(n, status)

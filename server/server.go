@@ -59,6 +59,10 @@ type Server struct {
 	peers     *peerPool
 	readIndex *indexCoalescer
 
+	// agents are connections to workers' NodeAgent services (registration,
+	// logs and exec relays).
+	agents *peerPool
+
 	// readyTerm is the term in which this master, as leader, committed its
 	// barrier and made sure the default namespace exists. Writes and
 	// linearizable reads are served locally only while the current term
@@ -156,7 +160,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 		s.leaderTasks = append(s.leaderTasks, m)
 	}
 
+	s.leaderTasks = append(s.leaderTasks, newNodeLifecycle(s))
 	s.peers = newPeerPool(cfg.MaxRecvMsgSize)
+	s.agents = newPeerPool(cfg.MaxRecvMsgSize)
 	s.readIndex = newIndexCoalescer(s.readIndexRound)
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -176,6 +182,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	)
 	pb.RegisterClusterServer(s.grpc, &clusterAPI{s: s})
 	pb.RegisterOperatorServer(s.grpc, &operatorAPI{s: s})
+	pb.RegisterPodsServer(s.grpc, &podsProxy{s: s})
 	if s.httpLn != nil {
 		s.http = s.newHTTPServer()
 	}
@@ -375,6 +382,9 @@ func (s *Server) closeAll() {
 	}
 	if s.peers != nil {
 		s.peers.close()
+	}
+	if s.agents != nil {
+		s.agents.close()
 	}
 	if s.stores != nil {
 		if err := s.stores.close(); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/server"
+	"github.com/skiff-sh/skiff/worker"
 )
 
 type devOptions struct {
@@ -25,18 +28,27 @@ type devOptions struct {
 	masters  int
 	fresh    bool
 	logLevel string
+	// worker runs one worker (w1) in the process; demoBinary is packed
+	// into the demo image the dev registry serves.
+	worker     bool
+	demoBinary string
 }
 
 func newDevCommand() *cobra.Command {
-	o := devOptions{masters: 3, basePort: 7000, logLevel: "info"}
+	o := devOptions{masters: 3, basePort: 7000, logLevel: "info", worker: os.Geteuid() == 0}
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a local cluster of three masters on loopback, for trying skiff out",
-		Long: `dev starts three masters in this process on 127.0.0.1, waits for a leader, and writes the
-CLI configuration so that other skiff commands in another terminal talk to it. Ctrl-C stops
-everything cleanly; the state is kept in --data-dir and reused next time (--fresh wipes it).`,
+		Short: "Run a local cluster of three masters and a worker on loopback, for trying skiff out",
+		Long: `dev starts three masters and one worker (w1, when run as root) in this process on 127.0.0.1,
+and an OCI registry on 127.0.0.1:BASE+400 that the worker may pull from over plain HTTP. It waits
+for a leader and writes the CLI configuration so that other skiff commands in another terminal
+talk to it. --demo-binary packs a static program into the image BASE+400/hello:v1 (make run
+builds examples/hello for it), so examples/pod.yaml runs without internet. Ctrl-C stops
+everything cleanly, the worker's containers included; the state is kept in --data-dir and reused
+next time (--fresh wipes it).`,
 		Example: `  skiff dev
-  skiff dev --fresh --data-dir /tmp/skiff-dev`,
+  skiff dev --fresh --data-dir /tmp/skiff-dev
+  CGO_ENABLED=0 go build -o bin/hello ./examples/hello && skiff dev --demo-binary bin/hello`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDev(cmd, o)
@@ -48,6 +60,8 @@ everything cleanly; the state is kept in --data-dir and reused next time (--fres
 	f.IntVar(&o.masters, "masters", o.masters, "number of masters (1 or 3 make sense)")
 	f.BoolVar(&o.fresh, "fresh", false, "delete the state of a previous dev cluster first")
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "level of the log written to DATA-DIR/dev.log")
+	f.BoolVar(&o.worker, "worker", o.worker, "also run a worker, w1 (needs root; on by default as root)")
+	f.StringVar(&o.demoBinary, "demo-binary", "", "a static program to serve as the image BASE+400/hello:v1 from the dev registry")
 	return cmd
 }
 
@@ -143,21 +157,29 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 		shutdown()
 		return err
 	}
+	extra, stopWorker, err := startDevWorker(out, o, gossip, logger, errs)
+	if err != nil {
+		shutdown()
+		return err
+	}
 	fmt.Fprintf(out, `skiff dev cluster is up: %d masters, leader %s.
   API addresses: %s
-  The CLI configuration is in %s, so in another terminal try:
+%s  The CLI configuration is in %s, so in another terminal try:
     skiff cluster status
-    skiff apply -f examples/
-    skiff get namespaces
+    skiff get nodes
+    skiff apply -f examples/pod.yaml
+    skiff get pods -o wide
+    skiff logs hello
   (or export %s=%s)
 Press Ctrl-C to stop.
-`, o.masters, leader, strings.Join(apis, ","), cfgPath, cli.EnvServer, strings.Join(apis, ","))
+`, o.masters, leader, strings.Join(apis, ","), extra, cfgPath, cli.EnvServer, strings.Join(apis, ","))
 
 	select {
 	case <-ctx.Done():
 	case err := <-errs:
 		fmt.Fprintln(out, "error:", err)
 	}
+	stopWorker()
 	shutdown()
 	return nil
 }
@@ -193,4 +215,57 @@ func waitForLeader(ctx context.Context, apis []string, errs <-chan error) (strin
 		case <-tick.C:
 		}
 	}
+}
+
+// startDevWorker starts the dev registry and, with o.worker, the worker w1.
+// It returns lines for the banner and a function that stops both.
+func startDevWorker(out io.Writer, o devOptions, gossip []string, logger *slog.Logger, errs chan<- error) (string, func(), error) {
+	var lines strings.Builder
+	reg, err := startDemoRegistry(fmt.Sprintf("127.0.0.1:%d", o.basePort+400))
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Fprintf(&lines, "  Registry (plain HTTP): %s\n", reg.addr)
+	if o.demoBinary != "" {
+		ref, err := reg.pushBinary(o.demoBinary, "hello", "hello:v1")
+		if err != nil {
+			reg.close()
+			return "", nil, err
+		}
+		fmt.Fprintf(&lines, "  Demo image: %s\n", ref)
+	}
+	if !o.worker {
+		lines.WriteString("  No worker (run as root, or pass --worker): pods stay Pending.\n")
+		return lines.String(), reg.close, nil
+	}
+	cfg := worker.DefaultConfig()
+	cfg.Name = "w1"
+	cfg.DataDir = filepath.Join(o.dataDir, "w1")
+	cfg.Join = gossip
+	cfg.NodeIP = "127.0.0.1"
+	cfg.ListenAddr = fmt.Sprintf("127.0.0.1:%d", o.basePort+501)
+	cfg.InsecureRegistries = []string{reg.addr}
+	cfg.StopPodsOnExit = true
+	cfg.Logger = logger
+	cfg.Version = version
+	w, err := worker.New(cfg)
+	if err != nil {
+		reg.close()
+		return "", nil, fmt.Errorf("start worker w1: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			errs <- fmt.Errorf("worker w1: %w", err)
+		}
+	}()
+	fmt.Fprintf(&lines, "  Worker: w1 (node agent %s, data in %s)\n", w.AgentAddr(), cfg.DataDir)
+	return lines.String(), func() {
+		fmt.Fprintln(out, "Stopping worker w1 and its containers...")
+		cancel()
+		<-done
+		reg.close()
+	}, nil
 }

@@ -20,6 +20,6 @@ func main() {
 		os.Exit(wrt.ShimMain(os.Args[2:]))
 	}
 	root := cli.NewRootCommand(version)
-	root.AddCommand(newServerCommand(), newDevCommand())
+	root.AddCommand(newServerCommand(), newWorkerCommand(), newDevCommand())
 	os.Exit(cli.Execute(root))
 }

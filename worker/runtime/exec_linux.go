@@ -100,6 +100,9 @@ func (r *Runtime) execTTY(ctx context.Context, id string, c *libcontainer.Contai
 	defer parent.Close()
 	p.ConsoleSocket = child
 	p.ConsoleWidth, p.ConsoleHeight = 80, 24
+	if stdio.Size.Width > 0 && stdio.Size.Height > 0 {
+		p.ConsoleWidth, p.ConsoleHeight = stdio.Size.Width, stdio.Size.Height
+	}
 	consoleC := recvConsole(parent)
 	err = c.Run(p)
 	child.Close()
@@ -115,10 +118,33 @@ func (r *Runtime) execTTY(ctx context.Context, id string, c *libcontainer.Contai
 		return -1, fmt.Errorf("exec in %s: no console received", id)
 	}
 	defer master.Close()
-	if _, err := console.ConsoleFromFile(master); err != nil {
+	con, err := console.ConsoleFromFile(master)
+	if err != nil {
 		_ = p.Signal(unix.SIGKILL)
 		_, _ = p.Wait()
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	if stdio.Resize != nil {
+		// The resizer must be gone before the deferred master.Close above
+		// runs: it uses the terminal's file descriptor.
+		exited := make(chan struct{})
+		var resizer sync.WaitGroup
+		defer func() { close(exited); resizer.Wait() }()
+		resizer.Go(func() {
+			for {
+				select {
+				case <-exited:
+					return
+				case sz, ok := <-stdio.Resize:
+					if !ok {
+						return
+					}
+					if sz.Width > 0 && sz.Height > 0 {
+						_ = con.Resize(console.WinSize{Width: sz.Width, Height: sz.Height})
+					}
+				}
+			}
+		})
 	}
 	var out sync.WaitGroup
 	out.Go(func() { _, _ = io.Copy(orDiscard(stdio.Stdout), master) })

@@ -221,4 +221,14 @@ type ExecIO struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// Size is the terminal's size with a TTY; zero means 80x24.
+	Size TerminalSize
+	// Resize, if set, delivers later sizes of the caller's terminal (a TTY
+	// only); it is read until the process exits.
+	Resize <-chan TerminalSize
+}
+
+// TerminalSize is a terminal's size in characters.
+type TerminalSize struct {
+	Width, Height uint16
 }

@@ -112,6 +112,10 @@ func main() {
 			fmt.Println(h)
 		case "tty":
 			fmt.Printf("tty=%v\n", isTerminal(0) && isTerminal(1))
+		case "winsize":
+			var ws struct{ Row, Col, X, Y uint16 }
+			syscall.Syscall(syscall.SYS_IOCTL, 1, syscall.TIOCGWINSZ, uintptr(unsafe.Pointer(&ws)))
+			fmt.Printf("size=%dx%d\n", ws.Col, ws.Row)
 		case "cat":
 			b, err := os.ReadFile(next())
 			if err != nil {

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiff-sh/skiff/worker"
+)
+
+func newWorkerCommand() *cobra.Command {
+	cfg := worker.DefaultConfig()
+	var join, labels, logLevel, logFormat string
+	var registries []string
+	var hollowCount int
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker: joins the masters by gossip and runs the pods bound to it",
+		Long: `worker runs one node. It joins the masters' gossip pool (--join: the gossip address of any
+master), learns the API addresses from gossip, is registered as a Node by the leader, keeps
+its Ready condition fresh with heartbeats, and runs the pods bound to it with libcontainer.
+
+A restarted worker (same --name and --data-dir) re-adopts the containers that still run.
+With --hollow it runs no containers but behaves the same towards the masters; --hollow-count
+runs many such nodes in one process for scale tests. Needs root (except --hollow).`,
+		Example: `  skiff worker --name w1 --data-dir /var/lib/skiff/w1 --join 127.0.0.1:7201
+  skiff worker --name w2 --data-dir /var/lib/skiff/w2 --join 10.0.0.1:7201 --labels zone=a,disk=ssd \
+    --insecure-registry 10.0.0.5:5000
+  skiff worker --hollow --hollow-count 500 --name hollow --join 127.0.0.1:7201 --listen-addr 127.0.0.1:0`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(os.Stderr, logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Join = splitComma(join)
+			cfg.Logger = logger
+			cfg.Version = version
+			for _, r := range registries {
+				cfg.InsecureRegistries = append(cfg.InsecureRegistries, splitComma(r)...)
+			}
+			if cfg.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			if cfg.DataDir != "" {
+				if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+					return err
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if cfg.Hollow && hollowCount > 0 {
+				return worker.RunHollow(ctx, cfg, hollowCount)
+			}
+			a, err := worker.New(cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Name, "name", cfg.Name, "node name: unique in the cluster and stable across restarts")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the worker's state, images, container layers and logs")
+	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for runtime state such as mounts and namespace pins (default DATA-DIR/state; may be a tmpfs)")
+	f.StringVar(&join, "join", "", "comma-separated gossip addresses of masters (any one is enough)")
+	f.StringVar(&cfg.NodeIP, "node-ip", cfg.NodeIP, "the node's InternalIP (default: the local address of the route to the first --join address)")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "host:port for gossip (default NODE-IP and a free port)")
+	f.StringVar(&cfg.ListenAddr, "listen-addr", cfg.ListenAddr, "host:port of the node agent (logs, exec, registration); port 0 picks a free port")
+	f.StringVar(&labels, "labels", "", "labels for the Node object, comma-separated key=value pairs")
+	f.StringVar(&cfg.CapacityCPU, "capacity-cpu", cfg.CapacityCPU, "CPU capacity to report (default: the host's CPUs)")
+	f.StringVar(&cfg.CapacityMemory, "capacity-memory", cfg.CapacityMemory, "memory capacity to report, e.g. 8Gi (default: the host's memory)")
+	f.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "how many pods the node takes")
+	f.StringArrayVar(&registries, "insecure-registry", nil, "registry HOST:PORT that may be pulled from over plain HTTP (repeatable)")
+	f.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, "cgroup under which pod cgroups are created (default /skiff/NAME)")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node posts its status")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often a pod's containers are checked when nothing else happens")
+	f.DurationVar(&cfg.BackoffBase, "backoff-base", cfg.BackoffBase, "first CrashLoopBackOff delay (doubles up to --backoff-max)")
+	f.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest CrashLoopBackOff delay")
+	f.BoolVar(&cfg.Hollow, "hollow", false, "run no containers: pods only go through their status transitions (scale tests)")
+	f.IntVar(&hollowCount, "hollow-count", 0, "with --hollow: run this many nodes in this process, named NAME-0001, ...")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+// parseLabels parses "k=v,k2=v2".
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range splitComma(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels: %q is not key=value", kv)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return out, nil
+}

@@ -1,0 +1,439 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	wrt "github.com/skiff-sh/skiff/worker/runtime"
+)
+
+// TestWorkerEndToEnd is the workers issue's end-to-end acceptance: three
+// `skiff server` processes and one `skiff worker` process. A pod applied
+// with the CLI runs a real container from an image served by a registry on
+// 127.0.0.1; `skiff get pod -o wide` shows it Running, `skiff logs` and
+// `skiff exec` reach it through the masters. The worker is SIGKILLed (the
+// node turns NotReady after the grace period, the container keeps
+// running), restarted (it re-adopts the container), and finally stopped
+// gracefully (the node is marked NotReady at once).
+func TestWorkerEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs real containers: needs root")
+	}
+	imageRef := demoImage(t)
+	c := startClusterArgs(t, 3, "--node-monitor-grace-period", "3s")
+	c.waitLeader(60 * time.Second)
+	w := startWorker(t, c, imageRef)
+
+	eventually(t, 60*time.Second, func() error {
+		out, err := c.cli("", "get", "nodes")
+		if err != nil || !regexpLine(out, "w1", "Ready") {
+			return fmt.Errorf("get nodes: %v\n%s", err, out)
+		}
+		return nil
+	})
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: hello
+spec:
+  nodeName: w1
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: hello
+    image: %s
+    env:
+    - {name: GREETING, value: hello from e2e}
+    ports:
+    - {name: http, containerPort: 8080}
+    readinessProbe:
+      httpGet: {path: /healthz, port: http}
+      periodSeconds: 1
+`, imageRef)
+	created := time.Now()
+	if out, err := c.cli(manifest, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	eventually(t, 60*time.Second, func() error {
+		out, err := c.cli("", "get", "pod", "hello", "-o", "wide")
+		if err != nil || !regexpLine(out, "hello", "1/1", "Running", "w1") {
+			return fmt.Errorf("get pod: %v\n%s", err, out)
+		}
+		return nil
+	})
+	t.Logf("pod applied -> 1/1 Running (ready) in %v", time.Since(created).Round(time.Millisecond))
+	out, _ := c.cli("", "get", "pod", "hello", "-o", "wide")
+	t.Logf("skiff get pod hello -o wide:\n%s", out)
+
+	out, err := c.cli("", "logs", "hello")
+	if err != nil || !strings.Contains(out, "hello from e2e from hello") || !strings.Contains(out, "listening on :8080") {
+		t.Errorf("logs: %v\n%s", err, out)
+	}
+	out, err = c.cli("", "exec", "hello", "--", "/hello", "get", "http://127.0.0.1:8080/")
+	if err != nil || out != "hello from e2e from hello\n" {
+		t.Errorf("exec: %v\n%q", err, out)
+	}
+	_, err = c.cli("", "exec", "hello", "--", "/hello", "no-such-command")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Errorf("exec of a failing command: %v, want exit code 2", err)
+	}
+	out, err = c.cli("GREETING\n", "exec", "-i", "hello", "--", "/hello", "env")
+	if err != nil || !strings.Contains(out, "GREETING=hello from e2e") {
+		t.Errorf("exec env: %v\n%s", err, out)
+	}
+	containerID := podField(t, c, "hello", "containerID")
+
+	// SIGKILL the worker: the node turns NotReady after the grace period,
+	// the container keeps running.
+	killed := time.Now()
+	w.kill()
+	eventually(t, 30*time.Second, func() error {
+		out, err := c.cli("", "get", "nodes")
+		if err != nil || !regexpLine(out, "w1", "Unknown") {
+			return fmt.Errorf("get nodes: %v\n%s", err, out)
+		}
+		return nil
+	})
+	t.Logf("killed worker's node marked Unknown after %v (grace 3s)", time.Since(killed).Round(10*time.Millisecond))
+
+	// Restart it: it re-adopts the running container.
+	w.start()
+	eventually(t, 60*time.Second, func() error {
+		out, err := c.cli("", "get", "nodes")
+		if err != nil || !regexpLine(out, "w1", "Ready") {
+			return fmt.Errorf("get nodes: %v\n%s", err, out)
+		}
+		return nil
+	})
+	if id := podField(t, c, "hello", "containerID"); id != containerID {
+		t.Errorf("container after the worker restart: %s, was %s (restarted instead of adopted)", id, containerID)
+	}
+	if out, err := c.cli("", "exec", "hello", "--", "/hello", "get", "http://127.0.0.1:8080/healthz"); err != nil || out != "ok\n" {
+		t.Errorf("exec after readoption: %v %q", err, out)
+	}
+
+	// Delete: the pod disappears once the worker confirms.
+	if out, err := c.cli("", "delete", "pod", "hello"); err != nil {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	eventually(t, 60*time.Second, func() error {
+		out, _ := c.cli("", "get", "pods")
+		if strings.Contains(out, "hello") {
+			return fmt.Errorf("still there:\n%s", out)
+		}
+		return nil
+	})
+
+	// A graceful stop marks the node NotReady at once.
+	w.stop(t, 30*time.Second)
+	eventually(t, 20*time.Second, func() error {
+		out, err := c.cli("", "get", "nodes")
+		if err != nil || !regexpLine(out, "w1", "NotReady") {
+			return fmt.Errorf("get nodes: %v\n%s", err, out)
+		}
+		return nil
+	})
+}
+
+// regexpLine reports whether some line of out has all fields, in order.
+func regexpLine(out string, fields ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		i := 0
+		for _, x := range f {
+			if i < len(fields) && x == fields[i] {
+				i++
+			}
+		}
+		if i == len(fields) {
+			return true
+		}
+	}
+	return false
+}
+
+// podField returns a field of the pod's first container status.
+func podField(t *testing.T, c *cluster, pod, field string) string {
+	t.Helper()
+	out, err := c.cli("", "get", "pod", pod, "-o", "json")
+	if err != nil {
+		t.Fatalf("get pod: %v\n%s", err, out)
+	}
+	var p struct {
+		Status struct {
+			ContainerStatuses []map[string]any `json:"containerStatuses"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(out), &p); err != nil || len(p.Status.ContainerStatuses) == 0 {
+		t.Fatalf("pod json: %v\n%s", err, out)
+	}
+	return fmt.Sprint(p.Status.ContainerStatuses[0][field])
+}
+
+// startClusterArgs is startCluster with extra flags for every master.
+func startClusterArgs(t *testing.T, n int, extra ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	base := t.TempDir()
+	for i := 1; i <= n; i++ {
+		c.masters = append(c.masters, &master{
+			name:     fmt.Sprintf("m%d", i),
+			dataDir:  filepath.Join(base, fmt.Sprintf("m%d", i)),
+			raftAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			apiAddr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			gossip:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			httpAd:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			logPath:  filepath.Join(base, fmt.Sprintf("m%d.log", i)),
+		})
+	}
+	var joins []string
+	for _, m := range c.masters {
+		joins = append(joins, m.gossip)
+	}
+	for _, m := range c.masters {
+		m.args = append([]string{"server", "--name", m.name, "--data-dir", m.dataDir,
+			"--raft-addr", m.raftAddr, "--api-addr", m.apiAddr, "--gossip-addr", m.gossip,
+			"--http-addr", m.httpAd, "--bootstrap-expect", fmt.Sprint(n),
+			"--join", strings.Join(joins, ","), "--log-level", "debug"}, extra...)
+		c.start(m)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.masters {
+			c.kill(m)
+		}
+		if t.Failed() {
+			for _, m := range c.masters {
+				t.Logf("---- last log lines of %s ----\n%s", m.name, tailFile(m.logPath, 40))
+			}
+		}
+	})
+	return c
+}
+
+func tailFile(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(string(data), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// workerProc is one `skiff worker` process.
+type workerProc struct {
+	t       *testing.T
+	args    []string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+func startWorker(t *testing.T, c *cluster, imageRef string) *workerProc {
+	t.Helper()
+	dir := t.TempDir()
+	var joins []string
+	for _, m := range c.masters {
+		joins = append(joins, m.gossip)
+	}
+	host := strings.Split(imageRef, "/")[0]
+	cgParent := fmt.Sprintf("/skiff-e2e-%d", os.Getpid())
+	w := &workerProc{t: t, logPath: filepath.Join(dir, "w1.log"), args: []string{
+		"worker", "--name", "w1", "--data-dir", filepath.Join(dir, "w1"), "--join", strings.Join(joins, ","),
+		"--listen-addr", "127.0.0.1:0", "--insecure-registry", host, "--heartbeat-interval", "1s",
+		"--cgroup-parent", cgParent, "--log-level", "debug",
+	}}
+	t.Cleanup(func() {
+		w.kill()
+		cleanupRuntime(t, filepath.Join(dir, "w1"), cgParent)
+		if t.Failed() {
+			t.Logf("---- last log lines of the worker ----\n%s", tailFile(w.logPath, 60))
+		}
+	})
+	w.start()
+	return w
+}
+
+func (w *workerProc) start() {
+	w.t.Helper()
+	logf, err := os.OpenFile(w.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cmd := exec.Command(skiffBin, w.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		w.t.Fatalf("start worker: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	w.cmd, w.done = cmd, done
+}
+
+// kill SIGKILLs the worker process only (its containers' shims run in
+// their own sessions and survive, as they would in production).
+func (w *workerProc) kill() {
+	if w.cmd == nil {
+		return
+	}
+	_ = w.cmd.Process.Signal(syscall.SIGKILL)
+	<-w.done
+	w.cmd = nil
+}
+
+func (w *workerProc) stop(t *testing.T, within time.Duration) {
+	t.Helper()
+	if w.cmd == nil {
+		return
+	}
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-w.done:
+		if code := w.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("worker exited with %d after SIGTERM", code)
+		}
+	case <-time.After(within):
+		t.Errorf("worker did not stop within %s", within)
+		_ = w.cmd.Process.Signal(syscall.SIGKILL)
+		<-w.done
+	}
+	w.cmd = nil
+}
+
+// cleanupRuntime removes whatever containers and sandboxes the worker left
+// in dataDir (a failed test, or a killed worker), and its cgroups.
+func cleanupRuntime(t *testing.T, dataDir, cgParent string) {
+	cfg := wrt.DefaultConfig()
+	cfg.DataDir = filepath.Join(dataDir, "runtime")
+	cfg.StateDir = filepath.Join(dataDir, "state")
+	cfg.CgroupParent = cgParent
+	cfg.ShimCommand = []string{skiffBin, wrt.ShimSubcommand}
+	cfg.Logger = quietLogger()
+	rt, err := wrt.New(cfg)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if cs, err := rt.List(); err == nil {
+		for _, c := range cs {
+			if err := rt.Remove(ctx, c.ID); err != nil {
+				t.Errorf("cleanup: remove container %s: %v", c.ID, err)
+			}
+		}
+	}
+	if sbs, err := rt.ListSandboxes(); err == nil {
+		for _, sb := range sbs {
+			if err := rt.RemoveSandbox(ctx, sb.PodUID); err != nil {
+				t.Errorf("cleanup: remove sandbox %s: %v", sb.PodUID, err)
+			}
+		}
+	}
+	// The pod cgroups are gone with their sandboxes; remove the parent.
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, r := range roots {
+		var dirs []string
+		_ = filepath.WalkDir(filepath.Join(r, cgParent), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = syscall.Rmdir(dirs[i])
+		}
+	}
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// demoImage builds examples/hello, packs it into an image and serves it
+// from a registry on 127.0.0.1 for the test's lifetime.
+func demoImage(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "hello")
+	build := exec.Command("go", "build", "-o", bin, "../examples/hello")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build examples/hello: %v\n%s", err, out)
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, h := range []*tar.Header{
+		{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777, ModTime: mtime},
+		{Name: "hello", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body)), ModTime: mtime},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write(body)
+		}
+	}
+	tw.Close()
+	layerBytes := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerBytes)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Config = v1.Config{Entrypoint: []string{"/hello"}, WorkingDir: "/"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	ref := u.Host + "/hello:v1"
+	tag, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}

@@ -1,0 +1,88 @@
+// Command hello is the demo workload of `make run`: a static program that
+// prints a greeting, then serves it over HTTP with a /healthz endpoint for
+// probes. `skiff dev --demo-binary` packs it into an OCI image and serves it
+// from a registry on loopback, so the demo needs no internet.
+//
+// Environment: GREETING (default "hello"), PORT (default 8080).
+//
+// The image holds nothing but this program, so it also has two small
+// commands for `skiff exec`: `hello env` prints the environment and
+// `hello get URL` prints a URL's body (try http://127.0.0.1:8080/).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		os.Exit(command(os.Args[1:]))
+	}
+	greeting := os.Getenv("GREETING")
+	if greeting == "" {
+		greeting = "hello"
+	}
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("%s from %s\n", greeting, host)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("%s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		fmt.Fprintf(w, "%s from %s\n", greeting, host)
+	})
+	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		fmt.Println("got SIGTERM, shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	fmt.Printf("listening on :%s\n", port)
+	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
+
+func command(args []string) int {
+	switch {
+	case args[0] == "env":
+		for _, e := range os.Environ() {
+			fmt.Println(e)
+		}
+		return 0
+	case args[0] == "get" && len(args) == 2:
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(os.Stdout, resp.Body)
+		if resp.StatusCode >= 400 {
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL]")
+	return 2
+}

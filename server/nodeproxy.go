@@ -1,0 +1,205 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	gproto "google.golang.org/protobuf/proto"
+
+	"github.com/skiff-sh/skiff/fsm"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// podsProxy serves the Pods service: logs and exec of a pod, relayed to the
+// NodeAgent of the worker that runs it. Operators only ever reach masters;
+// the master finds the worker from the store (the pod's spec.nodeName, the
+// Node's InternalIP and daemon endpoint port, both kept current by the
+// worker's heartbeats).
+type podsProxy struct {
+	pb.UnimplementedPodsServer
+	s *Server
+}
+
+// route finds the worker of pod namespace/name: its NodeAgent address, the
+// node's name and the pod's UID.
+func (p *podsProxy) route(ctx context.Context, namespace, name string) (addr, node, uid string, err error) {
+	if namespace == "" {
+		namespace = "default"
+	}
+	if name == "" {
+		return "", "", "", status.Error(codes.InvalidArgument, "pod: required")
+	}
+	// The pod may have been created a moment ago through another master.
+	if err := p.s.linearize(ctx); err != nil {
+		return "", "", "", err
+	}
+	obj, err := p.s.fsm.Get("Pod", namespace, name)
+	if err != nil {
+		return "", "", "", fsmStatus(err)
+	}
+	pod := obj.GetPod()
+	node = pod.GetSpec().GetNodeName()
+	if node == "" {
+		return "", "", "", status.Errorf(codes.FailedPrecondition, "pod %s/%s is not scheduled to a node yet", namespace, name)
+	}
+	nobj, err := p.s.fsm.Get("Node", "", node)
+	if errors.Is(err, fsm.ErrNotFound) {
+		return "", "", "", status.Errorf(codes.Unavailable, "pod %s/%s is on node %s, which is not registered", namespace, name, node)
+	}
+	if err != nil {
+		return "", "", "", fsmStatus(err)
+	}
+	addr, err = agentAddress(nobj.GetNode())
+	if err != nil {
+		return "", "", "", status.Errorf(codes.Unavailable, "pod %s/%s is on node %s: %v", namespace, name, node, err)
+	}
+	return addr, node, obj.Meta().GetUid(), nil
+}
+
+// agentAddress is where a node's agent listens: its InternalIP (or, without
+// one, its Hostname) and the daemon endpoint port.
+func agentAddress(nd *pb.Node) (string, error) {
+	port := nd.GetStatus().GetDaemonEndpoints().GetKubeletEndpoint().GetPort()
+	if port <= 0 {
+		return "", errors.New("the node has not published its agent's port (status.daemonEndpoints)")
+	}
+	host := ""
+	for _, t := range []string{"InternalIP", "Hostname"} {
+		for _, a := range nd.GetStatus().GetAddresses() {
+			if a.GetType() == t && a.GetAddress() != "" && host == "" {
+				host = a.GetAddress()
+			}
+		}
+	}
+	if host == "" {
+		return "", errors.New("the node has no InternalIP or Hostname address")
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(port))), nil
+}
+
+func (p *podsProxy) agent(addr, node string) (pb.NodeAgentClient, error) {
+	conn, err := p.s.agents.get(addr)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "node %s at %s: %v", node, addr, err)
+	}
+	return pb.NewNodeAgentClient(conn), nil
+}
+
+// agentErr names the node in transport errors, which otherwise say nothing
+// about where the relay failed.
+func agentErr(err error, node, addr string) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return err
+	}
+	st := status.Convert(err)
+	if st.Code() == codes.Unavailable {
+		return status.Errorf(codes.Unavailable, "cannot reach the worker of node %s at %s: %s", node, addr, st.Message())
+	}
+	return err
+}
+
+// Logs relays a container's log stream from its worker.
+func (p *podsProxy) Logs(req *pb.LogsRequest, stream grpc.ServerStreamingServer[pb.LogsResponse]) error {
+	ctx := stream.Context()
+	addr, node, uid, err := p.route(ctx, req.GetNamespace(), req.GetPod())
+	if err != nil {
+		return err
+	}
+	cl, err := p.agent(addr, node)
+	if err != nil {
+		return err
+	}
+	fwd := gproto.Clone(req).(*pb.LogsRequest)
+	if fwd.Namespace == "" {
+		fwd.Namespace = "default"
+	}
+	fwd.NodeName, fwd.PodUid = node, uid
+	up, err := cl.Logs(ctx, fwd)
+	if err != nil {
+		return agentErr(err, node, addr)
+	}
+	for {
+		m, err := up.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return agentErr(err, node, addr)
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+}
+
+// Exec relays an exec session: the first message (start) picks the worker,
+// then stdin and resizes flow up and output flows down until the worker
+// sends the exit code and ends the stream.
+func (p *podsProxy) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.ExecResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	start := first.GetStart()
+	if start == nil {
+		return status.Error(codes.InvalidArgument, "exec: the first message must be start")
+	}
+	addr, node, uid, err := p.route(ctx, start.GetNamespace(), start.GetPod())
+	if err != nil {
+		return err
+	}
+	cl, err := p.agent(addr, node)
+	if err != nil {
+		return err
+	}
+	up, err := cl.Exec(ctx)
+	if err != nil {
+		return agentErr(err, node, addr)
+	}
+	fwd := gproto.Clone(start).(*pb.ExecStart)
+	if fwd.Namespace == "" {
+		fwd.Namespace = "default"
+	}
+	fwd.NodeName, fwd.PodUid = node, uid
+	if err := up.Send(&pb.ExecRequest{Msg: &pb.ExecRequest_Start{Start: fwd}}); err != nil {
+		return agentErr(fmt.Errorf("%w", err), node, addr)
+	}
+	// Caller to worker: stdin and resizes. It ends with the caller's
+	// stream; the worker learns the end through CloseSend.
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				_ = up.CloseSend()
+				if !errors.Is(err, io.EOF) {
+					cancel()
+				}
+				return
+			}
+			if err := up.Send(m); err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		m, err := up.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return agentErr(err, node, addr)
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+}

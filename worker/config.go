@@ -1,0 +1,218 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Config configures one worker node agent.
+type Config struct {
+	// Name is the node's name: its gossip name and its Node object's name.
+	// It must be a DNS subdomain, unique in the cluster and stable across
+	// restarts (a restarted worker re-adopts its pods by it).
+	Name string
+	// DataDir holds the worker's state (worker.db), images, containers'
+	// writable layers and logs, and pod volumes.
+	DataDir string
+	// StateDir holds runtime state (container records, namespace pins,
+	// rootfs mounts); it may be a tmpfs. Default DataDir/state.
+	StateDir string
+
+	// Join lists gossip addresses (host:port) of masters; any one that
+	// answers is enough. The worker learns the masters' API addresses from
+	// gossip, so no API address is configured.
+	Join []string
+	// JoinRetryInterval is the pause between join attempts.
+	JoinRetryInterval time.Duration
+	// NodeIP is the address the masters and other nodes reach this node on
+	// (the Node's InternalIP). Default: the local address of the route to
+	// the first Join address.
+	NodeIP string
+	// GossipAddr is the host:port memberlist binds. Default NodeIP with a
+	// free port.
+	GossipAddr string
+	// ListenAddr is the host:port the NodeAgent gRPC service (logs, exec,
+	// registration) listens on; a wildcard host is advertised as NodeIP.
+	// Port 0 picks a free port (the Node's daemon endpoint follows it).
+	ListenAddr string
+
+	// Labels are added to the Node object when it is registered, besides
+	// kubernetes.io/hostname, kubernetes.io/os and kubernetes.io/arch.
+	Labels map[string]string
+	// CapacityCPU and CapacityMemory override the host's CPU count and
+	// memory (Kubernetes quantities, e.g. "4", "8Gi"); MaxPods is the
+	// node's pod capacity.
+	CapacityCPU    string
+	CapacityMemory string
+	MaxPods        int
+
+	// InsecureRegistries may be pulled from over plain HTTP (HOST:PORT as
+	// in image references).
+	InsecureRegistries []string
+	// CgroupParent is the cgroup under which pod cgroups are created.
+	// Default "/skiff/" + Name.
+	CgroupParent string
+
+	// HeartbeatInterval is how often the worker posts its Node status
+	// (Kubernetes' nodeStatusUpdateFrequency, 10s).
+	HeartbeatInterval time.Duration
+	// SyncInterval is how often a pod worker looks at its containers when
+	// nothing else wakes it (container exits are noticed this fast).
+	SyncInterval time.Duration
+	// BackoffBase, BackoffMax and BackoffReset shape CrashLoopBackOff: a
+	// container that keeps failing is restarted at once, then after
+	// BackoffBase, doubling up to BackoffMax; the delay starts over once a
+	// container ran for BackoffReset (Kubernetes: 10s, 5m, 10m).
+	BackoffBase  time.Duration
+	BackoffMax   time.Duration
+	BackoffReset time.Duration
+	// ShutdownTimeout bounds each step of a graceful stop.
+	ShutdownTimeout time.Duration
+
+	// Hollow runs no containers: pods go through the same transitions
+	// towards the masters (Pending, Running, deletion) against an in-memory
+	// runtime, for scale tests (as kubemark's hollow nodes).
+	Hollow bool
+	// StopPodsOnExit stops and removes every container when the agent
+	// stops (the pods stay bound and restart with the agent). `skiff dev`
+	// uses it so that nothing outlives the command; a real worker leaves
+	// its containers running and re-adopts them.
+	StopPodsOnExit bool
+
+	Logger  *slog.Logger
+	Version string
+
+	// Runtime and Images replace the libcontainer runtime and the image
+	// store built from DataDir (tests, hollow nodes).
+	Runtime Runtime
+	Images  Images
+	// Server is a NodeAgent server shared by several agents of one process
+	// (hollow nodes); nil starts one on ListenAddr.
+	Server *Server
+	// api, when set, is shared by the agents of one process.
+	api *masterSet
+	// testProber replaces the prober (tests).
+	testProber prober
+}
+
+// DefaultConfig returns a configuration with every tunable set; the caller
+// fills in Name, DataDir and Join.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddr:        ":10250",
+		MaxPods:           110,
+		JoinRetryInterval: time.Second,
+		HeartbeatInterval: 10 * time.Second,
+		SyncInterval:      time.Second,
+		BackoffBase:       10 * time.Second,
+		BackoffMax:        5 * time.Minute,
+		BackoffReset:      10 * time.Minute,
+		ShutdownTimeout:   5 * time.Second,
+		Logger:            slog.Default(),
+		Version:           "dev",
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("worker config: %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	if c.Name == "" {
+		return bad("Name", "required: the node's name")
+	}
+	if errs := validation.IsDNS1123Subdomain(c.Name); len(errs) > 0 {
+		return bad("Name", "%q: %s", c.Name, strings.Join(errs, "; "))
+	}
+	if c.DataDir == "" && !c.Hollow {
+		return bad("DataDir", "required: a directory for the worker's state, images and logs")
+	}
+	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
+		return bad("DataDir", "%q must be absolute", c.DataDir)
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		return bad("StateDir", "%q must be absolute", c.StateDir)
+	}
+	if len(c.Join) == 0 {
+		return bad("Join", "required: the gossip address (host:port) of at least one master")
+	}
+	for i, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return bad(fmt.Sprintf("Join[%d]", i), "%q is not host:port: %v", j, err)
+		}
+	}
+	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
+		return bad("NodeIP", "%q is not an IP address", c.NodeIP)
+	}
+	if c.GossipAddr != "" {
+		host, _, err := net.SplitHostPort(c.GossipAddr)
+		if err != nil {
+			return bad("GossipAddr", "%q is not host:port: %v", c.GossipAddr, err)
+		}
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			return bad("GossipAddr", "%q: the host must be a concrete IP address (memberlist binds and advertises it)", c.GossipAddr)
+		}
+	}
+	if c.Server == nil {
+		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+			return bad("ListenAddr", "%q is not host:port: %v", c.ListenAddr, err)
+		}
+	}
+	for k, v := range c.Labels {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return bad("Labels", "key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return bad("Labels", "value %q of %q: %s", v, k, strings.Join(errs, "; "))
+		}
+	}
+	for _, q := range []struct{ name, v string }{{"CapacityCPU", c.CapacityCPU}, {"CapacityMemory", c.CapacityMemory}} {
+		if q.v == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(q.v)
+		if err != nil {
+			return bad(q.name, "%q is not a quantity: %v", q.v, err)
+		}
+		if v.Sign() <= 0 {
+			return bad(q.name, "%q must be positive", q.v)
+		}
+	}
+	if c.MaxPods < 1 {
+		return bad("MaxPods", "must be at least 1")
+	}
+	if c.CgroupParent != "" && (!filepath.IsAbs(c.CgroupParent) || filepath.Clean(c.CgroupParent) != c.CgroupParent || c.CgroupParent == "/") {
+		return bad("CgroupParent", "%q must be a clean absolute cgroup path below the root", c.CgroupParent)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"JoinRetryInterval", c.JoinRetryInterval}, {"HeartbeatInterval", c.HeartbeatInterval},
+		{"SyncInterval", c.SyncInterval}, {"BackoffBase", c.BackoffBase}, {"BackoffMax", c.BackoffMax},
+		{"BackoffReset", c.BackoffReset}, {"ShutdownTimeout", c.ShutdownTimeout},
+	} {
+		if d.v <= 0 {
+			return bad(d.name, "must be positive (start from DefaultConfig)")
+		}
+	}
+	if c.BackoffMax < c.BackoffBase {
+		return bad("BackoffMax", "%s is below BackoffBase %s", c.BackoffMax, c.BackoffBase)
+	}
+	if c.Logger == nil {
+		return bad("Logger", "required")
+	}
+	return nil
+}
+
+// ErrUnsupported is returned where a hollow node has nothing to offer (logs,
+// exec).
+var ErrUnsupported = errors.New("not supported on a hollow node: it runs no containers")

@@ -1,0 +1,187 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/skiff-sh/skiff/client"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// TestHollowNodes runs many hollow nodes in one process: each registers,
+// turns Ready, runs its pods through Pending -> Running, confirms their
+// deletion, and is marked not ready at once when the process stops.
+func TestHollowNodes(t *testing.T) {
+	t.Parallel()
+	const count = 25
+	tc := startCluster(t, clusterOptions{})
+	cfg := DefaultConfig()
+	cfg.Name = "hollow"
+	cfg.Join = tc.gossip()
+	cfg.NodeIP = "127.0.0.1"
+	cfg.ListenAddr = "127.0.0.1:0"
+	cfg.HeartbeatInterval = time.Second
+	cfg.Logger = tc.log
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunHollow(ctx, cfg, count) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("RunHollow: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("hollow nodes did not stop")
+		}
+	}
+	t.Cleanup(stop)
+
+	start := time.Now()
+	names := make([]string, count)
+	for i := range names {
+		names[i] = fmt.Sprintf("hollow-%04d", i+1)
+	}
+	waitAll := func(what string, check func(*pb.Node) error) {
+		eventually(t, 60*time.Second, what, func() error {
+			objs, _, err := tc.api.List(ctxFor(t, 10*time.Second), "Node", client.ListOptions{})
+			if err != nil {
+				return err
+			}
+			ok := 0
+			for _, o := range objs {
+				if slices.Contains(names, o.Meta().GetName()) && check(o.GetNode()) == nil {
+					ok++
+				}
+			}
+			if ok != count {
+				return fmt.Errorf("%d of %d", ok, count)
+			}
+			return nil
+		})
+	}
+	waitAll("hollow nodes Ready", func(n *pb.Node) error {
+		if readyCondition(n).GetStatus() != "True" || n.GetMetadata().GetLabels()["skiff.sh/hollow"] != "true" {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	t.Logf("%d hollow nodes registered and Ready in %v", count, time.Since(start).Round(10*time.Millisecond))
+
+	for i, n := range names {
+		c := ctr("app", "run")
+		c.ReadinessProbe = &pb.Probe{TcpSocket: &pb.TCPSocketAction{Port: "80"}, PeriodSeconds: 1}
+		tc.create(t, testPod(fmt.Sprintf("p%d", i), n, c))
+	}
+	for i := range names {
+		tc.waitPod(t, fmt.Sprintf("p%d", i), 30*time.Second, "running and ready", readyIs("True"))
+	}
+	for i := range names {
+		tc.deletePod(t, fmt.Sprintf("p%d", i), nil)
+	}
+	for i := range names {
+		tc.waitPodGone(t, fmt.Sprintf("p%d", i), 30*time.Second)
+	}
+	// Logs and exec are not available on a hollow node.
+	tc.create(t, testPod("quiet", names[0], ctr("app", "run")))
+	tc.waitPod(t, "quiet", 30*time.Second, "running", phaseIs("Running"))
+	if _, err := tc.logsOf(t, &pb.LogsRequest{Pod: "quiet"}); err == nil {
+		t.Errorf("logs from a hollow node succeeded")
+	}
+
+	stop()
+	waitAll("hollow nodes left", func(n *pb.Node) error {
+		if c := readyCondition(n); c.GetStatus() != "False" || c.GetReason() != "Left" {
+			return fmt.Errorf("%v", c)
+		}
+		return nil
+	})
+}
+
+// TestMasterFailover joins a worker through the leader only: it learns the
+// other masters from gossip and keeps heartbeating and running pods when the
+// leader goes away.
+func TestMasterFailover(t *testing.T) {
+	t.Parallel()
+	tc := startCluster(t, clusterOptions{masters: 3})
+	leader := -1
+	eventually(t, 30*time.Second, "a leader", func() error {
+		for i, s := range tc.servers {
+			if s.IsLeader() {
+				leader = i
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader")
+	})
+	rt := newFakeRuntime()
+	a := tc.startAgent(t, "w1", withFakes(rt, newFakeProber()), func(c *Config) { c.Join = []string{tc.cfgs[leader].GossipAddr} })
+	tc.waitNodeReady(t, "w1", "True", 30*time.Second)
+	eventually(t, 30*time.Second, "the worker knows every master", func() error {
+		a.api.mu.Lock()
+		defer a.api.mu.Unlock()
+		if len(a.api.addrs) != 3 {
+			return fmt.Errorf("knows %v", a.api.addrs)
+		}
+		return nil
+	})
+	tc.create(t, testPod("before", "w1", ctr("main", "run")))
+	tc.waitPod(t, "before", 30*time.Second, "running", phaseIs("Running"))
+
+	// Stop the leader, the only master the worker was told about.
+	tc.stopServer(leader)
+	rest := tc.apiOf(t, leader)
+	n, err := rest.Get(ctxFor(t, 30*time.Second), "Node", "", "w1", client.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := readyCondition(n.GetNode()).GetLastHeartbeatTime().AsTime()
+	eventually(t, 30*time.Second, "heartbeats after the failover", func() error {
+		o, err := rest.Get(ctxFor(t, 10*time.Second), "Node", "", "w1", client.ReadOptions{})
+		if err != nil {
+			return err
+		}
+		if now := readyCondition(o.GetNode()).GetLastHeartbeatTime().AsTime(); !now.After(hb) {
+			return fmt.Errorf("heartbeat still %v", now)
+		}
+		return nil
+	})
+	if _, err := rest.Create(ctxFor(t, 30*time.Second), testPod("after", "w1", ctr("main", "run"))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a pod created after the failover runs", func() error {
+		o, err := rest.Get(ctxFor(t, 10*time.Second), "Pod", "default", "after", client.ReadOptions{})
+		if err != nil {
+			return err
+		}
+		return phaseIs("Running")(o.GetPod())
+	})
+}
+
+// apiOf returns a client for the masters other than the skipped ones.
+func (tc *testCluster) apiOf(t *testing.T, skip ...int) *client.Client {
+	t.Helper()
+	var addrs []string
+	for i, s := range tc.servers {
+		if !slices.Contains(skip, i) {
+			addrs = append(addrs, s.APIAddr())
+		}
+	}
+	cfg := client.DefaultConfig()
+	cfg.Servers = addrs
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -1,0 +1,95 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/skiff-sh/skiff/client"
+)
+
+// masterSet is the API client of a worker, kept pointed at every master
+// gossip reports alive. The client fails over between the masters it
+// knows; when the set changes (a master added or replaced) a new client
+// replaces it, and the old one is closed a little later so calls in flight
+// can finish (a watch on it ends and is reopened on the new one).
+type masterSet struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	addrs   []string
+	cur     *client.Client
+	changed chan struct{} // closed when cur changes
+	closed  bool
+}
+
+func newMasterSet(log *slog.Logger) *masterSet {
+	return &masterSet{log: log, changed: make(chan struct{})}
+}
+
+// update sets the masters' API addresses; an empty list keeps the last
+// known masters (they may come back).
+func (m *masterSet) update(addrs []string) {
+	addrs = slices.Clone(addrs)
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || len(addrs) == 0 || slices.Equal(addrs, m.addrs) {
+		return
+	}
+	cfg := client.DefaultConfig()
+	cfg.Servers = addrs
+	cfg.Logger = m.log
+	// Heartbeats and status writes retry on their own schedule; do not let
+	// one call block for long on dead masters.
+	cfg.ConnectTimeout = time.Second
+	c, err := client.New(cfg)
+	if err != nil {
+		m.log.Warn("connect to masters", "masters", addrs, "err", err)
+		return
+	}
+	old := m.cur
+	m.cur, m.addrs = c, addrs
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.log.Info("masters", "api", addrs)
+	if old != nil {
+		time.AfterFunc(time.Minute, func() { old.Close() })
+	}
+}
+
+// get returns the current client, waiting until a master is known.
+func (m *masterSet) get(ctx context.Context) (*client.Client, error) {
+	for {
+		m.mu.Lock()
+		c, ch := m.cur, m.changed
+		m.mu.Unlock()
+		if c != nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// current returns the client or nil when no master is known yet.
+func (m *masterSet) current() *client.Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
+}
+
+func (m *masterSet) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	if m.cur != nil {
+		m.cur.Close()
+	}
+}
