@@ -173,12 +173,14 @@ func columnsFor(kind string) ([]column, rowFunc) {
 	case "Node":
 		return cols("NAME", "STATUS", "ROLES", "AGE", "VERSION", "+INTERNAL-IP", "+OS-IMAGE", "+KERNEL-VERSION", "+PODCIDR"), func(o *pb.Object, now time.Time) []string {
 			n := o.GetNode()
+			// As kubectl: Ready only when the condition is True; a node
+			// whose heartbeats stopped (Unknown) is NotReady too.
 			st := "Unknown"
 			for _, c := range n.GetStatus().GetConditions() {
 				if c.GetType() == "Ready" {
-					st = map[string]string{"True": "Ready", "False": "NotReady"}[c.GetStatus()]
-					if st == "" {
-						st = "Unknown"
+					st = "NotReady"
+					if c.GetStatus() == "True" {
+						st = "Ready"
 					}
 				}
 			}

@@ -112,8 +112,14 @@ spec:
 	w.kill()
 	eventually(t, 30*time.Second, func() error {
 		out, err := c.cli("", "get", "nodes")
-		if err != nil || !regexpLine(out, "w1", "Unknown") {
+		if err != nil || !regexpLine(out, "w1", "NotReady") {
 			return fmt.Errorf("get nodes: %v\n%s", err, out)
+		}
+		// The condition says why: heartbeats stopped (Unknown), not a
+		// graceful leave.
+		out, err = c.cli("", "get", "node", "w1", "-o", "yaml")
+		if err != nil || !strings.Contains(out, "status: Unknown") {
+			return fmt.Errorf("get node -o yaml: %v\n%s", err, out)
 		}
 		return nil
 	})
