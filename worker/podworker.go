@@ -739,6 +739,7 @@ func (w *podWorker) stopAll(ctx context.Context) bool {
 	for {
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
+		until := deadline // the stoppers read this round's deadline only
 		go func() {
 			var wg sync.WaitGroup
 			errs := make([]error, len(ids))
@@ -746,7 +747,7 @@ func (w *podWorker) stopAll(ctx context.Context) bool {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					errs[i] = a.rt.Stop(sctx, id, time.Until(deadline))
+					errs[i] = a.rt.Stop(sctx, id, time.Until(until))
 				}()
 			}
 			wg.Wait()
