@@ -60,6 +60,10 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft timeouts for slow or distant machines (1 = LAN)")
 	f.DurationVar(&cfg.NodeMonitorGracePeriod, "node-monitor-grace-period", cfg.NodeMonitorGracePeriod, "how long a worker may go without a heartbeat before its node is marked Ready=Unknown")
 	f.StringVar(&ctrls, "controllers", "*", "controllers to run while leading: * for the defaults, -name to leave one out, e.g. *,-eventttl (empty runs none)")
+	f.DurationVar(&cfg.ControllerConfig.NodeLifecycle.StartupGracePeriod, "node-startup-grace-period", cfg.ControllerConfig.NodeLifecycle.StartupGracePeriod,
+		"after becoming leader, how long to wait before evicting pods from unready nodes (gives every node a fresh grace period)")
+	f.Int64Var(&cfg.ControllerConfig.NodeLifecycle.DefaultTolerationSeconds, "default-toleration-seconds", cfg.ControllerConfig.NodeLifecycle.DefaultTolerationSeconds,
+		"how long pods without their own toleration stay on a not-ready or unreachable node before eviction")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
