@@ -189,13 +189,22 @@ func retryable(kind retryKind, err error) bool {
 	if status.Code(err) != codes.Unavailable {
 		return false
 	}
-	return kind == idempotent || pb.IsNotApplied(err)
+	return kind == idempotent || pb.IsNotApplied(err) || neverSent(err)
+}
+
+// neverSent reports a transport failure that happened before the request
+// left this process: the connection could not be (re)established, or the
+// server was draining and refused new streams. gRPC says so only in its
+// message, so these are matched by text.
+func neverSent(err error) bool {
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "Error while dialing") || strings.Contains(msg, "the connection is draining")
 }
 
 // classify turns a transport failure of a non-idempotent write into Unknown:
 // the request may have reached the leader.
 func classify(kind retryKind, err error) error {
-	if err == nil || kind != nonIdempotent || status.Code(err) != codes.Unavailable || pb.IsNotApplied(err) {
+	if err == nil || kind != nonIdempotent || status.Code(err) != codes.Unavailable || pb.IsNotApplied(err) || neverSent(err) {
 		return err
 	}
 	return status.Errorf(codes.Unknown, "outcome unknown: the connection broke after the request was sent (%v); read the object to see whether the change was applied", status.Convert(err).Message())

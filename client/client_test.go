@@ -203,3 +203,18 @@ func TestSkipsMasterThatIsDown(t *testing.T) {
 		t.Fatalf("create with the first master down: %v", err)
 	}
 }
+
+// A write that failed while dialing never left the client: it is retried
+// on another master rather than reported as unknown.
+func TestDialFailureIsRetried(t *testing.T) {
+	dial := &fakeCluster{writeFn: func(int) error {
+		return status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`)
+	}}
+	up := &fakeCluster{writeFn: func(int) error { return nil }}
+	c := newTestClient(t, serve(t, dial), serve(t, up))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Create(ctx, pb.Wrap(&pb.ConfigMap{Metadata: &pb.ObjectMeta{Name: "x", Namespace: "default"}})); err != nil {
+		t.Fatalf("create after a dial failure: %v, want it retried on the other master", err)
+	}
+}
