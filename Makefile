@@ -29,8 +29,8 @@ unit: ## unit tests only (no e2e)
 e2e: ## end-to-end tests with real processes
 	$(GO) test -count=1 -timeout 30m -v ./e2e/
 
-chaos: ## the full chaos suite (minutes)
-	$(GO) test -count=1 -timeout 60m -v ./e2e/ -run Chaos -chaos.full
+chaos: ## the chaos suite: not on main yet (it is on branch chaos-wip)
+	@echo "The chaos suite is not on main yet: it lives on branch chaos-wip until its partition scenario passes."; exit 1
 
 # BENCH=name runs one benchmark (micro, raft, writes, failover, scale,
 # compare-writes, compare-failover); BENCHFLAGS passes flags to skiffbench,
