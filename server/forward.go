@@ -130,7 +130,33 @@ func forward[T any](s *Server, ctx context.Context, li leaderInfo, method string
 		return res, pb.NotAppliedError(fmt.Sprintf("cannot connect to the leader %s at %s", li.name, li.apiAddr)), true
 	}
 	s.metrics.forwarded.WithLabelValues(method).Inc()
-	res, err = remote(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.Name), conn)
+	callCtx := ctx
+	if idempotent {
+		// A read may be asked again anywhere: if the leader changes while
+		// it is out (the old one paused or cut off), give up on the old one
+		// rather than wait for it, and let routeCall find the new one.
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			for {
+				wake := s.changed.wait()
+				if now := s.leaderInfo(); now.self || now.name != li.name {
+					cancel()
+					return
+				}
+				select {
+				case <-wake:
+				case <-callCtx.Done():
+					return
+				}
+			}
+		}()
+	}
+	res, err = remote(metadata.AppendToOutgoingContext(callCtx, forwardedKey, s.cfg.Name), conn)
+	if err != nil && idempotent && callCtx.Err() != nil && ctx.Err() == nil {
+		return res, pb.NotAppliedError(fmt.Sprintf("the leader changed from %s while the request was out", li.name)), true
+	}
 	switch {
 	case err == nil:
 		return res, nil, false

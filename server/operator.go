@@ -217,7 +217,7 @@ func (o *operatorAPI) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*p
 	if s.raft.State() != raft.Leader {
 		return nil, pb.NotAppliedError(fmt.Sprintf("master %s is not the leader", s.cfg.Name))
 	}
-	idx, err := s.readIndex.do(ctx)
+	idx, err := s.leaderIndex.do(ctx)
 	if err != nil {
 		return nil, err
 	}

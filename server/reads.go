@@ -108,6 +108,16 @@ func (s *Server) leaderReadIndex(context.Context) (uint64, error) {
 	return idx, nil
 }
 
+// readyLeaderReadIndex is leaderReadIndex for Operator.ReadIndex: only on a
+// leader that has committed an entry of its term (isReady), whose commit
+// index therefore covers everything acknowledged before; never forwarded.
+func (s *Server) readyLeaderReadIndex(ctx context.Context) (uint64, error) {
+	if !s.isReady() {
+		return 0, pb.NotAppliedError(fmt.Sprintf("master %s is not a leader ready to serve", s.cfg.Name))
+	}
+	return s.leaderReadIndex(ctx)
+}
+
 // linearize returns once this master's store reflects every write
 // acknowledged before linearize was called.
 func (s *Server) linearize(ctx context.Context) error {

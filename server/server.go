@@ -58,6 +58,10 @@ type Server struct {
 
 	peers     *peerPool
 	readIndex *indexCoalescer
+	// leaderIndex serves Operator.ReadIndex: rounds on a ready leader only,
+	// never forwarded, so a ReadIndex request never waits behind a round
+	// that is itself waiting on another master.
+	leaderIndex *indexCoalescer
 
 	// agents are connections to workers' NodeAgent services (registration,
 	// logs and exec relays).
@@ -164,6 +168,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	s.peers = newPeerPool(cfg.MaxRecvMsgSize)
 	s.agents = newPeerPool(cfg.MaxRecvMsgSize)
 	s.readIndex = newIndexCoalescer(s.readIndexRound)
+	s.leaderIndex = newIndexCoalescer(s.readyLeaderReadIndex)
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		// Responses (a List of every pod) may be far larger than one
