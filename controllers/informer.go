@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,20 +225,21 @@ func (inf *Informer) List() []*pb.Object {
 	return out
 }
 
-// ByIndex returns the cached objects whose index name has value.
+// ByIndex returns the cached objects whose index name has value, in key
+// order, so reconcilers act in a stable order.
 func (inf *Informer) ByIndex(name, value string) []*pb.Object {
 	inf.mu.RLock()
 	defer inf.mu.RUnlock()
 	keys := inf.indices[name][value]
 	out := make([]*pb.Object, 0, len(keys))
-	for k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		out = append(out, inf.items[k])
 	}
 	return out
 }
 
 // Select returns the cached objects in namespace ("" for all) whose labels
-// match sel. It starts from the label index when sel requires a label value.
+// match sel, in key order. It starts from the label index when sel requires a label value.
 func (inf *Informer) Select(namespace string, sel labels.Selector) []*pb.Object {
 	inf.mu.RLock()
 	defer inf.mu.RUnlock()
@@ -263,9 +267,10 @@ func (inf *Informer) Select(namespace string, sel labels.Selector) []*pb.Object 
 		for _, o := range inf.items {
 			match(o)
 		}
+		slices.SortFunc(out, func(a, b *pb.Object) int { return strings.Compare(KeyOf(a), KeyOf(b)) })
 		return out
 	}
-	for k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		match(inf.items[k])
 	}
 	return out
