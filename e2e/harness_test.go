@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -39,30 +40,48 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if s := chaosSummary(); s != "" {
+		fmt.Print(s)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
 // freePort returns a port that is free for both TCP and UDP on 127.0.0.1
-// (gossip uses both).
+// (gossip uses both). It picks from below the kernel's ephemeral range
+// (32768-60999 by default): a port the kernel hands out for port 0 can be
+// taken as the source port of any outgoing connection before the master
+// binds it, and masters restart on the same ports. Ports are never handed
+// out twice in one test binary.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + mrand.IntN(12000)
+		if portsUsed[port] {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
 		if err == nil {
 			u.Close()
+			portsUsed[port] = true
 			return port
 		}
 	}
 	t.Fatal("no free port")
 	return 0
 }
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 // master is one `skiff server` process.
 type master struct {
@@ -71,6 +90,10 @@ type master struct {
 	raftAddr, apiAddr, gossip, httpAd string
 	args                              []string
 	logPath                           string
+	// gid, when not zero, is the primary group the process runs with (it
+	// stays uid 0): nftables matches it (meta skgid) to tell this master's
+	// packets from the others' on the shared loopback (see chaosNet).
+	gid uint32
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -84,9 +107,28 @@ type cluster struct {
 	masters []*master
 }
 
+// clusterOptions tune startClusterWith; the zero value is what
+// startCluster uses.
+type clusterOptions struct {
+	// gids runs each master with a group id of its own, so that a test can
+	// cut it off from the others with nftables (needs root).
+	gids bool
+	// logLevel of the masters; "debug" if empty.
+	logLevel string
+}
+
 // startCluster starts n masters with --bootstrap-expect n.
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return startClusterWith(t, n, clusterOptions{})
+}
+
+// startClusterWith starts n masters with --bootstrap-expect n.
+func startClusterWith(t *testing.T, n int, opts clusterOptions) *cluster {
+	t.Helper()
+	if opts.logLevel == "" {
+		opts.logLevel = "debug"
+	}
 	c := &cluster{t: t}
 	base := t.TempDir()
 	for i := 1; i <= n; i++ {
@@ -99,6 +141,9 @@ func startCluster(t *testing.T, n int) *cluster {
 			httpAd:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 			logPath:  filepath.Join(base, fmt.Sprintf("m%d.log", i)),
 		}
+		if opts.gids {
+			m.gid = newGID()
+		}
 		c.masters = append(c.masters, m)
 	}
 	var joins []string
@@ -109,7 +154,7 @@ func startCluster(t *testing.T, n int) *cluster {
 		m.args = []string{"server", "--name", m.name, "--data-dir", m.dataDir,
 			"--raft-addr", m.raftAddr, "--api-addr", m.apiAddr, "--gossip-addr", m.gossip,
 			"--http-addr", m.httpAd, "--bootstrap-expect", fmt.Sprint(n),
-			"--join", strings.Join(joins, ","), "--log-level", "debug"}
+			"--join", strings.Join(joins, ","), "--log-level", opts.logLevel}
 		c.start(m)
 	}
 	t.Cleanup(func() {
@@ -139,6 +184,9 @@ func (c *cluster) start(m *master) {
 	cmd := exec.Command(skiffBin, m.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if m.gid != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: m.gid}
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		c.t.Fatalf("start %s: %v", m.name, err)

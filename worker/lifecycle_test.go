@@ -1,13 +1,16 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	gproto "google.golang.org/protobuf/proto"
 
+	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -348,11 +351,33 @@ func TestStartFailuresAndConfig(t *testing.T) {
 
 	c := ctr("main", "run")
 	c.Image = "example.com/missing:v1"
-	tc.create(t, testPod("nopull", "w1", c))
+	// ErrImagePull lasts only until the pod worker's next sync, so a poll
+	// can miss it on a loaded machine: record every status the pod goes
+	// through with a watch.
+	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer wcancel()
+	watch, err := tc.api.Watch(wctx, "Pod", client.WatchOptions{Namespace: "default", FieldSelector: "metadata.name=nopull"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	var mu sync.Mutex
 	reasons := map[string]bool{}
+	go func() {
+		for {
+			ev, err := watch.Next(wctx)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			reasons[containerStatusOf(ev.GetObject().GetPod(), "main").GetState().GetWaiting().GetReason()] = true
+			mu.Unlock()
+		}
+	}()
+	tc.create(t, testPod("nopull", "w1", c))
 	tc.waitPod(t, "nopull", 20*time.Second, "ImagePullBackOff", func(p *pb.Pod) error {
-		w := containerStatusOf(p, "main").GetState().GetWaiting()
-		reasons[w.GetReason()] = true
+		mu.Lock()
+		defer mu.Unlock()
 		if !reasons["ErrImagePull"] || !reasons["ImagePullBackOff"] {
 			return fmt.Errorf("waiting reasons seen %v", reasons)
 		}
