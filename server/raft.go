@@ -19,11 +19,19 @@ import (
 // than Config.LogStoreStallTimeout.
 var ErrLogStoreStalled = errors.New("raft log store stalled")
 
+// logCacheEntries is how many recent log entries are kept in memory: more
+// than one full batch (MaxAppendEntries), so a group-committed batch is
+// replicated and applied without reading it back from disk.
+const logCacheEntries = 2048
+
 // raftStores is everything raft persists, opened before raft itself so that
 // New can tell whether this master already has state.
 type raftStores struct {
-	bolt   *raftboltdb.BoltStore
-	logs   *stallGuardLogStore
+	bolt *raftboltdb.BoltStore
+	// logs is what raft uses: recent entries cached in memory (the leader
+	// reads each entry back to replicate it and to apply it) over the
+	// stall guard over bolt.
+	logs   raft.LogStore
 	snaps  *raft.FileSnapshotStore
 	trans  *raft.NetworkTransport
 	closed atomic.Bool
@@ -54,7 +62,12 @@ func openRaftStores(cfg Config, metrics *metrics) (_ *raftStores, retErr error) 
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s (is another master using this data dir?): %w", filepath.Join(dir, "raft.db"), err)
 	}
-	st.logs = &stallGuardLogStore{LogStore: st.bolt, timeout: cfg.LogStoreStallTimeout, log: cfg.Logger, metrics: metrics}
+	guarded := &stallGuardLogStore{LogStore: st.bolt, timeout: cfg.LogStoreStallTimeout, log: cfg.Logger, metrics: metrics}
+	// Without the cache every replicated and applied entry is read back
+	// from bolt (a read transaction and a decode each).
+	if st.logs, err = raft.NewLogCache(logCacheEntries, guarded); err != nil {
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
 	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(cfg.Logger, "raft-snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("open raft snapshot store in %s: %w", dir, err)
