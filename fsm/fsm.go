@@ -162,12 +162,68 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 }
 
 // ApplyBatch implements raft.BatchingFSM; it returns one *Result per log.
+// A group-committed batch is applied in one memdb write transaction (each
+// transaction copies the radix-tree paths it touches, so one per command
+// was most of the store's cost) and published at once: readers and
+// watchers see the whole batch or none of it. Each command still gets its
+// own index and result, and a failing command writes nothing (every
+// command checks before it writes), exactly as in a Batch command. A
+// command that panics aborts the shared transaction; the batch is then
+// applied again one command per transaction, so only that one is lost.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
-	for i, l := range logs {
-		out[i] = f.Apply(l)
+	if len(logs) == 1 {
+		out[0] = f.Apply(logs[0])
+		return out
 	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	txn := f.db.Txn(true)
+	var events []Event
+	last := f.applied
+	for i, l := range logs {
+		res := &Result{Index: l.Index}
+		out[i] = res
+		if l.Index <= last {
+			res.Err = fmt.Errorf("%w: index %d is not after the applied index %d", ErrInvalid, l.Index, last)
+			continue
+		}
+		last = l.Index
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		cmd, err := DecodeCommand(l.Data)
+		if err != nil {
+			f.cfg.Logger.Warn("fsm: skipping undecodable log entry", "index", l.Index, "err", err)
+			res.Err = err
+			continue
+		}
+		a := &applier{kinds: f.kinds, txn: txn, index: l.Index, log: f.cfg.Logger}
+		r, ok := a.safeCommand(cmd)
+		if !ok {
+			txn.Abort()
+			for j, l := range logs {
+				out[j] = f.applyLog(l)
+			}
+			return out
+		}
+		out[i] = r
+		events = append(events, a.events...)
+	}
+	f.publish(txn, last, events)
 	return out
+}
+
+// applyLog is Apply with wmu held.
+func (f *FSM) applyLog(l *raft.Log) *Result {
+	if l.Type != raft.LogCommand {
+		return f.applyLocked(l.Index, nil, nil)
+	}
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		return f.applyLocked(l.Index, nil, err)
+	}
+	return f.applyLocked(l.Index, cmd, nil)
 }
 
 // ApplyCommand applies one command at the given index: the deterministic core
@@ -185,6 +241,11 @@ func (f *FSM) ApplyCommand(index uint64, cmd *pb.Command) *Result {
 func (f *FSM) apply(index uint64, cmd *pb.Command, err error) *Result {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
+	return f.applyLocked(index, cmd, err)
+}
+
+// applyLocked is apply with wmu held.
+func (f *FSM) applyLocked(index uint64, cmd *pb.Command, err error) *Result {
 	res := &Result{Index: index, Err: err}
 	if index <= f.applied {
 		// Raft never replays an index; refuse rather than corrupt the watch log.
@@ -206,7 +267,15 @@ func (f *FSM) apply(index uint64, cmd *pb.Command, err error) *Result {
 			txn = nil
 		}
 	}
+	f.publish(txn, index, events)
+	return res
+}
+
+// publish commits txn (if any), advances the applied index and wakes every
+// waiter and watcher, atomically for readers.
+func (f *FSM) publish(txn *memdb.Txn, index uint64, events []Event) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if txn != nil {
 		txn.Commit()
 	}
@@ -214,8 +283,6 @@ func (f *FSM) apply(index uint64, cmd *pb.Command, err error) *Result {
 	f.events.append(events)
 	close(f.notify)
 	f.notify = make(chan struct{})
-	f.mu.Unlock()
-	return res
 }
 
 // AppliedIndex returns the index of the last applied log entry.

@@ -1,0 +1,165 @@
+package fsm_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	gproto "google.golang.org/protobuf/proto"
+
+	"github.com/skiff-sh/skiff/fsm"
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// randomLogs is a history with many collisions between commands of one
+// batch: creates of the same name, updates with stale resourceVersions,
+// deletes, binds, a configuration entry and an undecodable entry.
+func randomLogs(t *testing.T, seed uint64, n int) []*raft.Log {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	logs := make([]*raft.Log, 0, n+2)
+	name := func() string { return fmt.Sprintf("p%d", rng.IntN(6)) }
+	for i := 1; i <= n; i++ {
+		index := uint64(i)
+		var cmd *pb.Command
+		switch r := rng.IntN(9); {
+		case i == 1:
+			cmd = createCmd(namespace("default"))
+		case r == 0:
+			logs = append(logs, &raft.Log{Index: index, Type: raft.LogConfiguration})
+			continue
+		case r == 1 && i%7 == 0:
+			logs = append(logs, &raft.Log{Index: index, Type: raft.LogCommand, Data: []byte{1, 0xff}})
+			continue
+		case r <= 3:
+			cmd = createCmd(pod("default", name(), map[string]string{"app": name()}))
+		case r == 4:
+			p := pod("default", name(), map[string]string{"v": fmt.Sprint(i)})
+			p.Meta().ResourceVersion = uint64(rng.IntN(i + 1))
+			cmd = updateCmd(p)
+		case r == 5:
+			cmd = applyCmd(configMap("default", name(), map[string]string{"k": fmt.Sprint(i)}))
+		case r == 6:
+			cmd = deleteCmd(&pb.DeleteOp{Kind: "Pod", Namespace: "default", Name: name()})
+		case r == 7:
+			cmd = bindCmd("default", name(), fmt.Sprintf("n%d", rng.IntN(2)))
+		default:
+			cmd = batchCmd(createCmd(configMap("default", name(), nil)), bindCmd("default", name(), "n1"))
+		}
+		cmd.Time = timeAt(index)
+		cmd.Uid = fmt.Sprintf("uid-%d", index)
+		data, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = append(logs, &raft.Log{Index: index, Type: raft.LogCommand, Data: data})
+	}
+	return logs
+}
+
+func resultString(r *fsm.Result) string {
+	if r == nil {
+		return "<nil>"
+	}
+	s := fmt.Sprintf("%d %s err=%v obj=%v", r.Index, r.Action, r.Err, r.Object)
+	for _, b := range r.Batch {
+		s += " [" + resultString(b) + "]"
+	}
+	return s
+}
+
+// TestApplyBatchEqualsApply: applying a history in batches of any size
+// gives the same results, events, index and state as one entry at a time.
+func TestApplyBatchEqualsApply(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			logs := randomLogs(t, seed, 300)
+			one, batched := newCluster(t, 1000), newCluster(t, 1000)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			w1, err := one.f.Watch(ctx, fsm.Query{Kind: "Pod"}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w2, err := batched.f.Watch(ctx, fsm.Query{Kind: "Pod"}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, l := range logs {
+				want = append(want, resultString(one.f.Apply(l).(*fsm.Result)))
+			}
+			var got []string
+			rng := rand.New(rand.NewPCG(seed, 2))
+			for rest := logs; len(rest) > 0; {
+				n := min(len(rest), 1+rng.IntN(40))
+				for _, r := range batched.f.ApplyBatch(rest[:n]) {
+					got = append(got, resultString(r.(*fsm.Result)))
+				}
+				if batched.f.AppliedIndex() != rest[n-1].Index {
+					t.Fatalf("applied index %d after a batch ending at %d", batched.f.AppliedIndex(), rest[n-1].Index)
+				}
+				rest = rest[n:]
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("result %d:\n batched %s\n one by one %s", i, got[i], want[i])
+				}
+			}
+			if h1, h2 := one.f.StateHash(), batched.f.StateHash(); h1 != h2 {
+				t.Fatalf("state hashes differ: %s vs %s", h1, h2)
+			}
+			events := 0
+			for one.f.AppliedIndex() > 0 {
+				ectx, ecancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				e1, err1 := w1.Next(ectx)
+				e2, err2 := w2.Next(ectx)
+				ecancel()
+				if err1 != nil || err2 != nil {
+					if (err1 == nil) != (err2 == nil) {
+						t.Fatalf("event %d: one watch ended (%v), the other not (%v)", events, err1, err2)
+					}
+					break
+				}
+				if e1.Type != e2.Type || e1.Index != e2.Index || !gproto.Equal(e1.Object, e2.Object) {
+					t.Fatalf("event %d: %s %d vs %s %d", events, e1.Type, e1.Index, e2.Type, e2.Index)
+				}
+				events++
+			}
+			if events == 0 {
+				t.Fatal("no events compared")
+			}
+		})
+	}
+}
+
+// BenchmarkApplyBatch: creates of 256-byte ConfigMaps in group-committed
+// batches of 64, as raft hands them over under load; ns/op is per command.
+func BenchmarkApplyBatch(b *testing.B) {
+	c := newCluster(b, 0)
+	c.must(createCmd(namespace("default")))
+	const batch = 64
+	value := string(make([]byte, 256))
+	logs := make([]*raft.Log, 0, batch)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		c.index++
+		cmd := createCmd(configMap("default", fmt.Sprintf("cm-%d", i), map[string]string{"v": value}))
+		cmd.Time, cmd.Uid = timeAt(c.index), fmt.Sprintf("uid-%d", c.index)
+		data, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs = append(logs, &raft.Log{Index: c.index, Type: raft.LogCommand, Data: data})
+		if len(logs) == batch || i == b.N-1 {
+			for _, r := range c.f.ApplyBatch(logs) {
+				if err := r.(*fsm.Result).Err; err != nil {
+					b.Fatal(err)
+				}
+			}
+			logs = logs[:0]
+		}
+	}
+}
