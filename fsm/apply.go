@@ -141,6 +141,11 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 		}
 	}
 	km.normalize(r)
+	if svc, ok := r.(*pb.Service); ok {
+		if err := a.checkService(km, svc, nil, objectKey(km.Kind, m.Namespace, m.Name)); err != nil {
+			return nil, "", err
+		}
+	}
 	m.Uid = cmd.GetUid()
 	m.CreationTimestamp = stamp(cmd.GetTime(), 0)
 	m.ResourceVersion = a.index
@@ -231,6 +236,13 @@ func (a *applier) update(cmd *pb.Command, obj *pb.Object, apply bool) (*pb.Objec
 			pod.GetSpec().NodeName = bound
 		case bound != "" && want != bound:
 			return nil, "", errorf(ErrInvalid, "%s: spec.nodeName is immutable once bound (bound to %q)", describe(km, m.Namespace, m.Name), bound)
+		}
+	}
+	if svc, ok := r.(*pb.Service); ok {
+		// Omitted allocations are kept, changed ones refused, and another
+		// Service's values too (services.go).
+		if err := a.checkService(km, svc, cur.obj.GetService(), cur.key); err != nil {
+			return nil, "", err
 		}
 	}
 	km.copySpec(r, next.Resource())

@@ -21,6 +21,8 @@ func seedCommands() []*pb.Command {
 		deleteCmd(&pb.DeleteOp{Kind: "Namespace", Name: "default"}),
 		bindCmd("default", "seed", "n1"),
 		batchCmd(createCmd(namespace("n")), bindCmd("default", "seed", "n2")),
+		createCmd(service("default", "s", "NodePort", "10.96.0.10", port("http", 80, 30080))),
+		applyCmd(service("default", "s", "ClusterIP", "", port("http", 80, 0))),
 	}
 	for i, c := range cmds {
 		c.Time = timeAt(uint64(i + 1))

@@ -35,6 +35,8 @@ type record struct {
 	name      string
 	node      string   // spec.nodeName, pods only
 	owners    []string // distinct ownerReferences[].uid
+	clusterIP string   // Services: canonical spec.clusterIP, "" if none (services.go)
+	nodePorts []string // Services: distinct spec.ports[].nodePort
 	obj       *pb.Object
 }
 
@@ -54,6 +56,7 @@ func newRecord(obj *pb.Object) *record {
 	if p := obj.GetPod(); p != nil {
 		r.node = p.GetSpec().GetNodeName()
 	}
+	r.clusterIP, r.nodePorts = serviceAllocations(obj)
 	for _, ref := range m.GetOwnerReferences() {
 		if u := ref.GetUid(); u != "" && !contains(r.owners, u) {
 			r.owners = append(r.owners, u)
@@ -146,6 +149,10 @@ func newDB() (*memdb.MemDB, error) {
 					Indexer: strIndex(func(r *record) (string, bool) { return r.node, r.kind == "Pod" })},
 				indexOwner: {Name: indexOwner, AllowMissing: true,
 					Indexer: strsIndex(func(r *record) []string { return r.owners })},
+				indexClusterIP: {Name: indexClusterIP, AllowMissing: true,
+					Indexer: strIndex(func(r *record) (string, bool) { return r.clusterIP, r.clusterIP != "" })},
+				indexNodePort: {Name: indexNodePort, AllowMissing: true,
+					Indexer: strsIndex(func(r *record) []string { return r.nodePorts })},
 			},
 		},
 	}})

@@ -1122,8 +1122,9 @@ func validateServiceSpec(s *ServiceSpec, p *field.Path) field.ErrorList {
 			switch {
 			case typ != "NodePort":
 				errs = append(errs, field.Forbidden(npp, fmt.Sprintf("may not be used when `type` is '%s'", cmp(typ, "ClusterIP"))))
-			case np < 30000 || np > 32767:
-				errs = append(errs, field.Invalid(npp, np, "provided port is not in the valid range. The range of valid ports is 30000-32767"))
+			case np < 1 || np > 65535:
+				// The masters check the configured --service-node-port-range.
+				errs = append(errs, field.Invalid(npp, np, "must be between 1 and 65535, inclusive"))
 			case nodePorts[np]:
 				errs = append(errs, field.Duplicate(npp, np))
 			}

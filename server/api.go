@@ -223,12 +223,17 @@ func (s *Server) withNewStatus(o *pb.Object) (_ *pb.Object, ok bool) {
 }
 
 // writeOnLeader proposes one write. A create with generateName retries
-// a few times if the random name is taken.
+// a few times if the random name is taken, and a Service write if an IP or
+// node port the leader picked for it was taken meanwhile.
 func (s *Server) writeOnLeader(ctx context.Context, op writeOp, obj *pb.Object) (*pb.WriteResponse, error) {
 	generated := op == opCreate && obj.Meta().GetName() == "" && obj.Meta().GetGenerateName() != ""
 	for attempt := 0; ; attempt++ {
 		cmd := s.newCommand(&pb.Command{})
 		o, err := s.prepare(op, obj, s.uidFor(op, obj, cmd.GetUid()))
+		if err != nil {
+			return nil, err
+		}
+		alloc, err := s.allocateService(op, o) // services.go
 		if err != nil {
 			return nil, err
 		}
@@ -254,6 +259,9 @@ func (s *Server) writeOnLeader(ctx context.Context, op writeOp, obj *pb.Object) 
 		if res.Err != nil {
 			if generated && attempt < 3 && errors.Is(res.Err, fsm.ErrAlreadyExists) {
 				continue
+			}
+			if alloc.repick(res.Err) && attempt < maxAllocAttempts {
+				continue // a concurrent write took an IP or port picked here
 			}
 			return nil, fsmStatus(res.Err)
 		}

@@ -146,6 +146,17 @@ type Config struct {
 	// gossip change.
 	NodeMonitorPeriod time.Duration
 
+	// ServiceCIDR is the range Service clusterIPs are allocated from
+	// (kube-apiserver's --service-cluster-ip-range). Its network and
+	// broadcast addresses are never used and its first host is kept for a
+	// future "kubernetes" Service. Every master must use the same value: the
+	// leader of the moment allocates.
+	ServiceCIDR string
+	// ServiceNodePortRange is the "min-max" range NodePort Services' node
+	// ports are allocated from (--service-node-port-range); the same on
+	// every master.
+	ServiceNodePortRange string
+
 	// Controllers selects the built-in controllers (scheduler, replicaset,
 	// ...) that run while this master leads, like kube-controller-manager's
 	// --controllers: "*" for those on by default, "name" to add one, "-name"
@@ -193,6 +204,9 @@ func DefaultConfig() Config {
 
 		NodeMonitorGracePeriod: 50 * time.Second,
 		NodeMonitorPeriod:      5 * time.Second,
+
+		ServiceCIDR:          DefaultServiceCIDR,
+		ServiceNodePortRange: DefaultServiceNodePortRange,
 	}
 }
 
@@ -269,6 +283,12 @@ func (c Config) Validate() error {
 	}
 	if c.Logger == nil {
 		return bad("Logger", "required")
+	}
+	if _, err := parseServiceCIDR(c.ServiceCIDR); err != nil {
+		return bad("ServiceCIDR", "%v", err)
+	}
+	if _, err := parseNodePortRange(c.ServiceNodePortRange); err != nil {
+		return bad("ServiceNodePortRange", "%v", err)
 	}
 	if len(c.Controllers) > 0 {
 		if _, err := controllers.Select(c.Controllers, builtin.Registrations(c.ControllerConfig)); err != nil {

@@ -59,6 +59,10 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of other masters")
 	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft timeouts for slow or distant machines (1 = LAN)")
 	f.DurationVar(&cfg.NodeMonitorGracePeriod, "node-monitor-grace-period", cfg.NodeMonitorGracePeriod, "how long a worker may go without a heartbeat before its node is marked Ready=Unknown")
+	f.StringVar(&cfg.ServiceCIDR, "service-cluster-ip-range", cfg.ServiceCIDR,
+		"CIDR that Service cluster IPs are allocated from (its first host is kept for the kubernetes Service); must be the same on every master")
+	f.StringVar(&cfg.ServiceNodePortRange, "service-node-port-range", cfg.ServiceNodePortRange,
+		"min-max range that NodePort Services' node ports are allocated from; must be the same on every master")
 	f.StringVar(&ctrls, "controllers", "*", "controllers to run while leading: * for the defaults, -name to leave one out, e.g. *,-eventttl (empty runs none)")
 	f.DurationVar(&cfg.ControllerConfig.NodeLifecycle.StartupGracePeriod, "node-startup-grace-period", cfg.ControllerConfig.NodeLifecycle.StartupGracePeriod,
 		"after becoming leader, how long to wait before evicting pods from unready nodes (gives every node a fresh grace period)")
