@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -12,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -67,24 +71,60 @@ func (s *envSource) secret(ctx context.Context, name string) (*pb.Secret, error)
 	return obj.GetSecret(), nil
 }
 
-// resolveEnv turns c's envFrom and env into plain name=value pairs, in
-// Kubernetes' order: envFrom sources first, then env, later names winning.
-// Values read from ConfigMaps, Secrets and fields are escaped so that the
-// runtime's $(VAR) expansion, which applies to literal values only in
-// Kubernetes, leaves them as they are.
+// resolveEnv is resolveContainerEnv without Service environment variables.
+//
+// Deprecated: kept only until worker/podworker.go calls
+// resolveContainerEnv with a.listServices; delete it then.
 func resolveEnv(ctx context.Context, get getObject, pod *pb.Pod, c *pb.Container, hostIP string, nodeAlloc map[string]string) ([]*pb.EnvVar, error) {
+	return resolveContainerEnv(ctx, get, nil, pod, c, hostIP, nodeAlloc)
+}
+
+// resolveContainerEnv turns c's environment into plain name=value pairs the
+// way the kubelet does: the Service variables of the pod's namespace first
+// (unless spec.enableServiceLinks is false), then envFrom sources, then env,
+// later names winning. $(VAR) references in literal env values are expanded
+// here, against the variables defined so far and the Service variables, so
+// that a container may override a Service variable with a value that
+// refers to another variable. Every value returned has its "$" doubled: the
+// runtime's own $(VAR) pass then only turns "$$" back into "$" for values,
+// and expands command and args against the final values. A nil
+// listServices means no Service variables (hollow nodes).
+func resolveContainerEnv(ctx context.Context, get getObject, list listServices, pod *pb.Pod, c *pb.Container, hostIP string, nodeAlloc map[string]string) ([]*pb.EnvVar, error) {
 	src := &envSource{get: get, namespace: pod.GetMetadata().GetNamespace(), configMaps: map[string]*pb.ConfigMap{}, secrets: map[string]*pb.Secret{}}
-	var out []*pb.EnvVar
-	index := map[string]int{}
+	var names []string
+	values := map[string]string{} // final, unescaped
 	set := func(name, value string) {
-		if i, ok := index[name]; ok {
-			out[i].Value = value
-			return
+		if _, ok := values[name]; !ok {
+			names = append(names, name)
 		}
-		index[name] = len(out)
-		out = append(out, &pb.EnvVar{Name: name, Value: value})
+		values[name] = value
 	}
-	escape := func(v string) string { return strings.ReplaceAll(v, "$", "$$") }
+
+	// Service variables do not count as defined for $(VAR) lookups until
+	// envFrom and env have had their say: a literal may refer to a Service
+	// variable that a later env entry overrides (kubelet's
+	// MappingFuncFor(tmpEnv, serviceEnv)).
+	var svcNames []string
+	svcValues := map[string]string{}
+	if list != nil && serviceLinksEnabled(pod) {
+		svcs, err := list(ctx, src.namespace)
+		if err != nil {
+			return nil, fmt.Errorf("%w: list services in namespace %q for the service environment variables (retried on the next sync; set enableServiceLinks: false to start without them): %w", errConfig, src.namespace, err)
+		}
+		for _, e := range serviceEnv(src.namespace, svcs) {
+			if _, ok := svcValues[e.GetName()]; !ok {
+				svcNames = append(svcNames, e.GetName())
+			}
+			svcValues[e.GetName()] = e.GetValue()
+		}
+	}
+	lookup := func(name string) (string, bool) {
+		if v, ok := values[name]; ok {
+			return v, true
+		}
+		v, ok := svcValues[name]
+		return v, ok
+	}
 
 	for _, from := range c.GetEnvFrom() {
 		var data map[string]string
@@ -124,14 +164,14 @@ func resolveEnv(ctx context.Context, get getObject, pod *pb.Pod, c *pb.Container
 			if len(validation.IsEnvVarName(name)) > 0 {
 				continue // as Kubernetes: invalid names are skipped (and reported as an event)
 			}
-			set(name, escape(data[k]))
+			set(name, data[k])
 		}
 	}
 
 	for _, e := range c.GetEnv() {
 		vf := e.GetValueFrom()
 		if vf == nil {
-			set(e.GetName(), e.GetValue())
+			set(e.GetName(), expandRefs(e.GetValue(), lookup))
 			continue
 		}
 		switch {
@@ -140,7 +180,7 @@ func resolveEnv(ctx context.Context, get getObject, pod *pb.Pod, c *pb.Container
 			if err != nil {
 				return nil, err
 			}
-			set(e.GetName(), escape(v))
+			set(e.GetName(), v)
 		case vf.GetResourceFieldRef() != nil:
 			v, err := resourceValue(pod, c, vf.GetResourceFieldRef(), nodeAlloc)
 			if err != nil {
@@ -161,7 +201,7 @@ func resolveEnv(ctx context.Context, get getObject, pod *pb.Pod, c *pb.Container
 			}
 			switch {
 			case ok:
-				set(e.GetName(), escape(v))
+				set(e.GetName(), v)
 			case ref.GetOptional():
 			case cm == nil:
 				return nil, configErr("configmap %q not found", ref.GetName())
@@ -177,7 +217,7 @@ func resolveEnv(ctx context.Context, get getObject, pod *pb.Pod, c *pb.Container
 			v, ok := sec.GetData()[ref.GetKey()]
 			switch {
 			case ok:
-				set(e.GetName(), escape(string(v)))
+				set(e.GetName(), string(v))
 			case ref.GetOptional():
 			case sec == nil:
 				return nil, configErr("secret %q not found", ref.GetName())
@@ -186,7 +226,143 @@ func resolveEnv(ctx context.Context, get getObject, pod *pb.Pod, c *pb.Container
 			}
 		}
 	}
+
+	escape := func(v string) string { return strings.ReplaceAll(v, "$", "$$") }
+	out := make([]*pb.EnvVar, 0, len(svcNames)+len(names))
+	for _, name := range svcNames {
+		if _, overridden := values[name]; !overridden {
+			out = append(out, &pb.EnvVar{Name: name, Value: escape(svcValues[name])})
+		}
+	}
+	for _, name := range names {
+		out = append(out, &pb.EnvVar{Name: name, Value: escape(values[name])})
+	}
 	return out, nil
+}
+
+// listServices lists the Services of one namespace. An error means the
+// list is unknown, not empty: a container must not start without the
+// variables it would have had.
+type listServices func(ctx context.Context, namespace string) ([]*pb.Service, error)
+
+// listServices reads the Services of a namespace from the API.
+func (a *Agent) listServices(ctx context.Context, namespace string) ([]*pb.Service, error) {
+	c, err := a.api.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	objs, _, err := c.List(ctx, "Service", client.ListOptions{Namespace: namespace})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*pb.Service, 0, len(objs))
+	for _, o := range objs {
+		if s := o.GetService(); s != nil {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// serviceLinksEnabled is pod.spec.enableServiceLinks, true when unset.
+func serviceLinksEnabled(pod *pb.Pod) bool {
+	return pod.GetSpec().EnableServiceLinks == nil || pod.GetSpec().GetEnableServiceLinks()
+}
+
+// serviceEnv is the kubelet's envvars.FromServices for the Services of one
+// namespace: for each Service with a cluster IP (headless and ExternalName
+// Services have none), {NAME}_SERVICE_HOST, {NAME}_SERVICE_PORT (the first
+// port), {NAME}_SERVICE_PORT_{PORTNAME} for named ports, and Docker-link
+// variables. Services are taken in name order so that the result does not
+// depend on the list's order. Services of other namespaces are ignored.
+func serviceEnv(namespace string, svcs []*pb.Service) []*pb.EnvVar {
+	svcs = slices.Clone(svcs)
+	slices.SortFunc(svcs, func(a, b *pb.Service) int {
+		return strings.Compare(a.GetMetadata().GetName(), b.GetMetadata().GetName())
+	})
+	var out []*pb.EnvVar
+	add := func(name, value string) { out = append(out, &pb.EnvVar{Name: name, Value: value}) }
+	for _, s := range svcs {
+		ip := s.GetSpec().GetClusterIp()
+		if s.GetMetadata().GetNamespace() != namespace || ip == "" || ip == "None" {
+			continue
+		}
+		prefix := envVarName(s.GetMetadata().GetName())
+		add(prefix+"_SERVICE_HOST", ip)
+		ports := s.GetSpec().GetPorts()
+		if len(ports) == 0 {
+			continue // validation forbids it; the kubelet would crash here
+		}
+		add(prefix+"_SERVICE_PORT", strconv.Itoa(int(ports[0].GetPort())))
+		for _, p := range ports {
+			if p.GetName() != "" {
+				add(prefix+"_SERVICE_PORT_"+envVarName(p.GetName()), strconv.Itoa(int(p.GetPort())))
+			}
+		}
+		for i, p := range ports {
+			proto := p.GetProtocol()
+			if proto == "" {
+				proto = "TCP"
+			}
+			lower := strings.ToLower(proto)
+			port := strconv.Itoa(int(p.GetPort()))
+			url := lower + "://" + net.JoinHostPort(ip, port)
+			if i == 0 {
+				add(prefix+"_PORT", url) // Docker special-cases the first port
+			}
+			pp := prefix + "_PORT_" + port + "_" + strings.ToUpper(proto)
+			add(pp, url)
+			add(pp+"_PROTO", lower)
+			add(pp+"_PORT", port)
+			add(pp+"_ADDR", ip)
+		}
+	}
+	return out
+}
+
+// envVarName is the kubelet's makeEnvVariableName.
+func envVarName(s string) string {
+	return strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
+}
+
+// expandRefs replaces $(VAR) in s the way Kubernetes does (and as the
+// runtime does for command and args): "$$" is a literal "$", references to
+// unknown variables and an unterminated "$(" stay as written.
+func expandRefs(s string, lookup func(string) (string, bool)) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch next := s[i+1]; next {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				b.WriteString("$(")
+				i++
+				continue
+			}
+			name := s[i+2 : i+2+end]
+			if v, ok := lookup(name); ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString("$(" + name + ")")
+			}
+			i += 2 + end
+		default:
+			b.WriteByte('$')
+			b.WriteByte(next)
+			i++
+		}
+	}
+	return b.String()
 }
 
 // fieldValue is the downward API: the value of a pod field selected by an
