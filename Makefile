@@ -6,27 +6,34 @@ LDFLAGS := -X main.version=$(VERSION)
 BIN := bin/skiff
 PROTOC_GEN := $(CURDIR)/.bin
 PROTOS := meta.proto core.proto apps.proto object.proto raft.proto api.proto node.proto
+# Containers get Docker's default seccomp filter only when libcontainer is
+# built with cgo and libseccomp (Debian libseccomp-dev); `make deps` installs
+# it. GOFLAGS reaches every go command, also the builds the tests run.
+export GOFLAGS := -tags=seccomp
 
-.PHONY: help build run test unit e2e chaos bench bench-compare proto verify clean
+.PHONY: help deps build run test unit e2e chaos bench bench-compare proto verify clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## build bin/skiff
+deps: ## install the C library the build needs (libseccomp-dev), if missing
+	@command -v pkg-config >/dev/null && pkg-config --exists libseccomp || { apt-get update -qq && apt-get install -y -qq pkg-config libseccomp-dev; }
+
+build: deps ## build bin/skiff
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/skiff
 
 run: build ## run a local cluster: three masters, a worker and a demo image (Ctrl-C stops it)
 	CGO_ENABLED=0 $(GO) build -o bin/hello ./examples/hello
 	./$(BIN) dev --demo-binary bin/hello
 
-test: ## all tests: unit (with -race) and the short end-to-end suite
+test: deps ## all tests: unit (with -race) and the short end-to-end suite
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-unit: ## unit tests only (no e2e)
+unit: deps ## unit tests only (no e2e)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
-e2e: ## end-to-end tests with real processes
+e2e: deps ## end-to-end tests with real processes
 	$(GO) test -count=1 -timeout 30m -v ./e2e/
 
 # CHAOSFLAGS passes flags to the chaos suite, e.g.
@@ -34,7 +41,7 @@ e2e: ## end-to-end tests with real processes
 # (all: go test ./e2e -args -h | grep chaos). The short version runs in `make test`.
 CHAOSFLAGS ?=
 
-chaos: ## the full chaos suite (~15 min): kills, pauses, partitions, restarts; tables + JSON report
+chaos: deps ## the full chaos suite (~15 min): kills, pauses, partitions, restarts; tables + JSON report
 	$(GO) test -count=1 -timeout 90m -v ./e2e/ -run Chaos -chaos.full $(CHAOSFLAGS)
 
 # BENCH=name runs one benchmark (micro, raft, writes, failover, scale,

@@ -26,8 +26,11 @@ var (
 	}
 )
 
-// allCapabilities lists every capability the kernel supports, in
-// libcontainer's "CAP_X" form.
+// allCapabilities lists every capability the worker can give a container,
+// in libcontainer's "CAP_X" form: those the kernel supports and the worker
+// holds in its own bounding set (a worker inside a restricted VM or
+// container lacks some, and a container cannot get more than its creator
+// has; containerd's privileged mode does the same).
 var allCapabilities = sync.OnceValue(func() []string {
 	caps, err := capability.ListSupported()
 	if err != nil {
@@ -35,6 +38,9 @@ var allCapabilities = sync.OnceValue(func() []string {
 	}
 	out := make([]string, 0, len(caps))
 	for _, c := range caps {
+		if ok, err := capability.GetBound(c); err == nil && !ok {
+			continue
+		}
 		out = append(out, "CAP_"+strings.ToUpper(c.String()))
 	}
 	return out
@@ -42,7 +48,10 @@ var allCapabilities = sync.OnceValue(func() []string {
 
 // containerConfig builds the libcontainer config of container id in sb.
 // The process (args, env, user) is not part of it: the shim supplies that
-// once the user is resolved against the rootfs.
+// once the user is resolved against the rootfs. caps is the container's
+// capability set (resolveCapabilities); it is the bounding, effective and
+// permitted set, with none inheritable or ambient, as runc's default spec
+// has it, so a non-root user's processes hold none after exec.
 func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec ContainerSpec, res resources, caps []string) *configs.Config {
 	sc := spec.Container.GetSecurityContext()
 	privileged := sc.GetPrivileged()
@@ -72,7 +81,9 @@ func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec Co
 		{Source: "cgroup", Destination: "/sys/fs/cgroup", Device: "cgroup", Flags: noexec | unix.MS_RELATIME | unix.MS_RDONLY},
 	}
 	if privileged {
+		// /sys and the cgroup tree writable, as Docker's --privileged.
 		mounts[5].Flags &^= unix.MS_RDONLY
+		mounts[6].Flags &^= unix.MS_RDONLY
 	}
 	for _, m := range spec.Mounts {
 		flags := unix.MS_BIND | unix.MS_REC
@@ -97,9 +108,13 @@ func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec Co
 		}
 	}
 	if privileged {
-		// Every device is accessible, though only the default nodes exist
-		// in /dev.
+		// Every device is accessible, and the host's nodes exist in /dev.
 		rules = []*devices.Rule{{Type: devices.WildcardDevice, Major: devices.Wildcard, Minor: devices.Wildcard, Permissions: "rwm", Allow: true}}
+		host, err := hostDevices(devs)
+		if err != nil {
+			r.log.Warn("privileged container gets only the default devices", "id", id, "err", err)
+		}
+		devs = append(devs, host...)
 	}
 
 	resources := &cgroups.Resources{
@@ -129,11 +144,18 @@ func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec Co
 			Path:      path.Join(sb.CgroupPath, id),
 			Resources: resources,
 		},
-		NoNewPrivileges: sc != nil && sc.AllowPrivilegeEscalation != nil && !sc.GetAllowPrivilegeEscalation(),
+		NoNewPrivileges: noNewPrivileges(sc),
 	}
 	if !privileged {
 		cfg.MaskPaths = maskedPaths
 		cfg.ReadonlyPaths = readonlyPaths
 	}
+	seccomp, err := seccompConfig(seccompProfile(sc, spec.Security), caps, r.log)
+	if err != nil {
+		// Fail closed: such a container does not start.
+		r.log.Error("cannot build the seccomp profile: the container will fail to start", "id", id, "err", err)
+		seccomp = denyAllSeccomp()
+	}
+	cfg.Seccomp = seccomp
 	return cfg
 }

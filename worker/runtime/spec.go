@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moby/sys/capability"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -100,7 +101,14 @@ func resolveProcess(c *pb.Container, img image.ImageConfig, podSC *pb.PodSecurit
 	for _, g := range podSC.GetSupplementalGroups() {
 		p.AdditionalGids = append(p.AdditionalGids, int(g))
 	}
+	// fsGroup owns the pod's volumes; every container is in it.
+	if podSC != nil && podSC.FsGroup != nil && !slices.Contains(p.AdditionalGids, int(podSC.GetFsGroup())) {
+		p.AdditionalGids = append(p.AdditionalGids, int(podSC.GetFsGroup()))
+	}
 	p.Terminal = c.GetTty()
+	if err := checkNonRoot(p); err != nil {
+		return p, err
+	}
 	return p, nil
 }
 
@@ -262,12 +270,16 @@ var defaultCapabilities = []string{
 // resolveCapabilities applies securityContext.capabilities to the default
 // set as containerd's CRI plugin does: add ALL starts from every
 // capability, drop ALL from none; then adds are added and drops removed.
-// privileged gets every capability. all lists every known capability.
+// privileged gets every capability. all lists every capability the
+// worker can give (those in its own bounding set).
 func resolveCapabilities(sc *pb.SecurityContext, all []string) ([]string, error) {
+	if err := validateSecurityContext(sc); err != nil {
+		return nil, err
+	}
 	if sc.GetPrivileged() {
 		return slices.Clone(all), nil
 	}
-	norm := func(in []string) ([]string, bool, error) {
+	norm := func(in []string, valid func(string) bool) ([]string, bool, error) {
 		var out []string
 		hasAll := false
 		for _, c := range in {
@@ -279,22 +291,27 @@ func resolveCapabilities(sc *pb.SecurityContext, all []string) ([]string, error)
 			if !strings.HasPrefix(n, "CAP_") {
 				n = "CAP_" + n
 			}
-			if !slices.Contains(all, n) {
-				return nil, false, fmt.Errorf("%w: unknown capability %q", ErrInvalidSpec, c)
+			if !valid(n) {
+				return nil, false, fmt.Errorf("%w: capability %q is unknown or not in the worker's own bounding set", ErrInvalidSpec, c)
 			}
 			out = append(out, n)
 		}
 		return out, hasAll, nil
 	}
-	add, addAll, err := norm(sc.GetCapabilities().GetAdd())
+	available := func(n string) bool { return slices.Contains(all, n) }
+	add, addAll, err := norm(sc.GetCapabilities().GetAdd(), available)
 	if err != nil {
 		return nil, err
 	}
-	drop, dropAll, err := norm(sc.GetCapabilities().GetDrop())
+	// Dropping a capability the worker cannot give anyway is fine; a
+	// misspelt one is not.
+	drop, dropAll, err := norm(sc.GetCapabilities().GetDrop(), func(n string) bool { return available(n) || knownCapability(n) })
 	if err != nil {
 		return nil, err
 	}
-	caps := slices.Clone(defaultCapabilities)
+	// The defaults the worker itself lacks (a worker in a restricted
+	// container) are left out rather than failing every start.
+	caps := slices.DeleteFunc(slices.Clone(defaultCapabilities), func(c string) bool { return !available(c) })
 	if addAll {
 		caps = slices.Clone(all)
 	}
@@ -309,4 +326,15 @@ func resolveCapabilities(sc *pb.SecurityContext, all []string) ([]string, error)
 	caps = slices.DeleteFunc(caps, func(c string) bool { return slices.Contains(drop, c) })
 	slices.Sort(caps)
 	return caps, nil
+}
+
+// knownCapability reports whether n ("CAP_X") names a capability some
+// kernel has.
+func knownCapability(n string) bool {
+	for _, c := range capability.ListKnown() {
+		if "CAP_"+strings.ToUpper(c.String()) == n {
+			return true
+		}
+	}
+	return false
 }

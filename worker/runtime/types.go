@@ -29,6 +29,10 @@ var (
 	ErrInvalidSpec = errors.New("invalid container spec")
 	// ErrUnsupported is returned on platforms other than Linux.
 	ErrUnsupported = errors.New("container runtime is only supported on linux")
+	// ErrRunAsNonRoot is returned by StartContainer for a container with
+	// runAsNonRoot whose user is root (Kubernetes reports it as
+	// CreateContainerConfigError).
+	ErrRunAsNonRoot = errors.New("container has runAsNonRoot and image will run as root")
 )
 
 // Config configures a Runtime.
@@ -152,13 +156,22 @@ type ContainerSpec struct {
 	// imagePullPolicy (only when Image is nil), command, args, workingDir,
 	// env (Name/Value: the caller resolves valueFrom and envFrom into
 	// plain values first), resources, securityContext, tty.
+	//
+	// securityContext: privileged, capabilities (add/drop, names with or
+	// without "CAP_", "ALL"), allowPrivilegeEscalation, runAsUser,
+	// runAsGroup, runAsNonRoot and readOnlyRootFilesystem; container-level
+	// fields win over PodSecurityContext's.
 	Container *pb.Container
 	// Image is the container's image from the image store. If nil, the
 	// runtime ensures Container.Image through Config.Images.
 	Image *image.Image
 	// PodSecurityContext supplies pod-level runAsUser, runAsGroup,
-	// runAsNonRoot and supplementalGroups. May be nil.
+	// runAsNonRoot, supplementalGroups and fsGroup (added to the
+	// process's groups, as the kubelet does). May be nil.
 	PodSecurityContext *pb.PodSecurityContext
+	// Security holds the security settings the securityContext cannot
+	// express. Nil means the defaults.
+	Security *Security
 	// Mounts are the container's volumes, resolved to host paths by the
 	// caller.
 	Mounts []Mount
@@ -166,6 +179,18 @@ type ContainerSpec struct {
 	// so a restarted worker can tell which pod container (and which
 	// attempt) it is.
 	Labels map[string]string
+}
+
+// Security is what a container's hardening depends on beyond its pod's
+// and its own securityContext, which StartContainer reads from
+// ContainerSpec.Container and ContainerSpec.PodSecurityContext. The zero
+// value is the secure default.
+type Security struct {
+	// Seccomp is the container's seccomp profile; "" means
+	// SeccompRuntimeDefault. Privileged containers are always Unconfined.
+	// (The API has no securityContext.seccompProfile yet; the worker takes
+	// it from the pod's seccomp annotations.)
+	Seccomp SeccompProfile
 }
 
 // State is a container's lifecycle state.
