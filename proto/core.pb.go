@@ -2643,6 +2643,7 @@ type SecurityContext struct {
 	RunAsNonRoot             *bool                  `protobuf:"varint,5,opt,name=run_as_non_root,json=runAsNonRoot,proto3,oneof" json:"run_as_non_root,omitempty"`
 	ReadOnlyRootFilesystem   *bool                  `protobuf:"varint,6,opt,name=read_only_root_filesystem,json=readOnlyRootFilesystem,proto3,oneof" json:"read_only_root_filesystem,omitempty"`
 	AllowPrivilegeEscalation *bool                  `protobuf:"varint,7,opt,name=allow_privilege_escalation,json=allowPrivilegeEscalation,proto3,oneof" json:"allow_privilege_escalation,omitempty"`
+	SeccompProfile           *SeccompProfile        `protobuf:"bytes,8,opt,name=seccomp_profile,json=seccompProfile,proto3" json:"seccomp_profile,omitempty"`
 	unknownFields            protoimpl.UnknownFields
 	sizeCache                protoimpl.SizeCache
 }
@@ -2726,6 +2727,68 @@ func (x *SecurityContext) GetAllowPrivilegeEscalation() bool {
 	return false
 }
 
+func (x *SecurityContext) GetSeccompProfile() *SeccompProfile {
+	if x != nil {
+		return x.SeccompProfile
+	}
+	return nil
+}
+
+// SeccompProfile picks a container's seccomp filter: RuntimeDefault
+// (Docker's default profile, what skiff applies when nothing is set),
+// Unconfined, or Localhost (not supported by skiff's workers).
+type SeccompProfile struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Type             string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	LocalhostProfile string                 `protobuf:"bytes,2,opt,name=localhost_profile,json=localhostProfile,proto3" json:"localhost_profile,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SeccompProfile) Reset() {
+	*x = SeccompProfile{}
+	mi := &file_core_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeccompProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeccompProfile) ProtoMessage() {}
+
+func (x *SeccompProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_core_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeccompProfile.ProtoReflect.Descriptor instead.
+func (*SeccompProfile) Descriptor() ([]byte, []int) {
+	return file_core_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SeccompProfile) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SeccompProfile) GetLocalhostProfile() string {
+	if x != nil {
+		return x.LocalhostProfile
+	}
+	return ""
+}
+
 type Capabilities struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Add           []string               `protobuf:"bytes,1,rep,name=add,proto3" json:"add,omitempty"`
@@ -2736,7 +2799,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_core_proto_msgTypes[38]
+	mi := &file_core_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +2811,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[38]
+	mi := &file_core_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +2824,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{38}
+	return file_core_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Capabilities) GetAdd() []string {
@@ -2785,13 +2848,14 @@ type PodSecurityContext struct {
 	RunAsNonRoot       *bool                  `protobuf:"varint,3,opt,name=run_as_non_root,json=runAsNonRoot,proto3,oneof" json:"run_as_non_root,omitempty"`
 	SupplementalGroups []int64                `protobuf:"varint,4,rep,packed,name=supplemental_groups,json=supplementalGroups,proto3" json:"supplemental_groups,omitempty"`
 	FsGroup            *int64                 `protobuf:"varint,5,opt,name=fs_group,json=fsGroup,proto3,oneof" json:"fs_group,omitempty"`
+	SeccompProfile     *SeccompProfile        `protobuf:"bytes,6,opt,name=seccomp_profile,json=seccompProfile,proto3" json:"seccomp_profile,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
 
 func (x *PodSecurityContext) Reset() {
 	*x = PodSecurityContext{}
-	mi := &file_core_proto_msgTypes[39]
+	mi := &file_core_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2867,7 @@ func (x *PodSecurityContext) String() string {
 func (*PodSecurityContext) ProtoMessage() {}
 
 func (x *PodSecurityContext) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[39]
+	mi := &file_core_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2880,7 @@ func (x *PodSecurityContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodSecurityContext.ProtoReflect.Descriptor instead.
 func (*PodSecurityContext) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{39}
+	return file_core_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PodSecurityContext) GetRunAsUser() int64 {
@@ -2854,6 +2918,13 @@ func (x *PodSecurityContext) GetFsGroup() int64 {
 	return 0
 }
 
+func (x *PodSecurityContext) GetSeccompProfile() *SeccompProfile {
+	if x != nil {
+		return x.SeccompProfile
+	}
+	return nil
+}
+
 type Volume struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2867,7 +2938,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_core_proto_msgTypes[40]
+	mi := &file_core_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +2950,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[40]
+	mi := &file_core_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +2963,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{40}
+	return file_core_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Volume) GetName() string {
@@ -2940,7 +3011,7 @@ type EmptyDirVolumeSource struct {
 
 func (x *EmptyDirVolumeSource) Reset() {
 	*x = EmptyDirVolumeSource{}
-	mi := &file_core_proto_msgTypes[41]
+	mi := &file_core_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3023,7 @@ func (x *EmptyDirVolumeSource) String() string {
 func (*EmptyDirVolumeSource) ProtoMessage() {}
 
 func (x *EmptyDirVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[41]
+	mi := &file_core_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3036,7 @@ func (x *EmptyDirVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmptyDirVolumeSource.ProtoReflect.Descriptor instead.
 func (*EmptyDirVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{41}
+	return file_core_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EmptyDirVolumeSource) GetMedium() string {
@@ -2992,7 +3063,7 @@ type HostPathVolumeSource struct {
 
 func (x *HostPathVolumeSource) Reset() {
 	*x = HostPathVolumeSource{}
-	mi := &file_core_proto_msgTypes[42]
+	mi := &file_core_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3075,7 @@ func (x *HostPathVolumeSource) String() string {
 func (*HostPathVolumeSource) ProtoMessage() {}
 
 func (x *HostPathVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[42]
+	mi := &file_core_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3088,7 @@ func (x *HostPathVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPathVolumeSource.ProtoReflect.Descriptor instead.
 func (*HostPathVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{42}
+	return file_core_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *HostPathVolumeSource) GetPath() string {
@@ -3045,7 +3116,7 @@ type KeyToPath struct {
 
 func (x *KeyToPath) Reset() {
 	*x = KeyToPath{}
-	mi := &file_core_proto_msgTypes[43]
+	mi := &file_core_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3128,7 @@ func (x *KeyToPath) String() string {
 func (*KeyToPath) ProtoMessage() {}
 
 func (x *KeyToPath) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[43]
+	mi := &file_core_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3141,7 @@ func (x *KeyToPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyToPath.ProtoReflect.Descriptor instead.
 func (*KeyToPath) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{43}
+	return file_core_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *KeyToPath) GetKey() string {
@@ -3106,7 +3177,7 @@ type ConfigMapVolumeSource struct {
 
 func (x *ConfigMapVolumeSource) Reset() {
 	*x = ConfigMapVolumeSource{}
-	mi := &file_core_proto_msgTypes[44]
+	mi := &file_core_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3118,7 +3189,7 @@ func (x *ConfigMapVolumeSource) String() string {
 func (*ConfigMapVolumeSource) ProtoMessage() {}
 
 func (x *ConfigMapVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[44]
+	mi := &file_core_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3131,7 +3202,7 @@ func (x *ConfigMapVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigMapVolumeSource.ProtoReflect.Descriptor instead.
 func (*ConfigMapVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{44}
+	return file_core_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ConfigMapVolumeSource) GetName() string {
@@ -3174,7 +3245,7 @@ type SecretVolumeSource struct {
 
 func (x *SecretVolumeSource) Reset() {
 	*x = SecretVolumeSource{}
-	mi := &file_core_proto_msgTypes[45]
+	mi := &file_core_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3186,7 +3257,7 @@ func (x *SecretVolumeSource) String() string {
 func (*SecretVolumeSource) ProtoMessage() {}
 
 func (x *SecretVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[45]
+	mi := &file_core_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3199,7 +3270,7 @@ func (x *SecretVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretVolumeSource.ProtoReflect.Descriptor instead.
 func (*SecretVolumeSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{45}
+	return file_core_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SecretVolumeSource) GetSecretName() string {
@@ -3239,7 +3310,7 @@ type Affinity struct {
 
 func (x *Affinity) Reset() {
 	*x = Affinity{}
-	mi := &file_core_proto_msgTypes[46]
+	mi := &file_core_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3251,7 +3322,7 @@ func (x *Affinity) String() string {
 func (*Affinity) ProtoMessage() {}
 
 func (x *Affinity) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[46]
+	mi := &file_core_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3264,7 +3335,7 @@ func (x *Affinity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Affinity.ProtoReflect.Descriptor instead.
 func (*Affinity) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{46}
+	return file_core_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Affinity) GetNodeAffinity() *NodeAffinity {
@@ -3284,7 +3355,7 @@ type NodeAffinity struct {
 
 func (x *NodeAffinity) Reset() {
 	*x = NodeAffinity{}
-	mi := &file_core_proto_msgTypes[47]
+	mi := &file_core_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3296,7 +3367,7 @@ func (x *NodeAffinity) String() string {
 func (*NodeAffinity) ProtoMessage() {}
 
 func (x *NodeAffinity) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[47]
+	mi := &file_core_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3309,7 +3380,7 @@ func (x *NodeAffinity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAffinity.ProtoReflect.Descriptor instead.
 func (*NodeAffinity) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{47}
+	return file_core_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *NodeAffinity) GetRequiredDuringSchedulingIgnoredDuringExecution() *NodeSelector {
@@ -3335,7 +3406,7 @@ type NodeSelector struct {
 
 func (x *NodeSelector) Reset() {
 	*x = NodeSelector{}
-	mi := &file_core_proto_msgTypes[48]
+	mi := &file_core_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3347,7 +3418,7 @@ func (x *NodeSelector) String() string {
 func (*NodeSelector) ProtoMessage() {}
 
 func (x *NodeSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[48]
+	mi := &file_core_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3360,7 +3431,7 @@ func (x *NodeSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSelector.ProtoReflect.Descriptor instead.
 func (*NodeSelector) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{48}
+	return file_core_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *NodeSelector) GetNodeSelectorTerms() []*NodeSelectorTerm {
@@ -3380,7 +3451,7 @@ type NodeSelectorTerm struct {
 
 func (x *NodeSelectorTerm) Reset() {
 	*x = NodeSelectorTerm{}
-	mi := &file_core_proto_msgTypes[49]
+	mi := &file_core_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3392,7 +3463,7 @@ func (x *NodeSelectorTerm) String() string {
 func (*NodeSelectorTerm) ProtoMessage() {}
 
 func (x *NodeSelectorTerm) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[49]
+	mi := &file_core_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3405,7 +3476,7 @@ func (x *NodeSelectorTerm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSelectorTerm.ProtoReflect.Descriptor instead.
 func (*NodeSelectorTerm) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{49}
+	return file_core_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *NodeSelectorTerm) GetMatchExpressions() []*NodeSelectorRequirement {
@@ -3433,7 +3504,7 @@ type NodeSelectorRequirement struct {
 
 func (x *NodeSelectorRequirement) Reset() {
 	*x = NodeSelectorRequirement{}
-	mi := &file_core_proto_msgTypes[50]
+	mi := &file_core_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3516,7 @@ func (x *NodeSelectorRequirement) String() string {
 func (*NodeSelectorRequirement) ProtoMessage() {}
 
 func (x *NodeSelectorRequirement) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[50]
+	mi := &file_core_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3529,7 @@ func (x *NodeSelectorRequirement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSelectorRequirement.ProtoReflect.Descriptor instead.
 func (*NodeSelectorRequirement) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{50}
+	return file_core_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *NodeSelectorRequirement) GetKey() string {
@@ -3492,7 +3563,7 @@ type PreferredSchedulingTerm struct {
 
 func (x *PreferredSchedulingTerm) Reset() {
 	*x = PreferredSchedulingTerm{}
-	mi := &file_core_proto_msgTypes[51]
+	mi := &file_core_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3575,7 @@ func (x *PreferredSchedulingTerm) String() string {
 func (*PreferredSchedulingTerm) ProtoMessage() {}
 
 func (x *PreferredSchedulingTerm) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[51]
+	mi := &file_core_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3588,7 @@ func (x *PreferredSchedulingTerm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreferredSchedulingTerm.ProtoReflect.Descriptor instead.
 func (*PreferredSchedulingTerm) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{51}
+	return file_core_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PreferredSchedulingTerm) GetWeight() int32 {
@@ -3547,7 +3618,7 @@ type Toleration struct {
 
 func (x *Toleration) Reset() {
 	*x = Toleration{}
-	mi := &file_core_proto_msgTypes[52]
+	mi := &file_core_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3559,7 +3630,7 @@ func (x *Toleration) String() string {
 func (*Toleration) ProtoMessage() {}
 
 func (x *Toleration) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[52]
+	mi := &file_core_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3572,7 +3643,7 @@ func (x *Toleration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Toleration.ProtoReflect.Descriptor instead.
 func (*Toleration) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{52}
+	return file_core_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Toleration) GetKey() string {
@@ -3630,7 +3701,7 @@ type PodStatus struct {
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_core_proto_msgTypes[53]
+	mi := &file_core_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +3713,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[53]
+	mi := &file_core_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +3726,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{53}
+	return file_core_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -3751,7 +3822,7 @@ type PodIP struct {
 
 func (x *PodIP) Reset() {
 	*x = PodIP{}
-	mi := &file_core_proto_msgTypes[54]
+	mi := &file_core_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3763,7 +3834,7 @@ func (x *PodIP) String() string {
 func (*PodIP) ProtoMessage() {}
 
 func (x *PodIP) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[54]
+	mi := &file_core_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3776,7 +3847,7 @@ func (x *PodIP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodIP.ProtoReflect.Descriptor instead.
 func (*PodIP) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{54}
+	return file_core_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PodIP) GetIp() string {
@@ -3800,7 +3871,7 @@ type PodCondition struct {
 
 func (x *PodCondition) Reset() {
 	*x = PodCondition{}
-	mi := &file_core_proto_msgTypes[55]
+	mi := &file_core_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +3883,7 @@ func (x *PodCondition) String() string {
 func (*PodCondition) ProtoMessage() {}
 
 func (x *PodCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[55]
+	mi := &file_core_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +3896,7 @@ func (x *PodCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodCondition.ProtoReflect.Descriptor instead.
 func (*PodCondition) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{55}
+	return file_core_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PodCondition) GetType() string {
@@ -3887,7 +3958,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_core_proto_msgTypes[56]
+	mi := &file_core_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3899,7 +3970,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[56]
+	mi := &file_core_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3912,7 +3983,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{56}
+	return file_core_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -3989,7 +4060,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_core_proto_msgTypes[57]
+	mi := &file_core_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4001,7 +4072,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[57]
+	mi := &file_core_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4014,7 +4085,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{57}
+	return file_core_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ContainerState) GetWaiting() *ContainerStateWaiting {
@@ -4048,7 +4119,7 @@ type ContainerStateWaiting struct {
 
 func (x *ContainerStateWaiting) Reset() {
 	*x = ContainerStateWaiting{}
-	mi := &file_core_proto_msgTypes[58]
+	mi := &file_core_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4060,7 +4131,7 @@ func (x *ContainerStateWaiting) String() string {
 func (*ContainerStateWaiting) ProtoMessage() {}
 
 func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[58]
+	mi := &file_core_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4073,7 +4144,7 @@ func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateWaiting.ProtoReflect.Descriptor instead.
 func (*ContainerStateWaiting) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{58}
+	return file_core_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ContainerStateWaiting) GetReason() string {
@@ -4099,7 +4170,7 @@ type ContainerStateRunning struct {
 
 func (x *ContainerStateRunning) Reset() {
 	*x = ContainerStateRunning{}
-	mi := &file_core_proto_msgTypes[59]
+	mi := &file_core_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4111,7 +4182,7 @@ func (x *ContainerStateRunning) String() string {
 func (*ContainerStateRunning) ProtoMessage() {}
 
 func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[59]
+	mi := &file_core_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4124,7 +4195,7 @@ func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateRunning.ProtoReflect.Descriptor instead.
 func (*ContainerStateRunning) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{59}
+	return file_core_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ContainerStateRunning) GetStartedAt() *timestamppb.Timestamp {
@@ -4149,7 +4220,7 @@ type ContainerStateTerminated struct {
 
 func (x *ContainerStateTerminated) Reset() {
 	*x = ContainerStateTerminated{}
-	mi := &file_core_proto_msgTypes[60]
+	mi := &file_core_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4161,7 +4232,7 @@ func (x *ContainerStateTerminated) String() string {
 func (*ContainerStateTerminated) ProtoMessage() {}
 
 func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[60]
+	mi := &file_core_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4174,7 +4245,7 @@ func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateTerminated.ProtoReflect.Descriptor instead.
 func (*ContainerStateTerminated) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{60}
+	return file_core_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ContainerStateTerminated) GetExitCode() int32 {
@@ -4239,7 +4310,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_core_proto_msgTypes[61]
+	mi := &file_core_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4251,7 +4322,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[61]
+	mi := &file_core_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4264,7 +4335,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{61}
+	return file_core_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Service) GetApiVersion() string {
@@ -4321,7 +4392,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_core_proto_msgTypes[62]
+	mi := &file_core_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4333,7 +4404,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[62]
+	mi := &file_core_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4346,7 +4417,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{62}
+	return file_core_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ServiceSpec) GetPorts() []*ServicePort {
@@ -4439,7 +4510,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_core_proto_msgTypes[63]
+	mi := &file_core_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4451,7 +4522,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[63]
+	mi := &file_core_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4464,7 +4535,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{63}
+	return file_core_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ServicePort) GetName() string {
@@ -4511,7 +4582,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_core_proto_msgTypes[64]
+	mi := &file_core_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4523,7 +4594,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[64]
+	mi := &file_core_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4536,7 +4607,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{64}
+	return file_core_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ServiceStatus) GetLoadBalancer() *LoadBalancerStatus {
@@ -4555,7 +4626,7 @@ type LoadBalancerStatus struct {
 
 func (x *LoadBalancerStatus) Reset() {
 	*x = LoadBalancerStatus{}
-	mi := &file_core_proto_msgTypes[65]
+	mi := &file_core_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4567,7 +4638,7 @@ func (x *LoadBalancerStatus) String() string {
 func (*LoadBalancerStatus) ProtoMessage() {}
 
 func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[65]
+	mi := &file_core_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4580,7 +4651,7 @@ func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerStatus.ProtoReflect.Descriptor instead.
 func (*LoadBalancerStatus) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{65}
+	return file_core_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *LoadBalancerStatus) GetIngress() []*LoadBalancerIngress {
@@ -4600,7 +4671,7 @@ type LoadBalancerIngress struct {
 
 func (x *LoadBalancerIngress) Reset() {
 	*x = LoadBalancerIngress{}
-	mi := &file_core_proto_msgTypes[66]
+	mi := &file_core_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4612,7 +4683,7 @@ func (x *LoadBalancerIngress) String() string {
 func (*LoadBalancerIngress) ProtoMessage() {}
 
 func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[66]
+	mi := &file_core_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4625,7 +4696,7 @@ func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerIngress.ProtoReflect.Descriptor instead.
 func (*LoadBalancerIngress) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{66}
+	return file_core_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *LoadBalancerIngress) GetIp() string {
@@ -4654,7 +4725,7 @@ type Endpoints struct {
 
 func (x *Endpoints) Reset() {
 	*x = Endpoints{}
-	mi := &file_core_proto_msgTypes[67]
+	mi := &file_core_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4666,7 +4737,7 @@ func (x *Endpoints) String() string {
 func (*Endpoints) ProtoMessage() {}
 
 func (x *Endpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[67]
+	mi := &file_core_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4679,7 +4750,7 @@ func (x *Endpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoints.ProtoReflect.Descriptor instead.
 func (*Endpoints) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{67}
+	return file_core_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Endpoints) GetApiVersion() string {
@@ -4721,7 +4792,7 @@ type EndpointSubset struct {
 
 func (x *EndpointSubset) Reset() {
 	*x = EndpointSubset{}
-	mi := &file_core_proto_msgTypes[68]
+	mi := &file_core_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4733,7 +4804,7 @@ func (x *EndpointSubset) String() string {
 func (*EndpointSubset) ProtoMessage() {}
 
 func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[68]
+	mi := &file_core_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4746,7 +4817,7 @@ func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSubset.ProtoReflect.Descriptor instead.
 func (*EndpointSubset) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{68}
+	return file_core_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *EndpointSubset) GetAddresses() []*EndpointAddress {
@@ -4782,7 +4853,7 @@ type EndpointAddress struct {
 
 func (x *EndpointAddress) Reset() {
 	*x = EndpointAddress{}
-	mi := &file_core_proto_msgTypes[69]
+	mi := &file_core_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4794,7 +4865,7 @@ func (x *EndpointAddress) String() string {
 func (*EndpointAddress) ProtoMessage() {}
 
 func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[69]
+	mi := &file_core_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4807,7 +4878,7 @@ func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointAddress.ProtoReflect.Descriptor instead.
 func (*EndpointAddress) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{69}
+	return file_core_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *EndpointAddress) GetIp() string {
@@ -4849,7 +4920,7 @@ type EndpointPort struct {
 
 func (x *EndpointPort) Reset() {
 	*x = EndpointPort{}
-	mi := &file_core_proto_msgTypes[70]
+	mi := &file_core_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4861,7 +4932,7 @@ func (x *EndpointPort) String() string {
 func (*EndpointPort) ProtoMessage() {}
 
 func (x *EndpointPort) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[70]
+	mi := &file_core_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4874,7 +4945,7 @@ func (x *EndpointPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointPort.ProtoReflect.Descriptor instead.
 func (*EndpointPort) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{70}
+	return file_core_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *EndpointPort) GetName() string {
@@ -4912,7 +4983,7 @@ type ConfigMap struct {
 
 func (x *ConfigMap) Reset() {
 	*x = ConfigMap{}
-	mi := &file_core_proto_msgTypes[71]
+	mi := &file_core_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4924,7 +4995,7 @@ func (x *ConfigMap) String() string {
 func (*ConfigMap) ProtoMessage() {}
 
 func (x *ConfigMap) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[71]
+	mi := &file_core_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4937,7 +5008,7 @@ func (x *ConfigMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigMap.ProtoReflect.Descriptor instead.
 func (*ConfigMap) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{71}
+	return file_core_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ConfigMap) GetApiVersion() string {
@@ -4997,7 +5068,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_core_proto_msgTypes[72]
+	mi := &file_core_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5009,7 +5080,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[72]
+	mi := &file_core_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5022,7 +5093,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{72}
+	return file_core_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *Secret) GetApiVersion() string {
@@ -5095,7 +5166,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_core_proto_msgTypes[73]
+	mi := &file_core_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5107,7 +5178,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[73]
+	mi := &file_core_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5120,7 +5191,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{73}
+	return file_core_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *Event) GetApiVersion() string {
@@ -5224,7 +5295,7 @@ type EventSource struct {
 
 func (x *EventSource) Reset() {
 	*x = EventSource{}
-	mi := &file_core_proto_msgTypes[74]
+	mi := &file_core_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5236,7 +5307,7 @@ func (x *EventSource) String() string {
 func (*EventSource) ProtoMessage() {}
 
 func (x *EventSource) ProtoReflect() protoreflect.Message {
-	mi := &file_core_proto_msgTypes[74]
+	mi := &file_core_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5249,7 +5320,7 @@ func (x *EventSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventSource.ProtoReflect.Descriptor instead.
 func (*EventSource) Descriptor() ([]byte, []int) {
-	return file_core_proto_rawDescGZIP(), []int{74}
+	return file_core_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *EventSource) GetComponent() string {
@@ -5520,7 +5591,7 @@ const file_core_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"9\n" +
 	"\x0fTCPSocketAction\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\x12\x12\n" +
-	"\x04host\x18\x02 \x01(\tR\x04host\"\xee\x03\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\"\xb1\x04\n" +
 	"\x0fSecurityContext\x12:\n" +
 	"\fcapabilities\x18\x01 \x01(\v2\x16.skiff.v1.CapabilitiesR\fcapabilities\x12#\n" +
 	"\n" +
@@ -5531,23 +5602,28 @@ const file_core_proto_rawDesc = "" +
 	"runAsGroup\x88\x01\x01\x12*\n" +
 	"\x0frun_as_non_root\x18\x05 \x01(\bH\x03R\frunAsNonRoot\x88\x01\x01\x12>\n" +
 	"\x19read_only_root_filesystem\x18\x06 \x01(\bH\x04R\x16readOnlyRootFilesystem\x88\x01\x01\x12A\n" +
-	"\x1aallow_privilege_escalation\x18\a \x01(\bH\x05R\x18allowPrivilegeEscalation\x88\x01\x01B\r\n" +
+	"\x1aallow_privilege_escalation\x18\a \x01(\bH\x05R\x18allowPrivilegeEscalation\x88\x01\x01\x12A\n" +
+	"\x0fseccomp_profile\x18\b \x01(\v2\x18.skiff.v1.SeccompProfileR\x0eseccompProfileB\r\n" +
 	"\v_privilegedB\x0e\n" +
 	"\f_run_as_userB\x0f\n" +
 	"\r_run_as_groupB\x12\n" +
 	"\x10_run_as_non_rootB\x1c\n" +
 	"\x1a_read_only_root_filesystemB\x1d\n" +
-	"\x1b_allow_privilege_escalation\"4\n" +
+	"\x1b_allow_privilege_escalation\"Q\n" +
+	"\x0eSeccompProfile\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12+\n" +
+	"\x11localhost_profile\x18\x02 \x01(\tR\x10localhostProfile\"4\n" +
 	"\fCapabilities\x12\x10\n" +
 	"\x03add\x18\x01 \x03(\tR\x03add\x12\x12\n" +
-	"\x04drop\x18\x02 \x03(\tR\x04drop\"\x9f\x02\n" +
+	"\x04drop\x18\x02 \x03(\tR\x04drop\"\xe2\x02\n" +
 	"\x12PodSecurityContext\x12#\n" +
 	"\vrun_as_user\x18\x01 \x01(\x03H\x00R\trunAsUser\x88\x01\x01\x12%\n" +
 	"\frun_as_group\x18\x02 \x01(\x03H\x01R\n" +
 	"runAsGroup\x88\x01\x01\x12*\n" +
 	"\x0frun_as_non_root\x18\x03 \x01(\bH\x02R\frunAsNonRoot\x88\x01\x01\x12/\n" +
 	"\x13supplemental_groups\x18\x04 \x03(\x03R\x12supplementalGroups\x12\x1e\n" +
-	"\bfs_group\x18\x05 \x01(\x03H\x03R\afsGroup\x88\x01\x01B\x0e\n" +
+	"\bfs_group\x18\x05 \x01(\x03H\x03R\afsGroup\x88\x01\x01\x12A\n" +
+	"\x0fseccomp_profile\x18\x06 \x01(\v2\x18.skiff.v1.SeccompProfileR\x0eseccompProfileB\x0e\n" +
 	"\f_run_as_userB\x0f\n" +
 	"\r_run_as_groupB\x12\n" +
 	"\x10_run_as_non_rootB\v\n" +
@@ -5803,7 +5879,7 @@ func file_core_proto_rawDescGZIP() []byte {
 	return file_core_proto_rawDescData
 }
 
-var file_core_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_core_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
 var file_core_proto_goTypes = []any{
 	(*Namespace)(nil),                // 0: skiff.v1.Namespace
 	(*NamespaceSpec)(nil),            // 1: skiff.v1.NamespaceSpec
@@ -5843,87 +5919,88 @@ var file_core_proto_goTypes = []any{
 	(*HTTPHeader)(nil),               // 35: skiff.v1.HTTPHeader
 	(*TCPSocketAction)(nil),          // 36: skiff.v1.TCPSocketAction
 	(*SecurityContext)(nil),          // 37: skiff.v1.SecurityContext
-	(*Capabilities)(nil),             // 38: skiff.v1.Capabilities
-	(*PodSecurityContext)(nil),       // 39: skiff.v1.PodSecurityContext
-	(*Volume)(nil),                   // 40: skiff.v1.Volume
-	(*EmptyDirVolumeSource)(nil),     // 41: skiff.v1.EmptyDirVolumeSource
-	(*HostPathVolumeSource)(nil),     // 42: skiff.v1.HostPathVolumeSource
-	(*KeyToPath)(nil),                // 43: skiff.v1.KeyToPath
-	(*ConfigMapVolumeSource)(nil),    // 44: skiff.v1.ConfigMapVolumeSource
-	(*SecretVolumeSource)(nil),       // 45: skiff.v1.SecretVolumeSource
-	(*Affinity)(nil),                 // 46: skiff.v1.Affinity
-	(*NodeAffinity)(nil),             // 47: skiff.v1.NodeAffinity
-	(*NodeSelector)(nil),             // 48: skiff.v1.NodeSelector
-	(*NodeSelectorTerm)(nil),         // 49: skiff.v1.NodeSelectorTerm
-	(*NodeSelectorRequirement)(nil),  // 50: skiff.v1.NodeSelectorRequirement
-	(*PreferredSchedulingTerm)(nil),  // 51: skiff.v1.PreferredSchedulingTerm
-	(*Toleration)(nil),               // 52: skiff.v1.Toleration
-	(*PodStatus)(nil),                // 53: skiff.v1.PodStatus
-	(*PodIP)(nil),                    // 54: skiff.v1.PodIP
-	(*PodCondition)(nil),             // 55: skiff.v1.PodCondition
-	(*ContainerStatus)(nil),          // 56: skiff.v1.ContainerStatus
-	(*ContainerState)(nil),           // 57: skiff.v1.ContainerState
-	(*ContainerStateWaiting)(nil),    // 58: skiff.v1.ContainerStateWaiting
-	(*ContainerStateRunning)(nil),    // 59: skiff.v1.ContainerStateRunning
-	(*ContainerStateTerminated)(nil), // 60: skiff.v1.ContainerStateTerminated
-	(*Service)(nil),                  // 61: skiff.v1.Service
-	(*ServiceSpec)(nil),              // 62: skiff.v1.ServiceSpec
-	(*ServicePort)(nil),              // 63: skiff.v1.ServicePort
-	(*ServiceStatus)(nil),            // 64: skiff.v1.ServiceStatus
-	(*LoadBalancerStatus)(nil),       // 65: skiff.v1.LoadBalancerStatus
-	(*LoadBalancerIngress)(nil),      // 66: skiff.v1.LoadBalancerIngress
-	(*Endpoints)(nil),                // 67: skiff.v1.Endpoints
-	(*EndpointSubset)(nil),           // 68: skiff.v1.EndpointSubset
-	(*EndpointAddress)(nil),          // 69: skiff.v1.EndpointAddress
-	(*EndpointPort)(nil),             // 70: skiff.v1.EndpointPort
-	(*ConfigMap)(nil),                // 71: skiff.v1.ConfigMap
-	(*Secret)(nil),                   // 72: skiff.v1.Secret
-	(*Event)(nil),                    // 73: skiff.v1.Event
-	(*EventSource)(nil),              // 74: skiff.v1.EventSource
-	nil,                              // 75: skiff.v1.NodeStatus.CapacityEntry
-	nil,                              // 76: skiff.v1.NodeStatus.AllocatableEntry
-	nil,                              // 77: skiff.v1.PodSpec.NodeSelectorEntry
-	nil,                              // 78: skiff.v1.ResourceRequirements.LimitsEntry
-	nil,                              // 79: skiff.v1.ResourceRequirements.RequestsEntry
-	nil,                              // 80: skiff.v1.ServiceSpec.SelectorEntry
-	nil,                              // 81: skiff.v1.ConfigMap.DataEntry
-	nil,                              // 82: skiff.v1.ConfigMap.BinaryDataEntry
-	nil,                              // 83: skiff.v1.Secret.DataEntry
-	nil,                              // 84: skiff.v1.Secret.StringDataEntry
-	(*ObjectMeta)(nil),               // 85: skiff.v1.ObjectMeta
-	(*timestamppb.Timestamp)(nil),    // 86: google.protobuf.Timestamp
-	(*ObjectReference)(nil),          // 87: skiff.v1.ObjectReference
+	(*SeccompProfile)(nil),           // 38: skiff.v1.SeccompProfile
+	(*Capabilities)(nil),             // 39: skiff.v1.Capabilities
+	(*PodSecurityContext)(nil),       // 40: skiff.v1.PodSecurityContext
+	(*Volume)(nil),                   // 41: skiff.v1.Volume
+	(*EmptyDirVolumeSource)(nil),     // 42: skiff.v1.EmptyDirVolumeSource
+	(*HostPathVolumeSource)(nil),     // 43: skiff.v1.HostPathVolumeSource
+	(*KeyToPath)(nil),                // 44: skiff.v1.KeyToPath
+	(*ConfigMapVolumeSource)(nil),    // 45: skiff.v1.ConfigMapVolumeSource
+	(*SecretVolumeSource)(nil),       // 46: skiff.v1.SecretVolumeSource
+	(*Affinity)(nil),                 // 47: skiff.v1.Affinity
+	(*NodeAffinity)(nil),             // 48: skiff.v1.NodeAffinity
+	(*NodeSelector)(nil),             // 49: skiff.v1.NodeSelector
+	(*NodeSelectorTerm)(nil),         // 50: skiff.v1.NodeSelectorTerm
+	(*NodeSelectorRequirement)(nil),  // 51: skiff.v1.NodeSelectorRequirement
+	(*PreferredSchedulingTerm)(nil),  // 52: skiff.v1.PreferredSchedulingTerm
+	(*Toleration)(nil),               // 53: skiff.v1.Toleration
+	(*PodStatus)(nil),                // 54: skiff.v1.PodStatus
+	(*PodIP)(nil),                    // 55: skiff.v1.PodIP
+	(*PodCondition)(nil),             // 56: skiff.v1.PodCondition
+	(*ContainerStatus)(nil),          // 57: skiff.v1.ContainerStatus
+	(*ContainerState)(nil),           // 58: skiff.v1.ContainerState
+	(*ContainerStateWaiting)(nil),    // 59: skiff.v1.ContainerStateWaiting
+	(*ContainerStateRunning)(nil),    // 60: skiff.v1.ContainerStateRunning
+	(*ContainerStateTerminated)(nil), // 61: skiff.v1.ContainerStateTerminated
+	(*Service)(nil),                  // 62: skiff.v1.Service
+	(*ServiceSpec)(nil),              // 63: skiff.v1.ServiceSpec
+	(*ServicePort)(nil),              // 64: skiff.v1.ServicePort
+	(*ServiceStatus)(nil),            // 65: skiff.v1.ServiceStatus
+	(*LoadBalancerStatus)(nil),       // 66: skiff.v1.LoadBalancerStatus
+	(*LoadBalancerIngress)(nil),      // 67: skiff.v1.LoadBalancerIngress
+	(*Endpoints)(nil),                // 68: skiff.v1.Endpoints
+	(*EndpointSubset)(nil),           // 69: skiff.v1.EndpointSubset
+	(*EndpointAddress)(nil),          // 70: skiff.v1.EndpointAddress
+	(*EndpointPort)(nil),             // 71: skiff.v1.EndpointPort
+	(*ConfigMap)(nil),                // 72: skiff.v1.ConfigMap
+	(*Secret)(nil),                   // 73: skiff.v1.Secret
+	(*Event)(nil),                    // 74: skiff.v1.Event
+	(*EventSource)(nil),              // 75: skiff.v1.EventSource
+	nil,                              // 76: skiff.v1.NodeStatus.CapacityEntry
+	nil,                              // 77: skiff.v1.NodeStatus.AllocatableEntry
+	nil,                              // 78: skiff.v1.PodSpec.NodeSelectorEntry
+	nil,                              // 79: skiff.v1.ResourceRequirements.LimitsEntry
+	nil,                              // 80: skiff.v1.ResourceRequirements.RequestsEntry
+	nil,                              // 81: skiff.v1.ServiceSpec.SelectorEntry
+	nil,                              // 82: skiff.v1.ConfigMap.DataEntry
+	nil,                              // 83: skiff.v1.ConfigMap.BinaryDataEntry
+	nil,                              // 84: skiff.v1.Secret.DataEntry
+	nil,                              // 85: skiff.v1.Secret.StringDataEntry
+	(*ObjectMeta)(nil),               // 86: skiff.v1.ObjectMeta
+	(*timestamppb.Timestamp)(nil),    // 87: google.protobuf.Timestamp
+	(*ObjectReference)(nil),          // 88: skiff.v1.ObjectReference
 }
 var file_core_proto_depIdxs = []int32{
-	85,  // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
+	86,  // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
 	1,   // 1: skiff.v1.Namespace.spec:type_name -> skiff.v1.NamespaceSpec
 	2,   // 2: skiff.v1.Namespace.status:type_name -> skiff.v1.NamespaceStatus
-	85,  // 3: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	86,  // 3: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	4,   // 4: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
 	6,   // 5: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	5,   // 6: skiff.v1.NodeSpec.taints:type_name -> skiff.v1.Taint
-	86,  // 7: skiff.v1.Taint.time_added:type_name -> google.protobuf.Timestamp
-	75,  // 8: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	76,  // 9: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
+	87,  // 7: skiff.v1.Taint.time_added:type_name -> google.protobuf.Timestamp
+	76,  // 8: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
+	77,  // 9: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
 	7,   // 10: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.NodeCondition
 	8,   // 11: skiff.v1.NodeStatus.addresses:type_name -> skiff.v1.NodeAddress
 	9,   // 12: skiff.v1.NodeStatus.node_info:type_name -> skiff.v1.NodeSystemInfo
 	10,  // 13: skiff.v1.NodeStatus.daemon_endpoints:type_name -> skiff.v1.NodeDaemonEndpoints
-	86,  // 14: skiff.v1.NodeCondition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	86,  // 15: skiff.v1.NodeCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	87,  // 14: skiff.v1.NodeCondition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	87,  // 15: skiff.v1.NodeCondition.last_transition_time:type_name -> google.protobuf.Timestamp
 	11,  // 16: skiff.v1.NodeDaemonEndpoints.kubelet_endpoint:type_name -> skiff.v1.DaemonEndpoint
-	85,  // 17: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	86,  // 17: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	14,  // 18: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
-	53,  // 19: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
-	85,  // 20: skiff.v1.PodTemplateSpec.metadata:type_name -> skiff.v1.ObjectMeta
+	54,  // 19: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
+	86,  // 20: skiff.v1.PodTemplateSpec.metadata:type_name -> skiff.v1.ObjectMeta
 	14,  // 21: skiff.v1.PodTemplateSpec.spec:type_name -> skiff.v1.PodSpec
 	16,  // 22: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
 	16,  // 23: skiff.v1.PodSpec.init_containers:type_name -> skiff.v1.Container
-	77,  // 24: skiff.v1.PodSpec.node_selector:type_name -> skiff.v1.PodSpec.NodeSelectorEntry
-	46,  // 25: skiff.v1.PodSpec.affinity:type_name -> skiff.v1.Affinity
-	52,  // 26: skiff.v1.PodSpec.tolerations:type_name -> skiff.v1.Toleration
-	40,  // 27: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
-	39,  // 28: skiff.v1.PodSpec.security_context:type_name -> skiff.v1.PodSecurityContext
+	78,  // 24: skiff.v1.PodSpec.node_selector:type_name -> skiff.v1.PodSpec.NodeSelectorEntry
+	47,  // 25: skiff.v1.PodSpec.affinity:type_name -> skiff.v1.Affinity
+	53,  // 26: skiff.v1.PodSpec.tolerations:type_name -> skiff.v1.Toleration
+	41,  // 27: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
+	40,  // 28: skiff.v1.PodSpec.security_context:type_name -> skiff.v1.PodSecurityContext
 	15,  // 29: skiff.v1.PodSpec.image_pull_secrets:type_name -> skiff.v1.LocalObjectReference
 	20,  // 30: skiff.v1.Container.ports:type_name -> skiff.v1.ContainerPort
 	21,  // 31: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
@@ -5948,70 +6025,72 @@ var file_core_proto_depIdxs = []int32{
 	24,  // 50: skiff.v1.EnvVarSource.resource_field_ref:type_name -> skiff.v1.ResourceFieldSelector
 	28,  // 51: skiff.v1.EnvFromSource.config_map_ref:type_name -> skiff.v1.ConfigMapEnvSource
 	29,  // 52: skiff.v1.EnvFromSource.secret_ref:type_name -> skiff.v1.SecretEnvSource
-	78,  // 53: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
-	79,  // 54: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
+	79,  // 53: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
+	80,  // 54: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
 	33,  // 55: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
 	34,  // 56: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
 	36,  // 57: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
 	35,  // 58: skiff.v1.HTTPGetAction.http_headers:type_name -> skiff.v1.HTTPHeader
-	38,  // 59: skiff.v1.SecurityContext.capabilities:type_name -> skiff.v1.Capabilities
-	41,  // 60: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
-	42,  // 61: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
-	44,  // 62: skiff.v1.Volume.config_map:type_name -> skiff.v1.ConfigMapVolumeSource
-	45,  // 63: skiff.v1.Volume.secret:type_name -> skiff.v1.SecretVolumeSource
-	43,  // 64: skiff.v1.ConfigMapVolumeSource.items:type_name -> skiff.v1.KeyToPath
-	43,  // 65: skiff.v1.SecretVolumeSource.items:type_name -> skiff.v1.KeyToPath
-	47,  // 66: skiff.v1.Affinity.node_affinity:type_name -> skiff.v1.NodeAffinity
-	48,  // 67: skiff.v1.NodeAffinity.required_during_scheduling_ignored_during_execution:type_name -> skiff.v1.NodeSelector
-	51,  // 68: skiff.v1.NodeAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.v1.PreferredSchedulingTerm
-	49,  // 69: skiff.v1.NodeSelector.node_selector_terms:type_name -> skiff.v1.NodeSelectorTerm
-	50,  // 70: skiff.v1.NodeSelectorTerm.match_expressions:type_name -> skiff.v1.NodeSelectorRequirement
-	50,  // 71: skiff.v1.NodeSelectorTerm.match_fields:type_name -> skiff.v1.NodeSelectorRequirement
-	49,  // 72: skiff.v1.PreferredSchedulingTerm.preference:type_name -> skiff.v1.NodeSelectorTerm
-	55,  // 73: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.PodCondition
-	54,  // 74: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
-	86,  // 75: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	56,  // 76: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
-	56,  // 77: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	86,  // 78: skiff.v1.PodCondition.last_probe_time:type_name -> google.protobuf.Timestamp
-	86,  // 79: skiff.v1.PodCondition.last_transition_time:type_name -> google.protobuf.Timestamp
-	57,  // 80: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
-	57,  // 81: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
-	58,  // 82: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
-	59,  // 83: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
-	60,  // 84: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	86,  // 85: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	86,  // 86: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	86,  // 87: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
-	85,  // 88: skiff.v1.Service.metadata:type_name -> skiff.v1.ObjectMeta
-	62,  // 89: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
-	64,  // 90: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
-	63,  // 91: skiff.v1.ServiceSpec.ports:type_name -> skiff.v1.ServicePort
-	80,  // 92: skiff.v1.ServiceSpec.selector:type_name -> skiff.v1.ServiceSpec.SelectorEntry
-	65,  // 93: skiff.v1.ServiceStatus.load_balancer:type_name -> skiff.v1.LoadBalancerStatus
-	66,  // 94: skiff.v1.LoadBalancerStatus.ingress:type_name -> skiff.v1.LoadBalancerIngress
-	85,  // 95: skiff.v1.Endpoints.metadata:type_name -> skiff.v1.ObjectMeta
-	68,  // 96: skiff.v1.Endpoints.subsets:type_name -> skiff.v1.EndpointSubset
-	69,  // 97: skiff.v1.EndpointSubset.addresses:type_name -> skiff.v1.EndpointAddress
-	69,  // 98: skiff.v1.EndpointSubset.not_ready_addresses:type_name -> skiff.v1.EndpointAddress
-	70,  // 99: skiff.v1.EndpointSubset.ports:type_name -> skiff.v1.EndpointPort
-	87,  // 100: skiff.v1.EndpointAddress.target_ref:type_name -> skiff.v1.ObjectReference
-	85,  // 101: skiff.v1.ConfigMap.metadata:type_name -> skiff.v1.ObjectMeta
-	81,  // 102: skiff.v1.ConfigMap.data:type_name -> skiff.v1.ConfigMap.DataEntry
-	82,  // 103: skiff.v1.ConfigMap.binary_data:type_name -> skiff.v1.ConfigMap.BinaryDataEntry
-	85,  // 104: skiff.v1.Secret.metadata:type_name -> skiff.v1.ObjectMeta
-	83,  // 105: skiff.v1.Secret.data:type_name -> skiff.v1.Secret.DataEntry
-	84,  // 106: skiff.v1.Secret.string_data:type_name -> skiff.v1.Secret.StringDataEntry
-	85,  // 107: skiff.v1.Event.metadata:type_name -> skiff.v1.ObjectMeta
-	87,  // 108: skiff.v1.Event.involved_object:type_name -> skiff.v1.ObjectReference
-	74,  // 109: skiff.v1.Event.source:type_name -> skiff.v1.EventSource
-	86,  // 110: skiff.v1.Event.first_timestamp:type_name -> google.protobuf.Timestamp
-	86,  // 111: skiff.v1.Event.last_timestamp:type_name -> google.protobuf.Timestamp
-	112, // [112:112] is the sub-list for method output_type
-	112, // [112:112] is the sub-list for method input_type
-	112, // [112:112] is the sub-list for extension type_name
-	112, // [112:112] is the sub-list for extension extendee
-	0,   // [0:112] is the sub-list for field type_name
+	39,  // 59: skiff.v1.SecurityContext.capabilities:type_name -> skiff.v1.Capabilities
+	38,  // 60: skiff.v1.SecurityContext.seccomp_profile:type_name -> skiff.v1.SeccompProfile
+	38,  // 61: skiff.v1.PodSecurityContext.seccomp_profile:type_name -> skiff.v1.SeccompProfile
+	42,  // 62: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
+	43,  // 63: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
+	45,  // 64: skiff.v1.Volume.config_map:type_name -> skiff.v1.ConfigMapVolumeSource
+	46,  // 65: skiff.v1.Volume.secret:type_name -> skiff.v1.SecretVolumeSource
+	44,  // 66: skiff.v1.ConfigMapVolumeSource.items:type_name -> skiff.v1.KeyToPath
+	44,  // 67: skiff.v1.SecretVolumeSource.items:type_name -> skiff.v1.KeyToPath
+	48,  // 68: skiff.v1.Affinity.node_affinity:type_name -> skiff.v1.NodeAffinity
+	49,  // 69: skiff.v1.NodeAffinity.required_during_scheduling_ignored_during_execution:type_name -> skiff.v1.NodeSelector
+	52,  // 70: skiff.v1.NodeAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.v1.PreferredSchedulingTerm
+	50,  // 71: skiff.v1.NodeSelector.node_selector_terms:type_name -> skiff.v1.NodeSelectorTerm
+	51,  // 72: skiff.v1.NodeSelectorTerm.match_expressions:type_name -> skiff.v1.NodeSelectorRequirement
+	51,  // 73: skiff.v1.NodeSelectorTerm.match_fields:type_name -> skiff.v1.NodeSelectorRequirement
+	50,  // 74: skiff.v1.PreferredSchedulingTerm.preference:type_name -> skiff.v1.NodeSelectorTerm
+	56,  // 75: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.PodCondition
+	55,  // 76: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
+	87,  // 77: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	57,  // 78: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
+	57,  // 79: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
+	87,  // 80: skiff.v1.PodCondition.last_probe_time:type_name -> google.protobuf.Timestamp
+	87,  // 81: skiff.v1.PodCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	58,  // 82: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
+	58,  // 83: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
+	59,  // 84: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
+	60,  // 85: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
+	61,  // 86: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
+	87,  // 87: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	87,  // 88: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	87,  // 89: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	86,  // 90: skiff.v1.Service.metadata:type_name -> skiff.v1.ObjectMeta
+	63,  // 91: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
+	65,  // 92: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
+	64,  // 93: skiff.v1.ServiceSpec.ports:type_name -> skiff.v1.ServicePort
+	81,  // 94: skiff.v1.ServiceSpec.selector:type_name -> skiff.v1.ServiceSpec.SelectorEntry
+	66,  // 95: skiff.v1.ServiceStatus.load_balancer:type_name -> skiff.v1.LoadBalancerStatus
+	67,  // 96: skiff.v1.LoadBalancerStatus.ingress:type_name -> skiff.v1.LoadBalancerIngress
+	86,  // 97: skiff.v1.Endpoints.metadata:type_name -> skiff.v1.ObjectMeta
+	69,  // 98: skiff.v1.Endpoints.subsets:type_name -> skiff.v1.EndpointSubset
+	70,  // 99: skiff.v1.EndpointSubset.addresses:type_name -> skiff.v1.EndpointAddress
+	70,  // 100: skiff.v1.EndpointSubset.not_ready_addresses:type_name -> skiff.v1.EndpointAddress
+	71,  // 101: skiff.v1.EndpointSubset.ports:type_name -> skiff.v1.EndpointPort
+	88,  // 102: skiff.v1.EndpointAddress.target_ref:type_name -> skiff.v1.ObjectReference
+	86,  // 103: skiff.v1.ConfigMap.metadata:type_name -> skiff.v1.ObjectMeta
+	82,  // 104: skiff.v1.ConfigMap.data:type_name -> skiff.v1.ConfigMap.DataEntry
+	83,  // 105: skiff.v1.ConfigMap.binary_data:type_name -> skiff.v1.ConfigMap.BinaryDataEntry
+	86,  // 106: skiff.v1.Secret.metadata:type_name -> skiff.v1.ObjectMeta
+	84,  // 107: skiff.v1.Secret.data:type_name -> skiff.v1.Secret.DataEntry
+	85,  // 108: skiff.v1.Secret.string_data:type_name -> skiff.v1.Secret.StringDataEntry
+	86,  // 109: skiff.v1.Event.metadata:type_name -> skiff.v1.ObjectMeta
+	88,  // 110: skiff.v1.Event.involved_object:type_name -> skiff.v1.ObjectReference
+	75,  // 111: skiff.v1.Event.source:type_name -> skiff.v1.EventSource
+	87,  // 112: skiff.v1.Event.first_timestamp:type_name -> google.protobuf.Timestamp
+	87,  // 113: skiff.v1.Event.last_timestamp:type_name -> google.protobuf.Timestamp
+	114, // [114:114] is the sub-list for method output_type
+	114, // [114:114] is the sub-list for method input_type
+	114, // [114:114] is the sub-list for extension type_name
+	114, // [114:114] is the sub-list for extension extendee
+	0,   // [0:114] is the sub-list for field type_name
 }
 
 func init() { file_core_proto_init() }
@@ -6027,22 +6106,22 @@ func file_core_proto_init() {
 	file_core_proto_msgTypes[29].OneofWrappers = []any{}
 	file_core_proto_msgTypes[32].OneofWrappers = []any{}
 	file_core_proto_msgTypes[37].OneofWrappers = []any{}
-	file_core_proto_msgTypes[39].OneofWrappers = []any{}
-	file_core_proto_msgTypes[43].OneofWrappers = []any{}
+	file_core_proto_msgTypes[40].OneofWrappers = []any{}
 	file_core_proto_msgTypes[44].OneofWrappers = []any{}
 	file_core_proto_msgTypes[45].OneofWrappers = []any{}
-	file_core_proto_msgTypes[52].OneofWrappers = []any{}
-	file_core_proto_msgTypes[56].OneofWrappers = []any{}
-	file_core_proto_msgTypes[69].OneofWrappers = []any{}
-	file_core_proto_msgTypes[71].OneofWrappers = []any{}
+	file_core_proto_msgTypes[46].OneofWrappers = []any{}
+	file_core_proto_msgTypes[53].OneofWrappers = []any{}
+	file_core_proto_msgTypes[57].OneofWrappers = []any{}
+	file_core_proto_msgTypes[70].OneofWrappers = []any{}
 	file_core_proto_msgTypes[72].OneofWrappers = []any{}
+	file_core_proto_msgTypes[73].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_core_proto_rawDesc), len(file_core_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   85,
+			NumMessages:   86,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

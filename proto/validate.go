@@ -415,6 +415,24 @@ func validatePodSpec(s *PodSpec, p *field.Path) field.ErrorList {
 		for i, g := range sc.GetSupplementalGroups() {
 			errs = append(errs, unixID(sp.Child("supplementalGroups").Index(i), &g)...)
 		}
+		errs = append(errs, validateSeccomp(sc.GetSeccompProfile(), sp.Child("seccompProfile"))...)
+	}
+	return errs
+}
+
+// validateSeccomp checks a seccompProfile, if set.
+func validateSeccomp(sp *SeccompProfile, p *field.Path) field.ErrorList {
+	if sp == nil {
+		return nil
+	}
+	errs := oneOf(p.Child("type"), sp.GetType(), "RuntimeDefault", "Unconfined", "Localhost")
+	switch {
+	case sp.GetType() == "":
+		errs = append(errs, field.Required(p.Child("type"), "one of RuntimeDefault, Unconfined, Localhost"))
+	case sp.GetType() == "Localhost" && sp.GetLocalhostProfile() == "":
+		errs = append(errs, field.Required(p.Child("localhostProfile"), "must be set when seccomp type is Localhost"))
+	case sp.GetType() != "Localhost" && sp.GetLocalhostProfile() != "":
+		errs = append(errs, field.Invalid(p.Child("localhostProfile"), sp.GetLocalhostProfile(), "can only be set when seccomp type is Localhost"))
 	}
 	return errs
 }
@@ -449,6 +467,12 @@ func validateContainer(c *Container, p *field.Path, names map[string]bool, volum
 		errs = append(errs, field.Invalid(p.Child("image"), img, "must not have leading or trailing whitespace"))
 	}
 	errs = append(errs, oneOf(p.Child("imagePullPolicy"), c.GetImagePullPolicy(), "Always", "IfNotPresent", "Never")...)
+	if sc := c.GetSecurityContext(); sc != nil {
+		sp := p.Child("securityContext")
+		errs = append(errs, unixID(sp.Child("runAsUser"), sc.RunAsUser)...)
+		errs = append(errs, unixID(sp.Child("runAsGroup"), sc.RunAsGroup)...)
+		errs = append(errs, validateSeccomp(sc.GetSeccompProfile(), sp.Child("seccompProfile"))...)
+	}
 
 	portNames := map[string]bool{}
 	for i, port := range c.GetPorts() {

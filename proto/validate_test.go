@@ -146,6 +146,14 @@ func TestValidateErrors(t *testing.T) {
 			`spec.template.spec.containers[0].ports[1].protocol: Unsupported value: "SCTP": supported values: "TCP", "UDP"`,
 			`spec.template.spec.containers[0].ports[2].name: Duplicate value: "http"`,
 		}},
+		{"seccomp type", pod(func(s *PodSpec) { s.SecurityContext = &PodSecurityContext{SeccompProfile: &SeccompProfile{Type: "Strict"}} }),
+			[]string{`spec.securityContext.seccompProfile.type: Unsupported value: "Strict": supported values: "RuntimeDefault", "Unconfined", "Localhost"`}},
+		{"seccomp localhost without profile", pod(func(s *PodSpec) {
+			s.Containers[0].SecurityContext = &SecurityContext{SeccompProfile: &SeccompProfile{Type: "Localhost"}}
+		}),
+			[]string{"spec.containers[0].securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost"}},
+		{"container runAsUser", pod(func(s *PodSpec) { s.Containers[0].SecurityContext = &SecurityContext{RunAsUser: new(int64(-1))} }),
+			[]string{"spec.containers[0].securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive"}},
 		{"restartPolicy", pod(func(s *PodSpec) { s.RestartPolicy = "Sometimes" }),
 			[]string{`spec.template.spec.restartPolicy: Unsupported value: "Sometimes"`}},
 		{"restartPolicy for a Deployment", pod(func(s *PodSpec) { s.RestartPolicy = "Never" }),

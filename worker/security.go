@@ -8,9 +8,9 @@ import (
 )
 
 // The seccomp annotations Kubernetes used before
-// securityContext.seccompProfile existed. skiff's API has no seccompProfile
-// field yet, so these are how a pod opts out of (or explicitly into) the
-// default profile. The container's annotation wins over the pod's.
+// securityContext.seccompProfile existed, still honoured when no
+// seccompProfile field is set. The container's annotation wins over the
+// pod's.
 const (
 	annotationSeccompPod             = "seccomp.security.alpha.kubernetes.io/pod"
 	annotationSeccompContainerPrefix = "container.seccomp.security.alpha.kubernetes.io/"
@@ -22,6 +22,26 @@ const (
 // container-level fields over pod-level ones.) The error is a configuration
 // error: Kubernetes' CreateContainerConfigError.
 func containerSecurity(pod *pb.Pod, c *pb.Container) (*wrt.Security, error) {
+	// securityContext.seccompProfile: the container's over the pod's, both
+	// over the annotations.
+	for _, f := range []struct {
+		path string
+		sp   *pb.SeccompProfile
+	}{
+		{"containers[" + c.GetName() + "].securityContext.seccompProfile", c.GetSecurityContext().GetSeccompProfile()},
+		{"securityContext.seccompProfile", pod.GetSpec().GetSecurityContext().GetSeccompProfile()},
+	} {
+		switch t := f.sp.GetType(); t {
+		case "":
+			continue
+		case "RuntimeDefault":
+			return &wrt.Security{Seccomp: wrt.SeccompRuntimeDefault}, nil
+		case "Unconfined":
+			return &wrt.Security{Seccomp: wrt.SeccompUnconfined}, nil
+		default:
+			return nil, configErr("%s: type %q is not supported by skiff's workers; use RuntimeDefault or Unconfined", f.path, t)
+		}
+	}
 	ann := pod.GetMetadata().GetAnnotations()
 	key, v := annotationSeccompContainerPrefix+c.GetName(), ""
 	if cv, ok := ann[key]; ok {

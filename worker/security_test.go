@@ -48,3 +48,33 @@ func TestContainerSecurity(t *testing.T) {
 		t.Errorf("nil pod: %+v, %v", sec, err)
 	}
 }
+
+func TestSeccompProfileField(t *testing.T) {
+	field := func(typ string) *pb.SeccompProfile { return &pb.SeccompProfile{Type: typ} }
+	for _, tc := range []struct {
+		name      string
+		pod, ctr  *pb.SeccompProfile
+		ann       map[string]string
+		want      wrt.SeccompProfile
+		wantError string
+	}{
+		{"pod field", field("Unconfined"), nil, nil, wrt.SeccompUnconfined, ""},
+		{"container field over pod field", field("Unconfined"), field("RuntimeDefault"), nil, wrt.SeccompRuntimeDefault, ""},
+		{"field over annotation", nil, field("RuntimeDefault"), map[string]string{annotationSeccompContainerPrefix + "app": "unconfined"}, wrt.SeccompRuntimeDefault, ""},
+		{"localhost refused", nil, &pb.SeccompProfile{Type: "Localhost", LocalhostProfile: "x.json"}, nil, "", `containers[app].securityContext.seccompProfile: type "Localhost" is not supported`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &pb.Pod{Metadata: &pb.ObjectMeta{Name: "p", Annotations: tc.ann}, Spec: &pb.PodSpec{SecurityContext: &pb.PodSecurityContext{SeccompProfile: tc.pod}}}
+			sec, err := containerSecurity(pod, &pb.Container{Name: "app", SecurityContext: &pb.SecurityContext{SeccompProfile: tc.ctr}})
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("error %v, want %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil || sec.Seccomp != tc.want {
+				t.Fatalf("got %+v, %v; want %s", sec, err, tc.want)
+			}
+		})
+	}
+}
