@@ -11,10 +11,12 @@ import (
 	"github.com/skiff-sh/skiff/controllers"
 	"github.com/skiff-sh/skiff/controllers/daemonset"
 	"github.com/skiff-sh/skiff/controllers/deployment"
+	"github.com/skiff-sh/skiff/controllers/endpoints"
 	"github.com/skiff-sh/skiff/controllers/eventttl"
 	"github.com/skiff-sh/skiff/controllers/gc"
 	"github.com/skiff-sh/skiff/controllers/job"
 	"github.com/skiff-sh/skiff/controllers/namespace"
+	"github.com/skiff-sh/skiff/controllers/nodeipam"
 	"github.com/skiff-sh/skiff/controllers/nodelifecycle"
 	"github.com/skiff-sh/skiff/controllers/replicaset"
 	"github.com/skiff-sh/skiff/controllers/scheduler"
@@ -28,6 +30,9 @@ type Config struct {
 	NodeLifecycle nodelifecycle.Config
 	Job           job.Config
 	DaemonSet     daemonset.Config
+	// NodeIPAM is the cluster CIDR and the size of each node's share of
+	// it (the server's --cluster-cidr and --node-cidr-mask-size).
+	NodeIPAM nodeipam.Config
 }
 
 // DefaultConfig returns every controller's defaults.
@@ -39,12 +44,13 @@ func DefaultConfig() Config {
 		NodeLifecycle: nodelifecycle.DefaultConfig(),
 		Job:           job.DefaultConfig(),
 		DaemonSet:     daemonset.DefaultConfig(),
+		NodeIPAM:      nodeipam.DefaultConfig(),
 	}
 }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
-	for _, v := range []interface{ Validate() error }{c.Scheduler, c.ReplicaSet, c.EventTTL, c.NodeLifecycle, c.Job, c.DaemonSet} {
+	for _, v := range []interface{ Validate() error }{c.Scheduler, c.ReplicaSet, c.EventTTL, c.NodeLifecycle, c.Job, c.DaemonSet, c.NodeIPAM} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -56,8 +62,12 @@ func (c Config) Validate() error {
 // starts them.
 func Registrations(cfg Config) []controllers.Registration {
 	return []controllers.Registration{
+		// Nodes get their pod CIDR first: a worker cannot start pods
+		// without one.
+		nodeipam.NewRegistration(cfg.NodeIPAM),
 		scheduler.NewRegistration(cfg.Scheduler),
 		replicaset.NewRegistration(cfg.ReplicaSet),
+		endpoints.NewRegistration(),
 		deployment.NewRegistration(),
 		daemonset.NewRegistration(cfg.DaemonSet),
 		job.NewRegistration(cfg.Job),
