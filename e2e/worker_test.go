@@ -270,6 +270,10 @@ func startWorker(t *testing.T, c *cluster, imageRef string) *workerProc {
 		"worker", "--name", "w1", "--data-dir", filepath.Join(dir, "w1"), "--join", strings.Join(joins, ","),
 		"--listen-addr", "127.0.0.1:0", "--insecure-registry", host, "--heartbeat-interval", "1s",
 		"--cgroup-parent", cgParent, "--log-level", "debug",
+		// This worker runs in the machine's own network namespace: no pod
+		// bridge or tables there (the netlab tests run the pod network
+		// inside namespaces of their own).
+		"--pod-network", "none", "--proxy-mode", "none",
 	}}
 	t.Cleanup(func() {
 		w.kill()

@@ -34,6 +34,7 @@ type Agent struct {
 	gossip *gossip
 	desc   nodeDescription
 	pods   *podManager
+	net    *podNetwork
 
 	// cgroupParent is the runtime's cgroup parent when the agent built the
 	// runtime itself.
@@ -52,7 +53,8 @@ func New(cfg Config) (_ *Agent, retErr error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("node", cfg.Name)
-	a := &Agent{cfg: cfg, log: log, backoff: backoffPolicy{base: cfg.BackoffBase, max: cfg.BackoffMax, reset: cfg.BackoffReset}}
+	a := &Agent{cfg: cfg, log: log, backoff: backoffPolicy{base: cfg.BackoffBase, max: cfg.BackoffMax, reset: cfg.BackoffReset},
+		net: newPodNetwork()}
 	var closers []func()
 	defer func() {
 		if retErr != nil {
@@ -205,6 +207,9 @@ func advertise(bound, nodeIP string) string {
 // Name is the node's name.
 func (a *Agent) Name() string { return a.cfg.Name }
 
+// NodeIP is the node's InternalIP.
+func (a *Agent) NodeIP() string { return a.desc.hostIP() }
+
 // AgentAddr is the address of the NodeAgent service.
 func (a *Agent) AgentAddr() string { return advertise(a.srv.Addr(), a.desc.hostIP()) }
 
@@ -259,6 +264,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	bg(a.heartbeatLoop)
 	bg(a.pods.run)
+	switch {
+	case a.podNetworkOn() && a.cfg.Hollow:
+		bg(a.hollowCIDRLoop)
+	case a.podNetworkOn():
+		bg(a.netLoop)
+	}
 
 	var err error
 	select {
@@ -311,10 +322,14 @@ func (a *Agent) stopEverything() {
 	if a.cgroupParent != "" {
 		removeCgroupDirs(a.cgroupParent)
 	}
+	// Stopping for good: the bridge, routes, table and addresses go too. A
+	// normal stop leaves them, so running pods keep their network.
+	a.teardownNetwork()
 }
 
 func (a *Agent) closeAll() {
 	a.gossip.shutdown()
+	a.closeNetwork()
 	if a.cfg.api == nil {
 		a.api.close()
 	}

@@ -11,6 +11,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/skiff-sh/skiff/worker/podnet"
 )
 
 // Config configures one worker node agent.
@@ -77,6 +79,21 @@ type Config struct {
 	// ShutdownTimeout bounds each step of a graceful stop.
 	ShutdownTimeout time.Duration
 
+	// PodNetwork is "bridge" (each pod gets its own network namespace on
+	// the node's bridge, with an IP from the Node's spec.podCIDR and
+	// host-gw routes to the other nodes' pods) or "none" (pods have only
+	// loopback). Hollow nodes create nothing; with "bridge" their pods get
+	// addresses from the pod CIDR in memory.
+	PodNetwork string
+	// ClusterCIDR holds every node's pod CIDR: pod traffic to it is not
+	// masqueraded. It must match the masters' cluster CIDR.
+	ClusterCIDR string
+	// Bridge is the name of the pods' bridge.
+	Bridge string
+	// podNetNS, when set, is the network namespace the bridge, routes and
+	// nftables table go into instead of the process's (tests).
+	podNetNS string
+
 	// Hollow runs no containers: pods go through the same transitions
 	// towards the masters (Pending, Running, deletion) against an in-memory
 	// runtime, for scale tests (as kubemark's hollow nodes).
@@ -116,6 +133,9 @@ func DefaultConfig() Config {
 		BackoffMax:        5 * time.Minute,
 		BackoffReset:      10 * time.Minute,
 		ShutdownTimeout:   5 * time.Second,
+		PodNetwork:        PodNetworkBridge,
+		ClusterCIDR:       "10.244.0.0/16",
+		Bridge:            "skiff0",
 		Logger:            slog.Default(),
 		Version:           "dev",
 	}
@@ -206,6 +226,24 @@ func (c Config) Validate() error {
 	}
 	if c.BackoffMax < c.BackoffBase {
 		return bad("BackoffMax", "%s is below BackoffBase %s", c.BackoffMax, c.BackoffBase)
+	}
+	switch c.PodNetwork {
+	case PodNetworkBridge:
+		_, cidr, err := net.ParseCIDR(c.ClusterCIDR)
+		switch {
+		case err != nil:
+			return bad("ClusterCIDR", "%q is not a CIDR: %v", c.ClusterCIDR, err)
+		case cidr.IP.To4() == nil:
+			return bad("ClusterCIDR", "%q: only IPv4 is supported", c.ClusterCIDR)
+		case cidr.String() != c.ClusterCIDR:
+			return bad("ClusterCIDR", "%q has host bits set (the network is %s)", c.ClusterCIDR, cidr)
+		}
+		if err := podnet.ValidBridgeName(c.Bridge); err != nil {
+			return bad("Bridge", "%v", err)
+		}
+	case PodNetworkNone:
+	default:
+		return bad("PodNetwork", "%q: must be %q or %q", c.PodNetwork, PodNetworkBridge, PodNetworkNone)
 	}
 	if c.Logger == nil {
 		return bad("Logger", "required")

@@ -71,14 +71,6 @@ func (s *envSource) secret(ctx context.Context, name string) (*pb.Secret, error)
 	return obj.GetSecret(), nil
 }
 
-// resolveEnv is resolveContainerEnv without Service environment variables.
-//
-// Deprecated: kept only until worker/podworker.go calls
-// resolveContainerEnv with a.listServices; delete it then.
-func resolveEnv(ctx context.Context, get getObject, pod *pb.Pod, c *pb.Container, hostIP string, nodeAlloc map[string]string) ([]*pb.EnvVar, error) {
-	return resolveContainerEnv(ctx, get, nil, pod, c, hostIP, nodeAlloc)
-}
-
 // resolveContainerEnv turns c's environment into plain name=value pairs the
 // way the kubelet does: the Service variables of the pod's namespace first
 // (unless spec.enableServiceLinks is false), then envFrom sources, then env,

@@ -317,11 +317,11 @@ func TestServiceEnvListFailure(t *testing.T) {
 	}
 }
 
-// TestServiceEnvNilLister: without a lister (hollow nodes, the old
-// resolveEnv) there are no Service variables and nothing else changes.
+// TestServiceEnvNilLister: without a lister there are no Service variables
+// and nothing else changes.
 func TestServiceEnvNilLister(t *testing.T) {
 	c := &pb.Container{Env: []*pb.EnvVar{{Name: "A", Value: "$(WEB_SERVICE_HOST)"}}}
-	env, err := resolveEnv(context.Background(), fakeObjects(), podIn("default", nil), c, "", nil)
+	env, err := resolveContainerEnv(context.Background(), fakeObjects(), nil, podIn("default", nil), c, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -349,6 +349,9 @@ func (tc *testCluster) startAgent(t *testing.T, name string, opts ...agentOption
 	cfg.ShutdownTimeout = 2 * time.Second
 	cfg.Logger = tc.log
 	cfg.Version = "test"
+	// The bridge network needs a namespace of the test's and the Node's
+	// pod CIDR: tests that want it ask for it (withPodNetwork).
+	cfg.PodNetwork = PodNetworkNone
 	for _, o := range opts {
 		o(&cfg)
 	}

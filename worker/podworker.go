@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"strconv"
 	"sync"
@@ -67,8 +68,14 @@ type podWorker struct {
 	sandbox *wrt.Sandbox
 
 	// Owned by the worker's goroutine.
-	rec         *podRecord
-	vols        map[string]volume
+	rec  *podRecord
+	vols map[string]volume
+	// podIP is the pod's address on the pod network (nil before it is
+	// attached, and for hostNetwork pods).
+	podIP net.IP
+	// etc is the pod's /etc files (hosts, resolv.conf) by the path they
+	// are mounted on; nil until written.
+	etc         map[string]string
 	lastWritten *pb.PodStatus
 	// lastWrittenRV is the pod's resourceVersion after that write.
 	lastWrittenRV uint64
@@ -203,6 +210,19 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 		return time.Minute, false
 	}
 
+	needNet := a.needsNetwork(pod)
+	netw := a.network()
+	if needNet && w.podIP == nil && netw == nil {
+		// As the kubelet: no sandbox and no container before the network
+		// is ready. An adopted pod keeps running meanwhile and its status
+		// is left alone.
+		if w.sandbox == nil {
+			w.waitAll(pod, reasonContainerCreating, netNotReady)
+			w.writeStatus(ctx, pod, w.status(pod, false, false, now))
+		}
+		return 200 * time.Millisecond, false
+	}
+
 	if w.sandbox == nil {
 		sb, err := a.rt.GetSandbox(w.uid)
 		if errors.Is(err, wrt.ErrSandboxNotFound) {
@@ -224,6 +244,36 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 		w.mu.Lock()
 		w.sandbox = sb
 		w.mu.Unlock()
+	}
+	if needNet && w.podIP == nil {
+		ip, err := netw.Attach(ctx, w.uid, w.sandbox.NetNSPath)
+		if err != nil {
+			w.log.Warn("attach the pod to the pod network", "err", err)
+			w.waitAll(pod, reasonContainerCreating, fmt.Sprintf("set up the pod's network: %v", err))
+			w.writeStatus(ctx, pod, w.status(pod, false, false, now))
+			return 2 * time.Second, false
+		}
+		w.podIP = ip
+	}
+	if a.cfg.Hollow && a.podNetworkOn() && !spec.GetHostNetwork() && w.podIP == nil {
+		w.podIP = a.hollowIP(w.uid)
+	}
+	if w.etc == nil && !a.cfg.Hollow {
+		var gw net.IP
+		if netw != nil {
+			gw = netw.Gateway()
+		}
+		files, err := a.writePodEtc(pod, w.sandbox.Hostname, w.podIP, gw)
+		if err != nil {
+			w.log.Warn("write the pod's /etc files", "err", err)
+			w.waitAll(pod, reasonContainerCreating, err.Error())
+			w.writeStatus(ctx, pod, w.status(pod, false, false, now))
+			return 2 * time.Second, false
+		}
+		if files == nil {
+			files = map[string]string{}
+		}
+		w.etc = files
 	}
 	if w.vols == nil {
 		if a.cfg.Hollow {
@@ -382,7 +432,7 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 	}
 	spec := gproto.Clone(c).(*pb.Container)
 	if !a.cfg.Hollow {
-		env, err := resolveEnv(ctx, a.getObject, pod, c, a.desc.hostIP(), a.desc.capacity)
+		env, err := resolveContainerEnv(ctx, a.getObject, a.listServices, pod, c, a.desc.hostIP(), a.desc.capacity)
 		if err != nil {
 			fail(configReason(err), err)
 			return
@@ -404,6 +454,7 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 		fail(configReason(err), err)
 		return
 	}
+	mounts = append(mounts, etcMounts(c, w.etc)...)
 	attempt := int32(0)
 	if cs.cur != nil {
 		attempt = cs.cur.attempt + 1
@@ -417,13 +468,21 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 	if cs.init {
 		labels[labelInit] = "true"
 	}
+	sec, err := containerSecurity(pod, c)
+	if err != nil {
+		fail(configReason(err), err)
+		return
+	}
 	startedAt := time.Now()
 	id, err := a.rt.StartContainer(ctx, w.sandbox, wrt.ContainerSpec{
-		Container: spec, Image: img, PodSecurityContext: pod.GetSpec().GetSecurityContext(), Mounts: mounts, Labels: labels,
+		Container: spec, Image: img, PodSecurityContext: pod.GetSpec().GetSecurityContext(), Security: sec, Mounts: mounts, Labels: labels,
 	})
 	if err != nil {
 		reason := reasonRunContainerError
-		if errors.Is(err, wrt.ErrInvalidSpec) {
+		switch {
+		case errors.Is(err, wrt.ErrRunAsNonRoot):
+			reason = reasonCreateConfigError
+		case errors.Is(err, wrt.ErrInvalidSpec):
 			reason = reasonCreateContainerErr
 		}
 		fail(reason, err)
@@ -514,6 +573,9 @@ func (w *podWorker) status(pod *pb.Pod, initDone, initFailed bool, now time.Time
 	in := statusInput{
 		pod: pod, initDone: initDone, initFailed: initFailed, hostIP: w.a.desc.hostIP(), now: now,
 		prev: w.lastWritten,
+	}
+	if w.podIP != nil {
+		in.podIP = w.podIP.String()
 	}
 	if in.prev == nil {
 		in.prev = pod.GetStatus()
@@ -653,6 +715,23 @@ func (w *podWorker) terminate(ctx context.Context) (time.Duration, bool) {
 	}
 	pod, deleted := w.snapshot()
 	if !w.cleaned {
+		// The pod leaves the network before its sandbox goes, so an
+		// address held by a pod without a sandbox is known to be leaked
+		// (see releaseLeaked).
+		if n := a.network(); n != nil {
+			nsPath := ""
+			if w.sandbox != nil {
+				nsPath = w.sandbox.NetNSPath
+			}
+			if err := n.Detach(w.uid, nsPath); err != nil {
+				w.log.Warn("detach the pod from the pod network; retrying", "err", err)
+				return 2 * time.Second, false
+			}
+		}
+		if a.cfg.Hollow {
+			a.releaseHollowIP(w.uid)
+		}
+		w.podIP = nil
 		var errs []error
 		if err := a.rt.RemoveSandbox(ctx, w.uid); err != nil {
 			errs = append(errs, err)

@@ -67,8 +67,10 @@ type statusInput struct {
 	// initFailed: an init container failed and will not be restarted.
 	initFailed bool
 	hostIP     string
-	startTime  time.Time
-	now        time.Time
+	// podIP is the pod's address on the pod network ("" for none).
+	podIP     string
+	startTime time.Time
+	now       time.Time
 	// prev is the status last written (or read from the API), whose
 	// conditions' transition times are kept when their status holds.
 	prev *pb.PodStatus
@@ -78,9 +80,13 @@ type statusInput struct {
 func buildPodStatus(in statusInput) *pb.PodStatus {
 	spec := in.pod.GetSpec()
 	st := &pb.PodStatus{HostIp: in.hostIP, QosClass: qosClass(spec)}
-	if in.hostIP != "" && spec.GetHostNetwork() {
+	switch {
+	case in.hostIP != "" && spec.GetHostNetwork():
 		st.PodIp = in.hostIP
 		st.PodIps = []*pb.PodIP{{Ip: in.hostIP}}
+	case in.podIP != "" && !spec.GetHostNetwork():
+		st.PodIp = in.podIP
+		st.PodIps = []*pb.PodIP{{Ip: in.podIP}}
 	}
 	if !in.startTime.IsZero() {
 		st.StartTime = timestamppb.New(in.startTime.Truncate(time.Second))

@@ -253,11 +253,18 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, logger *slog.L
 		reg.close()
 		return "", nil, fmt.Errorf("start worker w1: %w", err)
 	}
+	// The pod network (bridge skiff0, 10.244.0.0/16), netproxy (nftables
+	// table skiff-proxy) and the node's DNS server, all removed on exit.
+	svc, err := newNodeServices(w, cfg, defaultNodeServiceOptions(), logger)
+	if err != nil {
+		reg.close()
+		return "", nil, fmt.Errorf("start worker w1: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := w.Run(ctx); err != nil {
+		if err := svc.run(ctx, w.Run, cfg.StopPodsOnExit); err != nil {
 			errs <- fmt.Errorf("worker w1: %w", err)
 		}
 	}()

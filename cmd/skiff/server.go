@@ -63,6 +63,10 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 		"CIDR that Service cluster IPs are allocated from (its first host is kept for the kubernetes Service); must be the same on every master")
 	f.StringVar(&cfg.ServiceNodePortRange, "service-node-port-range", cfg.ServiceNodePortRange,
 		"min-max range that NodePort Services' node ports are allocated from; must be the same on every master")
+	f.StringVar(&cfg.ControllerConfig.NodeIPAM.ClusterCIDR, "cluster-cidr", cfg.ControllerConfig.NodeIPAM.ClusterCIDR,
+		"IPv4 CIDR that pod addresses come from; each node gets a subnet of it (its spec.podCIDR); must be the same on every master and worker")
+	f.IntVar(&cfg.ControllerConfig.NodeIPAM.NodeCIDRMaskSize, "node-cidr-mask-size", cfg.ControllerConfig.NodeIPAM.NodeCIDRMaskSize,
+		"prefix length of each node's pod subnet within --cluster-cidr (24: 256 nodes of up to 254 pods in a /16)")
 	f.StringVar(&ctrls, "controllers", "*", "controllers to run while leading: * for the defaults, -name to leave one out, e.g. *,-eventttl (empty runs none)")
 	f.DurationVar(&cfg.ControllerConfig.NodeLifecycle.StartupGracePeriod, "node-startup-grace-period", cfg.ControllerConfig.NodeLifecycle.StartupGracePeriod,
 		"after becoming leader, how long to wait before evicting pods from unready nodes (gives every node a fresh grace period)")

@@ -19,6 +19,8 @@ func newWorkerCommand() *cobra.Command {
 	var join, labels, logLevel, logFormat string
 	var registries []string
 	var hollowCount int
+	var cleanupOnExit bool
+	netOpts := defaultNodeServiceOptions()
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker: joins the masters by gossip and runs the pods bound to it",
@@ -58,11 +60,16 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 			if cfg.Hollow && hollowCount > 0 {
 				return worker.RunHollow(ctx, cfg, hollowCount)
 			}
+			cfg.StopPodsOnExit = cleanupOnExit
 			a, err := worker.New(cfg)
 			if err != nil {
 				return err
 			}
-			return a.Run(ctx)
+			svc, err := newNodeServices(a, cfg, netOpts, logger)
+			if err != nil {
+				return err
+			}
+			return svc.run(ctx, a.Run, cleanupOnExit)
 		},
 	}
 	f := cmd.Flags()
@@ -78,6 +85,17 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f.StringVar(&cfg.CapacityMemory, "capacity-memory", cfg.CapacityMemory, "memory capacity to report, e.g. 8Gi (default: the host's memory)")
 	f.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "how many pods the node takes")
 	f.StringArrayVar(&registries, "insecure-registry", nil, "registry HOST:PORT that may be pulled from over plain HTTP (repeatable)")
+	f.StringVar(&cfg.PodNetwork, "pod-network", cfg.PodNetwork,
+		`pod network: "bridge" (a bridge, a veth and an IP per pod from the Node's spec.podCIDR, host-gw routes to the other nodes) or "none" (pods get only loopback)`)
+	f.StringVar(&cfg.ClusterCIDR, "cluster-cidr", cfg.ClusterCIDR, "CIDR holding every node's pod CIDR (must match the masters' --cluster-cidr); pod traffic leaving it is masqueraded")
+	f.StringVar(&cfg.Bridge, "bridge", cfg.Bridge, "name of the pods' bridge")
+	f.StringVar(&netOpts.proxyMode, "proxy-mode", netOpts.proxyMode,
+		`how Services are forwarded on this node: "nftables" (kernel rules), "userspace" (for hosts without nftables) or "none"`)
+	f.StringVar(&netOpts.clusterDomain, "cluster-domain", netOpts.clusterDomain, "DNS domain of Services (NAME.NAMESPACE.svc.DOMAIN), answered by the node's DNS server on the pod gateway")
+	f.StringVar(&netOpts.dnsUpstreams, "dns-upstream", netOpts.dnsUpstreams,
+		`comma-separated HOST:PORT servers for names outside the cluster domain ("" = the host's /etc/resolv.conf, "none" = refuse them)`)
+	f.BoolVar(&cleanupOnExit, "cleanup-on-exit", false,
+		"when the worker exits, stop every pod and remove the pod network and the Service rules (a node leaving for good); by default pods keep running and a restarted worker re-adopts them")
 	f.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, "cgroup under which pod cgroups are created (default /skiff/NAME)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node posts its status")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often a pod's containers are checked when nothing else happens")

@@ -1,0 +1,592 @@
+package podnet
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// podIfName is the pod's interface in its network namespace.
+const podIfName = "eth0"
+
+// Network is a node's pod network. Create it with New, call Setup once
+// (and again whenever in doubt: it is idempotent), then Attach and Detach
+// pods. Safe for concurrent use.
+type Network struct {
+	cfg     Config
+	log     *slog.Logger
+	podCIDR *net.IPNet
+	cluster *net.IPNet
+	gw      net.IP
+	mtu     int
+
+	hostNS netns.NsHandle
+	h      *netlink.Handle
+	ipam   *Allocator
+
+	// mu serialises the changes to the node's shared parts (bridge,
+	// routes, table); pods are attached in parallel.
+	mu     sync.Mutex
+	closed bool
+	setUp  bool // Setup succeeded once
+}
+
+// New opens the network's allocations and a netlink handle in its
+// namespace. It changes nothing on the host: Setup does.
+func New(cfg Config) (_ *Network, retErr error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Network{cfg: cfg, log: cfg.Logger.With("component", "podnet")}
+	n.podCIDR, _ = parseCIDR(cfg.PodCIDR)
+	n.cluster, _ = parseCIDR(cfg.ClusterCIDR)
+	n.gw = Gateway(n.podCIDR)
+	var closers []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+	var err error
+	if cfg.NetNS == "" {
+		n.hostNS, err = netns.GetFromPath("/proc/self/ns/net")
+	} else {
+		n.hostNS, err = netns.GetFromPath(cfg.NetNS)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pod network: open the node's network namespace %q: %w", cfg.NetNS, err)
+	}
+	closers = append(closers, func() { n.hostNS.Close() })
+	if n.h, err = netlink.NewHandleAt(n.hostNS); err != nil {
+		return nil, fmt.Errorf("pod network: netlink: %w", err)
+	}
+	closers = append(closers, n.h.Close)
+	n.mtu = cfg.MTU
+	if n.mtu == 0 {
+		n.mtu = defaultRouteMTU(n.h)
+	}
+	if n.ipam, err = OpenAllocator(cfg.PodCIDR, cfg.StateFile); err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	return n, nil
+}
+
+// Gateway is the bridge's address: the first host of the pod CIDR, the
+// pods' default route.
+func (n *Network) Gateway() net.IP { return append(net.IP(nil), n.gw...) }
+
+// PodCIDR is the node's pod CIDR.
+func (n *Network) PodCIDR() *net.IPNet { return n.ipam.CIDR() }
+
+// MTU is the MTU of the bridge and the pods' interfaces.
+func (n *Network) MTU() int { return n.mtu }
+
+// Setup makes the node's side of the network exist: IP forwarding on, the
+// bridge up with the gateway address, and the nftables table (masquerade
+// pod traffic that leaves the cluster CIDR, accept forwarding to and from
+// the bridge), rebuilt as a whole in one batch.
+func (n *Network) Setup() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := inNS(n.hostNS, func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enable IP forwarding: %w", err)
+		}
+		// Bridged traffic goes through the ip family's hooks, so Service
+		// rules (DNAT) also see pod-to-pod traffic on one bridge. Without
+		// br_netfilter in the kernel the file does not exist.
+		err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-iptables", []byte("1"), 0o644)
+		if errors.Is(err, os.ErrNotExist) {
+			n.log.Warn("net.bridge.bridge-nf-call-iptables is missing (no br_netfilter): Service rules will not see traffic between pods of one node")
+		} else if err != nil {
+			return fmt.Errorf("set net.bridge.bridge-nf-call-iptables: %w", err)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("pod network setup: %w", err)
+	}
+	br, err := n.ensureBridge()
+	if err != nil {
+		return fmt.Errorf("pod network setup: %w", err)
+	}
+	if err := n.writeTable(); err != nil {
+		return fmt.Errorf("pod network setup: %w", err)
+	}
+	if !n.setUp {
+		n.setUp = true
+		n.log.Info("pod network set up", "bridge", br.Attrs().Name, "gateway", n.gw, "pod_cidr", n.podCIDR, "cluster_cidr", n.cluster, "mtu", n.mtu)
+	}
+	return nil
+}
+
+func (n *Network) ensureBridge() (netlink.Link, error) {
+	name := n.cfg.Bridge
+	l, err := n.h.LinkByName(name)
+	switch {
+	case isLinkNotFound(err):
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: n.mtu, TxQLen: -1}}
+		if err := n.h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if l, err = n.h.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("bridge %s: %w", name, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
+	case l.Type() != "bridge":
+		return nil, fmt.Errorf("%s exists and is a %s, not a bridge: choose another bridge name", name, l.Type())
+	}
+	if l.Attrs().MTU != n.mtu {
+		if err := n.h.LinkSetMTU(l, n.mtu); err != nil {
+			return nil, fmt.Errorf("set the MTU of %s: %w", name, err)
+		}
+	}
+	ones, _ := n.podCIDR.Mask.Size()
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.gw, Mask: net.CIDRMask(ones, 32)}}
+	if err := n.h.AddrReplace(l, addr); err != nil {
+		return nil, fmt.Errorf("add %s to %s: %w", addr.IPNet, name, err)
+	}
+	// An address of an earlier pod CIDR would route some of the cluster's
+	// pods into this bridge.
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return n.h.AddrList(l, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if !a.IP.Equal(n.gw) {
+			n.log.Info("removing a stale address from the bridge", "bridge", name, "addr", a.IPNet)
+			if err := n.h.AddrDel(l, &a); err != nil {
+				return nil, fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
+			}
+		}
+	}
+	if err := n.h.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", name, err)
+	}
+	return l, nil
+}
+
+// writeTable replaces the package's nftables table in one transaction:
+// add (so the delete cannot fail), delete, add again with every chain and
+// rule, so no moment exists without the rules or with two copies.
+func (n *Network) writeTable() error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.hostNS)))
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	post := c.AddChain(&nftables.Chain{
+		Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+	})
+	// ip saddr <pod CIDR> ip daddr != <cluster CIDR> masquerade
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: n.podCIDR.Mask, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: n.podCIDR.IP.To4()},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: n.cluster.Mask, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: n.cluster.IP.To4()},
+		&expr.Counter{},
+		&expr.Masq{},
+	}})
+	policy := nftables.ChainPolicyAccept
+	fwd := c.AddChain(&nftables.Chain{
+		Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy,
+	})
+	for _, key := range []expr.MetaKey{expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+			&expr.Meta{Key: key, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(n.cfg.Bridge)},
+			&expr.Counter{},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("write nftables table %s: %w", TableName, err)
+	}
+	return nil
+}
+
+func ifname(name string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
+}
+
+// Attach connects the pod whose network namespace is pinned at netnsPath:
+// it allocates the pod's address (the same one again for the same pod),
+// creates a veth pair whose host end is a port of the bridge (with hairpin
+// on, so a pod reaches itself through a Service) and whose other end is
+// eth0 in the pod, with the address, the MTU and a default route via the
+// gateway; loopback is set up too. Attaching an attached pod checks and
+// repairs its configuration.
+func (n *Network) Attach(ctx context.Context, podUID, netnsPath string) (_ net.IP, retErr error) {
+	if netnsPath == "" {
+		return nil, fmt.Errorf("attach pod %s: no network namespace (hostNetwork pods are not attached)", podUID)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ip, err := n.ipam.Allocate(podUID)
+	if err != nil {
+		return nil, fmt.Errorf("attach pod %s: %w", podUID, err)
+	}
+	podNS, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return nil, fmt.Errorf("attach pod %s: open its network namespace: %w", podUID, err)
+	}
+	defer podNS.Close()
+	ph, err := netlink.NewHandleAt(podNS)
+	if err != nil {
+		return nil, fmt.Errorf("attach pod %s: netlink in its namespace: %w", podUID, err)
+	}
+	defer ph.Close()
+	br, err := n.h.LinkByName(n.cfg.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("attach pod %s: bridge %s: %w (was Setup called?)", podUID, n.cfg.Bridge, err)
+	}
+	hostName, tmpName := vethNames(podUID)
+
+	host, _ := n.h.LinkByName(hostName)
+	pod, _ := ph.LinkByName(podIfName)
+	paired := host != nil && pod != nil && host.Type() == "veth" &&
+		host.Attrs().ParentIndex == pod.Attrs().Index && pod.Attrs().ParentIndex == host.Attrs().Index
+	if !paired {
+		// Whatever a failed earlier attempt left: deleting either end of
+		// a veth deletes both.
+		for _, del := range []struct {
+			h    *netlink.Handle
+			name string
+		}{{n.h, hostName}, {n.h, tmpName}, {ph, podIfName}, {ph, tmpName}} {
+			if l, err := del.h.LinkByName(del.name); err == nil {
+				if err := del.h.LinkDel(l); err != nil && !isLinkNotFound(err) {
+					return nil, fmt.Errorf("attach pod %s: remove stale %s: %w", podUID, del.name, err)
+				}
+			}
+		}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: n.mtu, TxQLen: -1}, PeerName: tmpName}
+		if err := n.h.LinkAdd(veth); err != nil {
+			return nil, fmt.Errorf("attach pod %s: create veth %s: %w", podUID, hostName, err)
+		}
+		defer func() {
+			if retErr != nil {
+				if l, err := n.h.LinkByName(hostName); err == nil {
+					_ = n.h.LinkDel(l)
+				}
+			}
+		}()
+		peer, err := n.h.LinkByName(tmpName)
+		if err != nil {
+			return nil, fmt.Errorf("attach pod %s: veth peer: %w", podUID, err)
+		}
+		if err := n.h.LinkSetNsFd(peer, int(podNS)); err != nil {
+			return nil, fmt.Errorf("attach pod %s: move the veth into the pod: %w", podUID, err)
+		}
+		if peer, err = ph.LinkByName(tmpName); err != nil {
+			return nil, fmt.Errorf("attach pod %s: veth peer in the pod: %w", podUID, err)
+		}
+		if err := ph.LinkSetName(peer, podIfName); err != nil {
+			return nil, fmt.Errorf("attach pod %s: rename the veth to %s: %w", podUID, podIfName, err)
+		}
+		if host, err = n.h.LinkByName(hostName); err != nil {
+			return nil, fmt.Errorf("attach pod %s: %w", podUID, err)
+		}
+		if pod, err = ph.LinkByName(podIfName); err != nil {
+			return nil, fmt.Errorf("attach pod %s: %w", podUID, err)
+		}
+	}
+
+	// The rest is idempotent: it repairs an attached pod as well.
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		if err := n.h.LinkSetMaster(host, br); err != nil {
+			return nil, fmt.Errorf("attach pod %s: add %s to bridge %s: %w", podUID, hostName, n.cfg.Bridge, err)
+		}
+	}
+	if err := n.h.LinkSetHairpin(host, true); err != nil {
+		return nil, fmt.Errorf("attach pod %s: hairpin on %s: %w", podUID, hostName, err)
+	}
+	if err := n.h.LinkSetUp(host); err != nil {
+		return nil, fmt.Errorf("attach pod %s: set %s up: %w", podUID, hostName, err)
+	}
+	if pod.Attrs().MTU != n.mtu {
+		if err := ph.LinkSetMTU(pod, n.mtu); err != nil {
+			return nil, fmt.Errorf("attach pod %s: MTU: %w", podUID, err)
+		}
+	}
+	ones, _ := n.podCIDR.Mask.Size()
+	if err := ph.AddrReplace(pod, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(ones, 32)}}); err != nil {
+		return nil, fmt.Errorf("attach pod %s: address %s: %w", podUID, ip, err)
+	}
+	if err := ph.LinkSetUp(pod); err != nil {
+		return nil, fmt.Errorf("attach pod %s: set %s up: %w", podUID, podIfName, err)
+	}
+	if lo, err := ph.LinkByName("lo"); err == nil {
+		if err := ph.LinkSetUp(lo); err != nil {
+			return nil, fmt.Errorf("attach pod %s: set lo up: %w", podUID, err)
+		}
+	}
+	def := &netlink.Route{LinkIndex: pod.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: n.gw}
+	if err := ph.RouteReplace(def); err != nil {
+		return nil, fmt.Errorf("attach pod %s: default route via %s: %w", podUID, n.gw, err)
+	}
+	if !paired {
+		n.log.Debug("pod attached", "pod_uid", podUID, "ip", ip, "veth", hostName)
+	}
+	return ip, nil
+}
+
+// Detach disconnects a pod: it deletes the pod's veth pair and releases
+// its address. netnsPath may be "" or name a namespace that is gone.
+// Detaching a detached pod is a no-op.
+func (n *Network) Detach(podUID, netnsPath string) error {
+	hostName, tmpName := vethNames(podUID)
+	found := false
+	for _, name := range []string{hostName, tmpName} {
+		l, err := n.h.LinkByName(name)
+		if isLinkNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("detach pod %s: %w", podUID, err)
+		}
+		found = true
+		if err := n.h.LinkDel(l); err != nil && !isLinkNotFound(err) {
+			return fmt.Errorf("detach pod %s: delete %s: %w", podUID, name, err)
+		}
+	}
+	if !found && netnsPath != "" {
+		// The host end may be gone while the pod's is not (a half-done
+		// Attach moved it): delete it there.
+		if podNS, err := netns.GetFromPath(netnsPath); err == nil {
+			if ph, err := netlink.NewHandleAt(podNS); err == nil {
+				for _, name := range []string{podIfName, tmpName} {
+					if l, err := ph.LinkByName(name); err == nil && l.Type() == "veth" {
+						_ = ph.LinkDel(l)
+					}
+				}
+				ph.Close()
+			}
+			podNS.Close()
+		}
+	}
+	return n.ipam.Release(podUID)
+}
+
+// Allocations returns the address of every pod that holds one, by pod UID,
+// so the caller can release those of pods that are gone.
+func (n *Network) Allocations() (map[string]net.IP, error) {
+	return n.ipam.Allocations(), nil
+}
+
+// SetRoutes makes the routes this package installs (marked with
+// RouteProtocol) exactly routes: others' routes are never touched. Routes
+// into the node's own pod CIDR are refused. It goes on past a route that
+// fails (a gateway not reachable yet) and reports every failure.
+func (n *Network) SetRoutes(routes []Route) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	want := map[string]Route{}
+	var errs []error
+	for _, r := range routes {
+		if r.CIDR == nil || r.CIDR.IP.To4() == nil || r.Via.To4() == nil {
+			errs = append(errs, fmt.Errorf("route %v: only IPv4 CIDRs via IPv4 addresses", r))
+			continue
+		}
+		dst := &net.IPNet{IP: r.CIDR.IP.To4().Mask(r.CIDR.Mask), Mask: r.CIDR.Mask}
+		if dst.Contains(n.podCIDR.IP) || n.podCIDR.Contains(dst.IP) {
+			errs = append(errs, fmt.Errorf("route %v overlaps this node's pod CIDR %s", r, n.podCIDR))
+			continue
+		}
+		want[dst.String()] = Route{CIDR: dst, Via: r.Via.To4()}
+	}
+	have, err := n.ownRoutes()
+	if err != nil {
+		return fmt.Errorf("set pod routes: %w", err)
+	}
+	for _, r := range have {
+		if w, ok := want[r.Dst.String()]; ok && w.Via.Equal(r.Gw) {
+			delete(want, r.Dst.String())
+			continue
+		}
+		if err := n.h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s via %s: %w", r.Dst, r.Gw, err))
+		}
+	}
+	for _, w := range want {
+		r := &netlink.Route{Dst: w.CIDR, Gw: w.Via, Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
+		if err := n.h.RouteReplace(r); err != nil {
+			errs = append(errs, fmt.Errorf("route %s: %w", w, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("set pod routes: %w", err)
+	}
+	return nil
+}
+
+// Routes returns the routes SetRoutes installed.
+func (n *Network) Routes() ([]Route, error) {
+	have, err := n.ownRoutes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Route, 0, len(have))
+	for _, r := range have {
+		out = append(out, Route{CIDR: r.Dst, Via: r.Gw})
+	}
+	return out, nil
+}
+
+func (n *Network) ownRoutes() ([]netlink.Route, error) {
+	return retryDump(func() ([]netlink.Route, error) {
+		return n.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
+}
+
+// Teardown removes the network for good: its routes, every pod veth on
+// the bridge, the bridge, the nftables table, and every allocation.
+func (n *Network) Teardown() error {
+	var errs []error
+	if err := n.SetRoutes(nil); err != nil {
+		errs = append(errs, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	links, err := retryDump(n.h.LinkList)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list links: %w", err))
+	}
+	for _, l := range links {
+		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, vethPrefix) {
+			if err := n.h.LinkDel(l); err != nil && !isLinkNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete %s: %w", l.Attrs().Name, err))
+			}
+		}
+	}
+	if l, err := n.h.LinkByName(n.cfg.Bridge); err == nil && l.Type() == "bridge" {
+		if err := n.h.LinkDel(l); err != nil && !isLinkNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete bridge %s: %w", n.cfg.Bridge, err))
+		}
+	}
+	if c, err := nftables.New(nftables.WithNetNSFd(int(n.hostNS))); err != nil {
+		errs = append(errs, err)
+	} else {
+		t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+		c.AddTable(t)
+		c.DelTable(t)
+		if err := c.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("delete nftables table %s: %w", TableName, err))
+		}
+	}
+	if err := n.ipam.ReleaseAll(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("pod network teardown: %w", err)
+	}
+	n.log.Info("pod network removed", "bridge", n.cfg.Bridge)
+	return nil
+}
+
+// Close releases the network's handles and its allocation file; the
+// network itself stays (pods keep running).
+func (n *Network) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	n.h.Close()
+	err := n.ipam.Close()
+	n.hostNS.Close()
+	return err
+}
+
+// vethNames returns the name of the host end of a pod's veth and the
+// temporary name of its pod end (before it becomes eth0 in the pod).
+func vethNames(podUID string) (host, tmp string) {
+	sum := sha256.Sum256([]byte(podUID))
+	h := hex.EncodeToString(sum[:])[:11]
+	return vethPrefix + h, "skt" + h
+}
+
+// inNS runs f on an OS thread that joined the network namespace ns. The
+// thread is never given back to the scheduler: it ends with its goroutine,
+// so no other goroutine ever runs in that namespace.
+func inNS(ns netns.NsHandle, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter the network namespace: %w", err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// defaultRouteMTU is the MTU of the interface of the default route, or
+// 1500.
+func defaultRouteMTU(h *netlink.Handle) int {
+	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return 1500
+	}
+	for _, r := range routes {
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		if r.LinkIndex == 0 {
+			continue
+		}
+		if l, err := h.LinkByIndex(r.LinkIndex); err == nil && l.Attrs().MTU >= 576 {
+			return l.Attrs().MTU
+		}
+	}
+	return 1500
+}
+
+func isLinkNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
+
+// retryDump repeats a netlink dump that the kernel interrupted (the table
+// changed while it was read).
+func retryDump[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range 10 {
+		v, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
