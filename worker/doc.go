@@ -22,5 +22,7 @@
 // podmanager.go and podworker.go (the sync loop), status.go (pod status,
 // restart policy and backoff: no I/O), probes.go and netns_linux.go,
 // env.go and volumes.go, state.go (bbolt), logs.go and nodeserver.go
-// (NodeAgent), hollow.go.
+// (NodeAgent), hollow.go, network.go (the pod network: package podnet's
+// bridge, IPs and host-gw routes, and each pod's /etc/hosts and
+// /etc/resolv.conf), security.go (seccomp choice of a container).
 package worker
