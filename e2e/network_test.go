@@ -555,6 +555,25 @@ spec:
 	if p3 == ip("p1") || p3 == ip("client") {
 		t.Errorf("p3 got IP %s, already held by a pod on w1 (p1 %s, client %s)", p3, ip("p1"), ip("client"))
 	}
+
+	// w1 leaves for good: restarted with --cleanup-on-exit and stopped, it
+	// stops its pods and removes its bridge, veths and tables.
+	w1.stop(t, 30*time.Second)
+	w1.args = append(slices.Clone(w1.args), "--cleanup-on-exit")
+	w1.start()
+	l.waitNodesReady(60 * time.Second)
+	l.waitPodsReady(60*time.Second, "p1", "client", "p3")
+	w1.stop(t, 60*time.Second)
+	if got := nftTables(t, w1.ns); len(got) != 0 {
+		t.Errorf("nftables tables left in w1 after --cleanup-on-exit: %v", got)
+	}
+	if n := vethCount(t, l, w1); n != 1 { // eth0, its link to the lab bridge
+		out, _ := l.inWorker(w1, ipBin, "-o", "link")
+		t.Errorf("%d veth links left in w1 after --cleanup-on-exit, want only eth0:\n%s", n, out)
+	}
+	if out, _ := l.inWorker(w1, ipBin, "-o", "link"); strings.Contains(out, "skiff0") {
+		t.Errorf("bridge skiff0 left in w1 after --cleanup-on-exit:\n%s", out)
+	}
 }
 
 // helloPod describes a pod running examples/hello.
