@@ -64,6 +64,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Message size limits. A response (a List of 10,000 pods is about 10 MB)
+// may be far larger than one object, so receive up to the masters' own send
+// limit; gRPC's default of 4 MiB would fail such a List. Requests carry one
+// object (at most proto.MaxObjectBytes); the master itself refuses larger
+// ones with ResourceExhausted, so the send cap only guards against a bug.
+const (
+	maxRecvMsgBytes = 256 << 20
+	maxSendMsgBytes = 8 << 20
+)
+
 // Client talks to a skiff cluster. It is safe for concurrent use.
 type Client struct {
 	cfg   Config
@@ -82,7 +92,7 @@ func New(cfg Config) (*Client, error) {
 	for _, addr := range cfg.Servers {
 		conn, err := grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(8<<20)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes), grpc.MaxCallSendMsgSize(maxSendMsgBytes)))
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("connect %s: %w", addr, err)

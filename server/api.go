@@ -64,7 +64,7 @@ func (a *clusterAPI) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Wri
 		return nil, err
 	}
 	return routeCall(s, ctx, "Delete", false,
-		func(ctx context.Context) (*pb.WriteResponse, error) { return s.deleteOnLeader(ctx, op) },
+		func(ctx context.Context) (*pb.WriteResponse, error) { return s.openWrite(s.deleteOnLeader(ctx, op)) },
 		func(ctx context.Context, c *grpc.ClientConn) (*pb.WriteResponse, error) {
 			return pb.NewClusterClient(c).Delete(ctx, req)
 		})
@@ -152,7 +152,9 @@ func (s *Server) write(ctx context.Context, op writeOp, req *pb.WriteRequest) (*
 		return s.dryRun(op, checked)
 	}
 	return routeCall(s, ctx, op.String(), false,
-		func(ctx context.Context) (*pb.WriteResponse, error) { return s.writeOnLeader(ctx, op, obj) },
+		func(ctx context.Context) (*pb.WriteResponse, error) {
+			return s.openWrite(s.writeOnLeader(ctx, op, obj))
+		},
 		func(ctx context.Context, c *grpc.ClientConn) (*pb.WriteResponse, error) {
 			cl := pb.NewClusterClient(c)
 			switch op {
@@ -226,6 +228,10 @@ func (s *Server) withNewStatus(o *pb.Object) (_ *pb.Object, ok bool) {
 // a few times if the random name is taken, and a Service write if an IP or
 // node port the leader picked for it was taken meanwhile.
 func (s *Server) writeOnLeader(ctx context.Context, op writeOp, obj *pb.Object) (*pb.WriteResponse, error) {
+	obj, err := s.openInput(obj) // secrets.go
+	if err != nil {
+		return nil, err
+	}
 	generated := op == opCreate && obj.Meta().GetName() == "" && obj.Meta().GetGenerateName() != ""
 	for attempt := 0; ; attempt++ {
 		cmd := s.newCommand(&pb.Command{})
@@ -235,6 +241,10 @@ func (s *Server) writeOnLeader(ctx context.Context, op writeOp, obj *pb.Object) 
 		}
 		alloc, err := s.allocateService(op, o) // services.go
 		if err != nil {
+			return nil, err
+		}
+		// Last, so the log, the stores and snapshots never see plaintext.
+		if err := s.sealSecret(o); err != nil { // secrets.go
 			return nil, err
 		}
 		switch op {

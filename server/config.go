@@ -128,6 +128,27 @@ type Config struct {
 	// watches.
 	EventWindow int
 
+	// EncryptionKeyFile turns on encryption of Secrets at rest (see
+	// secrets.go): lines NAME:BASE64 of 32-byte AES-256 keys; the first
+	// encrypts, all decrypt. Every master needs the same file. "" stores
+	// new Secrets in plaintext.
+	EncryptionKeyFile string
+	// AuditLogFile receives one JSON line per mutating request made to this
+	// master; "" disables it. It is rotated to AuditLogFile.1 when it would
+	// grow past AuditLogMaxBytes.
+	AuditLogFile     string
+	AuditLogMaxBytes int64
+
+	// MaxRequestsPerSecond and MaxRequestBurst are each client's token
+	// bucket for unary API calls on this master; 0 requests/s disables it.
+	// A client is a connection until authentication names clients.
+	MaxRequestsPerSecond float64
+	MaxRequestBurst      int
+	// MaxWatchesPerClient and MaxWatches cap open watch streams on this
+	// master per client and in total; 0 means no cap.
+	MaxWatchesPerClient int
+	MaxWatches          int
+
 	// Logger receives every log line; the server adds server=<Name> to it
 	// (and component=raft, memberlist, ... for the libraries' lines).
 	Logger  *slog.Logger
@@ -199,6 +220,11 @@ func DefaultConfig() Config {
 		ReadyMaxLag:          1024,
 		MaxRecvMsgSize:       pb.MaxObjectBytes + 256<<10,
 		EventWindow:          50000,
+		AuditLogMaxBytes:     100 << 20,
+		MaxRequestsPerSecond: 1000,
+		MaxRequestBurst:      2000,
+		MaxWatchesPerClient:  100,
+		MaxWatches:           10000,
 		Logger:               slog.Default(),
 		Version:              "dev",
 
@@ -280,6 +306,26 @@ func (c Config) Validate() error {
 	}
 	if c.EventWindow < 1 {
 		return bad("EventWindow", "must be at least 1")
+	}
+	if c.EncryptionKeyFile != "" {
+		if _, err := loadSecretBox(c.EncryptionKeyFile); err != nil {
+			return bad("EncryptionKeyFile", "%v", err)
+		}
+	}
+	if c.AuditLogFile != "" && c.AuditLogMaxBytes < 4096 {
+		return bad("AuditLogMaxBytes", "%d is below 4096 bytes", c.AuditLogMaxBytes)
+	}
+	if c.MaxRequestsPerSecond < 0 {
+		return bad("MaxRequestsPerSecond", "%g is negative: use 0 for no limit", c.MaxRequestsPerSecond)
+	}
+	if c.MaxRequestsPerSecond > 0 && c.MaxRequestBurst < 1 {
+		return bad("MaxRequestBurst", "%d: must be at least 1 while MaxRequestsPerSecond is set", c.MaxRequestBurst)
+	}
+	if c.MaxWatchesPerClient < 0 {
+		return bad("MaxWatchesPerClient", "%d is negative: use 0 for no cap", c.MaxWatchesPerClient)
+	}
+	if c.MaxWatches < 0 {
+		return bad("MaxWatches", "%d is negative: use 0 for no cap", c.MaxWatches)
 	}
 	if c.Logger == nil {
 		return bad("Logger", "required")

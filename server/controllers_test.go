@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -93,15 +95,22 @@ func TestControllersRunOnTheLeader(t *testing.T) {
 	}
 	newLeader := waitLeader(t, rest)
 	c = newLeader.cluster()
-	got, err := c.Get(ctxT(t, 10*time.Second), &pb.GetRequest{Kind: "Deployment", Namespace: "default", Name: "web"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The new leader's deployment controller writes the status meanwhile:
+	// read-modify-write until no write came between (client-go's
+	// RetryOnConflict).
 	replicas = 6
-	got.GetObject().GetDeployment().GetSpec().Replicas = &replicas
-	if _, err := c.Update(ctxT(t, 10*time.Second), &pb.WriteRequest{Object: got.GetObject()}); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 10*time.Second, "scale to 6", func() error {
+		got, err := c.Get(ctxT(t, 10*time.Second), &pb.GetRequest{Kind: "Deployment", Namespace: "default", Name: "web"})
+		if err != nil {
+			return err
+		}
+		got.GetObject().GetDeployment().GetSpec().Replicas = &replicas
+		_, err = c.Update(ctxT(t, 10*time.Second), &pb.WriteRequest{Object: got.GetObject()})
+		if status.Code(err) != codes.Aborted && err != nil {
+			t.Fatal(err)
+		}
+		return err
+	})
 	eventually(t, 20*time.Second, "6 pods bound after the leader change", boundPods(6))
 
 	// Exactly one ReplicaSet: the new leader adopted the old one's work.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"sort"
@@ -50,25 +51,38 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // freePort returns a loopback port that is free for both TCP and UDP (gossip
 // uses both).
+// freePort returns a port below the ephemeral range (so no outgoing
+// connection takes it between the check and the bind) and apart from the
+// e2e harness's 20000-32000, as both packages' tests run at once.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 12000 + mrand.IntN(8000)
+		if portsUsed[port] {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
 		}
-		u.Close()
-		return port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			portsUsed[port] = true
+			return port
+		}
 	}
 	t.Fatal("no free port")
 	return 0
 }
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 

@@ -158,6 +158,9 @@ func (a *clusterAPI) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespon
 	if err != nil {
 		return nil, fsmStatus(err)
 	}
+	if obj, err = a.s.secrets.open(obj); err != nil { // secrets.go
+		return nil, err
+	}
 	return &pb.GetResponse{Object: obj}, nil
 }
 
@@ -177,6 +180,9 @@ func (a *clusterAPI) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRes
 	})
 	if err != nil {
 		return nil, fsmStatus(err)
+	}
+	if err := a.s.secrets.openAll(items); err != nil {
+		return nil, err
 	}
 	return &pb.ListResponse{Items: items, ResourceVersion: idx}, nil
 }
@@ -249,7 +255,11 @@ func (a *clusterAPI) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServ
 			// Already seen by the client (see the wait above).
 		case err == nil:
 			last = ev.Index
-			if err := stream.Send(&pb.WatchEvent{Type: ev.Type, Object: ev.Object, ResourceVersion: ev.Index}); err != nil {
+			obj, err := s.secrets.open(ev.Object)
+			if err != nil {
+				return err
+			}
+			if err := stream.Send(&pb.WatchEvent{Type: ev.Type, Object: obj, ResourceVersion: ev.Index}); err != nil {
 				return err
 			}
 		case ctx.Err() != nil:

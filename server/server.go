@@ -56,6 +56,12 @@ type Server struct {
 	httpLn  net.Listener
 	http    *http.Server
 
+	// secrets encrypts Secret data at rest, audit logs mutating requests
+	// (nil when off), limits holds per-client limits.
+	secrets *secretBox
+	audit   *auditLog
+	limits  *limiter
+
 	peers     *peerPool
 	readIndex *indexCoalescer
 	// leaderIndex serves Operator.ReadIndex: rounds on a ready leader only,
@@ -111,6 +117,20 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}()
 
 	var err error
+	if s.secrets, err = loadSecretBox(cfg.EncryptionKeyFile); err != nil {
+		return nil, fmt.Errorf("server config: EncryptionKeyFile: %w", err)
+	}
+	s.warnSecretsAtRest()
+	if cfg.AuditLogFile != "" {
+		if s.audit, err = openAuditLog(cfg.AuditLogFile, cfg.AuditLogMaxBytes, log.With("component", "audit"), s.metrics.reg); err != nil {
+			return nil, fmt.Errorf("server config: AuditLogFile: %w", err)
+		}
+	}
+	s.limits = newLimiter(limitsConfig{
+		rps: cfg.MaxRequestsPerSecond, burst: cfg.MaxRequestBurst,
+		watchesPerClient: cfg.MaxWatchesPerClient, watches: cfg.MaxWatches,
+	}, s.metrics.reg)
+
 	s.fsm, err = fsm.New(fsm.Config{Logger: log.With("component", "fsm"), EventWindow: cfg.EventWindow})
 	if err != nil {
 		return nil, fmt.Errorf("create store: %w", err)
@@ -165,17 +185,20 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 
 	s.leaderTasks = append(s.leaderTasks, newNodeLifecycle(s))
-	s.peers = newPeerPool(cfg.MaxRecvMsgSize)
-	s.agents = newPeerPool(cfg.MaxRecvMsgSize)
+	// Answers from other masters and workers may be larger than one object
+	// (a log chunk, a response with an object near the limit plus its
+	// metadata), as the server's own responses may.
+	s.peers = newPeerPool(maxResponseBytes)
+	s.agents = newPeerPool(maxResponseBytes)
 	s.readIndex = newIndexCoalescer(s.readIndexRound)
 	s.leaderIndex = newIndexCoalescer(s.readyLeaderReadIndex)
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append(s.interceptors(), // limits.go
+		// Requests carry at most one object: a little more than its limit,
+		// so an object just over it gets the error naming that limit.
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		// Responses (a List of every pod) may be far larger than one
 		// object; the client accepts up to 256 MiB.
 		grpc.MaxSendMsgSize(maxResponseBytes),
-		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
 		// Clients (and other masters) may ping as often as every 5s to keep
 		// watches alive through NATs; the server pings idle connections to
 		// drop dead clients' watch streams.
@@ -184,7 +207,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		// Stop waits for handlers, so raft is never shut down under a
 		// handler that is waiting for a commit.
 		grpc.WaitForHandlers(true),
-	)
+	)...)
 	pb.RegisterClusterServer(s.grpc, &clusterAPI{s: s})
 	pb.RegisterOperatorServer(s.grpc, &operatorAPI{s: s})
 	pb.RegisterPodsServer(s.grpc, &podsProxy{s: s})
@@ -404,6 +427,11 @@ func (s *Server) closeAll() {
 	}
 	if s.cancelStopCx != nil {
 		s.cancelStopCx()
+	}
+	if s.audit != nil {
+		if err := s.audit.close(); err != nil {
+			s.log.Warn("close audit log", "err", err)
+		}
 	}
 }
 

@@ -224,6 +224,12 @@ func TestServiceAllocation(t *testing.T) {
 
 	f := followers(servers, leader)[0].cluster()
 	ctx := ctxT(t, time.Minute)
+	// The random picks above may hold the values chosen below: free them.
+	for i := range 200 { // the subtest's n
+		if _, err := f.Delete(ctx, &pb.DeleteRequest{Delete: &pb.DeleteOp{Kind: "Service", Namespace: "default", Name: fmt.Sprintf("svc-%d", i)}}); err != nil && status.Code(err) != codes.NotFound {
+			t.Fatal(err)
+		}
+	}
 	web, err := f.Create(ctx, &pb.WriteRequest{Object: svcObj("web", "NodePort", "10.96.200.7",
 		&pb.ServicePort{Name: "http", Port: 80, NodePort: 31080}, &pb.ServicePort{Name: "https", Port: 443})})
 	if err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -107,9 +109,16 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 		gossip = append(gossip, fmt.Sprintf("127.0.0.1:%d", o.basePort+200+i))
 		apis = append(apis, fmt.Sprintf("127.0.0.1:%d", o.basePort+100+i))
 	}
+	// Secrets are encrypted at rest with one key shared by the masters,
+	// made on the first run.
+	keyFile, err := devEncryptionKey(o.dataDir)
+	if err != nil {
+		return err
+	}
 	var servers []*server.Server
 	for i := 1; i <= o.masters; i++ {
 		cfg := server.DefaultConfig()
+		cfg.EncryptionKeyFile = keyFile
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.DataDir = filepath.Join(o.dataDir, cfg.Name)
 		cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", o.basePort+i)
@@ -275,4 +284,26 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, logger *slog.L
 		<-done
 		reg.close()
 	}, nil
+}
+
+// devEncryptionKey returns the dev cluster's Secret encryption key file,
+// creating it (one random AES-256 key) if it does not exist.
+func devEncryptionKey(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "encryption-keys")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte("dev1:"+base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write the encryption key %s: %w", path, err)
+	}
+	return path, nil
 }

@@ -72,6 +72,14 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 		"after becoming leader, how long to wait before evicting pods from unready nodes (gives every node a fresh grace period)")
 	f.Int64Var(&cfg.ControllerConfig.NodeLifecycle.DefaultTolerationSeconds, "default-toleration-seconds", cfg.ControllerConfig.NodeLifecycle.DefaultTolerationSeconds,
 		"how long pods without their own toleration stay on a not-ready or unreachable node before eviction")
+	f.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", "",
+		"file of NAME:BASE64 lines of 32-byte AES-256 keys that encrypt Secrets at rest; the first encrypts, all decrypt; the same file on every master")
+	f.StringVar(&cfg.AuditLogFile, "audit-log", "", "file to append one JSON line per mutating request to (empty disables)")
+	f.Int64Var(&cfg.AuditLogMaxBytes, "audit-log-max-bytes", cfg.AuditLogMaxBytes, "size at which the audit log is rotated to FILE.1")
+	f.Float64Var(&cfg.MaxRequestsPerSecond, "max-requests-per-second", cfg.MaxRequestsPerSecond, "API requests per second each client may make to this master (0: no limit)")
+	f.IntVar(&cfg.MaxRequestBurst, "max-request-burst", cfg.MaxRequestBurst, "requests a client may make at once above --max-requests-per-second")
+	f.IntVar(&cfg.MaxWatchesPerClient, "max-watches-per-client", cfg.MaxWatchesPerClient, "open watches each client may have on this master (0: no cap)")
+	f.IntVar(&cfg.MaxWatches, "max-watches", cfg.MaxWatches, "open watches this master serves in total (0: no cap)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
