@@ -142,14 +142,16 @@ func (s *Server) write(ctx context.Context, op writeOp, req *pb.WriteRequest) (*
 			"%s %q is %d bytes, over the limit of %d bytes (proto.MaxObjectBytes): keep large data out of objects or split it",
 			obj.KindName(), obj.Meta().GetName(), size, pb.MaxObjectBytes)
 	}
-	// Check here too so a follower rejects a bad object without a round
-	// trip; the leader checks again on what it proposes.
-	checked, err := s.prepare(op, obj, "")
-	if err != nil {
-		return nil, err
-	}
-	if req.GetDryRun() {
-		return s.dryRun(op, checked)
+	// A follower checks too, so a bad object is rejected without a round
+	// trip; the leader checks (once) in writeOnLeader, on what it proposes.
+	if req.GetDryRun() || !s.IsLeader() {
+		checked, err := s.prepare(op, obj, "")
+		if err != nil {
+			return nil, err
+		}
+		if req.GetDryRun() {
+			return s.dryRun(op, checked)
+		}
 	}
 	return routeCall(s, ctx, op.String(), false,
 		func(ctx context.Context) (*pb.WriteResponse, error) {
