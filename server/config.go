@@ -89,6 +89,9 @@ type Config struct {
 	// lease 250ms, suited to a LAN. Raise it (up to 10) on slow or busy
 	// machines to avoid needless elections, at the cost of slower failover.
 	RaftMultiplier int
+	// RaftTimeout, if set, is the heartbeat and election timeout itself
+	// (the lease is half of it), in place of RaftMultiplier's 500ms steps.
+	RaftTimeout time.Duration
 	// SnapshotThreshold is how many new log entries trigger a snapshot;
 	// SnapshotInterval is how often that is checked; TrailingLogs is how
 	// many entries are kept after a snapshot so a lagging follower can catch
@@ -275,6 +278,9 @@ func (c Config) Validate() error {
 	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
 		return bad("Join", "required when BootstrapExpect is 0: list the gossip address of a master to join")
 	}
+	if c.RaftTimeout != 0 && (c.RaftTimeout < 50*time.Millisecond || c.RaftTimeout > 30*time.Second) {
+		return bad("RaftTimeout", "%s is outside 50ms..30s", c.RaftTimeout)
+	}
 	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
 		return bad("RaftMultiplier", "%d is outside 1..10", c.RaftMultiplier)
 	}
@@ -371,6 +377,11 @@ func checkHostPort(addr string, wildcard bool) error {
 	return nil
 }
 
-func (c Config) heartbeatTimeout() time.Duration {
-	return baseHeartbeatTimeout * time.Duration(c.RaftMultiplier)
+// raftTimeouts returns the heartbeat, election and leader lease timeouts.
+func (c Config) raftTimeouts() (heartbeat, election, lease time.Duration) {
+	if c.RaftTimeout > 0 {
+		return c.RaftTimeout, c.RaftTimeout, c.RaftTimeout / 2
+	}
+	m := time.Duration(c.RaftMultiplier)
+	return baseHeartbeatTimeout * m, baseElectionTimeout * m, baseLeaderLeaseTimeout * m
 }

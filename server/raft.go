@@ -110,12 +110,9 @@ func (st *raftStores) close() error {
 // raftConfig derives raft's configuration from ours. See the constants in
 // config.go for why these timeouts.
 func raftConfig(cfg Config) *raft.Config {
-	m := time.Duration(cfg.RaftMultiplier)
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.Name)
-	rc.HeartbeatTimeout = baseHeartbeatTimeout * m
-	rc.ElectionTimeout = baseElectionTimeout * m
-	rc.LeaderLeaseTimeout = baseLeaderLeaseTimeout * m
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = cfg.raftTimeouts()
 	rc.CommitTimeout = baseCommitTimeout
 	// Group commit: the leader takes every queued apply at once and writes
 	// them with one fsync, and followers receive up to 1024 per RPC. This is
