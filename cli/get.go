@@ -26,13 +26,14 @@ type getOptions struct {
 func newGetCommand(o *Options) *cobra.Command {
 	g := &getOptions{}
 	cmd := &cobra.Command{
-		Use:   "get KIND [NAME...] | KIND/NAME...",
+		Use:   "get KIND[,KIND...] [NAME...] | KIND/NAME...",
 		Short: "List objects, or show some by name",
 		Long: `Get prints objects of one kind as a table, or as YAML, JSON or names with -o.
 Kinds take their Kubernetes names, plurals or short names: pods, po, deployments, deploy, svc, ns, ...`,
 		Example: `  skiff get pods
   skiff get pods -A -o wide
   skiff get deploy web -o yaml
+  skiff get svc,endpoints -n demo
   skiff get pods -l app=web,tier!=db -w
   skiff get pods --field-selector spec.nodeName=w1`,
 		Args: cobra.MinimumNArgs(1),
@@ -69,7 +70,7 @@ type target struct {
 	names []string
 }
 
-// parseTargets accepts "KIND [NAME...]" and "KIND/NAME ...".
+// parseTargets accepts "KIND[,KIND...] [NAME...]" and "KIND/NAME ...".
 func parseTargets(args []string) ([]target, error) {
 	if strings.Contains(args[0], "/") {
 		var out []target
@@ -86,11 +87,15 @@ func parseTargets(args []string) ([]target, error) {
 		}
 		return out, nil
 	}
-	info, err := lookupKind(args[0])
-	if err != nil {
-		return nil, err
+	var out []target
+	for _, k := range strings.Split(args[0], ",") {
+		info, err := lookupKind(k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, target{kind: info, names: args[1:]})
 	}
-	return []target{{kind: info, names: args[1:]}}, nil
+	return out, nil
 }
 
 func lookupKind(name string) (pb.KindInfo, error) {

@@ -23,6 +23,7 @@ type printer struct {
 	format        string // "", wide, yaml, json, name
 	allNamespaces bool
 	headerDone    bool
+	kindPrefix    bool // several kinds in one listing: NAME is kind/name
 	now           func() time.Time
 }
 
@@ -104,6 +105,21 @@ func (p *printer) printRows(objs []*pb.Object) error {
 	if len(objs) == 0 {
 		return nil
 	}
+	if groups := byKind(objs); len(groups) > 1 {
+		// Several kinds (get svc,endpoints): a table each, names as
+		// kind/name, as kubectl prints them.
+		p.kindPrefix = true
+		for i, g := range groups {
+			if i > 0 {
+				fmt.Fprintln(p.out)
+			}
+			p.headerDone = false
+			if err := p.printRows(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	kind := objs[0].KindName()
 	cols, row := columnsFor(kind)
 	wide := p.format == "wide"
@@ -127,6 +143,9 @@ func (p *printer) printRows(objs []*pb.Object) error {
 		if p.allNamespaces {
 			r = append(r, o.Meta().GetNamespace())
 		}
+		if p.kindPrefix && len(vals) > 0 {
+			vals[0] = strings.ToLower(kind) + "/" + vals[0]
+		}
 		for i, c := range cols {
 			if !c.wide || wide {
 				r = append(r, vals[i])
@@ -135,6 +154,18 @@ func (p *printer) printRows(objs []*pb.Object) error {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
+}
+
+// byKind splits objs into runs of one kind, in order.
+func byKind(objs []*pb.Object) [][]*pb.Object {
+	var out [][]*pb.Object
+	for i, o := range objs {
+		if i == 0 || o.KindName() != objs[i-1].KindName() {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], o)
+	}
+	return out
 }
 
 type column struct {

@@ -125,6 +125,33 @@ func TestParseTargets(t *testing.T) {
 	if _, err := parseTargets([]string{"gizmos"}); err == nil || !strings.Contains(err.Error(), "known kinds") {
 		t.Fatalf("unknown kind: err = %v", err)
 	}
+	ts, err = parseTargets([]string{"svc,ep", "web"})
+	if err != nil || len(ts) != 2 || ts[0].kind.Kind != "Service" || ts[1].kind.Kind != "Endpoints" || ts[1].names[0] != "web" {
+		t.Fatalf("parseTargets(svc,ep web) = %+v, %v", ts, err)
+	}
+	if _, err := parseTargets([]string{"svc,gizmos"}); err == nil || !strings.Contains(err.Error(), `"gizmos"`) {
+		t.Fatalf("unknown kind in a list: err = %v", err)
+	}
+}
+
+// TestTableOfSeveralKinds: get svc,ep prints a table per kind, names as
+// kind/name.
+func TestTableOfSeveralKinds(t *testing.T) {
+	var buf strings.Builder
+	p := newPrinter(&buf, "", false)
+	p.now = func() time.Time { return time.Unix(1000, 0) }
+	objs := []*pb.Object{
+		pb.Wrap(&pb.Service{Metadata: &pb.ObjectMeta{Name: "web", Namespace: "default"}, Spec: &pb.ServiceSpec{Type: "ClusterIP", ClusterIp: "10.96.0.10", Ports: []*pb.ServicePort{{Port: 80, Protocol: "TCP"}}}}),
+		pb.Wrap(&pb.Endpoints{Metadata: &pb.ObjectMeta{Name: "web", Namespace: "default"}, Subsets: []*pb.EndpointSubset{{Addresses: []*pb.EndpointAddress{{Ip: "10.244.0.2"}}, Ports: []*pb.EndpointPort{{Port: 8080}}}}}),
+	}
+	if err := p.printList(objs); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 5 || !strings.HasPrefix(lines[0], "NAME") || !strings.HasPrefix(lines[1], "service/web") || !strings.Contains(lines[1], "10.96.0.10") ||
+		lines[2] != "" || !strings.HasPrefix(lines[3], "NAME") || !strings.HasPrefix(lines[4], "endpoints/web") || !strings.Contains(lines[4], "10.244.0.2:8080") {
+		t.Fatalf("table:\n%s", buf.String())
+	}
 }
 
 func TestResolveServers(t *testing.T) {
