@@ -161,6 +161,15 @@ func (c *Client) do(ctx context.Context, kind retryKind, call func(conn *grpc.Cl
 		conn := c.conns[i]
 		if c.ready(ctx, conn) {
 			err := call(conn)
+			if wait, ok := pb.RetryAfter(err); ok && time.Now().Add(wait).Before(deadline) {
+				// Rate limited before anything was done: wait as told and
+				// ask the same master again.
+				if err := sleepCtx(ctx, wait); err != nil {
+					return err
+				}
+				attempt--
+				continue
+			}
 			if err == nil || !retryable(kind, err) {
 				if err == nil || status.Code(err) != codes.Unavailable {
 					c.mu.Lock()
@@ -192,6 +201,18 @@ func (c *Client) do(ctx context.Context, kind retryKind, call func(conn *grpc.Cl
 			}
 			backoff = min(backoff*2, time.Second)
 		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -1,9 +1,12 @@
 package proto
 
 import (
+	"time"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // reasonNotApplied marks an Unavailable error that the server raised before
@@ -33,4 +36,31 @@ func IsNotApplied(err error) bool {
 		}
 	}
 	return false
+}
+
+// RateLimitedError returns a ResourceExhausted status for a request refused
+// by a rate limit before it did anything, carrying how long to wait
+// (RetryInfo, gRPC's counterpart of HTTP 429's Retry-After), so clients
+// slow down and retry instead of failing.
+func RateLimitedError(msg string, retryAfter time.Duration) error {
+	st := status.New(codes.ResourceExhausted, msg)
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// RetryAfter returns the delay of a RateLimitedError; ok is false for any
+// other error.
+func RetryAfter(err error) (d time.Duration, ok bool) {
+	st, isStatus := status.FromError(err)
+	if !isStatus || st.Code() != codes.ResourceExhausted {
+		return 0, false
+	}
+	for _, det := range st.Details() {
+		if ri, isRetry := det.(*errdetails.RetryInfo); isRetry {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
 }

@@ -146,7 +146,9 @@ func TestValidateErrors(t *testing.T) {
 			`spec.template.spec.containers[0].ports[1].protocol: Unsupported value: "SCTP": supported values: "TCP", "UDP"`,
 			`spec.template.spec.containers[0].ports[2].name: Duplicate value: "http"`,
 		}},
-		{"seccomp type", pod(func(s *PodSpec) { s.SecurityContext = &PodSecurityContext{SeccompProfile: &SeccompProfile{Type: "Strict"}} }),
+		{"seccomp type", pod(func(s *PodSpec) {
+			s.SecurityContext = &PodSecurityContext{SeccompProfile: &SeccompProfile{Type: "Strict"}}
+		}),
 			[]string{`spec.securityContext.seccompProfile.type: Unsupported value: "Strict": supported values: "RuntimeDefault", "Unconfined", "Localhost"`}},
 		{"seccomp localhost without profile", pod(func(s *PodSpec) {
 			s.Containers[0].SecurityContext = &SecurityContext{SeccompProfile: &SeccompProfile{Type: "Localhost"}}

@@ -8,6 +8,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -136,8 +137,10 @@ func (l *limiter) allow(caller string) error {
 		return nil
 	}
 	l.rejected.WithLabelValues("rate").Inc()
-	return status.Errorf(codes.ResourceExhausted,
-		"rate limit of %g requests/s exceeded for %s: slow down or raise --max-requests-per-second", l.cfg.rps, caller)
+	// Nothing was done: the client may retry once a token is back.
+	retry := max(time.Duration(float64(time.Second)/l.cfg.rps), 10*time.Millisecond)
+	return pb.RateLimitedError(fmt.Sprintf(
+		"rate limit of %g requests/s exceeded for %s: slow down or raise --max-requests-per-second", l.cfg.rps, caller), retry)
 }
 
 // acquireWatch counts one more open watch for caller; release gives it back.

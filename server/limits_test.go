@@ -78,6 +78,9 @@ func TestRateLimitPerClient(t *testing.T) {
 	}
 	wantStatus(t, limited, codes.ResourceExhausted, "rate limit of 2 requests/s exceeded for 127.0.0.1:",
 		"slow down or raise --max-requests-per-second")
+	if wait, ok := pb.RetryAfter(limited); !ok || wait != 500*time.Millisecond {
+		t.Fatalf("RetryAfter = %v, %v; want the time one token takes, 500ms", wait, ok)
+	}
 	for range 3 {
 		if err := get(other); err != nil {
 			t.Fatalf("another client: %v", err)
@@ -281,5 +284,33 @@ func TestLimitsAndAuditConfig(t *testing.T) {
 	off.MaxRequestsPerSecond, off.MaxRequestBurst, off.MaxWatches, off.MaxWatchesPerClient = 0, 0, 0, 0
 	if err := off.Validate(); err != nil {
 		t.Fatalf("limits off: %v", err)
+	}
+}
+
+// TestRateLimitedClientWaits: the Go client waits as a rate-limited answer
+// tells it and retries, so a client over its rate slows down instead of
+// failing.
+func TestRateLimitedClientWaits(t *testing.T) {
+	t.Parallel()
+	cfg := singleConfig(t)
+	cfg.MaxRequestsPerSecond, cfg.MaxRequestBurst = 10, 2
+	ts := startServer(t, cfg)
+	waitLeader(t, []*testServer{ts})
+	ccfg := client.DefaultConfig()
+	ccfg.Servers = []string{ts.srv.APIAddr()}
+	c, err := client.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t, 30*time.Second)
+	// 30 reads at 10/s: far faster than that unless the server slows them.
+	for i := range 30 {
+		if _, err := c.Get(ctx, "Namespace", "", "default", client.ReadOptions{}); err != nil {
+			t.Fatalf("get %d: %v", i, err)
+		}
+	}
+	if n := counterVecValue(t, ts.srv.metrics.reg, "skiff_api_rejected_total", "rate"); n < 1 {
+		t.Fatalf("skiff_api_rejected_total{limit=rate} = %v: the client was never limited", n)
 	}
 }
