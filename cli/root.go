@@ -19,12 +19,14 @@ import (
 
 // Options are the CLI's global settings.
 type Options struct {
-	Server  string
-	Timeout time.Duration
-	Version string
-	Out     io.Writer
-	ErrOut  io.Writer
-	In      io.Reader
+	Server    string
+	TokenFile string
+	Insecure  bool
+	Timeout   time.Duration
+	Version   string
+	Out       io.Writer
+	ErrOut    io.Writer
+	In        io.Reader
 }
 
 // NewRootCommand returns the `skiff` command with every operator
@@ -46,6 +48,8 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&o.Server, "server", "", "comma-separated API addresses of masters (default $SKIFF_SERVER, then "+ConfigPath()+")")
+	root.PersistentFlags().StringVar(&o.TokenFile, "token-file", "", "the cluster token file: the CLI derives the CA from it and signs itself an admin certificate (default $"+EnvTokenFile+", then tokenFile in the config)")
+	root.PersistentFlags().BoolVar(&o.Insecure, "insecure", false, "plaintext, no authentication: only for masters run with --insecure")
 	root.PersistentFlags().DurationVar(&o.Timeout, "request-timeout", 30*time.Second, "how long a command waits for the cluster")
 	root.SetOut(o.Out)
 	root.SetErr(o.ErrOut)
@@ -89,6 +93,22 @@ func (o *Options) client() (*client.Client, error) {
 	}
 	cfg := client.DefaultConfig()
 	cfg.Servers = servers
+	token, insecure, err := resolveSecurity(o.TokenFile, o.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case insecure:
+	case token == "":
+		if len(servers) == 0 {
+			return client.New(cfg) // the error about missing servers
+		}
+		return nil, ErrNoCredentials
+	default:
+		if cfg.TLS, err = AdminTLS(token); err != nil {
+			return nil, err
+		}
+	}
 	return client.New(cfg)
 }
 

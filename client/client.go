@@ -7,6 +7,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -38,6 +40,11 @@ type Config struct {
 	// retried across masters (for example during a leader election).
 	RetryFor time.Duration
 	Logger   *slog.Logger
+	// TLS secures the connections (package pki builds it from the cluster
+	// token); nil connects in plaintext, to masters run with --insecure.
+	TLS *tls.Config
+	// PerRPC adds credentials to every call (a worker's join credential).
+	PerRPC credentials.PerRPCCredentials
 }
 
 // DefaultConfig returns the defaults used by the CLI.
@@ -89,10 +96,19 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg}
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes), grpc.MaxCallSendMsgSize(maxSendMsgBytes)),
+	}
+	if cfg.PerRPC != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(cfg.PerRPC))
+	}
 	for _, addr := range cfg.Servers {
-		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes), grpc.MaxCallSendMsgSize(maxSendMsgBytes)))
+		conn, err := grpc.NewClient(addr, opts...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("connect %s: %w", addr, err)
@@ -350,6 +366,20 @@ func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
 		var err error
 		out, err = pb.NewOperatorClient(conn).Status(ctx, &pb.StatusRequest{})
+		return err
+	})
+	return out, err
+}
+
+// IssueNodeCertificate asks a master to sign a node's certificate request
+// (package pki) and returns the certificate's DER. A new node authenticates
+// with its join credential (Config.PerRPC), a renewing node with its current
+// certificate. Signing changes no cluster state, so it is retried anywhere.
+func (c *Client) IssueNodeCertificate(ctx context.Context, node string, csr []byte) ([]byte, error) {
+	var out []byte
+	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
+		resp, err := pb.NewClusterClient(conn).IssueNodeCertificate(ctx, &pb.IssueNodeCertificateRequest{NodeName: node, Csr: csr})
+		out = resp.GetCertificate()
 		return err
 	})
 	return out, err

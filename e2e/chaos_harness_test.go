@@ -31,9 +31,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	gproto "google.golang.org/protobuf/proto"
 
+	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 )
@@ -205,8 +207,16 @@ func (cc *chaosCluster) conn(m *master) *grpc.ClientConn {
 	if c, ok := cc.conns[m.name]; ok {
 		return c
 	}
+	creds := insecure.NewCredentials()
+	if cc.token != "" {
+		tc, err := cli.AdminTLS(cc.token)
+		if err != nil {
+			cc.t.Fatal(err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
 	c, err := grpc.NewClient("passthrough:///"+m.apiAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
 			MinConnectTimeout: time.Second,
@@ -237,6 +247,12 @@ func (cc *chaosCluster) newClient(addrs []string) *client.Client {
 	cfg := client.DefaultConfig()
 	cfg.Servers = addrs
 	cfg.RetryFor = 10 * time.Second
+	if cc.token != "" {
+		var err error
+		if cfg.TLS, err = cli.AdminTLS(cc.token); err != nil {
+			cc.t.Fatal(err)
+		}
+	}
 	cl, err := client.New(cfg)
 	if err != nil {
 		cc.t.Fatal(err)

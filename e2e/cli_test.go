@@ -48,7 +48,7 @@ func TestOperatorCLI(t *testing.T) {
 
 	// get -w prints the list, then every change.
 	var watchOut syncBuffer
-	watch := exec.Command(skiffBin, "--server", strings.Join(c.apiAddrs(), ","), "get", "configmaps", "-n", "default", "-w")
+	watch := exec.Command(skiffBin, append(append([]string{"--server", strings.Join(c.apiAddrs(), ",")}, c.securityArgs()...), "get", "configmaps", "-n", "default", "-w")...)
 	watch.Stdout, watch.Stderr = &watchOut, &watchOut
 	watch.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"))
 	if err := watch.Start(); err != nil {

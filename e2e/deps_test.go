@@ -12,13 +12,14 @@ import (
 // which (sub-packages follow their top-level package).
 var allowedImports = map[string][]string{
 	"proto":       {},
+	"pki":         {},
 	"fsm":         {"proto"},
 	"controllers": {"proto"},
-	"client":      {"proto"},
-	"server":      {"proto", "fsm", "controllers"},
-	"worker":      {"proto", "client"},
-	"netproxy":    {"proto", "client"},
-	"cli":         {"proto", "client"},
+	"client":      {"proto", "pki"},
+	"server":      {"proto", "fsm", "controllers", "pki"},
+	"worker":      {"proto", "client", "pki"},
+	"netproxy":    {"proto", "client", "pki"},
+	"cli":         {"proto", "client", "pki"},
 }
 
 const module = "github.com/skiff-sh/skiff/"

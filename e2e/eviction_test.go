@@ -23,6 +23,7 @@ func hollowWorker(t *testing.T, c *cluster, name string) *workerProc {
 		"--join", strings.Join(joins, ","), "--listen-addr", "127.0.0.1:0",
 		"--heartbeat-interval", "1s", "--log-level", "debug",
 	}}
+	w.args = append(w.args, c.securityArgs()...)
 	t.Cleanup(func() {
 		w.kill()
 		if t.Failed() {
@@ -37,8 +38,9 @@ func hollowWorker(t *testing.T, c *cluster, name string) *workerProc {
 // SIGKILLed are evicted once the node is unreachable for their
 // tolerationSeconds, and the ReplicaSet replaces them on the other worker.
 func TestKilledWorkerPodsReplaced(t *testing.T) {
+	// Hollow nodes run only with --insecure for now.
 	c := startClusterArgs(t, 3, "--node-monitor-grace-period", "3s", "--node-startup-grace-period", "1s",
-		"--default-toleration-seconds", "2")
+		"--default-toleration-seconds", "2", "--insecure")
 	c.waitLeader(60 * time.Second)
 	w1 := hollowWorker(t, c, "h1")
 	hollowWorker(t, c, "h2")

@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
+	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -105,6 +107,30 @@ type master struct {
 type cluster struct {
 	t       *testing.T
 	masters []*master
+	// token is the cluster token file every process is started with; ""
+	// when the cluster runs with --insecure.
+	token string
+}
+
+// secure gives the cluster a token (made now, so that every master and
+// worker reads the same one); insecure leaves it plaintext.
+func (c *cluster) secure(base string, insecure bool) {
+	if insecure {
+		return
+	}
+	c.token = filepath.Join(base, "token")
+	if _, _, err := pki.LoadOrCreateTokenFile(c.token); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// securityArgs are the flags that give a skiff process (master, worker or
+// CLI) the cluster's credentials.
+func (c *cluster) securityArgs() []string {
+	if c.token == "" {
+		return []string{"--insecure"}
+	}
+	return []string{"--token-file", c.token}
 }
 
 // clusterOptions tune startClusterWith; the zero value is what
@@ -115,6 +141,9 @@ type clusterOptions struct {
 	gids bool
 	// logLevel of the masters; "debug" if empty.
 	logLevel string
+	// insecure runs everything in plaintext (--insecure); by default the
+	// cluster has a token and every connection is mutual TLS.
+	insecure bool
 }
 
 // startCluster starts n masters with --bootstrap-expect n.
@@ -131,6 +160,7 @@ func startClusterWith(t *testing.T, n int, opts clusterOptions) *cluster {
 	}
 	c := &cluster{t: t}
 	base := t.TempDir()
+	c.secure(base, opts.insecure)
 	for i := 1; i <= n; i++ {
 		m := &master{
 			name:     fmt.Sprintf("m%d", i),
@@ -155,6 +185,7 @@ func startClusterWith(t *testing.T, n int, opts clusterOptions) *cluster {
 			"--raft-addr", m.raftAddr, "--api-addr", m.apiAddr, "--gossip-addr", m.gossip,
 			"--http-addr", m.httpAd, "--bootstrap-expect", fmt.Sprint(n),
 			"--join", strings.Join(joins, ","), "--log-level", opts.logLevel}
+		m.args = append(m.args, c.securityArgs()...)
 		c.start(m)
 	}
 	t.Cleanup(func() {
@@ -258,6 +289,12 @@ func (c *cluster) client(ms ...*master) *client.Client {
 	}
 	cfg := client.DefaultConfig()
 	cfg.Servers = addrs
+	if c.token != "" {
+		var err error
+		if cfg.TLS, err = cli.AdminTLS(c.token); err != nil {
+			c.t.Fatal(err)
+		}
+	}
 	cl, err := client.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
@@ -313,7 +350,7 @@ func eventually(t *testing.T, within time.Duration, f func() error) {
 
 // cli runs the skiff binary as an operator would and returns its output.
 func (c *cluster) cli(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(skiffBin, append([]string{"--server", strings.Join(c.apiAddrs(), ",")}, args...)...)
+	cmd := exec.Command(skiffBin, append(append([]string{"--server", strings.Join(c.apiAddrs(), ",")}, c.securityArgs()...), args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Stdin = strings.NewReader(stdin)

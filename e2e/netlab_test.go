@@ -53,6 +53,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-sh/skiff/pki"
 )
 
 // ipBin is iproute2's ip, used to build the lab's namespaces and links.
@@ -83,6 +85,10 @@ type netLab struct {
 	gw     string // the lab bridge's address, 10.250.X.1
 	// imageRef is the demo app (examples/hello) in the lab's registry.
 	imageRef string
+
+	// token is the lab cluster's token file: every master, worker and CLI
+	// call uses it.
+	token string
 
 	masters []*labMaster
 	workers []*labWorker
@@ -134,6 +140,10 @@ func startNetLab(t *testing.T, opts netLabOptions) *netLab {
 	}
 	l.labNS = "skl-" + l.id
 	l.gw = l.addr(1)
+	l.token = filepath.Join(base, "token")
+	if _, _, err := pki.LoadOrCreateTokenFile(l.token); err != nil {
+		t.Fatal(err)
+	}
 	hostTables := nftTables(t, "")
 	t.Cleanup(func() { l.checkNothingLeft(hostTables) })
 
@@ -171,7 +181,7 @@ func startNetLab(t *testing.T, opts netLabOptions) *netLab {
 			"--api-addr", m.apiAddr, "--gossip-addr", m.gossipAddr,
 			"--http-addr", fmt.Sprintf("%s:%d", l.gw, 7301+i),
 			"--bootstrap-expect", strconv.Itoa(opts.Masters),
-			"--join", strings.Join(joins, ","), "--log-level", "debug"}, opts.MasterArgs...)
+			"--join", strings.Join(joins, ","), "--log-level", "debug", "--token-file", l.token}, opts.MasterArgs...)
 		p, err := startInNetNS(l.labNS, m.logPath, skiffBin, m.args...)
 		if err != nil {
 			t.Fatalf("start master %s: %v", m.name, err)
@@ -195,7 +205,7 @@ func startNetLab(t *testing.T, opts netLabOptions) *netLab {
 			"--join", strings.Join(joins, ","), "--node-ip", w.ip,
 			"--listen-addr", w.ip + ":10250", "--insecure-registry", registryAddr,
 			"--heartbeat-interval", "1s", "--cgroup-parent", w.cgroupParent,
-			"--log-level", "debug"}, opts.WorkerArgs...)
+			"--log-level", "debug", "--token-file", l.token}, opts.WorkerArgs...)
 		l.workers = append(l.workers, w)
 		t.Cleanup(func() {
 			w.stop(t, 30*time.Second)
@@ -363,7 +373,7 @@ func (l *netLab) httpGet(url string) (string, error) {
 // network would, and returns its combined output.
 func (l *netLab) cli(stdin string, args ...string) (string, error) {
 	var out bytes.Buffer
-	cmd := exec.Command(skiffBin, append([]string{"--server", strings.Join(l.apiAddrs(), ",")}, args...)...)
+	cmd := exec.Command(skiffBin, append([]string{"--server", strings.Join(l.apiAddrs(), ","), "--token-file", l.token}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(l.base, "no-cli-config.yaml"))

@@ -11,7 +11,8 @@ import (
 // real masters and two hollow workers: rollout status, set image, history,
 // undo, scale, cordon and drain.
 func TestRolloutCLI(t *testing.T) {
-	c := startClusterArgs(t, 3)
+	// Hollow nodes run only with --insecure for now.
+	c := startClusterArgs(t, 3, "--insecure")
 	c.waitLeader(60 * time.Second)
 	hollowWorker(t, c, "h1")
 	hollowWorker(t, c, "h2")

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -204,6 +205,12 @@ func startClusterArgs(t *testing.T, n int, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	base := t.TempDir()
+	// --insecure among the extra flags runs the whole cluster plaintext
+	// (hollow nodes need it); otherwise it gets a token.
+	c.secure(base, slices.Contains(extra, "--insecure"))
+	if c.token != "" {
+		extra = append(extra, c.securityArgs()...)
+	}
 	for i := 1; i <= n; i++ {
 		c.masters = append(c.masters, &master{
 			name:     fmt.Sprintf("m%d", i),
@@ -275,6 +282,7 @@ func startWorker(t *testing.T, c *cluster, imageRef string) *workerProc {
 		// inside namespaces of their own).
 		"--pod-network", "none", "--proxy-mode", "none",
 	}}
+	w.args = append(w.args, c.securityArgs()...)
 	t.Cleanup(func() {
 		w.kill()
 		cleanupRuntime(t, filepath.Join(dir, "w1"), cgParent)

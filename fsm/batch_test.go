@@ -163,3 +163,26 @@ func BenchmarkApplyBatch(b *testing.B) {
 		}
 	}
 }
+
+// TestCreated: the state a create left is found by uid even after later
+// writes, and not once it has left the event window or for another uid.
+func TestCreated(t *testing.T) {
+	c := newCluster(t, 8)
+	c.must(createCmd(namespace("default")))
+	created := c.must(createCmd(configMap("default", "cm", map[string]string{"v": "1"})))
+	uid := created.Object.Meta().GetUid()
+	c.must(updateCmd(configMap("default", "cm", map[string]string{"v": "2"})))
+	got, ok := c.f.Created("ConfigMap", "default", "cm", uid)
+	if !ok || got.GetConfigMap().GetData()["v"] != "1" || got.Meta().GetResourceVersion() != created.Index {
+		t.Fatalf("Created = %v, %v; want v=1 at %d", got, ok, created.Index)
+	}
+	if _, ok := c.f.Created("cm", "default", "cm", "other-uid"); ok {
+		t.Fatal("found with another uid")
+	}
+	for i := range 10 { // push the Added event out of the window of 8
+		c.must(createCmd(configMap("default", fmt.Sprintf("x%d", i), nil)))
+	}
+	if _, ok := c.f.Created("ConfigMap", "default", "cm", uid); ok {
+		t.Fatal("found after leaving the event window")
+	}
+}

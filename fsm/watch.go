@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"context"
+
+	pb "github.com/skiff-sh/skiff/proto"
 )
 
 // eventLog is the ring of the last window watch events, in index order. It
@@ -161,4 +163,29 @@ func (w *Watcher) Progress() uint64 {
 	// Events at this index may already have been delivered (a batch); a
 	// resume repeats them rather than losing any.
 	return l.buf[w.seq%uint64(len(l.buf))].Index - 1
+}
+
+// Created returns the object as the command that created it left it (its
+// resourceVersion is that command's index), if that Added event is still
+// in the event window: how a create whose reply was lost is answered
+// faithfully even after later writes changed the object.
+func (f *FSM) Created(kind, namespace, name, uid string) (*pb.Object, bool) {
+	km, err := f.kind(kind)
+	if err != nil {
+		return nil, false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n := uint64(len(f.events.buf))
+	for seq := f.events.next; seq > f.events.oldest(); {
+		seq--
+		ev := f.events.buf[seq%n]
+		if ev.Type != Added || ev.Object == nil || ev.Object.KindName() != km.Kind {
+			continue
+		}
+		if m := ev.Object.Meta(); m.GetName() == name && m.GetNamespace() == namespace && m.GetUid() == uid {
+			return ev.Object.Clone(), true
+		}
+	}
+	return nil, false
 }

@@ -1412,6 +1412,105 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type IssueNodeCertificateRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeName string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// A PKCS#10 certificate request (DER) whose signature proves the worker
+	// holds the key; only its public key is used.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueNodeCertificateRequest) Reset() {
+	*x = IssueNodeCertificateRequest{}
+	mi := &file_api_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueNodeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueNodeCertificateRequest) ProtoMessage() {}
+
+func (x *IssueNodeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueNodeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueNodeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *IssueNodeCertificateRequest) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *IssueNodeCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type IssueNodeCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The signed certificate (DER).
+	Certificate   []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueNodeCertificateResponse) Reset() {
+	*x = IssueNodeCertificateResponse{}
+	mi := &file_api_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueNodeCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueNodeCertificateResponse) ProtoMessage() {}
+
+func (x *IssueNodeCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueNodeCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueNodeCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *IssueNodeCertificateResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
@@ -1504,7 +1603,12 @@ const file_api_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\x92\x04\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"L\n" +
+	"\x1bIssueNodeCertificateRequest\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"@\n" +
+	"\x1cIssueNodeCertificateResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate2\xf9\x04\n" +
 	"\aCluster\x129\n" +
 	"\x06Create\x12\x16.skiff.v1.WriteRequest\x1a\x17.skiff.v1.WriteResponse\x129\n" +
 	"\x06Update\x12\x16.skiff.v1.WriteRequest\x1a\x17.skiff.v1.WriteResponse\x12?\n" +
@@ -1514,7 +1618,8 @@ const file_api_proto_rawDesc = "" +
 	"\x04Bind\x12\x15.skiff.v1.BindRequest\x1a\x17.skiff.v1.BatchResponse\x122\n" +
 	"\x03Get\x12\x14.skiff.v1.GetRequest\x1a\x15.skiff.v1.GetResponse\x125\n" +
 	"\x04List\x12\x15.skiff.v1.ListRequest\x1a\x16.skiff.v1.ListResponse\x127\n" +
-	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x14.skiff.v1.WatchEvent0\x012\xd2\x03\n" +
+	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x14.skiff.v1.WatchEvent0\x01\x12e\n" +
+	"\x14IssueNodeCertificate\x12%.skiff.v1.IssueNodeCertificateRequest\x1a&.skiff.v1.IssueNodeCertificateResponse2\xd2\x03\n" +
 	"\bOperator\x12;\n" +
 	"\x06Status\x12\x17.skiff.v1.StatusRequest\x1a\x18.skiff.v1.StatusResponse\x12_\n" +
 	"\x12TransferLeadership\x12#.skiff.v1.TransferLeadershipRequest\x1a$.skiff.v1.TransferLeadershipResponse\x12G\n" +
@@ -1536,47 +1641,49 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_api_proto_goTypes = []any{
-	(*WriteRequest)(nil),               // 0: skiff.v1.WriteRequest
-	(*WriteResponse)(nil),              // 1: skiff.v1.WriteResponse
-	(*DeleteRequest)(nil),              // 2: skiff.v1.DeleteRequest
-	(*BindRequest)(nil),                // 3: skiff.v1.BindRequest
-	(*BatchResponse)(nil),              // 4: skiff.v1.BatchResponse
-	(*BatchResult)(nil),                // 5: skiff.v1.BatchResult
-	(*GetRequest)(nil),                 // 6: skiff.v1.GetRequest
-	(*GetResponse)(nil),                // 7: skiff.v1.GetResponse
-	(*ListRequest)(nil),                // 8: skiff.v1.ListRequest
-	(*ListResponse)(nil),               // 9: skiff.v1.ListResponse
-	(*WatchRequest)(nil),               // 10: skiff.v1.WatchRequest
-	(*WatchEvent)(nil),                 // 11: skiff.v1.WatchEvent
-	(*StatusRequest)(nil),              // 12: skiff.v1.StatusRequest
-	(*StatusResponse)(nil),             // 13: skiff.v1.StatusResponse
-	(*MemberStatus)(nil),               // 14: skiff.v1.MemberStatus
-	(*ServerStatus)(nil),               // 15: skiff.v1.ServerStatus
-	(*TransferLeadershipRequest)(nil),  // 16: skiff.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 17: skiff.v1.TransferLeadershipResponse
-	(*RemovePeerRequest)(nil),          // 18: skiff.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 19: skiff.v1.RemovePeerResponse
-	(*SnapshotSaveRequest)(nil),        // 20: skiff.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 21: skiff.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 22: skiff.v1.SnapshotRestoreResponse
-	(*ReadIndexRequest)(nil),           // 23: skiff.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 24: skiff.v1.ReadIndexResponse
-	(*Object)(nil),                     // 25: skiff.v1.Object
-	(*DeleteOp)(nil),                   // 26: skiff.v1.DeleteOp
-	(*BindOp)(nil),                     // 27: skiff.v1.BindOp
+	(*WriteRequest)(nil),                 // 0: skiff.v1.WriteRequest
+	(*WriteResponse)(nil),                // 1: skiff.v1.WriteResponse
+	(*DeleteRequest)(nil),                // 2: skiff.v1.DeleteRequest
+	(*BindRequest)(nil),                  // 3: skiff.v1.BindRequest
+	(*BatchResponse)(nil),                // 4: skiff.v1.BatchResponse
+	(*BatchResult)(nil),                  // 5: skiff.v1.BatchResult
+	(*GetRequest)(nil),                   // 6: skiff.v1.GetRequest
+	(*GetResponse)(nil),                  // 7: skiff.v1.GetResponse
+	(*ListRequest)(nil),                  // 8: skiff.v1.ListRequest
+	(*ListResponse)(nil),                 // 9: skiff.v1.ListResponse
+	(*WatchRequest)(nil),                 // 10: skiff.v1.WatchRequest
+	(*WatchEvent)(nil),                   // 11: skiff.v1.WatchEvent
+	(*StatusRequest)(nil),                // 12: skiff.v1.StatusRequest
+	(*StatusResponse)(nil),               // 13: skiff.v1.StatusResponse
+	(*MemberStatus)(nil),                 // 14: skiff.v1.MemberStatus
+	(*ServerStatus)(nil),                 // 15: skiff.v1.ServerStatus
+	(*TransferLeadershipRequest)(nil),    // 16: skiff.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),   // 17: skiff.v1.TransferLeadershipResponse
+	(*RemovePeerRequest)(nil),            // 18: skiff.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),           // 19: skiff.v1.RemovePeerResponse
+	(*SnapshotSaveRequest)(nil),          // 20: skiff.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),                // 21: skiff.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),      // 22: skiff.v1.SnapshotRestoreResponse
+	(*ReadIndexRequest)(nil),             // 23: skiff.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),            // 24: skiff.v1.ReadIndexResponse
+	(*IssueNodeCertificateRequest)(nil),  // 25: skiff.v1.IssueNodeCertificateRequest
+	(*IssueNodeCertificateResponse)(nil), // 26: skiff.v1.IssueNodeCertificateResponse
+	(*Object)(nil),                       // 27: skiff.v1.Object
+	(*DeleteOp)(nil),                     // 28: skiff.v1.DeleteOp
+	(*BindOp)(nil),                       // 29: skiff.v1.BindOp
 }
 var file_api_proto_depIdxs = []int32{
-	25, // 0: skiff.v1.WriteRequest.object:type_name -> skiff.v1.Object
-	25, // 1: skiff.v1.WriteResponse.object:type_name -> skiff.v1.Object
-	26, // 2: skiff.v1.DeleteRequest.delete:type_name -> skiff.v1.DeleteOp
-	27, // 3: skiff.v1.BindRequest.binds:type_name -> skiff.v1.BindOp
+	27, // 0: skiff.v1.WriteRequest.object:type_name -> skiff.v1.Object
+	27, // 1: skiff.v1.WriteResponse.object:type_name -> skiff.v1.Object
+	28, // 2: skiff.v1.DeleteRequest.delete:type_name -> skiff.v1.DeleteOp
+	29, // 3: skiff.v1.BindRequest.binds:type_name -> skiff.v1.BindOp
 	5,  // 4: skiff.v1.BatchResponse.results:type_name -> skiff.v1.BatchResult
-	25, // 5: skiff.v1.BatchResult.object:type_name -> skiff.v1.Object
-	25, // 6: skiff.v1.GetResponse.object:type_name -> skiff.v1.Object
-	25, // 7: skiff.v1.ListResponse.items:type_name -> skiff.v1.Object
-	25, // 8: skiff.v1.WatchEvent.object:type_name -> skiff.v1.Object
+	27, // 5: skiff.v1.BatchResult.object:type_name -> skiff.v1.Object
+	27, // 6: skiff.v1.GetResponse.object:type_name -> skiff.v1.Object
+	27, // 7: skiff.v1.ListResponse.items:type_name -> skiff.v1.Object
+	27, // 8: skiff.v1.WatchEvent.object:type_name -> skiff.v1.Object
 	15, // 9: skiff.v1.StatusResponse.servers:type_name -> skiff.v1.ServerStatus
 	14, // 10: skiff.v1.StatusResponse.members:type_name -> skiff.v1.MemberStatus
 	0,  // 11: skiff.v1.Cluster.Create:input_type -> skiff.v1.WriteRequest
@@ -1588,29 +1695,31 @@ var file_api_proto_depIdxs = []int32{
 	6,  // 17: skiff.v1.Cluster.Get:input_type -> skiff.v1.GetRequest
 	8,  // 18: skiff.v1.Cluster.List:input_type -> skiff.v1.ListRequest
 	10, // 19: skiff.v1.Cluster.Watch:input_type -> skiff.v1.WatchRequest
-	12, // 20: skiff.v1.Operator.Status:input_type -> skiff.v1.StatusRequest
-	16, // 21: skiff.v1.Operator.TransferLeadership:input_type -> skiff.v1.TransferLeadershipRequest
-	18, // 22: skiff.v1.Operator.RemovePeer:input_type -> skiff.v1.RemovePeerRequest
-	20, // 23: skiff.v1.Operator.SnapshotSave:input_type -> skiff.v1.SnapshotSaveRequest
-	21, // 24: skiff.v1.Operator.SnapshotRestore:input_type -> skiff.v1.SnapshotChunk
-	23, // 25: skiff.v1.Operator.ReadIndex:input_type -> skiff.v1.ReadIndexRequest
-	1,  // 26: skiff.v1.Cluster.Create:output_type -> skiff.v1.WriteResponse
-	1,  // 27: skiff.v1.Cluster.Update:output_type -> skiff.v1.WriteResponse
-	1,  // 28: skiff.v1.Cluster.UpdateStatus:output_type -> skiff.v1.WriteResponse
-	1,  // 29: skiff.v1.Cluster.Apply:output_type -> skiff.v1.WriteResponse
-	1,  // 30: skiff.v1.Cluster.Delete:output_type -> skiff.v1.WriteResponse
-	4,  // 31: skiff.v1.Cluster.Bind:output_type -> skiff.v1.BatchResponse
-	7,  // 32: skiff.v1.Cluster.Get:output_type -> skiff.v1.GetResponse
-	9,  // 33: skiff.v1.Cluster.List:output_type -> skiff.v1.ListResponse
-	11, // 34: skiff.v1.Cluster.Watch:output_type -> skiff.v1.WatchEvent
-	13, // 35: skiff.v1.Operator.Status:output_type -> skiff.v1.StatusResponse
-	17, // 36: skiff.v1.Operator.TransferLeadership:output_type -> skiff.v1.TransferLeadershipResponse
-	19, // 37: skiff.v1.Operator.RemovePeer:output_type -> skiff.v1.RemovePeerResponse
-	21, // 38: skiff.v1.Operator.SnapshotSave:output_type -> skiff.v1.SnapshotChunk
-	22, // 39: skiff.v1.Operator.SnapshotRestore:output_type -> skiff.v1.SnapshotRestoreResponse
-	24, // 40: skiff.v1.Operator.ReadIndex:output_type -> skiff.v1.ReadIndexResponse
-	26, // [26:41] is the sub-list for method output_type
-	11, // [11:26] is the sub-list for method input_type
+	25, // 20: skiff.v1.Cluster.IssueNodeCertificate:input_type -> skiff.v1.IssueNodeCertificateRequest
+	12, // 21: skiff.v1.Operator.Status:input_type -> skiff.v1.StatusRequest
+	16, // 22: skiff.v1.Operator.TransferLeadership:input_type -> skiff.v1.TransferLeadershipRequest
+	18, // 23: skiff.v1.Operator.RemovePeer:input_type -> skiff.v1.RemovePeerRequest
+	20, // 24: skiff.v1.Operator.SnapshotSave:input_type -> skiff.v1.SnapshotSaveRequest
+	21, // 25: skiff.v1.Operator.SnapshotRestore:input_type -> skiff.v1.SnapshotChunk
+	23, // 26: skiff.v1.Operator.ReadIndex:input_type -> skiff.v1.ReadIndexRequest
+	1,  // 27: skiff.v1.Cluster.Create:output_type -> skiff.v1.WriteResponse
+	1,  // 28: skiff.v1.Cluster.Update:output_type -> skiff.v1.WriteResponse
+	1,  // 29: skiff.v1.Cluster.UpdateStatus:output_type -> skiff.v1.WriteResponse
+	1,  // 30: skiff.v1.Cluster.Apply:output_type -> skiff.v1.WriteResponse
+	1,  // 31: skiff.v1.Cluster.Delete:output_type -> skiff.v1.WriteResponse
+	4,  // 32: skiff.v1.Cluster.Bind:output_type -> skiff.v1.BatchResponse
+	7,  // 33: skiff.v1.Cluster.Get:output_type -> skiff.v1.GetResponse
+	9,  // 34: skiff.v1.Cluster.List:output_type -> skiff.v1.ListResponse
+	11, // 35: skiff.v1.Cluster.Watch:output_type -> skiff.v1.WatchEvent
+	26, // 36: skiff.v1.Cluster.IssueNodeCertificate:output_type -> skiff.v1.IssueNodeCertificateResponse
+	13, // 37: skiff.v1.Operator.Status:output_type -> skiff.v1.StatusResponse
+	17, // 38: skiff.v1.Operator.TransferLeadership:output_type -> skiff.v1.TransferLeadershipResponse
+	19, // 39: skiff.v1.Operator.RemovePeer:output_type -> skiff.v1.RemovePeerResponse
+	21, // 40: skiff.v1.Operator.SnapshotSave:output_type -> skiff.v1.SnapshotChunk
+	22, // 41: skiff.v1.Operator.SnapshotRestore:output_type -> skiff.v1.SnapshotRestoreResponse
+	24, // 42: skiff.v1.Operator.ReadIndex:output_type -> skiff.v1.ReadIndexResponse
+	27, // [27:43] is the sub-list for method output_type
+	11, // [11:27] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1629,7 +1738,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

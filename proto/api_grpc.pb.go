@@ -29,15 +29,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cluster_Create_FullMethodName       = "/skiff.v1.Cluster/Create"
-	Cluster_Update_FullMethodName       = "/skiff.v1.Cluster/Update"
-	Cluster_UpdateStatus_FullMethodName = "/skiff.v1.Cluster/UpdateStatus"
-	Cluster_Apply_FullMethodName        = "/skiff.v1.Cluster/Apply"
-	Cluster_Delete_FullMethodName       = "/skiff.v1.Cluster/Delete"
-	Cluster_Bind_FullMethodName         = "/skiff.v1.Cluster/Bind"
-	Cluster_Get_FullMethodName          = "/skiff.v1.Cluster/Get"
-	Cluster_List_FullMethodName         = "/skiff.v1.Cluster/List"
-	Cluster_Watch_FullMethodName        = "/skiff.v1.Cluster/Watch"
+	Cluster_Create_FullMethodName               = "/skiff.v1.Cluster/Create"
+	Cluster_Update_FullMethodName               = "/skiff.v1.Cluster/Update"
+	Cluster_UpdateStatus_FullMethodName         = "/skiff.v1.Cluster/UpdateStatus"
+	Cluster_Apply_FullMethodName                = "/skiff.v1.Cluster/Apply"
+	Cluster_Delete_FullMethodName               = "/skiff.v1.Cluster/Delete"
+	Cluster_Bind_FullMethodName                 = "/skiff.v1.Cluster/Bind"
+	Cluster_Get_FullMethodName                  = "/skiff.v1.Cluster/Get"
+	Cluster_List_FullMethodName                 = "/skiff.v1.Cluster/List"
+	Cluster_Watch_FullMethodName                = "/skiff.v1.Cluster/Watch"
+	Cluster_IssueNodeCertificate_FullMethodName = "/skiff.v1.Cluster/IssueNodeCertificate"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -53,6 +54,12 @@ type ClusterClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
+	// IssueNodeCertificate signs a worker's certificate (CN
+	// system:node:NAME, O node). A worker without a certificate authenticates
+	// with the join credential derived from the cluster token (metadata
+	// "authorization: Bearer ..."); a worker renewing authenticates with its
+	// current certificate, which must name the same node.
+	IssueNodeCertificate(ctx context.Context, in *IssueNodeCertificateRequest, opts ...grpc.CallOption) (*IssueNodeCertificateResponse, error)
 }
 
 type clusterClient struct {
@@ -162,6 +169,16 @@ func (c *clusterClient) Watch(ctx context.Context, in *WatchRequest, opts ...grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_WatchClient = grpc.ServerStreamingClient[WatchEvent]
 
+func (c *clusterClient) IssueNodeCertificate(ctx context.Context, in *IssueNodeCertificateRequest, opts ...grpc.CallOption) (*IssueNodeCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueNodeCertificateResponse)
+	err := c.cc.Invoke(ctx, Cluster_IssueNodeCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -175,6 +192,12 @@ type ClusterServer interface {
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
+	// IssueNodeCertificate signs a worker's certificate (CN
+	// system:node:NAME, O node). A worker without a certificate authenticates
+	// with the join credential derived from the cluster token (metadata
+	// "authorization: Bearer ..."); a worker renewing authenticates with its
+	// current certificate, which must name the same node.
+	IssueNodeCertificate(context.Context, *IssueNodeCertificateRequest) (*IssueNodeCertificateResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -211,6 +234,9 @@ func (UnimplementedClusterServer) List(context.Context, *ListRequest) (*ListResp
 }
 func (UnimplementedClusterServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedClusterServer) IssueNodeCertificate(context.Context, *IssueNodeCertificateRequest) (*IssueNodeCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueNodeCertificate not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -388,6 +414,24 @@ func _Cluster_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_WatchServer = grpc.ServerStreamingServer[WatchEvent]
 
+func _Cluster_IssueNodeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueNodeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).IssueNodeCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_IssueNodeCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).IssueNodeCertificate(ctx, req.(*IssueNodeCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -426,6 +470,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _Cluster_List_Handler,
+		},
+		{
+			MethodName: "IssueNodeCertificate",
+			Handler:    _Cluster_IssueNodeCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

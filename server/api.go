@@ -298,8 +298,16 @@ func (s *Server) resolveCreate(ctx context.Context, o *pb.Object, uid string) (*
 	if err != nil || cur.Meta().GetUid() != uid {
 		return nil, false
 	}
+	// Answer with the object as this create made it: others may have
+	// changed it since, and a create's reply that showed their changes
+	// would not be the create's result. If that state has left the event
+	// window, the outcome is known but not the reply: stay unknown.
+	created, ok := s.fsm.Created(o.KindName(), m.GetNamespace(), m.GetName(), uid)
+	if !ok {
+		return nil, false
+	}
 	s.log.Info("create outcome confirmed after leadership loss", "kind", o.KindName(), "name", m.Key())
-	return &pb.WriteResponse{Object: cur, Action: fsm.ActionCreated}, true
+	return &pb.WriteResponse{Object: created, Action: fsm.ActionCreated}, true
 }
 
 // uidFor returns the uid the object will have if this write creates it, so

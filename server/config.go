@@ -10,6 +10,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -131,6 +132,19 @@ type Config struct {
 	// watches.
 	EventWindow int
 
+	// TokenFile holds the cluster token (package pki): the API, Raft,
+	// forwarding and gossip are then TLS 1.3 with mutual authentication
+	// (gossip encrypted). If the file does not exist the master creates a
+	// new cluster's token in it; every other master and worker needs a
+	// copy. Required unless Insecure.
+	TokenFile string
+	// Insecure runs everything in plaintext without authentication, for
+	// local experiments only.
+	Insecure bool
+	// CertLifetime is how long the certificates this master issues (its
+	// own, nodes') are valid; they are renewed at 2/3 of it.
+	CertLifetime time.Duration
+
 	// EncryptionKeyFile turns on encryption of Secrets at rest (see
 	// secrets.go): lines NAME:BASE64 of 32-byte AES-256 keys; the first
 	// encrypts, all decrypt. Every master needs the same file. "" stores
@@ -224,6 +238,7 @@ func DefaultConfig() Config {
 		MaxRecvMsgSize:       pb.MaxObjectBytes + 256<<10,
 		EventWindow:          50000,
 		AuditLogMaxBytes:     100 << 20,
+		CertLifetime:         pki.DefaultLifetime,
 		MaxRequestsPerSecond: 1000,
 		MaxRequestBurst:      2000,
 		MaxWatchesPerClient:  100,
@@ -312,6 +327,14 @@ func (c Config) Validate() error {
 	}
 	if c.EventWindow < 1 {
 		return bad("EventWindow", "must be at least 1")
+	}
+	switch {
+	case c.TokenFile == "" && !c.Insecure:
+		return bad("TokenFile", "required: a file holding the cluster token (created if it does not exist; copy it to the other masters and workers), or Insecure for a plaintext local experiment")
+	case c.TokenFile != "" && c.Insecure:
+		return bad("Insecure", "set together with TokenFile: choose one")
+	case !c.Insecure && c.CertLifetime < time.Second:
+		return bad("CertLifetime", "%s is below 1s", c.CertLifetime)
 	}
 	if c.EncryptionKeyFile != "" {
 		if _, err := loadSecretBox(c.EncryptionKeyFile); err != nil {

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -196,13 +196,14 @@ func waitConnReady(ctx context.Context, c *grpc.ClientConn) bool {
 // peerPool keeps one client connection per master API address.
 type peerPool struct {
 	maxMsg int
+	creds  credentials.TransportCredentials
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-func newPeerPool(maxMsg int) *peerPool {
-	return &peerPool{maxMsg: maxMsg, conns: make(map[string]*grpc.ClientConn)}
+func newPeerPool(maxMsg int, creds credentials.TransportCredentials) *peerPool {
+	return &peerPool{maxMsg: maxMsg, creds: creds, conns: make(map[string]*grpc.ClientConn)}
 }
 
 func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
@@ -215,7 +216,7 @@ func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	c, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(p.creds),
 		// Masters restart on the same address: reconnect within a second,
 		// not after gRPC's default backoff of up to two minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{

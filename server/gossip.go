@@ -108,6 +108,12 @@ func newGossip(s *Server) (*gossip, error) {
 	mc.Delegate = g
 	mc.Events = g
 	mc.Logger = newStdLogger(s.log, "memberlist")
+	if s.tls != nil {
+		// AES-256-GCM with a key from the cluster secret: a member without
+		// the token can neither read nor join the pool.
+		mc.SecretKey = s.tls.token.GossipKey()
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	g.ml, err = memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", s.cfg.GossipAddr, err)

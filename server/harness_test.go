@@ -8,6 +8,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"testing"
@@ -158,6 +159,8 @@ func testConfigs(t *testing.T, n, expect int) []Config {
 		c.GossipAddr = addr(freePort(t))
 		c.HTTPAddr = "127.0.0.1:0"
 		c.BootstrapExpect = expect
+		// secureConfigs (tls_test.go) turns this into a token.
+		c.Insecure = true
 		c.Logger = log
 		c.Version = "test"
 		c.JoinRetryInterval = 100 * time.Millisecond
@@ -183,7 +186,11 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{t: t, cfg: cfg, srv: srv, cancel: cancel, done: make(chan error, 1)}
 	go func() { ts.done <- srv.Run(ctx) }()
-	ts.conn, err = grpc.NewClient("passthrough:///"+srv.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if cfg.TokenFile != "" {
+		creds = adminCredentials(t, cfg.TokenFile)
+	}
+	ts.conn, err = grpc.NewClient("passthrough:///"+srv.APIAddr(), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +211,10 @@ func (ts *testServer) stop() {
 			ts.t.Errorf("%s: Run returned %v", ts.cfg.Name, err)
 		}
 	case <-time.After(30 * time.Second):
-		ts.t.Errorf("%s: Run did not return within 30s of cancel", ts.cfg.Name)
+		// Where it hangs: every goroutine of the test process.
+		var buf bytes.Buffer
+		_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+		ts.t.Errorf("%s: Run did not return within 30s of cancel; goroutines:\n%s", ts.cfg.Name, buf.String())
 	}
 	ts.conn.Close()
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -29,8 +30,8 @@ import (
 // what the handler did.
 func (s *Server) interceptors() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.limitUnary, s.auditUnary),
-		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor, s.limitStream, s.auditStream),
+		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.authUnary, s.limitUnary, s.auditUnary),
+		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor, s.authStream, s.limitStream, s.auditStream),
 	}
 }
 
@@ -55,10 +56,21 @@ func callerFrom(ctx context.Context) string {
 }
 
 // fromMaster reports a call another master forwarded on a client's behalf:
-// it was limited and audited on that master. Until masters authenticate
-// each other, the mark is taken on trust; once they do, only a master's
-// identity may carry it.
-func fromMaster(ctx context.Context) bool { return isForwarded(ctx) }
+// it was limited and audited on that master. Over TLS only a master's
+// certificate (O=master) may carry the mark; without TLS (Insecure) it is
+// taken on trust.
+func fromMaster(ctx context.Context) bool {
+	if !isForwarded(ctx) {
+		return false
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			id, ok := pki.IdentityOf(ti.State)
+			return ok && contains(id.Orgs, pki.OrgMaster)
+		}
+	}
+	return true
+}
 
 // limitsConfig is the part of Config that limits clients (see Config).
 type limitsConfig struct {

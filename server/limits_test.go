@@ -260,6 +260,7 @@ func TestLimiterUnit(t *testing.T) {
 func TestLimitsAndAuditConfig(t *testing.T) {
 	good := DefaultConfig()
 	good.Name, good.DataDir, good.BootstrapExpect = "m1", t.TempDir(), 1
+	good.Insecure = true
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ type raftStores struct {
 // openRaftStores opens DataDir/raft/raft.db (log and stable store, fsync on
 // every write: an acknowledged write must survive power loss), the snapshot
 // store and the TCP transport. On failure it closes what it opened.
-func openRaftStores(cfg Config, metrics *metrics) (_ *raftStores, retErr error) {
+func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores, retErr error) {
 	dir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
@@ -71,6 +71,16 @@ func openRaftStores(cfg Config, metrics *metrics) (_ *raftStores, retErr error) 
 	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(cfg.Logger, "raft-snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("open raft snapshot store in %s: %w", dir, err)
+	}
+	if sec != nil {
+		layer, err := newTLSStreamLayer(cfg.RaftAddr, sec)
+		if err != nil {
+			return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
+		}
+		st.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHCLog(cfg.Logger, "raft-net"),
+		})
+		return st, nil
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 	if err != nil {

@@ -78,6 +78,7 @@ func TestParseEncryptionKeys(t *testing.T) {
 
 	cfg := DefaultConfig()
 	cfg.Name, cfg.DataDir, cfg.BootstrapExpect = "m1", t.TempDir(), 1
+	cfg.Insecure = true
 	cfg.EncryptionKeyFile = writeKeyFile(t, short)
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "EncryptionKeyFile") {
 		t.Fatalf("Validate with a short key: %v", err)

@@ -31,6 +31,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/skiff-sh/skiff/fsm"
@@ -55,6 +57,9 @@ type Server struct {
 	grpc    *grpc.Server
 	httpLn  net.Listener
 	http    *http.Server
+
+	// tls is the master's key material, nil with Config.Insecure.
+	tls *serverTLS
 
 	// secrets encrypts Secret data at rest, audit logs mutating requests
 	// (nil when off), limits holds per-client limits.
@@ -135,7 +140,10 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("create store: %w", err)
 	}
-	s.stores, err = openRaftStores(cfg, s.metrics)
+	if s.tls, err = newServerTLS(cfg); err != nil {
+		return nil, err
+	}
+	s.stores, err = openRaftStores(cfg, s.metrics, s.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -188,11 +196,17 @@ func New(cfg Config) (_ *Server, retErr error) {
 	// Answers from other masters and workers may be larger than one object
 	// (a log chunk, a response with an object near the limit plus its
 	// metadata), as the server's own responses may.
-	s.peers = newPeerPool(maxResponseBytes)
-	s.agents = newPeerPool(maxResponseBytes)
+	var peerCreds, agentCreds credentials.TransportCredentials = insecure.NewCredentials(), insecure.NewCredentials()
+	opts := s.interceptors() // limits.go
+	if s.tls != nil {
+		peerCreds, agentCreds = s.tls.peerCredentials(), s.tls.agentCredentials()
+		opts = append(opts, s.tls.apiCredentials())
+	}
+	s.peers = newPeerPool(maxResponseBytes, peerCreds)
+	s.agents = newPeerPool(maxResponseBytes, agentCreds)
 	s.readIndex = newIndexCoalescer(s.readIndexRound)
 	s.leaderIndex = newIndexCoalescer(s.readyLeaderReadIndex)
-	s.grpc = grpc.NewServer(append(s.interceptors(), // limits.go
+	s.grpc = grpc.NewServer(append(opts,
 		// Requests carry at most one object: a little more than its limit,
 		// so an object just over it gets the error naming that limit.
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -257,6 +271,7 @@ func (s *Server) Run(ctx context.Context) error {
 	goBG(s.joinLoop)
 	goBG(s.bootstrapLoop)
 	goBG(s.leaderLoop)
+	goBG(s.renewCertificate)
 
 	var serveWG sync.WaitGroup
 	serveWG.Add(1)

@@ -55,6 +55,7 @@ func waitDefaultNamespace(t *testing.T, c pb.ClusterClient) {
 func TestServiceConfig(t *testing.T) {
 	good := DefaultConfig()
 	good.Name, good.DataDir, good.BootstrapExpect = "m1", "/tmp/x", 1
+	good.Insecure = true
 	for _, tc := range []struct {
 		field string
 		edit  func(*Config)

@@ -22,6 +22,7 @@ func TestConfigValidate(t *testing.T) {
 	good.Name, good.DataDir = "m1", "/tmp/x"
 	good.RaftAddr, good.APIAddr, good.GossipAddr = "127.0.0.1:1", ":2", "127.0.0.1:3"
 	good.BootstrapExpect = 1
+	good.Insecure = true
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
@@ -43,6 +44,9 @@ func TestConfigValidate(t *testing.T) {
 		{"NoLeaderWait", func(c *Config) { c.NoLeaderWait = 0 }},
 		{"MaxRecvMsgSize", func(c *Config) { c.MaxRecvMsgSize = pb.MaxObjectBytes }},
 		{"Logger", func(c *Config) { c.Logger = nil }},
+		{"TokenFile", func(c *Config) { c.Insecure = false }},
+		{"Insecure", func(c *Config) { c.TokenFile = "/tmp/token" }},
+		{"CertLifetime", func(c *Config) { c.Insecure, c.TokenFile, c.CertLifetime = false, "/tmp/token", time.Millisecond }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.field, func(t *testing.T) {

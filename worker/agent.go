@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ type Agent struct {
 	prober prober
 	state  stateStore
 	api    *masterSet
+	tls    *workerTLS
 	srv    *Server
 	ownSrv bool
 	gossip *gossip
@@ -131,9 +133,17 @@ func New(cfg Config) (_ *Agent, retErr error) {
 		a.prober = cfg.testProber
 	}
 
+	var err error
+	if a.tls, err = newWorkerTLS(cfg, log); err != nil {
+		return nil, err
+	}
+	var serverTLS, clientTLS *tls.Config
+	if a.tls != nil {
+		serverTLS, clientTLS = a.tls.serverConfig(), a.tls.clientConfig()
+	}
 	a.srv = cfg.Server
 	if a.srv == nil {
-		srv, err := NewServer(cfg.ListenAddr, log)
+		srv, err := NewServer(cfg.ListenAddr, log, serverTLS)
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +157,10 @@ func New(cfg Config) (_ *Agent, retErr error) {
 
 	a.api = cfg.api
 	if a.api == nil {
-		a.api = newMasterSet(log.With("component", "api"))
+		a.api = newMasterSet(log.With("component", "api"), clientTLS)
+		if a.tls != nil && a.tls.cert.Current() == nil {
+			a.api.holdUntilOpen()
+		}
 		closers = append(closers, a.api.close)
 	}
 	// Without a configured gossip address the worker picks a free port
@@ -171,6 +184,9 @@ func New(cfg Config) (_ *Agent, retErr error) {
 		name: cfg.Name, bindAddr: gossipAddr, light: cfg.Hollow, log: log,
 		meta:      gossipMeta{Role: roleWorker, Name: cfg.Name, AgentAddr: agentAddr, Version: cfg.Version},
 		onMasters: a.api.update,
+	}
+	if a.tls != nil {
+		opts.secretKey = a.tls.token.GossipKey()
 	}
 	g, err := newGossip(opts)
 	if err != nil && remembered != "" {
@@ -262,6 +278,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	bg(func(ctx context.Context) {
 		a.gossip.rejoinLoop(ctx, a.cfg.Join, max(a.cfg.JoinRetryInterval, 5*time.Second))
 	})
+	if a.tls != nil {
+		bg(a.certificateLoop)
+	}
 	bg(a.heartbeatLoop)
 	bg(a.pods.run)
 	switch {

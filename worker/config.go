@@ -46,6 +46,15 @@ type Config struct {
 	// Port 0 picks a free port (the Node's daemon endpoint follows it).
 	ListenAddr string
 
+	// TokenFile holds the cluster token the masters were started with
+	// (package pki): the worker then verifies the masters, obtains its
+	// certificate from them, serves the node agent over mutual TLS and
+	// gossips encrypted. Required unless Insecure.
+	TokenFile string
+	// Insecure runs in plaintext without authentication, against masters
+	// that run with Insecure; for local experiments only.
+	Insecure bool
+
 	// Labels are added to the Node object when it is registered, besides
 	// kubernetes.io/hostname, kubernetes.io/os and kubernetes.io/arch.
 	Labels map[string]string
@@ -160,6 +169,14 @@ func (c Config) Validate() error {
 	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		return bad("StateDir", "%q must be absolute", c.StateDir)
+	}
+	switch {
+	case c.TokenFile == "" && !c.Insecure:
+		return bad("TokenFile", "required: a copy of the masters' token file, or Insecure against masters run with Insecure")
+	case c.TokenFile != "" && c.Insecure:
+		return bad("Insecure", "set together with TokenFile: choose one")
+	case c.TokenFile != "" && c.Hollow:
+		return bad("TokenFile", "hollow nodes run only with Insecure for now")
 	}
 	if len(c.Join) == 0 {
 		return bad("Join", "required: the gossip address (host:port) of at least one master")

@@ -62,6 +62,9 @@ type gossipOptions struct {
 	light          bool
 	log            *slog.Logger
 	onMasters      func([]string)
+	// secretKey encrypts gossip (AES-256-GCM, from the cluster token);
+	// nil gossips in plaintext.
+	secretKey []byte
 }
 
 func newGossip(o gossipOptions) (*gossip, error) {
@@ -103,6 +106,10 @@ func newGossip(o gossipOptions) (*gossip, error) {
 		mc.PushPullInterval = 2 * time.Minute
 	}
 	mc.Logger = log.New(&slogWriter{log: o.log}, "", 0)
+	if o.secretKey != nil {
+		mc.SecretKey = o.secretKey
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	g.ml, err = memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", o.bindAddr, err)

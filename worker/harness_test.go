@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -104,11 +105,16 @@ type testCluster struct {
 	cancels []context.CancelFunc
 	dones   []chan error
 	api     *client.Client
+	// token is the cluster token file; "" when the cluster is insecure.
+	token string
 }
 
 type clusterOptions struct {
 	masters int
 	grace   time.Duration // node monitor grace period
+	// insecure runs the masters in plaintext (hollow nodes need it);
+	// by default they share a token and everything is mutual TLS.
+	insecure bool
 }
 
 func startCluster(t *testing.T, o clusterOptions) *testCluster {
@@ -120,6 +126,9 @@ func startCluster(t *testing.T, o clusterOptions) *testCluster {
 		o.grace = 50 * time.Second
 	}
 	tc := &testCluster{t: t, log: testLogger(t)}
+	if !o.insecure {
+		tc.token = filepath.Join(t.TempDir(), "token")
+	}
 	var gossip []string
 	for i := range o.masters {
 		c := server.DefaultConfig()
@@ -137,6 +146,7 @@ func startCluster(t *testing.T, o clusterOptions) *testCluster {
 		c.NodeMonitorGracePeriod = o.grace
 		c.NodeMonitorPeriod = 200 * time.Millisecond
 		c.Controllers = nil
+		c.TokenFile, c.Insecure = tc.token, tc.token == ""
 		tc.cfgs = append(tc.cfgs, c)
 		gossip = append(gossip, c.GossipAddr)
 	}
@@ -158,6 +168,9 @@ func startCluster(t *testing.T, o clusterOptions) *testCluster {
 	t.Cleanup(tc.stop)
 	cfg := client.DefaultConfig()
 	cfg.Servers = apis
+	if tc.token != "" {
+		cfg.TLS = adminTLS(t, tc.token)
+	}
 	var err error
 	if tc.api, err = client.New(cfg); err != nil {
 		t.Fatal(err)
@@ -352,6 +365,7 @@ func (tc *testCluster) startAgent(t *testing.T, name string, opts ...agentOption
 	// The bridge network needs a namespace of the test's and the Node's
 	// pod CIDR: tests that want it ask for it (withPodNetwork).
 	cfg.PodNetwork = PodNetworkNone
+	cfg.TokenFile, cfg.Insecure = tc.token, tc.token == ""
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -162,12 +162,13 @@ func RunHollow(ctx context.Context, cfg Config, count int) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	srv, err := NewServer(cfg.ListenAddr, cfg.Logger)
+	cfg.Logger.Warn("INSECURE: hollow nodes talk to the masters in plaintext; only for local experiments and scale tests")
+	srv, err := NewServer(cfg.ListenAddr, cfg.Logger, nil)
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
-	api := newMasterSet(cfg.Logger.With("component", "api"))
+	api := newMasterSet(cfg.Logger.With("component", "api"), nil)
 	defer api.close()
 	go func() { _ = srv.Serve() }()
 

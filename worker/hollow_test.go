@@ -17,9 +17,10 @@ import (
 func TestHollowNodes(t *testing.T) {
 	t.Parallel()
 	const count = 25
-	tc := startCluster(t, clusterOptions{})
+	tc := startCluster(t, clusterOptions{insecure: true})
 	cfg := DefaultConfig()
 	cfg.Name = "hollow"
+	cfg.Insecure = true
 	cfg.Join = tc.gossip()
 	cfg.NodeIP = "127.0.0.1"
 	cfg.ListenAddr = "127.0.0.1:0"
@@ -178,6 +179,9 @@ func (tc *testCluster) apiOf(t *testing.T, skip ...int) *client.Client {
 	}
 	cfg := client.DefaultConfig()
 	cfg.Servers = addrs
+	if tc.token != "" {
+		cfg.TLS = adminTLS(t, tc.token)
+	}
 	c, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"slices"
 	"sync"
@@ -17,6 +18,12 @@ import (
 // can finish (a watch on it ends and is reopened on the new one).
 type masterSet struct {
 	log *slog.Logger
+	tls *tls.Config // nil: plaintext
+	// gate, when not nil, holds every caller of get until it is closed: a
+	// worker without its certificate yet must not open connections to the
+	// masters that would stay unauthenticated (see certificateLoop).
+	gate     chan struct{}
+	gateOnce sync.Once
 
 	mu      sync.Mutex
 	addrs   []string
@@ -25,8 +32,8 @@ type masterSet struct {
 	closed  bool
 }
 
-func newMasterSet(log *slog.Logger) *masterSet {
-	return &masterSet{log: log, changed: make(chan struct{})}
+func newMasterSet(log *slog.Logger, tlsConfig *tls.Config) *masterSet {
+	return &masterSet{log: log, tls: tlsConfig, changed: make(chan struct{})}
 }
 
 // update sets the masters' API addresses; an empty list keeps the last
@@ -43,6 +50,7 @@ func (m *masterSet) update(addrs []string) {
 	cfg := client.DefaultConfig()
 	cfg.Servers = addrs
 	cfg.Logger = m.log
+	cfg.TLS = m.tls
 	// Heartbeats and status writes retry on their own schedule; do not let
 	// one call block for long on dead masters.
 	cfg.ConnectTimeout = time.Second
@@ -61,8 +69,30 @@ func (m *masterSet) update(addrs []string) {
 	}
 }
 
+// holdUntilOpen makes get wait for open.
+func (m *masterSet) holdUntilOpen() { m.gate = make(chan struct{}) }
+
+// open lets get callers through.
+func (m *masterSet) open() {
+	if m.gate != nil {
+		m.gateOnce.Do(func() { close(m.gate) })
+	}
+}
+
 // get returns the current client, waiting until a master is known.
 func (m *masterSet) get(ctx context.Context) (*client.Client, error) {
+	if m.gate != nil {
+		select {
+		case <-m.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return m.known(ctx)
+}
+
+// known is get without the gate.
+func (m *masterSet) known(ctx context.Context) (*client.Client, error) {
 	for {
 		m.mu.Lock()
 		c, ch := m.cur, m.changed
@@ -76,6 +106,23 @@ func (m *masterSet) get(ctx context.Context) (*client.Client, error) {
 		case <-ch:
 		}
 	}
+}
+
+// fresh returns a new client to the masters known now (waiting for one),
+// with connections of its own; the caller closes it.
+func (m *masterSet) fresh(ctx context.Context) (*client.Client, error) {
+	if _, err := m.known(ctx); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	addrs := slices.Clone(m.addrs)
+	m.mu.Unlock()
+	cfg := client.DefaultConfig()
+	cfg.Servers = addrs
+	cfg.Logger = m.log
+	cfg.ConnectTimeout = time.Second
+	cfg.TLS = m.tls
+	return client.New(cfg)
 }
 
 // current returns the client or nil when no master is known yet.

@@ -296,7 +296,7 @@ func TestPodNetwork(t *testing.T) {
 // has a pod CIDR their pods get distinct addresses from it.
 func TestHollowPodIPs(t *testing.T) {
 	t.Parallel()
-	tc := startCluster(t, clusterOptions{})
+	tc := startCluster(t, clusterOptions{insecure: true}) // hollow nodes need it
 	tc.startAgent(t, "h1", func(c *Config) {
 		c.Hollow = true
 		c.PodNetwork = PodNetworkBridge
@@ -345,6 +345,7 @@ func TestNodeRoutes(t *testing.T) {
 func TestPodNetworkConfig(t *testing.T) {
 	base := DefaultConfig()
 	base.Name, base.DataDir, base.Join = "w1", "/var/lib/skiff", []string{"127.0.0.1:7946"}
+	base.Insecure = true
 	if err := base.Validate(); err != nil || base.PodNetwork != PodNetworkBridge {
 		t.Fatalf("default config: %v (PodNetwork %q)", err, base.PodNetwork)
 	}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -34,17 +36,22 @@ type Server struct {
 	agents map[string]*Agent
 }
 
-// NewServer listens on addr (host:port; port 0 picks one).
-func NewServer(addr string, log *slog.Logger) (*Server, error) {
+// NewServer listens on addr (host:port; port 0 picks one). With tlsConfig
+// it serves TLS (masters only, see tls.go); nil serves plaintext.
+func NewServer(addr string, log *slog.Logger, tlsConfig *tls.Config) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for the node agent on %s: %w", addr, err)
 	}
 	s := &Server{log: log, ln: ln, agents: map[string]*Agent{}}
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{}
+	if tlsConfig != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	s.grpc = grpc.NewServer(append(opts,
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	pb.RegisterNodeAgentServer(s.grpc, &nodeAgentAPI{s: s})
 	return s, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
+	"github.com/skiff-sh/skiff/pki"
 	"github.com/skiff-sh/skiff/server"
 	"github.com/skiff-sh/skiff/worker"
 )
@@ -34,6 +35,7 @@ type devOptions struct {
 	// into the demo image the dev registry serves.
 	worker     bool
 	demoBinary string
+	insecure   bool
 }
 
 func newDevCommand() *cobra.Command {
@@ -63,6 +65,7 @@ next time (--fresh wipes it).`,
 	f.BoolVar(&o.fresh, "fresh", false, "delete the state of a previous dev cluster first")
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "level of the log written to DATA-DIR/dev.log")
 	f.BoolVar(&o.worker, "worker", o.worker, "also run a worker, w1 (needs root; on by default as root)")
+	f.BoolVar(&o.insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip: only for local experiments")
 	f.StringVar(&o.demoBinary, "demo-binary", "", "a static program to serve as the image BASE+400/hello:v1 from the dev registry")
 	return cmd
 }
@@ -115,10 +118,22 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	// Secure by default: one cluster token in the data dir, made on the
+	// first run, for the masters, the worker and the CLI.
+	tokenFile := ""
+	if o.insecure {
+		fmt.Fprintln(out, "INSECURE: plaintext, no authentication, unencrypted gossip; only for local experiments")
+	} else {
+		tokenFile = filepath.Join(o.dataDir, "token")
+		if _, _, err := pki.LoadOrCreateTokenFile(tokenFile); err != nil {
+			return err
+		}
+	}
 	var servers []*server.Server
 	for i := 1; i <= o.masters; i++ {
 		cfg := server.DefaultConfig()
 		cfg.EncryptionKeyFile = keyFile
+		cfg.TokenFile, cfg.Insecure = tokenFile, o.insecure
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.DataDir = filepath.Join(o.dataDir, cfg.Name)
 		cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", o.basePort+i)
@@ -156,17 +171,17 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 		fmt.Fprintln(out, "Stopped.")
 	}
 
-	leader, err := waitForLeader(ctx, apis, errs)
+	leader, err := waitForLeader(ctx, apis, tokenFile, errs)
 	if err != nil {
 		shutdown()
 		return err
 	}
 	cfgPath := cli.ConfigPath()
-	if err := cli.WriteConfig(cfgPath, cli.Config{Servers: apis}); err != nil {
+	if err := cli.WriteConfig(cfgPath, cli.Config{Servers: apis, TokenFile: tokenFile, Insecure: o.insecure}); err != nil {
 		shutdown()
 		return err
 	}
-	extra, stopWorker, err := startDevWorker(out, o, gossip, logger, errs)
+	extra, stopWorker, err := startDevWorker(out, o, gossip, tokenFile, logger, errs)
 	if err != nil {
 		shutdown()
 		return err
@@ -194,10 +209,16 @@ Press Ctrl-C to stop.
 }
 
 // waitForLeader shows progress until the masters have elected a leader.
-func waitForLeader(ctx context.Context, apis []string, errs <-chan error) (string, error) {
+func waitForLeader(ctx context.Context, apis []string, tokenFile string, errs <-chan error) (string, error) {
 	cfg := client.DefaultConfig()
 	cfg.Servers = apis
 	cfg.RetryFor = time.Second
+	if tokenFile != "" {
+		var err error
+		if cfg.TLS, err = cli.AdminTLS(tokenFile); err != nil {
+			return "", err
+		}
+	}
 	c, err := client.New(cfg)
 	if err != nil {
 		return "", err
@@ -228,7 +249,7 @@ func waitForLeader(ctx context.Context, apis []string, errs <-chan error) (strin
 
 // startDevWorker starts the dev registry and, with o.worker, the worker w1.
 // It returns lines for the banner and a function that stops both.
-func startDevWorker(out io.Writer, o devOptions, gossip []string, logger *slog.Logger, errs chan<- error) (string, func(), error) {
+func startDevWorker(out io.Writer, o devOptions, gossip []string, tokenFile string, logger *slog.Logger, errs chan<- error) (string, func(), error) {
 	var lines strings.Builder
 	reg, err := startDemoRegistry(fmt.Sprintf("127.0.0.1:%d", o.basePort+400))
 	if err != nil {
@@ -255,6 +276,7 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, logger *slog.L
 	cfg.ListenAddr = fmt.Sprintf("127.0.0.1:%d", o.basePort+501)
 	cfg.InsecureRegistries = []string{reg.addr}
 	cfg.StopPodsOnExit = true
+	cfg.TokenFile, cfg.Insecure = tokenFile, o.insecure
 	cfg.Logger = logger
 	cfg.Version = version
 	w, err := worker.New(cfg)

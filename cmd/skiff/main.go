@@ -20,6 +20,6 @@ func main() {
 		os.Exit(wrt.ShimMain(os.Args[2:]))
 	}
 	root := cli.NewRootCommand(version)
-	root.AddCommand(newServerCommand(), newWorkerCommand(), newDevCommand())
+	root.AddCommand(newServerCommand(), newWorkerCommand(), newDevCommand(), newTokenCommand())
 	os.Exit(cli.Execute(root))
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -31,6 +33,12 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 			logger, err := newLogger(os.Stderr, logLevel, logFormat)
 			if err != nil {
 				return err
+			}
+			if cfg.TokenFile == "" && !cfg.Insecure {
+				return errors.New("--token-file is required: the first master creates the cluster token in it, the others and the workers need a copy (skiff token show); or pass --insecure for a plaintext local experiment")
+			}
+			if cfg.Insecure {
+				fmt.Fprintln(os.Stderr, "INSECURE: this master talks plaintext and authenticates nobody; only for local experiments")
 			}
 			cfg.Join = splitComma(join)
 			cfg.Controllers = splitComma(ctrls)
@@ -81,6 +89,10 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.IntVar(&cfg.MaxRequestBurst, "max-request-burst", cfg.MaxRequestBurst, "requests a client may make at once above --max-requests-per-second")
 	f.IntVar(&cfg.MaxWatchesPerClient, "max-watches-per-client", cfg.MaxWatchesPerClient, "open watches each client may have on this master (0: no cap)")
 	f.IntVar(&cfg.MaxWatches, "max-watches", cfg.MaxWatches, "open watches this master serves in total (0: no cap)")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "the cluster token: created (0600) if the file does not exist; every master and worker needs the same one")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip: only for local experiments")
+	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", cfg.CertLifetime, "lifetime of the certificates this master issues (renewed at 2/3)")
+	_ = f.MarkHidden("cert-lifetime")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd

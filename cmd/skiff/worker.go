@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -40,6 +41,12 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 			logger, err := newLogger(os.Stderr, logLevel, logFormat)
 			if err != nil {
 				return err
+			}
+			if cfg.TokenFile == "" && !cfg.Insecure {
+				return errors.New("--token-file is required: a copy of the masters' cluster token (skiff token show on a master); or pass --insecure against masters run with --insecure")
+			}
+			if cfg.Insecure {
+				fmt.Fprintln(os.Stderr, "INSECURE: this worker talks plaintext and authenticates nobody; only for local experiments")
 			}
 			cfg.Join = splitComma(join)
 			cfg.Logger = logger
@@ -103,6 +110,8 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest CrashLoopBackOff delay")
 	f.BoolVar(&cfg.Hollow, "hollow", false, "run no containers: pods only go through their status transitions (scale tests)")
 	f.IntVar(&hollowCount, "hollow-count", 0, "with --hollow: run this many nodes in this process, named NAME-0001, ...")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "a copy of the masters' cluster token file")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip (masters must run with --insecure too): only for local experiments")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd

@@ -66,7 +66,10 @@ func startSkiff(ctx context.Context, e *env, bin, label string, n int, extra []s
 		args := []string{"server", "--name", name, "--data-dir", filepath.Join(dir, name),
 			"--raft-addr", m.raftAddr, "--api-addr", m.apiAddr, "--gossip-addr", m.gossipAddr,
 			"--http-addr", m.httpAddr, "--bootstrap-expect", fmt.Sprint(n),
-			"--join", strings.Join(joins, ","), "--log-level", "info", "--log-format", "json"}
+			"--join", strings.Join(joins, ","), "--log-level", "info", "--log-format", "json",
+			// Capacity is measured, not policy: plaintext like the etcd
+			// it is compared with, and no per-client rate limit.
+			"--insecure", "--max-requests-per-second", "0"}
 		args = append(args, extra...)
 		m.proc = e.newProc(label+"-"+name, bin, args, filepath.Join(dir, name+".log"))
 		if err := m.start(); err != nil {

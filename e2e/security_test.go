@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiff-sh/skiff/pki"
+)
+
+// TestSecureCluster runs three masters, a worker and the CLI with a cluster
+// token, and checks what transport security promises: the CLI works with the
+// token; plaintext and a certificate from another CA are refused; a worker
+// with the token gets a node certificate and renews it; a worker with
+// another cluster's token neither joins gossip nor gets a certificate.
+func TestSecureCluster(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (a real worker)")
+	}
+	// Short certificates so that renewal happens within the test.
+	c := startClusterArgs(t, 3, "--cert-lifetime", "9s", "--node-monitor-grace-period", "5s")
+	c.waitLeader(60 * time.Second)
+	if c.token == "" {
+		t.Fatal("the harness did not give the cluster a token")
+	}
+
+	if out, err := c.cli("", "cluster", "status"); err != nil {
+		t.Fatalf("CLI with the token: %v\n%s", err, out)
+	}
+	cli := func(args ...string) (string, error) {
+		cmd := append([]string{"--server", strings.Join(c.apiAddrs(), ","), "--request-timeout", "5s"}, args...)
+		return runSkiff(t, cmd...)
+	}
+	if out, err := cli("--insecure", "get", "nodes"); err == nil {
+		t.Fatalf("a plaintext CLI was served:\n%s", out)
+	}
+	other := filepath.Join(t.TempDir(), "other-token")
+	if _, _, err := pki.LoadOrCreateTokenFile(other); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("--token-file", other, "get", "nodes"); err == nil {
+		t.Fatalf("a CLI with another cluster's certificate was served:\n%s", out)
+	}
+	if out, _ := runSkiff(t, "token", "show", "--token-file", c.token); !strings.HasPrefix(out, "skiff1.") {
+		t.Fatalf("token show: %q", out)
+	}
+
+	start := func(name, token string) (*workerProc, string) {
+		dir := t.TempDir()
+		var joins []string
+		for _, m := range c.masters {
+			joins = append(joins, m.gossip)
+		}
+		cg := fmt.Sprintf("/skiff-e2e-%d-%s", os.Getpid(), name)
+		w := &workerProc{t: t, logPath: filepath.Join(dir, name+".log"), args: []string{
+			"worker", "--name", name, "--data-dir", filepath.Join(dir, name), "--join", strings.Join(joins, ","),
+			"--listen-addr", "127.0.0.1:0", "--heartbeat-interval", "1s", "--cgroup-parent", cg,
+			"--log-level", "debug", "--pod-network", "none", "--proxy-mode", "none", "--token-file", token,
+		}}
+		t.Cleanup(func() {
+			w.kill()
+			cleanupRuntime(t, filepath.Join(dir, name), cg)
+			if t.Failed() {
+				t.Logf("---- last log lines of %s ----\n%s", name, tailFile(w.logPath, 60))
+			}
+		})
+		w.start()
+		return w, filepath.Join(dir, name, "tls", "cert.pem")
+	}
+	_, certPath := start("w1", c.token)
+	intruder, intruderCert := start("intruder", other)
+
+	var first string
+	eventually(t, 60*time.Second, func() error {
+		out, err := c.cli("", "get", "nodes")
+		if err != nil || !strings.Contains(out, "w1") || !strings.Contains(out, "Ready") {
+			return fmt.Errorf("w1 not ready: %v\n%s", err, out)
+		}
+		data, err := os.ReadFile(certPath)
+		if err != nil {
+			return err
+		}
+		first = string(data)
+		return nil
+	})
+	// 9s certificates are renewed after 6s; the node stays Ready on its
+	// renewed certificate.
+	eventually(t, 30*time.Second, func() error {
+		data, err := os.ReadFile(certPath)
+		if err != nil {
+			return err
+		}
+		if string(data) == first {
+			return errors.New("the node certificate was not renewed yet")
+		}
+		return nil
+	})
+	eventually(t, 20*time.Second, func() error {
+		out, err := c.cli("", "get", "nodes")
+		if err != nil || !strings.Contains(out, "w1") || strings.Contains(out, "NotReady") {
+			return fmt.Errorf("w1 not ready after renewal: %v\n%s", err, out)
+		}
+		return nil
+	})
+
+	// By now the intruder has had many join attempts.
+	if _, err := os.Stat(intruderCert); err == nil {
+		t.Fatal("a worker with another cluster's token got a certificate")
+	}
+	if out, _ := c.cli("", "get", "nodes"); strings.Contains(out, "intruder") {
+		t.Fatalf("a worker with another cluster's token was registered:\n%s", out)
+	}
+	if log := tailFile(intruder.logPath, 200); strings.Contains(log, "obtained a node certificate") {
+		t.Fatalf("intruder log says it got a certificate:\n%s", log)
+	}
+}
+
+// runSkiff runs the skiff binary without any CLI configuration file.
+func runSkiff(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(skiffBin, args...)
+	cmd.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
