@@ -45,7 +45,8 @@ chaos: deps ## the full chaos suite (~15 min): kills, pauses, partitions, restar
 	$(GO) test -count=1 -timeout 90m -v ./e2e/ -run Chaos -chaos.full $(CHAOSFLAGS)
 
 # BENCH=name runs one benchmark (micro, raft, writes, failover, scale,
-# compare-writes, compare-failover); BENCHFLAGS passes flags to skiffbench,
+# scheduling, podstart, serviceproxy, compare-writes, compare-failover) or a
+# group (all, cluster, compare); BENCHFLAGS passes flags to skiffbench,
 # e.g. BENCHFLAGS=-quick for small sizes (go run ./bench/cmd/skiffbench -h).
 BENCH ?= all
 BENCHFLAGS ?=

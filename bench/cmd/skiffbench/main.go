@@ -31,11 +31,13 @@ import (
 )
 
 // The benchmarks, in the order they run.
-var benchOrder = []string{"micro", "raft", "writes", "failover", "scale", "compare-writes", "compare-failover"}
+var benchOrder = []string{"micro", "raft", "writes", "failover", "scale", "scheduling", "podstart", "serviceproxy", "compare-writes", "compare-failover"}
 
 var groups = map[string][]string{
 	"all":     {"micro", "raft", "writes", "failover", "scale"},
 	"compare": {"compare-writes", "compare-failover"},
+	// Separate from all: at full size they take about 10 minutes more.
+	"cluster": {"scheduling", "podstart", "serviceproxy"},
 }
 
 type options struct {
@@ -53,6 +55,8 @@ type options struct {
 	failClients      int
 
 	scale     scaleSettings
+	sched     schedSettings
+	podstart  podstartSettings
 	microTime string
 	perfDir   string
 
@@ -69,7 +73,7 @@ func run() int {
 	var benchList, clientList, timeoutList string
 	var quick bool
 	flag.StringVar(&o.skiff, "skiff", "", "skiff binary to benchmark (default: build ./cmd/skiff into the temp dir)")
-	flag.StringVar(&benchList, "bench", "all", "comma-separated benchmarks or groups: "+strings.Join(benchOrder, ", ")+"; all (the first five), compare (against etcd)")
+	flag.StringVar(&benchList, "bench", "all", "comma-separated benchmarks or groups: "+strings.Join(benchOrder, ", ")+"; all (the first five), cluster (scheduling, podstart, serviceproxy), compare (against etcd)")
 	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results")
 	flag.BoolVar(&o.keep, "keep", false, "keep data dirs and logs (for debugging)")
 	flag.BoolVar(&quick, "quick", false, "small sizes and short runs (about 2-3 minutes for all); explicit flags still win")
@@ -88,6 +92,13 @@ func run() int {
 	flag.IntVar(&o.scale.events, "events", 50, "scale: writes each watcher must receive")
 	flag.IntVar(&o.scale.lists, "lists", 10, "scale: repetitions of each list")
 	flag.IntVar(&o.scale.snapshots, "snapshots", 3, "scale: snapshot saves")
+	flag.IntVar(&o.sched.nodes, "sched-nodes", 1000, "scheduling: hollow nodes (one skiff worker --hollow process)")
+	flag.IntVar(&o.sched.pods, "sched-pods", 10000, "scheduling: pods, created by ReplicaSets all at once, then as many bare pods")
+	flag.IntVar(&o.sched.rsSize, "sched-rs-size", 100, "scheduling: replicas per ReplicaSet")
+	flag.IntVar(&o.podstart.serial, "podstart-serial", 50, "podstart: pods created one by one (each waits for Running)")
+	flag.IntVar(&o.podstart.burst, "podstart-burst", 20, "podstart: pods created at once")
+	flag.StringVar(&o.podstart.networks, "podstart-networks", "none,bridge", "podstart: the worker's --pod-network modes to run (when the worker has the flag)")
+	flag.StringVar(&o.podstart.child, "podstart-child", "", "internal: run podstart for this pod network mode in this process, which its parent started in a new network namespace")
 	flag.StringVar(&o.microTime, "benchtime", "300ms", "microbenchmarks: go test -benchtime")
 	flag.StringVar(&o.perfDir, "perf", "", "writes: record the leading master with Linux perf into this directory during each run")
 	var serverArgs string
@@ -118,6 +129,10 @@ func run() int {
 		def("lists", func() { o.scale.lists = 5 })
 		def("snapshots", func() { o.scale.snapshots = 1 })
 		def("benchtime", func() { o.microTime = "100ms" })
+		def("sched-nodes", func() { o.sched.nodes = 100 })
+		def("sched-pods", func() { o.sched.pods = 1000 })
+		def("podstart-serial", func() { o.podstart.serial = 10 })
+		def("podstart-burst", func() { o.podstart.burst = 5 })
 	}
 	var err error
 	if o.clients, err = parseInts(clientList); err != nil {
@@ -145,7 +160,7 @@ func run() int {
 			known = known || x == b
 		}
 		if !known {
-			fmt.Fprintf(os.Stderr, "-bench: unknown benchmark %q (have %s, all, compare)\n", b, strings.Join(benchOrder, ", "))
+			fmt.Fprintf(os.Stderr, "-bench: unknown benchmark %q (have %s, all, cluster, compare)\n", b, strings.Join(benchOrder, ", "))
 			return 2
 		}
 		o.benches[b] = true
@@ -224,6 +239,9 @@ func run() int {
 		"scale": func(ctx context.Context, e *env, o options, r *Report) error {
 			return benchScale(ctx, e, o.skiff, o.serverArgs, o.scale, r)
 		},
+		"scheduling":       benchScheduling,
+		"podstart":         benchPodstart,
+		"serviceproxy":     benchServiceProxy,
 		"compare-writes":   benchCompareWrites,
 		"compare-failover": benchCompareFailover,
 	}
@@ -265,7 +283,7 @@ func run() int {
 }
 
 func needsSkiff(b map[string]bool) bool {
-	return b["writes"] || b["failover"] || b["scale"] || b["compare-writes"] || b["compare-failover"]
+	return b["writes"] || b["failover"] || b["scale"] || b["scheduling"] || b["podstart"] || b["compare-writes"] || b["compare-failover"]
 }
 
 func parseInts(s string) ([]int, error) {
