@@ -17,12 +17,21 @@ const EnvServer = "SKIFF_SERVER"
 // EnvTokenFile names the environment variable with the cluster token file.
 const EnvTokenFile = "SKIFF_TOKEN_FILE"
 
+// EnvToken names the environment variable with a user's bearer token (from
+// skiff token create).
+const EnvToken = "SKIFF_TOKEN"
+
 // Config is the CLI's configuration file, written by `skiff dev`.
 type Config struct {
 	Servers []string `json:"servers"`
 	// TokenFile is the cluster token (see tls.go); relative paths are
 	// relative to the configuration file.
 	TokenFile string `json:"tokenFile,omitempty"`
+	// Token is a user's bearer token (skiff token create), used when there
+	// is no tokenFile; it needs CA.
+	Token string `json:"token,omitempty"`
+	// CA is the cluster CA certificate (PEM) that a Token user trusts.
+	CA string `json:"ca,omitempty"`
 	// Insecure talks plaintext to masters run with --insecure.
 	Insecure bool `json:"insecure,omitempty"`
 }
@@ -92,23 +101,59 @@ func readConfig() (Config, error) {
 	return cfg, nil
 }
 
+// security is how the CLI authenticates: plaintext, an admin certificate
+// signed with the cluster token (tokenFile), or a bearer token with the
+// pinned cluster CA.
+type security struct {
+	insecure  bool
+	tokenFile string
+	token     string
+	caPEM     []byte
+}
+
 // resolveSecurity picks how to connect: --insecure, else the --token-file
-// flag, then $SKIFF_TOKEN_FILE, then the configuration file's tokenFile
-// (or its insecure).
-func resolveSecurity(flagToken string, flagInsecure bool) (tokenFile string, insecure bool, err error) {
+// flag, the --token flag, $SKIFF_TOKEN_FILE, $SKIFF_TOKEN, then the
+// configuration file's tokenFile, token or insecure. A bearer token's CA
+// comes from --ca-file, else the configuration file's ca.
+func resolveSecurity(flagTokenFile, flagToken, flagCAFile string, flagInsecure bool) (security, error) {
+	var sec security
 	switch {
 	case flagInsecure:
-		return "", true, nil
+		return security{insecure: true}, nil
+	case flagTokenFile != "":
+		return security{tokenFile: flagTokenFile}, nil
 	case flagToken != "":
-		return flagToken, false, nil
+		sec.token = flagToken
 	case os.Getenv(EnvTokenFile) != "":
-		return os.Getenv(EnvTokenFile), false, nil
+		return security{tokenFile: os.Getenv(EnvTokenFile)}, nil
+	case os.Getenv(EnvToken) != "":
+		sec.token = os.Getenv(EnvToken)
 	}
 	cfg, err := readConfig()
 	if err != nil {
-		return "", false, err
+		return sec, err
 	}
-	return cfg.TokenFile, cfg.Insecure, nil
+	if sec.token == "" {
+		switch {
+		case cfg.TokenFile != "":
+			return security{tokenFile: cfg.TokenFile}, nil
+		case cfg.Token != "":
+			sec.token = cfg.Token
+		default:
+			return security{insecure: cfg.Insecure}, nil
+		}
+	}
+	switch {
+	case flagCAFile != "":
+		if sec.caPEM, err = os.ReadFile(flagCAFile); err != nil {
+			return sec, fmt.Errorf("--ca-file: %w", err)
+		}
+	case cfg.CA != "":
+		sec.caPEM = []byte(cfg.CA)
+	default:
+		return sec, fmt.Errorf("a bearer token needs the cluster CA to verify the masters: pass --ca-file or set ca in %s (skiff token create --print-config prints both)", ConfigPath())
+	}
+	return sec, nil
 }
 
 func splitList(s string) []string {

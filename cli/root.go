@@ -21,6 +21,8 @@ import (
 type Options struct {
 	Server    string
 	TokenFile string
+	Token     string
+	CAFile    string
 	Insecure  bool
 	Timeout   time.Duration
 	Version   string
@@ -49,6 +51,8 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 	}
 	root.PersistentFlags().StringVar(&o.Server, "server", "", "comma-separated API addresses of masters (default $SKIFF_SERVER, then "+ConfigPath()+")")
 	root.PersistentFlags().StringVar(&o.TokenFile, "token-file", "", "the cluster token file: the CLI derives the CA from it and signs itself an admin certificate (default $"+EnvTokenFile+", then tokenFile in the config)")
+	root.PersistentFlags().StringVar(&o.Token, "token", "", "a bearer token from skiff token create (default $"+EnvToken+", then token in the config); needs --ca-file or ca in the config")
+	root.PersistentFlags().StringVar(&o.CAFile, "ca-file", "", "the cluster CA certificate (PEM) to verify the masters with when using --token")
 	root.PersistentFlags().BoolVar(&o.Insecure, "insecure", false, "plaintext, no authentication: only for masters run with --insecure")
 	root.PersistentFlags().DurationVar(&o.Timeout, "request-timeout", 30*time.Second, "how long a command waits for the cluster")
 	root.SetOut(o.Out)
@@ -93,21 +97,25 @@ func (o *Options) client() (*client.Client, error) {
 	}
 	cfg := client.DefaultConfig()
 	cfg.Servers = servers
-	token, insecure, err := resolveSecurity(o.TokenFile, o.Insecure)
+	sec, err := resolveSecurity(o.TokenFile, o.Token, o.CAFile, o.Insecure)
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case insecure:
-	case token == "":
+	case sec.insecure:
+	case sec.tokenFile != "":
+		if cfg.TLS, err = AdminTLS(sec.tokenFile); err != nil {
+			return nil, err
+		}
+	case sec.token != "":
+		if cfg.TLS, cfg.PerRPC, err = TokenTLS(sec.caPEM, sec.token); err != nil {
+			return nil, err
+		}
+	default:
 		if len(servers) == 0 {
 			return client.New(cfg) // the error about missing servers
 		}
 		return nil, ErrNoCredentials
-	default:
-		if cfg.TLS, err = AdminTLS(token); err != nil {
-			return nil, err
-		}
 	}
 	return client.New(cfg)
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/skiff-sh/skiff/pki"
 )
 
@@ -49,6 +51,8 @@ func TestSecureCluster(t *testing.T) {
 	if out, _ := runSkiff(t, "token", "show", "--token-file", c.token); !strings.HasPrefix(out, "skiff1.") {
 		t.Fatalf("token show: %q", out)
 	}
+
+	checkViewerToken(t, c)
 
 	start := func(name, token string) (*workerProc, string) {
 		dir := t.TempDir()
@@ -118,6 +122,62 @@ func TestSecureCluster(t *testing.T) {
 	if log := tailFile(intruder.logPath, 200); strings.Contains(log, "obtained a node certificate") {
 		t.Fatalf("intruder log says it got a certificate:\n%s", log)
 	}
+}
+
+// checkViewerToken creates a viewer token as admin and uses it the way a
+// colleague would, from the configuration --print-config prints: reads
+// work, writes are refused naming the token and the missing permission, and
+// a deleted token stops working.
+func checkViewerToken(t *testing.T, c *cluster) {
+	t.Helper()
+	conf, err := c.cli("", "token", "create", "--role", "viewer", "--ttl", "1h", "--description", "e2e colleague", "--print-config")
+	if err != nil {
+		t.Fatalf("token create: %v\n%s", err, conf)
+	}
+	var cfg struct {
+		Token string `json:"token"`
+		CA    string `json:"ca"`
+	}
+	if err := yaml.Unmarshal([]byte(conf), &cfg); err != nil || cfg.CA == "" || !strings.Contains(cfg.Token, ".") {
+		t.Fatalf("token create --print-config printed %q (%v)", conf, err)
+	}
+	id, _, _ := strings.Cut(cfg.Token, ".")
+	path := filepath.Join(t.TempDir(), "colleague.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	as := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(skiffBin, append([]string{"--request-timeout", "10s"}, args...)...)
+		cmd.Env = append(os.Environ(), "SKIFF_CONFIG="+path)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := as("", "get", "pods", "-A"); err != nil {
+		t.Fatalf("get pods with a viewer token: %v\n%s", err, out)
+	}
+	manifest := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: by-viewer\n  namespace: default\ndata:\n  a: b\n"
+	out, err := as(manifest, "apply", "-f", "-")
+	want := fmt.Sprintf(`viewer token %q may not apply configmaps "default/by-viewer": role viewer is read-only`, id)
+	if err == nil || !strings.Contains(out, want) {
+		t.Fatalf("apply with a viewer token: %v\n%s\nwant an error containing %s", err, out, want)
+	}
+	if out, err := as("", "token", "list"); err == nil {
+		t.Fatalf("a viewer listed tokens:\n%s", out)
+	}
+	if out, err := c.cli("", "token", "list"); err != nil || !strings.Contains(out, id) || !strings.Contains(out, "e2e colleague") {
+		t.Fatalf("token list: %v\n%s", err, out)
+	}
+	if out, err := c.cli("", "token", "delete", id); err != nil {
+		t.Fatalf("token delete: %v\n%s", err, out)
+	}
+	// Followers refuse it once they have applied the deletion.
+	eventually(t, 20*time.Second, func() error {
+		if out, err := as("", "get", "pods"); err == nil || !strings.Contains(out, "unknown token") {
+			return fmt.Errorf("a deleted token still works: %v\n%s", err, out)
+		}
+		return nil
+	})
 }
 
 // runSkiff runs the skiff binary without any CLI configuration file.

@@ -391,6 +391,11 @@ func (s *Server) newCommand(cmd *pb.Command) *pb.Command {
 // not applied) when the command never entered the log, Unknown when it may
 // have been committed.
 func (s *Server) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	if s.handingOff.Load() {
+		return nil, pb.NotAppliedError("not applied (leadership transfer in progress): safe to retry")
+	}
 	data, err := fsm.EncodeCommand(cmd)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode command: %v", err)
@@ -475,4 +480,22 @@ func randomSuffix() string {
 		b[i] = alphabet[mrand.IntN(len(alphabet))]
 	}
 	return string(b)
+}
+
+// drainProposals stops new proposals (they get "not applied", safe to
+// retry) and waits, at most timeout, for those in flight to finish, so a
+// leadership transfer that follows leaves no acknowledged-or-not write
+// behind: raft fails every future still in flight when leadership moves,
+// even one the new leader commits, and such a write's outcome would be
+// unknown. The returned func lets proposals through again.
+func (s *Server) drainProposals(timeout time.Duration) (resume func()) {
+	s.handingOff.Store(true)
+	deadline := time.Now().Add(timeout)
+	for s.inflight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	if n := s.inflight.Load(); n > 0 {
+		s.log.Warn("leadership transfer with writes still in flight: their outcome may be unknown", "writes", n)
+	}
+	return func() { s.handingOff.Store(false) }
 }

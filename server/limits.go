@@ -25,21 +25,27 @@ import (
 )
 
 // interceptors returns the API's interceptor chain: metrics see every call
-// (rejected ones too), limits come before the audit log so a flood of
-// rejected requests cannot flush the audit history, and the audit log sees
-// what the handler did.
+// (rejected ones too); authentication (tls.go) names the caller for
+// everything after it; limits come before the audit log so a flood of
+// rejected requests cannot flush the audit history; the audit log sees
+// what the handler did, and denials, because authorization (authz.go) runs
+// last.
 func (s *Server) interceptors() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.authUnary, s.limitUnary, s.auditUnary),
-		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor, s.authStream, s.limitStream, s.auditStream),
+		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.authUnary, s.limitUnary, s.auditUnary, s.authzUnary),
+		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor, s.authStream, s.limitStream, s.auditStream, s.authzStream),
 	}
 }
 
-// callerFrom names who made a call: the verified TLS client certificate's
-// common name when there is one, else the peer's address (one client
-// connection). This is the one place that decides identity, for limits and
-// the audit log; authentication plugs in here.
+// callerFrom names who made a call: the authenticated principal
+// (token:ID for bearer tokens, cn=... for certificates), else the verified
+// TLS client certificate's common name, else the peer's address (one
+// client connection). This is the one place that decides identity, for
+// limits and the audit log.
 func callerFrom(ctx context.Context) string {
+	if pr, ok := principalFrom(ctx); ok {
+		return pr.caller()
+	}
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return "unknown"

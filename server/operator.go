@@ -131,6 +131,8 @@ func (o *operatorAPI) TransferLeadership(ctx context.Context, req *pb.TransferLe
 			if req.GetTo() == s.cfg.Name {
 				return &pb.TransferLeadershipResponse{Leader: s.cfg.Name}, nil
 			}
+			resume := s.drainProposals(time.Second)
+			defer resume()
 			var fut raft.Future
 			if req.GetTo() == "" {
 				fut = s.raft.LeadershipTransfer()

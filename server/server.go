@@ -44,6 +44,10 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
+	// inflight counts proposals waiting for raft; handingOff refuses new
+	// ones while leadership is handed over (drainProposals).
+	inflight   atomic.Int64
+	handingOff atomic.Bool
 	// leaderTasks are Config.LeaderTasks plus the controller manager.
 	leaderTasks []LeaderTask
 
@@ -346,6 +350,8 @@ func (s *Server) shutdown(cancelBG context.CancelFunc, bg *sync.WaitGroup) {
 func (s *Server) handOffLeadership() {
 	s.log.Info("transferring leadership before shutdown")
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	// No resume: this master is stopping.
+	s.drainProposals(min(2*time.Second, s.cfg.ShutdownTimeout/2))
 	targets := s.transferTargets()
 	for attempt := 1; ; attempt++ {
 		var target *raft.Server

@@ -38,7 +38,7 @@ import (
 
 // errNoClientCert is the answer to a call without a verified certificate.
 var errNoClientCert = status.Error(codes.Unauthenticated,
-	"a client certificate signed by the cluster CA is required: pass --token-file or use skiff's CLI config")
+	"a client certificate signed by the cluster CA is required, or a bearer token: pass --token-file, or --token with --ca-file, or use skiff's CLI config")
 
 // serverTLS is a master's key material; nil when the master runs insecure.
 type serverTLS struct {
@@ -154,31 +154,52 @@ func identity(ctx context.Context) (pki.Identity, bool) {
 	return pki.IdentityOf(ti.State)
 }
 
-// authenticate refuses calls without a verified client certificate, except
-// IssueNodeCertificate, which authenticates on its own.
-func (s *Server) authenticate(ctx context.Context, method string) error {
+// authenticate finds who makes a call: the principal of a verified client
+// certificate, else of a bearer token (tokens.go), which the context then
+// carries for authorization (authz.go), limits and the audit log.
+// IssueNodeCertificate authenticates on its own (its bearer is the join
+// credential, not a user token).
+func (s *Server) authenticate(ctx context.Context, method string) (context.Context, error) {
 	if s.tls == nil || method == pb.Cluster_IssueNodeCertificate_FullMethodName {
-		return nil
+		return ctx, nil
 	}
-	if _, ok := identity(ctx); !ok {
-		return errNoClientCert
+	if id, ok := identity(ctx); ok {
+		return withPrincipal(ctx, principalOf(id)), nil
 	}
-	return nil
+	tok := bearer(ctx)
+	if tok == "" {
+		return ctx, errNoClientCert
+	}
+	p, err := s.authenticateToken(ctx, tok, time.Now())
+	if err != nil {
+		return ctx, err
+	}
+	return withPrincipal(ctx, p), nil
 }
 
 func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := s.authenticate(ctx, info.FullMethod); err != nil {
+	ctx, err := s.authenticate(ctx, info.FullMethod)
+	if err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
 }
 
 func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := s.authenticate(ss.Context(), info.FullMethod); err != nil {
+	ctx, err := s.authenticate(ss.Context(), info.FullMethod)
+	if err != nil {
 		return err
 	}
-	return handler(srv, ss)
+	return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
 }
+
+// contextStream is a stream with a different context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *contextStream) Context() context.Context { return c.ctx }
 
 // IssueNodeCertificate signs a worker's certificate. Any master can: each
 // holds the CA.

@@ -6,13 +6,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/pki"
 )
 
 func newTokenCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Show the cluster token that masters and workers join with",
+		Short: "Show the cluster token; create, list and delete users' bearer tokens",
 	}
 	var file string
 	show := &cobra.Command{
@@ -40,5 +41,6 @@ hash. Write it into a file on a new machine and start skiff server or skiff work
 	}
 	show.Flags().StringVar(&file, "token-file", "", "the cluster token file")
 	cmd.AddCommand(show)
+	cmd.AddCommand(cli.TokenCommands()...)
 	return cmd
 }
