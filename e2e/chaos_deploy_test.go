@@ -53,9 +53,9 @@ const chaosBoundLag = 2 * time.Second
 // until they have a leader and agree.
 func startChaosClusterArgs(t *testing.T, extra ...string) *chaosCluster {
 	t.Helper()
-	// Plaintext: the hollow workers of these scenarios cannot join a
-	// secure cluster yet (each would need its own certificate).
-	c := startClusterArgs(t, 3, append(extra, "--insecure")...)
+	// Secure unless extra asks for --insecure: hollow workers get their
+	// own certificates like real ones.
+	c := startClusterArgs(t, 3, extra...)
 	cc := &chaosCluster{cluster: c, t: t, origin: time.Now(),
 		conns: map[string]*grpc.ClientConn{}, pinned: map[string]*client.Client{},
 		paused: map[string]bool{}, running: map[string]bool{}}

@@ -10,7 +10,8 @@ import (
 
 // hollowWorker starts a `skiff worker --hollow` process: a node that runs
 // no containers but registers, heartbeats and reports pod status like a
-// real one.
+// real one, with the cluster's token (its own certificate) unless the
+// cluster is insecure.
 func hollowWorker(t *testing.T, c *cluster, name string) *workerProc {
 	t.Helper()
 	dir := t.TempDir()
@@ -38,9 +39,8 @@ func hollowWorker(t *testing.T, c *cluster, name string) *workerProc {
 // SIGKILLed are evicted once the node is unreachable for their
 // tolerationSeconds, and the ReplicaSet replaces them on the other worker.
 func TestKilledWorkerPodsReplaced(t *testing.T) {
-	// Hollow nodes run only with --insecure for now.
 	c := startClusterArgs(t, 3, "--node-monitor-grace-period", "3s", "--node-startup-grace-period", "1s",
-		"--default-toleration-seconds", "2", "--insecure")
+		"--default-toleration-seconds", "2")
 	c.waitLeader(60 * time.Second)
 	w1 := hollowWorker(t, c, "h1")
 	hollowWorker(t, c, "h2")

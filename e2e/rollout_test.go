@@ -11,8 +11,7 @@ import (
 // real masters and two hollow workers: rollout status, set image, history,
 // undo, scale, cordon and drain.
 func TestRolloutCLI(t *testing.T) {
-	// Hollow nodes run only with --insecure for now.
-	c := startClusterArgs(t, 3, "--insecure")
+	c := startClusterArgs(t, 3)
 	c.waitLeader(60 * time.Second)
 	hollowWorker(t, c, "h1")
 	hollowWorker(t, c, "h2")
@@ -92,7 +91,17 @@ spec:
 	}
 	eventually(t, 30*time.Second, func() error {
 		out, err := c.cli("", "get", "pods", "-l", "app=web", "-o", "wide")
-		if err != nil || strings.Count(out, "h2") != 2 || strings.Contains(out, "h1") {
+		// Match the NODE column: a pod's random name may contain "h2".
+		onH1, onH2 := 0, 0
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			switch f := strings.Fields(line); f[len(f)-1] {
+			case "h1":
+				onH1++
+			case "h2":
+				onH2++
+			}
+		}
+		if err != nil || onH2 != 2 || onH1 != 0 {
 			return fmt.Errorf("want both pods on h2 after draining h1: %v\n%s", err, out)
 		}
 		return nil

@@ -123,8 +123,14 @@ type Config struct {
 	// Server is a NodeAgent server shared by several agents of one process
 	// (hollow nodes); nil starts one on ListenAddr.
 	Server *Server
-	// api, when set, is shared by the agents of one process.
+	// api, when set, is shared by the agents of one process (insecure
+	// hollow nodes: without certificates they have no identity to keep
+	// apart).
 	api *masterSet
+	// hollowTLS, when set, is the key material shared by the secure hollow
+	// nodes of one process; each still gets a key, certificate and API
+	// client of its own.
+	hollowTLS *hollowTLS
 	// testProber replaces the prober (tests).
 	testProber prober
 }
@@ -175,8 +181,6 @@ func (c Config) Validate() error {
 		return bad("TokenFile", "required: a copy of the masters' token file, or Insecure against masters run with Insecure")
 	case c.TokenFile != "" && c.Insecure:
 		return bad("Insecure", "set together with TokenFile: choose one")
-	case c.TokenFile != "" && c.Hollow:
-		return bad("TokenFile", "hollow nodes run only with Insecure for now")
 	}
 	if len(c.Join) == 0 {
 		return bad("Join", "required: the gossip address (host:port) of at least one master")

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"sync"
@@ -152,8 +153,15 @@ func (hollowProber) probe(context.Context, probeTarget, *pb.Probe) (bool, string
 // are named cfg.Name-0001, -0002, ...; each is a full gossip member with its
 // own memberlist (with longer probe and gossip intervals than a real
 // worker), registration, heartbeats and pod workers, but they share one
-// NodeAgent listener (cfg.ListenAddr) and one connection to the masters.
-// Joins are spread out so the masters see a steady trickle, not a storm.
+// NodeAgent listener (cfg.ListenAddr). Joins are spread out so the masters
+// see a steady trickle, not a storm.
+//
+// With cfg.TokenFile each node gets a key and a certificate of its own
+// (CN system:node:NAME, asked for with the join credential, at most
+// hollowIssueConcurrency at once) and its own connections to the masters,
+// so each makes its API calls as itself; gossip is encrypted with the
+// cluster's key. The shared NodeAgent serves one of their certificates.
+// With cfg.Insecure they share one plaintext connection to the masters.
 func RunHollow(ctx context.Context, cfg Config, count int) error {
 	if count < 1 {
 		return fmt.Errorf("worker config: hollow count %d: must be at least 1", count)
@@ -162,26 +170,38 @@ func RunHollow(ctx context.Context, cfg Config, count int) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	cfg.Logger.Warn("INSECURE: hollow nodes talk to the masters in plaintext; only for local experiments and scale tests")
-	srv, err := NewServer(cfg.ListenAddr, cfg.Logger, nil)
+	var api *masterSet
+	var ht *hollowTLS
+	var serverTLS *tls.Config
+	if cfg.Insecure {
+		cfg.Logger.Warn("INSECURE: hollow nodes talk to the masters in plaintext; only for local experiments and scale tests")
+		api = newMasterSet(cfg.Logger.With("component", "api"), nil)
+		defer api.close()
+	} else {
+		var err error
+		if ht, err = newHollowTLS(cfg.TokenFile, cfg.Logger.With("component", "api")); err != nil {
+			return err
+		}
+		defer ht.close()
+		serverTLS = ht.serverConfig()
+	}
+	srv, err := NewServer(cfg.ListenAddr, cfg.Logger, serverTLS)
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
-	api := newMasterSet(cfg.Logger.With("component", "api"), nil)
-	defer api.close()
 	go func() { _ = srv.Serve() }()
 
 	agents := make([]*Agent, 0, count)
 	for i := 1; i <= count; i++ {
 		c := cfg
 		c.Name = fmt.Sprintf("%s-%04d", cfg.Name, i)
-		c.Server, c.api = srv, api
+		c.Server, c.api, c.hollowTLS = srv, api, ht
 		c.Runtime, c.Images = nil, nil
 		a, err := New(c)
 		if err != nil {
 			for _, a := range agents {
-				a.gossip.shutdown()
+				a.closeAll()
 			}
 			return fmt.Errorf("hollow node %s: %w", c.Name, err)
 		}

@@ -2,25 +2,30 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/skiff-sh/skiff/client"
+	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
-// TestHollowNodes runs many hollow nodes in one process: each registers,
-// turns Ready, runs its pods through Pending -> Running, confirms their
-// deletion, and is marked not ready at once when the process stops.
+// TestHollowNodes runs many hollow nodes in one process against secure
+// masters: each gets its own certificate, registers, turns Ready, runs its
+// pods through Pending -> Running, confirms their deletion, and is marked
+// not ready at once when the process stops. The shared NodeAgent serves a
+// node certificate the masters accept.
 func TestHollowNodes(t *testing.T) {
 	t.Parallel()
 	const count = 25
-	tc := startCluster(t, clusterOptions{insecure: true})
+	tc := startCluster(t, clusterOptions{})
 	cfg := DefaultConfig()
 	cfg.Name = "hollow"
-	cfg.Insecure = true
+	cfg.TokenFile = tc.token
 	cfg.Join = tc.gossip()
 	cfg.NodeIP = "127.0.0.1"
 	cfg.ListenAddr = "127.0.0.1:0"
@@ -95,9 +100,12 @@ func TestHollowNodes(t *testing.T) {
 	// Logs and exec are not available on a hollow node.
 	tc.create(t, testPod("quiet", names[0], ctr("app", "run")))
 	tc.waitPod(t, "quiet", 30*time.Second, "running", phaseIs("Running"))
-	if _, err := tc.logsOf(t, &pb.LogsRequest{Pod: "quiet"}); err == nil {
-		t.Errorf("logs from a hollow node succeeded")
+	// The error comes from the node, so the master's mutual TLS connection
+	// to the shared NodeAgent worked.
+	if _, err := tc.logsOf(t, &pb.LogsRequest{Pod: "quiet"}); err == nil || !strings.Contains(err.Error(), "not supported on a hollow node") {
+		t.Errorf("logs from a hollow node: %v, want the node's refusal", err)
 	}
+	checkHollowAgentCert(t, tc, names[0])
 
 	stop()
 	waitAll("hollow nodes left", func(n *pb.Node) error {
@@ -166,6 +174,53 @@ func TestMasterFailover(t *testing.T) {
 		}
 		return phaseIs("Running")(o.GetPod())
 	})
+}
+
+// checkHollowAgentCert connects to node's NodeAgent as a master would and
+// checks that it serves a node certificate of one of the hollow nodes.
+func checkHollowAgentCert(t *testing.T, tc *testCluster, node string) {
+	t.Helper()
+	o, err := tc.api.Get(ctxFor(t, 10*time.Second), "Node", "", node, client.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := o.GetNode().GetStatus().GetDaemonEndpoints().GetKubeletEndpoint().GetPort()
+	tok, err := pki.ReadTokenFile(tc.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tok.CA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := pki.NewKey()
+	master, err := ca.IssueKeyPair(key, pki.Leaf{CommonName: pki.MasterCNPrefix + "test", Organization: pki.OrgMaster, Lifetime: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := pki.ClientConfig(ca.Pool(), pki.NewReloader(master), pki.NodeServerName, pki.OrgNode)
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), cfg)
+	if err != nil {
+		t.Fatalf("TLS to the hollow NodeAgent: %v", err)
+	}
+	defer conn.Close()
+	if cn := conn.ConnectionState().PeerCertificates[0].Subject.CommonName; !strings.HasPrefix(cn, pki.NodeCNPrefix+"hollow-") {
+		t.Errorf("the hollow NodeAgent serves %q, want a hollow node's certificate", cn)
+	}
+	// Only masters may call it.
+	admin := adminTLS(t, tc.token)
+	admin.ServerName = pki.NodeServerName
+	admin.VerifyConnection = nil
+	if c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), admin); err == nil {
+		// TLS 1.3: the server's verdict on the client certificate arrives
+		// with the first read.
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		if err == nil {
+			t.Errorf("the hollow NodeAgent accepted an admin certificate")
+		}
+	}
 }
 
 // apiOf returns a client for the masters other than the skipped ones.

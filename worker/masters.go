@@ -125,8 +125,17 @@ func (m *masterSet) fresh(ctx context.Context) (*client.Client, error) {
 	return client.New(cfg)
 }
 
-// current returns the client or nil when no master is known yet.
+// current returns the client, or nil when no master is known yet or while
+// the gate holds callers (a connection opened now would stay without a
+// certificate).
 func (m *masterSet) current() *client.Client {
+	if m.gate != nil {
+		select {
+		case <-m.gate:
+		default:
+			return nil
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cur

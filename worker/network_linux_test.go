@@ -296,7 +296,7 @@ func TestPodNetwork(t *testing.T) {
 // has a pod CIDR their pods get distinct addresses from it.
 func TestHollowPodIPs(t *testing.T) {
 	t.Parallel()
-	tc := startCluster(t, clusterOptions{insecure: true}) // hollow nodes need it
+	tc := startCluster(t, clusterOptions{})
 	tc.startAgent(t, "h1", func(c *Config) {
 		c.Hollow = true
 		c.PodNetwork = PodNetworkBridge
