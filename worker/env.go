@@ -17,6 +17,7 @@ import (
 
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
+	wrt "github.com/skiff-sh/skiff/worker/runtime"
 )
 
 // getObject reads one object from the API (ConfigMaps and Secrets for env
@@ -318,44 +319,8 @@ func envVarName(s string) string {
 }
 
 // expandRefs replaces $(VAR) in s the way Kubernetes does (and as the
-// runtime does for command and args): "$$" is a literal "$", references to
-// unknown variables and an unterminated "$(" stay as written.
-func expandRefs(s string, lookup func(string) (string, bool)) string {
-	if !strings.Contains(s, "$") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 >= len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		switch next := s[i+1]; next {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteString("$(")
-				i++
-				continue
-			}
-			name := s[i+2 : i+2+end]
-			if v, ok := lookup(name); ok {
-				b.WriteString(v)
-			} else {
-				b.WriteString("$(" + name + ")")
-			}
-			i += 2 + end
-		default:
-			b.WriteByte('$')
-			b.WriteByte(next)
-			i++
-		}
-	}
-	return b.String()
-}
+// runtime does for command and args).
+func expandRefs(s string, lookup func(string) (string, bool)) string { return wrt.Expand(s, lookup) }
 
 // fieldValue is the downward API: the value of a pod field selected by an
 // env var's fieldRef.

@@ -158,31 +158,41 @@ func mergeEnv(base, add []string) []string {
 	return out
 }
 
-// expand replaces $(VAR) with vars[VAR] the way Kubernetes does: "$$" is a
-// literal "$", and references to unknown variables stay as written.
+// expand replaces $(VAR) with vars[VAR]: see Expand.
 func expand(in string, vars map[string]string) string {
-	if !strings.Contains(in, "$") {
-		return in
+	return Expand(in, func(name string) (string, bool) {
+		v, ok := vars[name]
+		return v, ok
+	})
+}
+
+// Expand replaces $(VAR) in s the way Kubernetes does: "$$" is a literal
+// "$", references lookup does not know and an unterminated "$(" stay as
+// written. The worker uses it for env values, the runtime for command and
+// args.
+func Expand(s string, lookup func(string) (string, bool)) string {
+	if !strings.Contains(s, "$") {
+		return s
 	}
 	var b strings.Builder
-	for i := 0; i < len(in); i++ {
-		if in[i] != '$' || i+1 >= len(in) {
-			b.WriteByte(in[i])
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 >= len(s) {
+			b.WriteByte(s[i])
 			continue
 		}
-		switch next := in[i+1]; next {
+		switch next := s[i+1]; next {
 		case '$':
 			b.WriteByte('$')
 			i++
 		case '(':
-			end := strings.IndexByte(in[i+2:], ')')
+			end := strings.IndexByte(s[i+2:], ')')
 			if end < 0 {
 				b.WriteString("$(")
 				i++
 				continue
 			}
-			name := in[i+2 : i+2+end]
-			if v, ok := vars[name]; ok {
+			name := s[i+2 : i+2+end]
+			if v, ok := lookup(name); ok {
 				b.WriteString(v)
 			} else {
 				b.WriteString("$(" + name + ")")
