@@ -64,7 +64,7 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s (is another master using this data dir?): %w", filepath.Join(dir, "raft.db"), err)
 	}
-	// No raft.NewLogCache: see logCacheEntries.
+	// No raft.NewLogCache: see the note above raftStores.
 	st.logs = &stallGuardLogStore{LogStore: st.bolt, timeout: cfg.LogStoreStallTimeout, log: cfg.Logger, metrics: metrics}
 	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(cfg.Logger, "raft-snapshot"))
 	if err != nil {
