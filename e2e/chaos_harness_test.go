@@ -129,7 +129,7 @@ func startChaosCluster(t *testing.T, n int, partitions bool) *chaosCluster {
 	if partitions {
 		var err error
 		if cn, err = newChaosNet(t); err != nil {
-			t.Skipf("network partitions need nftables and root: %v", err)
+			t.Fatalf("network partitions need nftables and root (run the suite as root): %v", err)
 		}
 	}
 	c := startClusterWith(t, n, clusterOptions{gids: partitions, logLevel: "debug"})

@@ -42,7 +42,7 @@ import (
 // gracefully (the node is marked NotReady at once).
 func TestWorkerEndToEnd(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("runs real containers: needs root")
+		t.Fatal("runs real containers: run the e2e suite as root")
 	}
 	imageRef := demoImage(t)
 	c := startClusterArgs(t, 3, "--node-monitor-grace-period", "3s")

@@ -37,7 +37,7 @@ type realEnv struct {
 func newRealEnv(t *testing.T) *realEnv {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("runs real containers: needs root")
+		t.Fatal("runs real containers: run the tests as root")
 	}
 	fix.once.Do(fix.init)
 	if fix.err != nil {
