@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,23 +20,15 @@ import (
 // than Config.LogStoreStallTimeout.
 var ErrLogStoreStalled = errors.New("raft log store stalled")
 
-// A raft.NewLogCache over the stall guard saves reading entries back from
-// bolt, but a full chaos run with it (and with batches applied in one
-// memdb transaction, also reverted) ended with one master's state diverged
-// after a leader pause. Suspect: a write the stall guard reports as failed
-// (after a SIGSTOP) still lands in bolt underneath the cache. Until that is
-// understood, raft reads its log from bolt.
-
 // raftStores is everything raft persists, opened before raft itself so that
 // New can tell whether this master already has state.
 type raftStores struct {
 	bolt *raftboltdb.BoltStore
-	// logs is what raft uses: recent entries cached in memory (the leader
-	// reads each entry back to replicate it and to apply it) over the
-	// stall guard over bolt.
+	// logs is what raft uses: the stall guard over bolt.
 	logs   raft.LogStore
+	guard  *stallGuardLogStore
 	snaps  *raft.FileSnapshotStore
-	trans  *raft.NetworkTransport
+	trans  *serialTransport
 	closed atomic.Bool
 }
 
@@ -64,8 +57,10 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s (is another master using this data dir?): %w", filepath.Join(dir, "raft.db"), err)
 	}
-	// No raft.NewLogCache: see the note above raftStores.
-	st.logs = &stallGuardLogStore{LogStore: st.bolt, timeout: cfg.LogStoreStallTimeout, log: cfg.Logger, metrics: metrics}
+	// raft reads entries back from bolt to replicate and apply them; a
+	// raft.NewLogCache in front would save those reads (docs/performance.md).
+	st.guard = &stallGuardLogStore{LogStore: st.bolt, timeout: cfg.LogStoreStallTimeout, log: cfg.Logger, metrics: metrics}
+	st.logs = st.guard
 	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(cfg.Logger, "raft-snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("open raft snapshot store in %s: %w", dir, err)
@@ -75,19 +70,20 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 		if err != nil {
 			return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 		}
-		st.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		st.trans = &serialTransport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHCLog(cfg.Logger, "raft-net"),
-		})
+		})}
 		return st, nil
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 	if err != nil {
 		return nil, fmt.Errorf("resolve RaftAddr %s: %w", cfg.RaftAddr, err)
 	}
-	st.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, newHCLog(cfg.Logger, "raft-net"))
+	nt, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, newHCLog(cfg.Logger, "raft-net"))
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
+	st.trans = &serialTransport{nt}
 	return st, nil
 }
 
@@ -135,7 +131,31 @@ func raftConfig(cfg Config) *raft.Config {
 	return rc
 }
 
-// stallGuardLogStore bounds how long a log write may take.
+// serialTransport is raft's network transport without the heartbeat fast
+// path, so that every AppendEntries, heartbeats included, is handled by
+// raft's main loop.
+//
+// hashicorp/raft (up to v1.8.0 at least; issue #695, fix proposed in PR #701)
+// handles heartbeats on the transport's goroutine, and a heartbeat from a
+// newer term sets currentTerm and the follower state there, concurrently with
+// the leader loop. A leader paused or slowed past an election that resumes
+// with client writes queued can then dispatch them stamped with the new
+// leader's term: at indexes the new leader filled with other entries of that
+// same term, so the log-matching check sees no conflict and the old leader
+// later applies its own entries where the others applied the new leader's.
+// skiff's leader-pause chaos scenario produced exactly that (two masters at the
+// same applied index with different state). Processing heartbeats in the main
+// loop costs only their latency behind a follower's disk write; the election
+// timeouts are far longer than an fsync.
+type serialTransport struct {
+	*raft.NetworkTransport
+}
+
+// SetHeartbeatHandler ignores the handler: heartbeats then reach raft through
+// Consumer() like every other RPC.
+func (*serialTransport) SetHeartbeatHandler(func(raft.RPC)) {}
+
+// stallGuardLogStore bounds how long the leader's own log writes may take.
 //
 // hashicorp/raft writes the leader's own entries from its leader loop
 // (issue #503): if the disk hangs, that loop hangs with it, so the leader can
@@ -143,33 +163,104 @@ func raftConfig(cfg Config) *raft.Config {
 // goroutines keep heartbeating and the followers never elect anyone else.
 // Returning an error from StoreLogs is the one signal the leader loop acts on
 // at once: it fails the pending applies and steps down to follower, its
-// heartbeats stop, and a healthy master takes over. The hung write is left
-// running in the background; if it completes later, the entries it wrote
-// are uncommitted tail entries that the next leader overwrites.
+// heartbeats stop, and a healthy master takes over.
+//
+// The abandoned write keeps running. Two rules keep the log what raft
+// believes it is: every mutation (StoreLogs, DeleteRange) waits for the one
+// before it, so a late write can never land over a newer one; and when an
+// abandoned write does land, its entries are deleted again before anything
+// else is written, since raft (which was told it failed) counts them nowhere.
+// Only the leader's writes time out: a follower's failed append after a
+// truncation would leave raft's idea of its last index wrong (raft.go's
+// appendEntries TODO), and a slow follower holds up no one.
 type stallGuardLogStore struct {
 	raft.LogStore
 	timeout time.Duration
 	log     *slog.Logger
 	metrics *metrics
+	// raft (a raftState) is set once raft exists; until then, and while
+	// this master does not lead, writes do not time out.
+	raft atomic.Value
+	// busy holds a token while a mutation of the inner store runs
+	// (including an abandoned one, until its entries are removed).
+	busyOnce sync.Once
+	busy     chan struct{}
+}
+
+// raftState is the part of *raft.Raft the stall guard asks.
+type raftState interface{ State() raft.RaftState }
+
+func (s *stallGuardLogStore) sem() chan struct{} {
+	s.busyOnce.Do(func() { s.busy = make(chan struct{}, 1) })
+	return s.busy
 }
 
 func (s *stallGuardLogStore) StoreLog(l *raft.Log) error {
 	return s.StoreLogs([]*raft.Log{l})
 }
 
+func (s *stallGuardLogStore) DeleteRange(lo, hi uint64) error {
+	sem := s.sem()
+	sem <- struct{}{}
+	defer func() { <-sem }()
+	return s.LogStore.DeleteRange(lo, hi)
+}
+
 func (s *stallGuardLogStore) StoreLogs(logs []*raft.Log) error {
-	done := make(chan error, 1)
-	go func() { done <- s.LogStore.StoreLogs(logs) }()
+	sem := s.sem()
+	if r, _ := s.raft.Load().(raftState); r == nil || len(logs) == 0 || r.State() != raft.Leader {
+		sem <- struct{}{}
+		defer func() { <-sem }()
+		return s.LogStore.StoreLogs(logs)
+	}
 	t := time.NewTimer(s.timeout)
 	defer t.Stop()
+	select {
+	case sem <- struct{}{}:
+	case <-t.C:
+		// Nothing was started: an earlier abandoned write still holds the disk.
+		return s.stalled(logs, "an earlier write is still running")
+	}
+	const (
+		running = iota
+		finished
+		abandoned
+	)
+	var state atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		err := s.LogStore.StoreLogs(logs)
+		if state.CompareAndSwap(running, finished) {
+			<-sem
+			done <- err
+			return
+		}
+		// Abandoned: raft was told this write failed.
+		if err == nil {
+			first, last := logs[0].Index, logs[len(logs)-1].Index
+			if derr := s.LogStore.DeleteRange(first, last); derr != nil {
+				s.log.Error("raft log store: cannot remove the entries of an abandoned write", "first", first, "last", last, "err", derr)
+			} else {
+				s.log.Warn("raft log store: an abandoned write completed; its entries are removed", "first", first, "last", last)
+			}
+		}
+		<-sem
+	}()
 	select {
 	case err := <-done:
 		return err
 	case <-t.C:
-		if s.metrics != nil {
-			s.metrics.logStoreStalls.Inc()
+		if !state.CompareAndSwap(running, abandoned) {
+			return <-done // it finished just now
 		}
-		s.log.Error("raft log store stalled: stepping down", "timeout", s.timeout, "entries", len(logs))
-		return fmt.Errorf("%w: a write of %d entries took longer than %s", ErrLogStoreStalled, len(logs), s.timeout)
+		return s.stalled(logs, "")
 	}
+}
+
+func (s *stallGuardLogStore) stalled(logs []*raft.Log, why string) error {
+	if s.metrics != nil {
+		s.metrics.logStoreStalls.Inc()
+	}
+	s.log.Error("raft log store stalled: stepping down", "timeout", s.timeout, "entries", len(logs), "reason", why)
+	return fmt.Errorf("%w: a write of %d entries took longer than %s", ErrLogStoreStalled, len(logs), s.timeout)
 }

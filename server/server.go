@@ -173,6 +173,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	s.stores.guard.raft.Store(raftState(s.raft))
 	s.metrics.registerState(s.raft, s.fsm)
 
 	s.gossip, err = newGossip(s)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -149,30 +150,152 @@ func TestIndexCoalescer(t *testing.T) {
 	close(block)
 }
 
-type blockingLogStore struct {
+// recordingLogStore is an in-memory log store that records the order of
+// its mutations; a StoreLogs whose first index is in block waits for a
+// release first.
+type recordingLogStore struct {
 	raft.LogStore
-	block chan struct{}
+	mu    sync.Mutex
+	ops   []string
+	block map[uint64]chan struct{}
 }
 
-func (b *blockingLogStore) StoreLogs(logs []*raft.Log) error {
-	<-b.block
-	return nil
+func (r *recordingLogStore) note(op string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, op)
 }
 
+func (r *recordingLogStore) StoreLogs(logs []*raft.Log) error {
+	r.mu.Lock()
+	gate := r.block[logs[0].Index]
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	r.note(fmt.Sprintf("store %d-%d %s", logs[0].Index, logs[len(logs)-1].Index, logs[0].Data))
+	return r.LogStore.StoreLogs(logs)
+}
+
+func (r *recordingLogStore) DeleteRange(lo, hi uint64) error {
+	r.note(fmt.Sprintf("delete %d-%d", lo, hi))
+	return r.LogStore.DeleteRange(lo, hi)
+}
+
+type fixedState struct{ s atomic.Uint32 }
+
+func (f *fixedState) State() raft.RaftState { return raft.RaftState(f.s.Load()) }
+
+// TestStallGuard: a leader's write that hangs fails fast (so raft steps
+// down); a later write waits for it, and when it lands its entries are
+// removed before the later write, so the log ends as raft believes it is.
 func TestStallGuard(t *testing.T) {
-	inner := &blockingLogStore{LogStore: raft.NewInmemStore(), block: make(chan struct{})}
+	gate := make(chan struct{})
+	inner := &recordingLogStore{LogStore: raft.NewInmemStore(), block: map[uint64]chan struct{}{1: gate}}
 	g := &stallGuardLogStore{LogStore: inner, timeout: 50 * time.Millisecond, log: testLogger(t), metrics: newMetrics()}
+	state := &fixedState{}
+	state.s.Store(uint32(raft.Leader))
+	g.raft.Store(raftState(state))
+
 	start := time.Now()
-	err := g.StoreLogs([]*raft.Log{{Index: 1}})
+	err := g.StoreLogs([]*raft.Log{{Index: 1, Data: []byte("old")}, {Index: 2, Data: []byte("old")}})
 	if !errors.Is(err, ErrLogStoreStalled) {
-		t.Fatalf("got %v", err)
+		t.Fatalf("got %v, want ErrLogStoreStalled", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("took %v", d)
+		t.Fatalf("the stalled write took %v to fail", d)
 	}
-	close(inner.block)
-	if err := g.StoreLog(&raft.Log{Index: 2}); err != nil {
+
+	// Stepped down: the new leader's entries arrive for the same indexes.
+	state.s.Store(uint32(raft.Follower))
+	done := make(chan error, 1)
+	go func() { done <- g.StoreLogs([]*raft.Log{{Index: 1, Data: []byte("new")}}) }()
+	close(gate) // the disk recovers
+	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	inner.mu.Lock()
+	ops := strings.Join(inner.ops, ", ")
+	inner.mu.Unlock()
+	if want := "store 1-2 old, delete 1-2, store 1-1 new"; ops != want {
+		t.Fatalf("log store operations: %s\nwant %s", ops, want)
+	}
+	var l raft.Log
+	if err := inner.GetLog(1, &l); err != nil || string(l.Data) != "new" {
+		t.Fatalf("entry 1: %q, %v", l.Data, err)
+	}
+	if err := inner.GetLog(2, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("entry 2 of the abandoned write is still there: %q, %v", l.Data, err)
+	}
+}
+
+// TestStallGuardFollowerWaits: a follower's write is never abandoned,
+// however long it takes.
+func TestStallGuardFollowerWaits(t *testing.T) {
+	gate := make(chan struct{})
+	inner := &recordingLogStore{LogStore: raft.NewInmemStore(), block: map[uint64]chan struct{}{1: gate}}
+	g := &stallGuardLogStore{LogStore: inner, timeout: 20 * time.Millisecond, log: testLogger(t), metrics: newMetrics()}
+	state := &fixedState{}
+	state.s.Store(uint32(raft.Follower))
+	g.raft.Store(raftState(state))
+	release := time.AfterFunc(200*time.Millisecond, func() { close(gate) })
+	defer release.Stop()
+	if err := g.StoreLogs([]*raft.Log{{Index: 1}}); err != nil {
+		t.Fatalf("a follower's slow write failed: %v", err)
+	}
+	if n, _ := inner.LastIndex(); n != 1 {
+		t.Fatalf("last index %d", n)
+	}
+}
+
+// TestSerialTransport: heartbeats reach raft's main loop through Consumer()
+// instead of a handler run on the transport's goroutine (hashicorp/raft
+// issue #695: that handler raced the leader loop and diverged logs).
+func TestSerialTransport(t *testing.T) {
+	logger := newHCLog(testLogger(t), "raft-net")
+	nt, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 2, 5*time.Second, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := &serialTransport{nt}
+	defer recv.Close()
+	var handled atomic.Bool
+	recv.SetHeartbeatHandler(func(rpc raft.RPC) {
+		handled.Store(true)
+		rpc.Respond(&raft.AppendEntriesResponse{}, nil)
+	})
+	send, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 2, 5*time.Second, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+
+	heartbeat := &raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("m1"), Addr: []byte(send.LocalAddr())},
+		Term:      7, Leader: []byte(send.LocalAddr()),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		errc <- send.AppendEntries("m2", recv.LocalAddr(), heartbeat, &resp)
+	}()
+	select {
+	case rpc := <-recv.Consumer():
+		req, ok := rpc.Command.(*raft.AppendEntriesRequest)
+		if !ok || req.Term != 7 || len(req.Entries) != 0 {
+			t.Fatalf("consumer got %#v", rpc.Command)
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 7, Success: true}, nil)
+	case err := <-errc:
+		t.Fatalf("the heartbeat was answered without reaching the consumer (handler ran: %v): %v", handled.Load(), err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the heartbeat never reached the consumer")
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if handled.Load() {
+		t.Fatal("the heartbeat handler ran on the transport goroutine")
 	}
 }
 
