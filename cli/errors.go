@@ -10,6 +10,9 @@ import (
 // errMessage turns an API error into one line that says what happened and,
 // where it is not obvious, what to do next.
 func errMessage(err error) string {
+	if hint := transportHint(err); hint != "" {
+		return hint
+	}
 	st, ok := status.FromError(err)
 	if !ok {
 		return err.Error()

@@ -83,6 +83,10 @@ func Execute(root *cobra.Command) int {
 		if errors.As(err, &exit) {
 			return exit.Code
 		}
+		if hint := transportHint(err); hint != "" {
+			// Commands that return the client's error unchanged.
+			err = errors.New(hint)
+		}
 		fmt.Fprintln(root.ErrOrStderr(), "error:", err)
 		return 1
 	}
@@ -91,33 +95,16 @@ func Execute(root *cobra.Command) int {
 
 // client connects to the masters this invocation should use.
 func (o *Options) client() (*client.Client, error) {
-	servers, err := resolveServers(o.Server)
+	cfg, err := o.connection().ClientConfig()
 	if err != nil {
 		return nil, err
-	}
-	cfg := client.DefaultConfig()
-	cfg.Servers = servers
-	sec, err := resolveSecurity(o.TokenFile, o.Token, o.CAFile, o.Insecure)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case sec.insecure:
-	case sec.tokenFile != "":
-		if cfg.TLS, err = AdminTLS(sec.tokenFile); err != nil {
-			return nil, err
-		}
-	case sec.token != "":
-		if cfg.TLS, cfg.PerRPC, err = TokenTLS(sec.caPEM, sec.token); err != nil {
-			return nil, err
-		}
-	default:
-		if len(servers) == 0 {
-			return client.New(cfg) // the error about missing servers
-		}
-		return nil, ErrNoCredentials
 	}
 	return client.New(cfg)
+}
+
+// connection is how this invocation reaches the masters.
+func (o *Options) connection() Connection {
+	return Connection{Servers: o.Server, TokenFile: o.TokenFile, Token: o.Token, CAFile: o.CAFile, Insecure: o.Insecure}
 }
 
 // context returns a context bounded by --request-timeout and cancelled by

@@ -197,6 +197,11 @@ func (c *Client) do(ctx context.Context, kind retryKind, call func(conn *grpc.Cl
 			lastErr = err
 			c.cfg.Logger.Debug("retrying on another master", "server", c.cfg.Servers[i], "err", err)
 		} else {
+			// A master that speaks the other protocol (TLS or plaintext)
+			// will not start to answer: say so now (transport.go).
+			if err := c.checkTransport(ctx, c.cfg.Servers[i], conn); err != nil {
+				return err
+			}
 			lastErr = status.Errorf(codes.Unavailable, "cannot connect to %s", c.cfg.Servers[i])
 		}
 		if ctx.Err() != nil {

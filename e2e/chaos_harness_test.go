@@ -736,10 +736,22 @@ func (c *netCut) dropped() string {
 	return strings.Join(parts, "/")
 }
 
-// scrapeGauge reads one unlabelled gauge from a master's /metrics.
-func scrapeGauge(httpAddr, name string) (float64, error) {
-	hc := http.Client{Timeout: time.Second}
-	resp, err := hc.Get("http://" + httpAddr + "/metrics")
+// scrapeGauge reads one unlabelled gauge from a master's /metrics: over
+// HTTPS with an admin certificate made from the cluster's token file when
+// one is given (the masters require a credential for /metrics), else over
+// plain HTTP (a cluster run with --insecure).
+func scrapeGauge(httpAddr, name string, tokenFile ...string) (float64, error) {
+	hc, err := metricsClient(tokenFile...)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hc.Scheme+"://"+httpAddr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Client.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -747,6 +759,9 @@ func scrapeGauge(httpAddr, name string) (float64, error) {
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s/metrics: %s: %s", httpAddr, resp.Status, strings.TrimSpace(string(body)))
 	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {

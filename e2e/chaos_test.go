@@ -123,7 +123,7 @@ func (sc *scenario) inject(kind, target string) *faultRecord {
 func (sc *scenario) noteWatch() {
 	sc.watchOn = ""
 	for _, m := range sc.cc.live() {
-		if n, err := scrapeGauge(m.httpAd, "skiff_api_watchers"); err == nil && n > 0 {
+		if n, err := scrapeGauge(m.httpAd, "skiff_api_watchers", sc.cc.token); err == nil && n > 0 {
 			sc.watchOn = m.name
 			return
 		}

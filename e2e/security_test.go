@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/pki"
 )
 
@@ -187,4 +189,77 @@ func runSkiff(t *testing.T, args ...string) (string, error) {
 	cmd.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// metricsClient is a client of the masters' --http-addr: HTTPS with an
+// admin certificate made from the cluster token file when one is given
+// (and not ""), plain HTTP otherwise.
+func metricsClient(tokenFile ...string) (*cli.HTTPClient, error) {
+	if len(tokenFile) > 0 && tokenFile[0] != "" {
+		return cli.Connection{TokenFile: tokenFile[0]}.HTTPClient()
+	}
+	return cli.Connection{Insecure: true}.HTTPClient()
+}
+
+// TestSecurityTransportMismatch runs a TLS cluster and an --insecure one
+// (one master each) and checks what a user sees when the two are mixed up,
+// and the masters' HTTP endpoint on each: the CLI with --insecure against
+// the TLS cluster, and with the token against the insecure one, fails at
+// once saying which side uses TLS and what to do; the TLS master serves
+// HTTPS with anonymous health checks and /metrics only for a credential,
+// the insecure one plain HTTP.
+func TestSecurityTransportMismatch(t *testing.T) {
+	secure := startCluster(t, 1)
+	plain := startClusterWith(t, 1, clusterOptions{insecure: true})
+	secure.waitLeader(60 * time.Second)
+	plain.waitLeader(60 * time.Second)
+
+	// The request timeout is far longer than the answer should take: a
+	// plain "cannot connect" retry loop would end with a deadline instead.
+	out, err := runSkiff(t, "--server", secure.masters[0].apiAddr, "--insecure", "--request-timeout", "60s", "get", "nodes")
+	for _, want := range []string{"the cluster uses TLS", secure.masters[0].apiAddr, "drop --insecure", "--token-file", "skiff token show"} {
+		if err == nil || !strings.Contains(out, want) {
+			t.Fatalf("skiff --insecure against a TLS cluster: %v\n%s\nwant a message containing %q", err, out, want)
+		}
+	}
+	t.Logf("skiff --insecure against a TLS cluster says: %s", out)
+	out, err = runSkiff(t, "--server", plain.masters[0].apiAddr, "--token-file", secure.token, "--request-timeout", "60s", "get", "nodes")
+	for _, want := range []string{"runs with --insecure", "pass --insecure"} {
+		if err == nil || !strings.Contains(out, want) {
+			t.Fatalf("skiff --token-file against an --insecure cluster: %v\n%s\nwant a message containing %q", err, out, want)
+		}
+	}
+	t.Logf("skiff --token-file against an --insecure cluster says: %s", out)
+
+	// The TLS master's HTTP endpoint.
+	m := secure.masters[0]
+	tok, err := pki.ReadTokenFile(secure.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tok.CA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon := cli.NewHTTPClient(pki.ClientConfig(ca.Pool(), nil, pki.MasterServerName, pki.OrgMaster), "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	eventually(t, 20*time.Second, func() error {
+		_, err := anon.Get(ctx, m.httpAd, "/readyz")
+		return err
+	})
+	if body, err := anon.Get(ctx, m.httpAd, "/metrics"); err == nil || !strings.Contains(err.Error(), "401") ||
+		!strings.Contains(err.Error(), "skiff token create") {
+		t.Fatalf("anonymous /metrics: %v\n%.300s", err, body)
+	}
+	if _, err := scrapeGauge(m.httpAd, "skiff_api_watchers", secure.token); err != nil {
+		t.Fatalf("/metrics with the cluster token: %v", err)
+	}
+	if _, err := scrapeGauge(m.httpAd, "skiff_api_watchers"); err == nil {
+		t.Fatal("a TLS master served /metrics over plain HTTP")
+	}
+	// The insecure master keeps plain HTTP.
+	if _, err := scrapeGauge(plain.masters[0].httpAd, "skiff_api_watchers"); err != nil {
+		t.Fatalf("/metrics of an --insecure master: %v", err)
+	}
 }

@@ -290,7 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 		serveWG.Add(1)
 		go func() {
 			defer serveWG.Done()
-			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := s.serveHTTP(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				fatal <- fmt.Errorf("serve HTTP on %s: %w", s.httpLn.Addr(), err)
 			}
 		}()

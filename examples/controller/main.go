@@ -2,7 +2,11 @@
 // masters with the API client and runs a controller (mirror, which copies
 // annotated ConfigMaps into other namespaces) through the same framework
 // the built-in controllers use on the leader: informers, work queue,
-// Reconciler, event recorder and Manager. See README.md.
+// Reconciler, event recorder and Manager. It connects as the skiff CLI
+// does (cli.Connection: flags, then $SKIFF_SERVER, $SKIFF_TOKEN_FILE,
+// $SKIFF_TOKEN, then the CLI's configuration file), so a controller token
+// made with `skiff token create --role controller --print-config` is all
+// it needs. See README.md.
 package main
 
 import (
@@ -12,10 +16,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/controllers"
 )
@@ -23,7 +27,12 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
-	servers := flag.String("server", os.Getenv("SKIFF_SERVER"), "comma-separated API addresses of masters (default $SKIFF_SERVER)")
+	var conn cli.Connection
+	flag.StringVar(&conn.Servers, "server", "", "comma-separated API addresses of masters (default $"+cli.EnvServer+", then the CLI's config "+cli.ConfigPath()+")")
+	flag.StringVar(&conn.TokenFile, "token-file", "", "the cluster token file: connect with an admin certificate made from it (default $"+cli.EnvTokenFile+", then tokenFile in the config)")
+	flag.StringVar(&conn.Token, "token", "", "a bearer token, best one of role controller from `skiff token create --role controller` (default $"+cli.EnvToken+", then token in the config); needs --ca-file or ca in the config")
+	flag.StringVar(&conn.CAFile, "ca-file", "", "the cluster CA certificate (PEM) to verify the masters with when using --token")
+	flag.BoolVar(&conn.Insecure, "insecure", false, "plaintext, no authentication: only for masters run with --insecure")
 	workers := flag.Int("workers", 2, "reconciles at once")
 	verbose := flag.Bool("v", false, "log every reconcile")
 	flag.Parse()
@@ -34,11 +43,10 @@ func run() int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	ccfg := client.DefaultConfig()
-	for _, s := range strings.Split(*servers, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			ccfg.Servers = append(ccfg.Servers, s)
-		}
+	ccfg, err := conn.ClientConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 2
 	}
 	ccfg.Logger = log.With("component", "client")
 	c, err := client.New(ccfg)
@@ -49,13 +57,7 @@ func run() int {
 	defer c.Close()
 
 	host, _ := os.Hostname()
-	cfg := controllers.DefaultConfig()
-	cfg.Cluster = clientCluster{c}
-	cfg.Logger = log
-	cfg.Registrations = []controllers.Registration{MirrorRegistration()}
-	cfg.Workers = *workers
-	cfg.Host = host
-	m, err := controllers.NewManager(cfg)
+	m, err := newManager(c, *workers, host, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 2
@@ -63,7 +65,7 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log.Info("running", "controllers", m.Enabled(), "servers", ccfg.Servers)
+	log.Info("running", "controllers", m.Enabled(), "servers", ccfg.Servers, "tls", ccfg.TLS != nil)
 	// The manager returns an error only when a controller cannot go on;
 	// start it again after a pause, as the masters do.
 	for {
@@ -78,4 +80,15 @@ func run() int {
 		case <-time.After(5 * time.Second):
 		}
 	}
+}
+
+// newManager runs the mirror controller against the cluster c reaches.
+func newManager(c *client.Client, workers int, host string, log *slog.Logger) (*controllers.Manager, error) {
+	cfg := controllers.DefaultConfig()
+	cfg.Cluster = clientCluster{c}
+	cfg.Logger = log
+	cfg.Registrations = []controllers.Registration{MirrorRegistration()}
+	cfg.Workers = workers
+	cfg.Host = host
+	return controllers.NewManager(cfg)
 }

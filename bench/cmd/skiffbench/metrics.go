@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,7 +12,10 @@ import (
 )
 
 // promSums scrapes a master's /metrics and returns every *_sum and *_count
-// sample, keyed by the sample as written ("name{labels}").
+// sample, keyed by the sample as written ("name{labels}"). The bench's
+// masters run with --insecure (skiff.go), so their endpoint is plain HTTP
+// and anonymous; a master with a token serves HTTPS and wants a credential
+// (cli.Connection.HTTPClient builds a client for it).
 func promSums(ctx context.Context, httpAddr string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -24,6 +28,12 @@ func promSums(ctx context.Context, httpAddr string) (map[string]float64, error) 
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// A 400 here is a master serving HTTPS (started without
+		// --insecure): the bench compares plaintext against plaintext.
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("GET http://%s/metrics: %s: %s", httpAddr, resp.Status, strings.TrimSpace(string(body)))
+	}
 	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
