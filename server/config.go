@@ -31,9 +31,12 @@ type LeaderTask interface {
 // Raft timing for RaftMultiplier = 1. They are tuned for a LAN: failover in
 // well under a second on an idle network, while still leaving the leader
 // ten heartbeats (sent every HeartbeatTimeout/10) before a follower
-// suspects it. The lease is half the heartbeat timeout so that a deposed
-// leader steps down before a follower can start an election
-// (hashicorp/raft requires LeaderLeaseTimeout <= HeartbeatTimeout).
+// suspects it. The lease (how long a leader keeps leading without hearing
+// from a quorum) is the whole heartbeat timeout, the most hashicorp/raft
+// allows: followers answer heartbeats from raft's main loop (serialTransport,
+// raft.go), so an answer can wait behind a follower's disk write, and a
+// shorter lease made loaded leaders step down for nothing. Linearizable reads
+// do not rely on the lease (they confirm leadership with a quorum).
 // Like Nomad's raft_multiplier, a larger multiplier trades failover time for
 // tolerance of slow disks, loaded machines and long GC pauses; 3 is close to
 // the library defaults (1s). 300ms measured a failover median of 0.74-0.79s
@@ -42,7 +45,7 @@ type LeaderTask interface {
 const (
 	baseHeartbeatTimeout   = 300 * time.Millisecond
 	baseElectionTimeout    = 300 * time.Millisecond
-	baseLeaderLeaseTimeout = 150 * time.Millisecond
+	baseLeaderLeaseTimeout = 300 * time.Millisecond
 	// CommitTimeout is not scaled: it bounds how long a follower waits to
 	// learn a new commit index when there are no new entries to carry it,
 	// which delays watches and linearizable reads served by followers
@@ -89,11 +92,11 @@ type Config struct {
 
 	// RaftMultiplier scales every Raft timeout (as Nomad's raft_multiplier):
 	// with 1 the heartbeat and election timeouts are 300ms and the leader
-	// lease 150ms, suited to a LAN. Raise it (up to 10) on slow or busy
+	// lease 300ms, suited to a LAN. Raise it (up to 10) on slow or busy
 	// machines to avoid needless elections, at the cost of slower failover.
 	RaftMultiplier int
 	// RaftTimeout, if set, is the heartbeat and election timeout itself
-	// (the lease is half of it), in place of RaftMultiplier's 300ms steps.
+	// (and the leader lease), in place of RaftMultiplier's 300ms steps.
 	RaftTimeout time.Duration
 	// SnapshotThreshold is how many new log entries trigger a snapshot;
 	// SnapshotInterval is how often that is checked; TrailingLogs is how
@@ -405,7 +408,7 @@ func checkHostPort(addr string, wildcard bool) error {
 // raftTimeouts returns the heartbeat, election and leader lease timeouts.
 func (c Config) raftTimeouts() (heartbeat, election, lease time.Duration) {
 	if c.RaftTimeout > 0 {
-		return c.RaftTimeout, c.RaftTimeout, c.RaftTimeout / 2
+		return c.RaftTimeout, c.RaftTimeout, c.RaftTimeout
 	}
 	m := time.Duration(c.RaftMultiplier)
 	return baseHeartbeatTimeout * m, baseElectionTimeout * m, baseLeaderLeaseTimeout * m

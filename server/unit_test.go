@@ -65,11 +65,11 @@ func TestRaftTimeoutsScale(t *testing.T) {
 	c := DefaultConfig()
 	c.Name, c.RaftMultiplier = "m1", 3
 	rc := raftConfig(c)
-	if rc.HeartbeatTimeout != 900*time.Millisecond || rc.ElectionTimeout != 900*time.Millisecond || rc.LeaderLeaseTimeout != 450*time.Millisecond {
+	if rc.HeartbeatTimeout != 900*time.Millisecond || rc.ElectionTimeout != 900*time.Millisecond || rc.LeaderLeaseTimeout != 900*time.Millisecond {
 		t.Fatalf("timeouts: %v %v %v", rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout)
 	}
 	c.RaftTimeout = 200 * time.Millisecond // over the multiplier
-	if rc := raftConfig(c); rc.HeartbeatTimeout != 200*time.Millisecond || rc.ElectionTimeout != 200*time.Millisecond || rc.LeaderLeaseTimeout != 100*time.Millisecond {
+	if rc := raftConfig(c); rc.HeartbeatTimeout != 200*time.Millisecond || rc.ElectionTimeout != 200*time.Millisecond || rc.LeaderLeaseTimeout != 200*time.Millisecond {
 		t.Fatalf("--raft-timeout: %v %v %v", rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout)
 	}
 	if !rc.BatchApplyCh || rc.MaxAppendEntries != 1024 {

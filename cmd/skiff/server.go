@@ -66,7 +66,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "number of masters to wait for before bootstrapping a new cluster (1: single master, 0: join an existing cluster)")
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of other masters")
 	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft timeouts for slow or distant machines (1 = LAN: heartbeat and election timeouts 300ms)")
-	f.DurationVar(&cfg.RaftTimeout, "raft-timeout", 0, "the Raft heartbeat and election timeout itself, in place of --raft-multiplier (the leader lease is half)")
+	f.DurationVar(&cfg.RaftTimeout, "raft-timeout", 0, "the Raft heartbeat and election timeout itself, in place of --raft-multiplier (the leader lease too)")
 	f.DurationVar(&cfg.NodeMonitorGracePeriod, "node-monitor-grace-period", cfg.NodeMonitorGracePeriod, "how long a worker may go without a heartbeat before its node is marked Ready=Unknown")
 	f.StringVar(&cfg.ServiceCIDR, "service-cluster-ip-range", cfg.ServiceCIDR,
 		"CIDR that Service cluster IPs are allocated from (its first host is kept for the kubernetes Service); must be the same on every master")
