@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -17,12 +16,20 @@ import (
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
-// Linearizable reads use the read-index method (Raft thesis §6.4): learn
-// the leader's commit index, confirm the leader still leads (a heartbeat
-// round to a quorum), then serve from a store that has applied at least that
-// index. Only one confirmation is in flight per master; every read that
-// arrives while it runs waits for the next one, which then serves them all,
-// so a burst of reads costs two heartbeat rounds, not one each.
+// Linearizable reads use the read-index method (Raft thesis §6.4): the
+// leader confirms it still leads, after the read arrived, at an index that
+// covers every write acknowledged before; the serving master then waits
+// until its store has applied that index. The confirmation is the commit of
+// an empty command batch (a store barrier), not raft's VerifyLeader: that
+// counts any successful AppendEntries or heartbeat answer that arrives after
+// it starts, including answers to requests sent before it, so a leader
+// resumed from a pause longer than an election could count its followers'
+// answers from before the pause and serve a stale read (the leader-pause
+// chaos scenario caught one). A commit needs a quorum to store an entry
+// that did not exist before the read. Only one confirmation is in flight
+// per master; every read that arrives while it runs waits for the next one,
+// which then serves them all, so a burst of reads costs two entries, not
+// one each, and under write load they share the writes' group commits.
 
 // indexCoalescer shares one run of fn among all callers that arrived
 // before that run started.
@@ -94,18 +101,23 @@ func (s *Server) readIndexRound(ctx context.Context) (uint64, error) {
 		})
 }
 
-// leaderReadIndex captures the commit index, then confirms leadership. The
-// order matters: an index captured after the confirmation could include
-// entries of a newer leader's term that this one never learned about.
-func (s *Server) leaderReadIndex(context.Context) (uint64, error) {
-	idx := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
-			return 0, pb.NotAppliedError(fmt.Sprintf("could not confirm leadership: %v", err))
-		}
-		return 0, status.Errorf(codes.Unavailable, "could not confirm leadership: %v", err)
+// leaderReadIndex commits a store barrier (see the top of this file) and
+// returns its index. Reads are always safe to retry, so every failure is
+// reported as not applied, except the caller's own deadline.
+func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
+	res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Batch{Batch: &pb.CommandBatch{}}}))
+	if err == nil {
+		err = res.Err
 	}
-	return idx, nil
+	if err != nil {
+		switch st := status.Convert(err); st.Code() {
+		case codes.DeadlineExceeded, codes.Canceled:
+			return 0, err
+		default:
+			return 0, pb.NotAppliedError(fmt.Sprintf("could not confirm leadership: %s", st.Message()))
+		}
+	}
+	return res.Index, nil
 }
 
 // readyLeaderReadIndex is leaderReadIndex for Operator.ReadIndex: only on a
