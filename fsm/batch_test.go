@@ -186,3 +186,83 @@ func TestCreated(t *testing.T) {
 		t.Fatal("found after leaving the event window")
 	}
 }
+
+// casLogs is a history like the chaos workload's: creates, deletes and
+// compare-and-set updates of a few ConfigMaps, most with the
+// resourceVersion the object has at that point (so they succeed), some
+// stale. A reference store decides the current resourceVersion while the
+// history is built.
+func casLogs(t *testing.T, seed uint64, n int) []*raft.Log {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	ref := newCluster(t, 1000)
+	var logs []*raft.Log
+	for i := 1; i <= n; i++ {
+		index := uint64(i)
+		var cmd *pb.Command
+		name := fmt.Sprintf("own-%d", rng.IntN(3))
+		switch r := rng.IntN(20); {
+		case i == 1:
+			cmd = createCmd(namespace("default"))
+		case r == 0:
+			cmd = createCmd(configMap("default", name, map[string]string{"v": fmt.Sprint(i)}))
+		case r == 1:
+			cmd = deleteCmd(&pb.DeleteOp{Kind: "ConfigMap", Namespace: "default", Name: name})
+		default:
+			cm := configMap("default", name, map[string]string{"v": fmt.Sprint(i)})
+			if cur, err := ref.f.Get("ConfigMap", "default", name); err == nil && r != 2 {
+				cm.Meta().ResourceVersion = cur.Meta().ResourceVersion
+			} else {
+				cm.Meta().ResourceVersion = uint64(rng.IntN(i + 1))
+			}
+			cmd = updateCmd(cm)
+		}
+		cmd.Time = timeAt(index)
+		cmd.Uid = fmt.Sprintf("uid-%d", index)
+		data, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &raft.Log{Index: index, Type: raft.LogCommand, Data: data}
+		ref.f.Apply(l)
+		logs = append(logs, l)
+	}
+	return logs
+}
+
+// TestCASBatchEqualsApply: compare-and-set histories give the same results
+// and state in batches of any size (up to raft's 1024 per batch) as one
+// entry at a time, and most updates in them succeed.
+func TestCASBatchEqualsApply(t *testing.T) {
+	for seed := uint64(1); seed <= 30; seed++ {
+		logs := casLogs(t, seed, 400)
+		one, batched := newCluster(t, 1000), newCluster(t, 1000)
+		var want, got []string
+		updated := 0
+		for _, l := range logs {
+			r := one.f.Apply(l).(*fsm.Result)
+			if r.Err == nil && r.Action == fsm.ActionConfigured {
+				updated++
+			}
+			want = append(want, resultString(r))
+		}
+		if updated < len(logs)/4 {
+			t.Fatalf("seed %d: only %d of %d updates succeeded: the history tests little", seed, updated, len(logs))
+		}
+		rng := rand.New(rand.NewPCG(seed, 4))
+		for rest := logs; len(rest) > 0; {
+			n := min(len(rest), 1+rng.IntN(200))
+			for _, r := range batched.f.ApplyBatch(rest[:n]) {
+				got = append(got, resultString(r.(*fsm.Result)))
+			}
+			rest = rest[n:]
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("seed %d result %d:\n batched %s\n one by one %s", seed, i, got[i], want[i])
+			}
+		}
+		if h1, h2 := one.f.StateHash(), batched.f.StateHash(); h1 != h2 {
+			t.Fatalf("seed %d: state hashes differ", seed)
+		}
+	}
+}

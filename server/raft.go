@@ -20,11 +20,16 @@ import (
 // than Config.LogStoreStallTimeout.
 var ErrLogStoreStalled = errors.New("raft log store stalled")
 
+// logCacheEntries is how many recent log entries are kept in memory: more
+// than one full group-committed batch (MaxAppendEntries) in flight.
+const logCacheEntries = 4096
+
 // raftStores is everything raft persists, opened before raft itself so that
 // New can tell whether this master already has state.
 type raftStores struct {
 	bolt *raftboltdb.BoltStore
-	// logs is what raft uses: the stall guard over bolt.
+	// logs is what raft uses: recent entries cached in memory over the
+	// stall guard over bolt.
 	logs   raft.LogStore
 	guard  *stallGuardLogStore
 	snaps  *raft.FileSnapshotStore
@@ -57,10 +62,12 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s (is another master using this data dir?): %w", filepath.Join(dir, "raft.db"), err)
 	}
-	// raft reads entries back from bolt to replicate and apply them; a
-	// raft.NewLogCache in front would save those reads (docs/performance.md).
 	st.guard = &stallGuardLogStore{LogStore: st.bolt, timeout: cfg.LogStoreStallTimeout, log: cfg.Logger, metrics: metrics}
-	st.logs = st.guard
+	// The leader reads every entry back to replicate and to apply it: keep
+	// the recent ones in memory. Writes that fail (a stall) are not cached.
+	if st.logs, err = raft.NewLogCache(logCacheEntries, st.guard); err != nil {
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
 	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(cfg.Logger, "raft-snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("open raft snapshot store in %s: %w", dir, err)
