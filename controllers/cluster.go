@@ -83,3 +83,114 @@ func IsAlreadyExists(err error) bool { return status.Code(err) == codes.AlreadyE
 // IsConflict reports whether err is a failed precondition on
 // resourceVersion or UID (gRPC Aborted): the cache was stale, retry.
 func IsConflict(err error) bool { return status.Code(err) == codes.Aborted }
+
+// BatchWriter is implemented by a Cluster that can write many objects as
+// one Raft entry. Use it through CreateMany and DeleteMany, which fall back
+// to one write per object for a Cluster without it.
+//
+// Contract: each object or op succeeds or fails alone (exactly as the
+// single Create or Delete would, with the same defaulting, naming,
+// validation and admission), and the result for it is at the same index;
+// an error means the batch as a whole failed, with the same codes as a
+// single write (Unavailable: nothing was applied; Unknown: some or all may
+// have been). A successful result's Object is the object as stored.
+type BatchWriter interface {
+	CreateBatch(ctx context.Context, objs []*pb.Object) ([]*pb.BatchResult, error)
+	DeleteBatch(ctx context.Context, ops []*pb.DeleteOp) ([]*pb.BatchResult, error)
+}
+
+// CreateMany creates objs, in one write when c is a BatchWriter, and
+// returns per object, in order, the stored object or the error (a gRPC
+// status error, as Create returns).
+func CreateMany(ctx context.Context, c Cluster, objs []*pb.Object) ([]*pb.Object, []error) {
+	stored := make([]*pb.Object, len(objs))
+	errs := make([]error, len(objs))
+	if len(objs) == 0 {
+		return stored, errs
+	}
+	if bw, ok := c.(BatchWriter); ok {
+		results, err := bw.CreateBatch(ctx, objs)
+		for i := range objs {
+			stored[i], errs[i] = batchOutcome(results, i, err)
+		}
+		return stored, errs
+	}
+	for i, o := range objs {
+		stored[i], errs[i] = c.Create(ctx, o)
+	}
+	return stored, errs
+}
+
+// DeleteMany deletes what ops name, in one write when c is a BatchWriter,
+// and returns per op, in order, nil or the error (as Delete returns).
+func DeleteMany(ctx context.Context, c Cluster, ops []*pb.DeleteOp) []error {
+	errs := make([]error, len(ops))
+	if len(ops) == 0 {
+		return errs
+	}
+	if bw, ok := c.(BatchWriter); ok {
+		results, err := bw.DeleteBatch(ctx, ops)
+		for i := range ops {
+			_, errs[i] = batchOutcome(results, i, err)
+		}
+		return errs
+	}
+	for i, op := range ops {
+		errs[i] = c.Delete(ctx, op)
+	}
+	return errs
+}
+
+// batchOutcome turns result i of a batch (or the batch's own error) into
+// what the single write would have returned.
+func batchOutcome(results []*pb.BatchResult, i int, err error) (*pb.Object, error) {
+	switch {
+	case err != nil:
+		return nil, err
+	case i >= len(results) || results[i] == nil:
+		return nil, status.Error(codes.Internal, "the batch returned no result for this write: the outcome is unknown, read the object")
+	case codes.Code(results[i].GetCode()) != codes.OK:
+		return nil, status.Error(codes.Code(results[i].GetCode()), results[i].GetMessage())
+	}
+	return results[i].GetObject(), nil
+}
+
+// CreateBatch passes batch creates through the fence (see fencedCluster in
+// manager.go), writing one object at a time when the Cluster under it
+// cannot batch.
+func (f fencedCluster) CreateBatch(ctx context.Context, objs []*pb.Object) ([]*pb.BatchResult, error) {
+	if err := f.fenced(); err != nil {
+		return nil, err
+	}
+	if bw, ok := f.Cluster.(BatchWriter); ok {
+		return bw.CreateBatch(ctx, objs)
+	}
+	stored, errs := CreateMany(ctx, f.Cluster, objs)
+	return toBatchResults(stored, errs), nil
+}
+
+// DeleteBatch is CreateBatch's counterpart for deletes.
+func (f fencedCluster) DeleteBatch(ctx context.Context, ops []*pb.DeleteOp) ([]*pb.BatchResult, error) {
+	if err := f.fenced(); err != nil {
+		return nil, err
+	}
+	if bw, ok := f.Cluster.(BatchWriter); ok {
+		return bw.DeleteBatch(ctx, ops)
+	}
+	return toBatchResults(nil, DeleteMany(ctx, f.Cluster, ops)), nil
+}
+
+func toBatchResults(stored []*pb.Object, errs []error) []*pb.BatchResult {
+	out := make([]*pb.BatchResult, len(errs))
+	for i, err := range errs {
+		r := &pb.BatchResult{}
+		if err != nil {
+			st := status.Convert(err)
+			r.Code, r.Message = int32(st.Code()), st.Message()
+		} else if i < len(stored) {
+			r.Object = stored[i]
+		}
+		out[i] = r
+	}
+	return out
+}

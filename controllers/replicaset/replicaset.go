@@ -31,11 +31,16 @@ type Config struct {
 	// ExpectationsTimeout is how long a reconcile waits for its own
 	// writes to show in the cache before acting again regardless.
 	ExpectationsTimeout time.Duration
+	// Workers is how many ReplicaSets are reconciled at once; 0 means the
+	// manager's default. Each reconcile waits for its writes, so this
+	// bounds how many ReplicaSets create pods at the same time.
+	Workers int
 }
 
-// DefaultConfig returns Kubernetes' defaults.
+// DefaultConfig returns Kubernetes' defaults (burst 500,
+// --concurrent-replicaset-syncs 5).
 func DefaultConfig() Config {
-	return Config{BurstReplicas: 500, ExpectationsTimeout: 5 * time.Minute}
+	return Config{BurstReplicas: 500, ExpectationsTimeout: 5 * time.Minute, Workers: 5}
 }
 
 // Validate reports the first invalid field.
@@ -45,6 +50,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("replicaset config: BurstReplicas must be positive, got %d", c.BurstReplicas)
 	case c.ExpectationsTimeout <= 0:
 		return fmt.Errorf("replicaset config: ExpectationsTimeout must be positive, got %s", c.ExpectationsTimeout)
+	case c.Workers < 0:
+		return fmt.Errorf("replicaset config: Workers must not be negative, got %d", c.Workers)
 	}
 	return nil
 }
@@ -84,7 +91,7 @@ func New(env controllers.Env, cfg Config) (*Controller, error) {
 		expectations: controllers.NewExpectations(env.Clock, cfg.ExpectationsTimeout),
 		suffix:       randomSuffix,
 	}
-	c.Loop = controllers.NewLoop(env, c, controllers.LoopOptions{WaitFor: []*controllers.Informer{c.replicaSets, c.pods}})
+	c.Loop = controllers.NewLoop(env, c, controllers.LoopOptions{Workers: cfg.Workers, WaitFor: []*controllers.Informer{c.replicaSets, c.pods}})
 	c.replicaSets.AddHandler(controllers.EnqueueObject(c.Queue()))
 	c.pods.AddHandler(controllers.HandlerFuncs{
 		AddFunc:    func(o *pb.Object) { c.podEvent(nil, o, false) },
@@ -279,11 +286,18 @@ func (c *Controller) manageReplicas(ctx context.Context, obj *pb.Object, pods []
 			ids[i] = deleteID(p.GetMetadata().Key())
 		}
 		c.expectations.Expect(key, ids...)
+		ops := make([]*pb.DeleteOp, len(victims))
+		for i, p := range victims {
+			m := p.GetMetadata()
+			ops[i] = &pb.DeleteOp{Kind: "Pod", Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid()}
+		}
+		// One write for all of them where the cluster can batch: each
+		// delete still succeeds or fails alone.
+		delErrs := controllers.DeleteMany(ctx, c.env.Cluster, ops)
 		var errs []error
 		for i, p := range victims {
 			m := p.GetMetadata()
-			err := c.env.Cluster.Delete(ctx, &pb.DeleteOp{Kind: "Pod", Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid()})
-			if err != nil {
+			if err := delErrs[i]; err != nil {
 				c.expectations.Observe(key, ids[i])
 				if !controllers.IsNotFound(err) {
 					errs = append(errs, fmt.Errorf("delete pod %s: %w", m.Key(), err))
@@ -301,8 +315,10 @@ func (c *Controller) manageReplicas(ctx context.Context, obj *pb.Object, pods []
 }
 
 // createPods creates n pods in batches that double in size (1, 2, 4, ...)
-// and stops at the first failure, as Kubernetes' slow start does, so that a
-// quota or a terminating namespace costs one failed write, not n.
+// and stops after a batch with a failure, as Kubernetes' slow start does,
+// so that a quota or a terminating namespace costs one failed write, not
+// n. Each batch is one write where the cluster can batch (one Raft entry
+// for many pods); each pod in it still succeeds or fails alone.
 func (c *Controller) createPods(ctx context.Context, obj *pb.Object, n int) error {
 	key := controllers.KeyOf(obj)
 	batch := 1
@@ -314,11 +330,14 @@ func (c *Controller) createPods(ctx context.Context, obj *pb.Object, n int) erro
 			pods[i] = c.newPod(obj)
 			ids[i] = createID(controllers.KeyOf(pods[i]))
 		}
+		// Expect before writing: the informer may show a pod before
+		// the write returns, and its Observe must find the expectation.
 		c.expectations.Expect(key, ids...)
+		_, createErrs := controllers.CreateMany(ctx, c.env.Cluster, pods)
 		var errs []error
 		for i, p := range pods {
-			_, err := c.env.Cluster.Create(ctx, p)
-			if err != nil {
+			if err := createErrs[i]; err != nil {
+				// Never observed: do not wait for it.
 				c.expectations.Observe(key, ids[i])
 				errs = append(errs, fmt.Errorf("create pod %s: %w", controllers.KeyOf(p), err))
 				continue
@@ -332,7 +351,7 @@ func (c *Controller) createPods(ctx context.Context, obj *pb.Object, n int) erro
 			return err
 		}
 		n -= size
-		batch *= 2
+		batch = min(batch*2, c.cfg.BurstReplicas)
 	}
 	return nil
 }

@@ -25,8 +25,14 @@ const indexNode = "spec.nodeName"
 // Config configures the scheduler.
 type Config struct {
 	Policy Policy
-	// BatchSize bounds the pods placed and bound in one Bind call.
+	// BatchSize bounds the pods placed and bound in one Bind call. A
+	// batch takes whatever is queued up to this size, so batches grow
+	// while binds are in flight and shrink when the queue is short.
 	BatchSize int
+	// BindsInFlight bounds the Bind calls running at once: the next
+	// batch is placed while earlier ones are being bound (each Bind is a
+	// Raft round trip), counting their pods as assumed on their nodes.
+	BindsInFlight int
 	// RetryUnschedulable is how often pods that fit nowhere are tried
 	// again even if no node or pod changed (a safety net).
 	RetryUnschedulable time.Duration
@@ -37,7 +43,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Policy: DefaultPolicy(), BatchSize: 500, RetryUnschedulable: time.Minute, AssumeTimeout: 30 * time.Second}
+	return Config{Policy: DefaultPolicy(), BatchSize: 500, BindsInFlight: 3, RetryUnschedulable: time.Minute, AssumeTimeout: 30 * time.Second}
 }
 
 // Validate reports the first invalid field.
@@ -48,6 +54,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.BatchSize <= 0:
 		return fmt.Errorf("scheduler config: BatchSize must be positive, got %d", c.BatchSize)
+	case c.BindsInFlight <= 0:
+		return fmt.Errorf("scheduler config: BindsInFlight must be positive, got %d", c.BindsInFlight)
 	case c.RetryUnschedulable <= 0:
 		return fmt.Errorf("scheduler config: RetryUnschedulable must be positive, got %s", c.RetryUnschedulable)
 	case c.AssumeTimeout <= 0:
@@ -64,12 +72,16 @@ func NewRegistration(cfg Config) controllers.Registration {
 }
 
 // Scheduler is the controller: its queue holds keys of pods to place. One
-// worker takes them in batches, places each batch against one snapshot
-// (pods placed earlier in the batch count), and binds the batch in one
-// Cluster.Bind. A bind made on a stale view of a pod fails its
-// resourceVersion precondition and the pod is tried again. Pods that fit
-// nowhere get PodScheduled=False and a FailedScheduling event, and wait
-// until a node or a bound pod changes.
+// worker takes them in batches and places each batch against one snapshot
+// (pods placed earlier in the batch count); the batch is then bound in one
+// Cluster.Bind, in the background, while the worker places the next
+// batches (up to BindsInFlight binds at once). Placed pods are assumed on
+// their nodes before their Bind is sent, as Kubernetes' scheduler assumes
+// them, so every later snapshot counts them; a pod whose bind fails is
+// un-assumed and tried again. A bind made on a stale view of a pod fails
+// its resourceVersion precondition. Pods that fit nowhere get
+// PodScheduled=False and a FailedScheduling event, and wait until a node or
+// a bound pod changes.
 type Scheduler struct {
 	env   controllers.Env
 	cfg   Config
@@ -95,6 +107,8 @@ type assumedPod struct {
 	node string
 	info *podInfo
 	at   time.Time
+	// binding: its Bind has not returned yet; it never expires then.
+	binding bool
 }
 
 // New builds a Scheduler over env's informers.
@@ -256,17 +270,48 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 		}
 	})
+	// A slot is taken before a batch is: while every slot is busy the
+	// queue fills up, and the next batch takes what gathered.
+	slots := make(chan struct{}, s.cfg.BindsInFlight)
 	for {
+		acquired := false
+		select {
+		case slots <- struct{}{}:
+			acquired = true
+		case <-ctx.Done():
+			// Drain what is queued without placing it, until the
+			// queue shuts down.
+		}
 		keys := s.nextBatch()
 		if keys == nil {
 			return nil
 		}
-		if ctx.Err() == nil {
-			s.scheduleBatch(ctx, keys)
+		var placed []placement
+		if acquired && ctx.Err() == nil {
+			placed = s.placeBatch(ctx, keys)
+		}
+		inBind := make(map[string]bool, len(placed))
+		for _, p := range placed {
+			inBind[p.key] = true
 		}
 		for _, k := range keys {
-			s.queue.Done(k)
+			if !inBind[k] {
+				s.queue.Done(k)
+			}
 		}
+		if len(placed) == 0 {
+			if acquired {
+				<-slots
+			}
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			s.bind(ctx, placed)
+			for _, p := range placed {
+				s.queue.Done(p.key)
+			}
+		})
 	}
 }
 
@@ -293,7 +338,7 @@ func (s *Scheduler) expireAssumed() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, a := range s.assumed {
-		if now.Sub(a.at) > s.cfg.AssumeTimeout {
+		if !a.binding && now.Sub(a.at) > s.cfg.AssumeTimeout {
 			delete(s.assumed, k)
 		}
 	}
@@ -327,9 +372,10 @@ func (s *Scheduler) snapshot() (*Snapshot, uint64) {
 	// next, and the copy is only added where the read did not count it.
 	s.mu.Lock()
 	moves := s.moves
+	// By uid: matching the pods read below needs no key built per pod.
 	assumed := make(map[string]assumedPod, len(s.assumed))
-	for k, a := range s.assumed {
-		assumed[k] = a
+	for _, a := range s.assumed {
+		assumed[a.uid] = a
 	}
 	s.mu.Unlock()
 
@@ -341,9 +387,7 @@ func (s *Scheduler) snapshot() (*Snapshot, uint64) {
 	snap := NewSnapshot(nodes)
 	for _, ni := range snap.nodes {
 		for _, o := range s.pods.ByIndex(indexNode, ni.Name) {
-			if a, ok := assumed[controllers.KeyOf(o)]; ok && a.uid == o.Meta().GetUid() {
-				delete(assumed, controllers.KeyOf(o)) // counted here
-			}
+			delete(assumed, o.Meta().GetUid()) // counted here
 			if pi, err := s.info(o.GetPod()); err == nil {
 				ni.addPod(pi)
 			}
@@ -362,7 +406,9 @@ type placement struct {
 	node string
 }
 
-func (s *Scheduler) scheduleBatch(ctx context.Context, keys []string) {
+// placeBatch places the pods of keys and assumes the placed ones on their
+// nodes; it returns them for bind.
+func (s *Scheduler) placeBatch(ctx context.Context, keys []string) []placement {
 	var todo []*pb.Object
 	for _, key := range keys {
 		o, ok := s.pods.Get(key)
@@ -373,7 +419,7 @@ func (s *Scheduler) scheduleBatch(ctx context.Context, keys []string) {
 		todo = append(todo, o)
 	}
 	if len(todo) == 0 {
-		return
+		return nil
 	}
 	// Higher priority first, then oldest first.
 	sort.SliceStable(todo, func(i, j int) bool {
@@ -402,9 +448,20 @@ func (s *Scheduler) scheduleBatch(ctx context.Context, keys []string) {
 		snap.addPodInfo(pi, res.Node)
 		placed = append(placed, placement{key: key, obj: o, info: pi, node: res.Node})
 	}
-	if len(placed) == 0 {
-		return
+	// Assume before binding: the next batch, placed while this one's Bind
+	// is in flight, must count these pods on their nodes.
+	now := s.env.Clock.Now()
+	s.mu.Lock()
+	for _, p := range placed {
+		s.assumed[p.key] = assumedPod{uid: p.obj.Meta().GetUid(), node: p.node, info: p.info, at: now, binding: true}
 	}
+	s.mu.Unlock()
+	return placed
+}
+
+// bind binds placed pods in one Cluster.Bind. Bound pods stay assumed until
+// the cache shows them bound; the others are un-assumed and queued again.
+func (s *Scheduler) bind(ctx context.Context, placed []placement) {
 	binds := make([]*pb.BindOp, len(placed))
 	for i, p := range placed {
 		m := p.obj.Meta()
@@ -416,6 +473,7 @@ func (s *Scheduler) scheduleBatch(ctx context.Context, keys []string) {
 			s.env.Logger.Warn("bind failed; retrying", "pods", len(binds), "err", err)
 		}
 		for _, p := range placed {
+			s.unassume(p)
 			s.queue.AddRateLimited(p.key)
 		}
 		return
@@ -432,20 +490,36 @@ func (s *Scheduler) scheduleBatch(ctx context.Context, keys []string) {
 		case codes.OK:
 			bound++
 			s.mu.Lock()
-			s.assumed[p.key] = assumedPod{uid: p.obj.Meta().GetUid(), node: p.node, info: p.info, at: now}
+			// Still there unless the cache has shown the binding already;
+			// from now on it may expire like any assumed pod.
+			if a, ok := s.assumed[p.key]; ok && a.uid == p.obj.Meta().GetUid() && a.binding {
+				a.binding, a.at = false, now
+				s.assumed[p.key] = a
+			}
 			delete(s.unschedulable, p.key)
 			s.mu.Unlock()
 			s.queue.Forget(p.key)
 			s.env.Recorder.Eventf(p.obj, controllers.EventTypeNormal, "Scheduled", "Successfully assigned %s to %s", p.key, p.node)
 		case codes.NotFound:
+			s.unassume(p)
 			s.queue.Forget(p.key)
 		default:
 			// Most often a stale view of the pod (Aborted): look again.
 			s.env.Logger.Debug("bind rejected; retrying", "pod", p.key, "node", p.node, "code", code, "msg", msg)
+			s.unassume(p)
 			s.queue.AddRateLimited(p.key)
 		}
 	}
 	s.env.Logger.Debug("bound batch", "pods", bound, "of", len(placed))
+}
+
+// unassume drops p's assumption made for a bind that did not happen.
+func (s *Scheduler) unassume(p placement) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.assumed[p.key]; ok && a.uid == p.obj.Meta().GetUid() && a.binding {
+		delete(s.assumed, p.key)
+	}
 }
 
 func (s *Scheduler) isAssumed(key, uid string) bool {

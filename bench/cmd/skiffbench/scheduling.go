@@ -122,7 +122,7 @@ func benchScheduling(ctx context.Context, e *env, o options, rep *Report) error 
 	nrs := (s.pods + s.rsSize - 1) / s.rsSize
 	// The ReplicaSets: all at once, as many clients as there are sets (up
 	// to 100), so that the controllers, not the client, set the pace.
-	err = schedPhase(ctx, c, hollow, rep, s, "sched", fmt.Sprintf("%d ReplicaSets x %d", nrs, s.rsSize), true,
+	err = schedPhase(ctx, c, hollow, rep, s, o.perfDir, "sched", fmt.Sprintf("%d ReplicaSets x %d", nrs, s.rsSize), true,
 		func() error {
 			return createRetrying(ctx, c, nrs, min(nrs, 100), func(i int) (*pb.Object, error) {
 				n := s.rsSize
@@ -137,7 +137,7 @@ func benchScheduling(ctx context.Context, e *env, o options, rep *Report) error 
 	}
 	// The same number of bare pods created by 64 clients, as scheduler_perf
 	// creates them: the scheduler without the ReplicaSet controller's pace.
-	return schedPhase(ctx, c, hollow, rep, s, "sched-bare", "bare pods, 64 clients", false,
+	return schedPhase(ctx, c, hollow, rep, s, o.perfDir, "sched-bare", "bare pods, 64 clients", false,
 		func() error {
 			return createRetrying(ctx, c, s.pods, 64, func(i int) (*pb.Object, error) {
 				return pb.DecodeObject([]byte(fmt.Sprintf(schedPod, fmt.Sprintf("pod-%05d", i))))
@@ -159,8 +159,10 @@ spec:
 `
 
 // schedPhase creates s.pods pods in namespace ns through create and
-// reports how fast they were bound and reported Running.
-func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report, s schedSettings, ns, how string, rs bool, create func() error) error {
+// reports how fast they were bound and reported Running. With perfDir, the
+// leader is recorded with Linux perf for the phase's first 30 s
+// (perfDir/ns.perf.data).
+func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report, s schedSettings, perfDir, ns, how string, rs bool, create func() error) error {
 	bench := "scheduling"
 	if !rs {
 		bench = "scheduling/bare"
@@ -186,6 +188,8 @@ func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report,
 	}
 	hollowBefore, _ := cpuTime(hollow.pid())
 	load := loadAvg()
+	stopPerf := perfLeader(ctx, c, perfDir, ns, 30*time.Second)
+	defer stopPerf()
 	t0 := time.Now()
 	if err := create(); err != nil {
 		return fmt.Errorf("create %s: %w", how, err)
