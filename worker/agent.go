@@ -42,7 +42,10 @@ type Agent struct {
 	// runtime itself.
 	cgroupParent string
 
-	backoff    backoffPolicy
+	backoff backoffPolicy
+	// starts holds a token per container being started (MaxParallelStarts;
+	// nil: no bound).
+	starts     chan struct{}
 	registered atomic.Bool
 	started    atomic.Bool
 }
@@ -57,6 +60,9 @@ func New(cfg Config) (_ *Agent, retErr error) {
 	log := cfg.Logger.With("node", cfg.Name)
 	a := &Agent{cfg: cfg, log: log, backoff: backoffPolicy{base: cfg.BackoffBase, max: cfg.BackoffMax, reset: cfg.BackoffReset},
 		net: newPodNetwork()}
+	if cfg.MaxParallelStarts > 0 && !cfg.Hollow {
+		a.starts = make(chan struct{}, cfg.MaxParallelStarts)
+	}
 	var closers []func()
 	defer func() {
 		if retErr != nil {
@@ -354,6 +360,20 @@ func (a *Agent) closeAll() {
 	}
 	if err := a.state.close(); err != nil {
 		a.log.Warn("close worker state", "err", err)
+	}
+}
+
+// startSlot waits for a turn to start a container (see MaxParallelStarts)
+// and returns the function that ends it.
+func (a *Agent) startSlot(ctx context.Context) (func(), error) {
+	if a.starts == nil {
+		return func() {}, nil
+	}
+	select {
+	case a.starts <- struct{}{}:
+		return func() { <-a.starts }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 

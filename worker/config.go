@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -87,6 +88,17 @@ type Config struct {
 	BackoffReset time.Duration
 	// ShutdownTimeout bounds each step of a graceful stop.
 	ShutdownTimeout time.Duration
+	// MaxParallelStarts bounds how many containers are being created and
+	// started at once (the shim, libcontainer's init, mounts and cgroups:
+	// mostly CPU work, ~50 ms of CPU each). Pods beyond it wait their turn,
+	// so a large burst finishes pod after pod instead of all at the end,
+	// and does not hold hundreds of half-started containers in memory. A
+	// tight bound costs tail latency on a busy node (fewer runnable
+	// processes get less of the CPUs: measured on 2 CPUs at load 20, a
+	// bound of 4 gave 20 pods at once a 0.4-1.0x p50 but a 0.6-1.9x p99
+	// against no bound), hence the generous default. 0 means no bound.
+	// Default: four per CPU, at least 8.
+	MaxParallelStarts int
 
 	// PodNetwork is "bridge" (each pod gets its own network namespace on
 	// the node's bridge, with an IP from the Node's spec.podCIDR and
@@ -148,6 +160,7 @@ func DefaultConfig() Config {
 		BackoffMax:        5 * time.Minute,
 		BackoffReset:      10 * time.Minute,
 		ShutdownTimeout:   5 * time.Second,
+		MaxParallelStarts: max(8, 4*runtime.NumCPU()),
 		PodNetwork:        PodNetworkBridge,
 		ClusterCIDR:       "10.244.0.0/16",
 		Bridge:            "skiff0",
@@ -229,6 +242,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPods < 1 {
 		return bad("MaxPods", "must be at least 1")
+	}
+	if c.MaxParallelStarts < 0 {
+		return bad("MaxParallelStarts", "%d: must be 0 (no bound) or more", c.MaxParallelStarts)
 	}
 	if c.CgroupParent != "" && (!filepath.IsAbs(c.CgroupParent) || filepath.Clean(c.CgroupParent) != c.CgroupParent || c.CgroupParent == "/") {
 		return bad("CgroupParent", "%q must be a clean absolute cgroup path below the root", c.CgroupParent)

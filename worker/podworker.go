@@ -75,23 +75,31 @@ type podWorker struct {
 	podIP net.IP
 	// etc is the pod's /etc files (hosts, resolv.conf) by the path they
 	// are mounted on; nil until written.
-	etc         map[string]string
-	lastWritten *pb.PodStatus
-	// lastWrittenRV is the pod's resourceVersion after that write.
-	lastWrittenRV uint64
-	persisted     []byte // the record as last saved
-	strayChecked  bool   // removeExtra ran
-	terminal      bool   // the pod reached Succeeded or Failed
-	stopped       bool   // containers stopped for deletion
-	cleaned       bool   // containers, sandbox and volumes removed
+	etc map[string]string
+	// lastWritten is the status last handed to sw (written, or being
+	// written), or found in the API.
+	lastWritten  *pb.PodStatus
+	sw           statusWriter
+	persisted    []byte // the record as last saved
+	strayChecked bool   // removeExtra ran
+	terminal     bool   // the pod reached Succeeded or Failed
+	stopped      bool   // containers stopped for deletion
+	cleaned      bool   // containers, sandbox and volumes removed
 }
 
 func newPodWorker(a *Agent, uid string) *podWorker {
-	return &podWorker{
+	w := &podWorker{
 		a: a, uid: uid, log: a.log.With("pod_uid", uid),
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
 		ctrs: map[string]*ctrState{},
+		// Stray instances can only be left by an earlier worker process,
+		// whose containers come through adopt: a pod first seen by this
+		// process has none to look for (and looking means reading every
+		// container of the node).
+		strayChecked: true,
 	}
+	w.sw.w = w
+	return w
 }
 
 func (w *podWorker) notify() {
@@ -124,6 +132,7 @@ func (w *podWorker) snapshot() (*pb.Pod, bool) {
 // run syncs until the pod is gone and cleaned up, or ctx ends.
 func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
+	defer w.sw.drop()
 	defer func() {
 		for _, cs := range w.ctrs {
 			cs.probes.stop()
@@ -297,8 +306,11 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 	}
 	if !w.lastWrittenOrAPI(pod) {
 		// First status of the pod: show it accepted (Pending,
-		// ContainerCreating) before a possibly long image pull.
-		w.writeStatus(ctx, pod, w.status(pod, false, false, now))
+		// ContainerCreating) before a possibly long image pull, unless
+		// its containers start within acceptedDelay.
+		st := w.status(pod, false, false, now)
+		w.lastWritten = st
+		w.sw.submit(ctx, pod, st, acceptedDelay)
 	}
 
 	initDone, initFailed := true, false
@@ -356,6 +368,11 @@ initLoop:
 	w.writeStatus(ctx, pod, st)
 	return w.nextSync(), false
 }
+
+// acceptedDelay is how long a pod's first status (Pending,
+// ContainerCreating) waits to be replaced by a newer one before it is
+// written: a pod whose containers start at once is written once, Running.
+const acceptedDelay = 250 * time.Millisecond
 
 // nextSync is when the worker must look again without being woken: at the
 // end of a backoff, and every SyncInterval while a container runs.
@@ -473,10 +490,16 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 		fail(configReason(err), err)
 		return
 	}
+	queued := time.Now()
+	release, err := a.startSlot(ctx)
+	if err != nil {
+		return // stopping
+	}
 	startedAt := time.Now()
 	id, err := a.rt.StartContainer(ctx, w.sandbox, wrt.ContainerSpec{
 		Container: spec, Image: img, PodSecurityContext: pod.GetSpec().GetSecurityContext(), Security: sec, Mounts: mounts, Labels: labels,
 	})
+	release()
 	if err != nil {
 		reason := reasonRunContainerError
 		switch {
@@ -492,7 +515,8 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 	if err != nil {
 		st = wrt.ContainerStatus{ID: id, State: wrt.StateRunning, StartedAt: startedAt}
 	}
-	w.log.Info("started container", "pod", podKey(pod), "container", c.GetName(), "id", shortID(id), "attempt", attempt, "took", time.Since(startedAt).Round(time.Millisecond))
+	w.log.Info("started container", "pod", podKey(pod), "container", c.GetName(), "id", shortID(id), "attempt", attempt,
+		"took", time.Since(startedAt).Round(time.Millisecond), "queued", startedAt.Sub(queued).Round(time.Millisecond))
 	old := cs.prev
 	w.mu.Lock()
 	cs.prev, cs.cur = cs.cur, &ctrInstance{id: id, attempt: attempt, st: st}
@@ -636,45 +660,11 @@ func (w *podWorker) lastWrittenOrAPI(pod *pb.Pod) bool {
 	return w.lastWritten != nil || len(pod.GetStatus().GetContainerStatuses()) > 0
 }
 
-// writeStatus writes st if it differs from what the API has. The pod from
-// the watch may not show our last write yet; it is only written again when
-// the pod changed after that write (someone else changed the status, for
-// example the node lifecycle controller marking it not ready).
+// writeStatus has st written if it differs from what the API has (see
+// statusWriter.submit). It does not wait for the write.
 func (w *podWorker) writeStatus(ctx context.Context, pod *pb.Pod, st *pb.PodStatus) {
-	if gproto.Equal(pod.GetStatus(), st) {
-		w.lastWritten = st
-		return
-	}
-	if w.lastWritten != nil && gproto.Equal(w.lastWritten, st) && pod.GetMetadata().GetResourceVersion() <= w.lastWrittenRV {
-		return
-	}
-	c, err := w.a.api.get(ctx)
-	if err != nil {
-		return
-	}
-	m := pod.GetMetadata()
-	obj := &pb.Pod{ApiVersion: "v1", Kind: "Pod",
-		Metadata: &pb.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace(), Uid: m.GetUid()},
-		Status:   st}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := c.UpdateStatus(wctx, pb.Wrap(obj))
-	if err != nil {
-		switch status.Code(err) {
-		case codes.NotFound, codes.Aborted:
-			// Deleted or replaced: the watch brings the news.
-		default:
-			if ctx.Err() == nil {
-				w.log.Warn("write pod status", "pod", podKey(pod), "err", err)
-			}
-		}
-		return
-	}
-	if w.lastWritten == nil || w.lastWritten.GetPhase() != st.GetPhase() {
-		w.log.Info("pod status", "pod", podKey(pod), "phase", st.GetPhase())
-	}
 	w.lastWritten = st
-	w.lastWrittenRV = resp.GetObject().Meta().GetResourceVersion()
+	w.sw.submit(ctx, pod, st, 0)
 }
 
 func (w *podWorker) persist() {
@@ -703,6 +693,8 @@ func (w *podWorker) persist() {
 // by deleting the pod object with grace period 0.
 func (w *podWorker) terminate(ctx context.Context) (time.Duration, bool) {
 	a := w.a
+	// A running pod's status is old news now.
+	w.sw.discard()
 	for _, cs := range w.ctrs {
 		cs.probes.stop()
 		cs.probes = nil
@@ -902,6 +894,7 @@ func isNotFound(err error) bool { return status.Code(err) == codes.NotFound }
 // adopt fills the worker's state from containers an earlier worker process
 // started (grouped by their labels) and its saved record.
 func (w *podWorker) adopt(rec *podRecord, containers []wrt.ContainerStatus, sb *wrt.Sandbox) {
+	w.strayChecked = false
 	w.rec = rec
 	if w.rec != nil && w.rec.Containers == nil {
 		w.rec.Containers = map[string]*containerRecord{}

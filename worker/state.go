@@ -7,6 +7,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/skiff-sh/skiff/worker/internal/boltgroup"
 )
 
 // podRecord is what the worker keeps about a pod across its own restarts,
@@ -46,8 +48,12 @@ var (
 
 // boltState keeps pod records in a bbolt file. bbolt locks the file, so a
 // second worker on the same data dir fails to start instead of fighting over
-// the containers.
-type boltState struct{ db *bolt.DB }
+// the containers. Records of pods starting together are written in one
+// transaction (one fsync), not one after another.
+type boltState struct {
+	db     *bolt.DB
+	commit *boltgroup.Committer
+}
 
 func openBoltState(path string) (*boltState, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
@@ -64,7 +70,7 @@ func openBoltState(path string) (*boltState, error) {
 		db.Close()
 		return nil, fmt.Errorf("open worker state %s: %w", path, err)
 	}
-	return &boltState{db: db}, nil
+	return &boltState{db: db, commit: boltgroup.New(db)}, nil
 }
 
 func (s *boltState) load() (map[string]*podRecord, error) {
@@ -87,11 +93,11 @@ func (s *boltState) put(r *podRecord) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPods).Put([]byte(r.UID), b) })
+	return s.commit.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPods).Put([]byte(r.UID), b) })
 }
 
 func (s *boltState) remove(uid string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPods).Delete([]byte(uid)) })
+	return s.commit.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPods).Delete([]byte(uid)) })
 }
 
 func (s *boltState) close() error { return s.db.Close() }

@@ -106,6 +106,7 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, "cgroup under which pod cgroups are created (default /skiff/NAME)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node posts its status")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often a pod's containers are checked when nothing else happens")
+	f.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "how many containers may be being created and started at once (0: no bound)")
 	f.DurationVar(&cfg.BackoffBase, "backoff-base", cfg.BackoffBase, "first CrashLoopBackOff delay (doubles up to --backoff-max)")
 	f.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest CrashLoopBackOff delay")
 	f.BoolVar(&cfg.Hollow, "hollow", false, "run no containers: pods only go through their status transitions (scale tests)")

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/skiff-sh/skiff/worker/internal/boltgroup"
 )
 
 // Allocator hands out the host addresses of a pod CIDR to pods, one each,
@@ -19,7 +21,9 @@ import (
 // used before it is recorded and a reopened file knows every address in
 // use. A cursor moves on from the last address handed out, so an address
 // just released is not reused at once (a peer that still talks to the old
-// pod does not reach a new one). Safe for concurrent use.
+// pod does not reach a new one). Safe for concurrent use: the lock is not
+// held while a record is written, and the records of pods attached at the
+// same time share one transaction (one fsync).
 type Allocator struct {
 	cidr *net.IPNet
 	base uint32 // network address
@@ -27,7 +31,12 @@ type Allocator struct {
 
 	mu     sync.Mutex
 	db     *bolt.DB // nil: in memory
+	commit *boltgroup.Committer
 	closed bool
+	// saving holds the pods whose allocation or release is being
+	// written; other calls for the same pod wait for it (the channel
+	// is closed when the write is done).
+	saving map[string]chan struct{}
 	byOff  map[uint32]string
 	byPod  map[string]uint32
 	cursor uint32 // offset of the last allocation
@@ -53,6 +62,7 @@ func NewAllocator(cidr string) (*Allocator, error) {
 	return &Allocator{
 		cidr: n, base: ipToU32(n.IP), size: uint32(1) << (bits - ones),
 		byOff: map[uint32]string{}, byPod: map[string]uint32{}, cursor: 1,
+		saving: map[string]chan struct{}{},
 	}, nil
 }
 
@@ -108,7 +118,7 @@ func OpenAllocator(cidr, path string) (_ *Allocator, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("pod IP allocations %s: %w", path, err)
 	}
-	a.db = db
+	a.db, a.commit = db, boltgroup.New(db)
 	return a, nil
 }
 
@@ -124,36 +134,85 @@ func (a *Allocator) Allocate(podUID string) (net.IP, error) {
 		return nil, errors.New("allocate a pod IP: empty pod UID")
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.settled(podUID)
 	if off, ok := a.byPod[podUID]; ok {
+		a.mu.Unlock()
 		return u32ToIP(a.base + off), nil
 	}
 	// Offsets 0 (network), 1 (gateway) and size-1 (broadcast) are never
 	// handed out.
 	usable := a.size - 3
+	found := false
+	var off uint32
 	for i := uint32(1); i <= usable; i++ {
-		off := 2 + (a.cursor-2+i+usable)%usable
-		if _, used := a.byOff[off]; used {
-			continue
+		off = 2 + (a.cursor-2+i+usable)%usable
+		if _, used := a.byOff[off]; !used {
+			found = true
+			break
 		}
-		if err := a.save(func(tx *bolt.Tx) error {
-			if err := tx.Bucket(bucketAllocs).Put([]byte(u32ToIP(a.base+off).String()), []byte(podUID)); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketMeta).Put(keyCursor, []byte(strconv.FormatUint(uint64(off), 10)))
-		}); err != nil {
-			return nil, fmt.Errorf("record the IP of pod %s: %w", podUID, err)
-		}
-		a.byOff[off], a.byPod[podUID], a.cursor = podUID, off, off
-		return u32ToIP(a.base + off), nil
 	}
-	return nil, fmt.Errorf("allocate an IP for pod %s: %w (%s, %d pods)", podUID, ErrExhausted, a.cidr, len(a.byPod))
+	if !found {
+		n := len(a.byPod)
+		a.mu.Unlock()
+		return nil, fmt.Errorf("allocate an IP for pod %s: %w (%s, %d pods)", podUID, ErrExhausted, a.cidr, n)
+	}
+	// Reserved in memory, so no other pod gets it, but not handed out
+	// before it is recorded: calls for this pod wait in settled.
+	a.byOff[off], a.byPod[podUID], a.cursor = podUID, off, off
+	done := a.beginSave(podUID)
+	a.mu.Unlock()
+	ip := u32ToIP(a.base + off)
+	err := a.save(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketAllocs).Put([]byte(ip.String()), []byte(podUID)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyCursor, []byte(strconv.FormatUint(uint64(off), 10)))
+	})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.endSave(podUID, done)
+	if err != nil {
+		if cur, ok := a.byPod[podUID]; ok && cur == off {
+			delete(a.byPod, podUID)
+			delete(a.byOff, off)
+		}
+		return nil, fmt.Errorf("record the IP of pod %s: %w", podUID, err)
+	}
+	return ip, nil
+}
+
+// settled waits, with a.mu held (and released while waiting), until no
+// write for podUID is in progress.
+func (a *Allocator) settled(podUID string) {
+	for {
+		ch, ok := a.saving[podUID]
+		if !ok {
+			return
+		}
+		a.mu.Unlock()
+		<-ch
+		a.mu.Lock()
+	}
+}
+
+func (a *Allocator) beginSave(podUID string) chan struct{} {
+	ch := make(chan struct{})
+	a.saving[podUID] = ch
+	return ch
+}
+
+func (a *Allocator) endSave(podUID string, ch chan struct{}) {
+	if a.saving[podUID] == ch {
+		delete(a.saving, podUID)
+	}
+	close(ch)
 }
 
 // Get returns podUID's address, if it has one.
 func (a *Allocator) Get(podUID string) (net.IP, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.settled(podUID)
 	off, ok := a.byPod[podUID]
 	if !ok {
 		return nil, false
@@ -164,18 +223,29 @@ func (a *Allocator) Get(podUID string) (net.IP, bool) {
 // Release frees podUID's address; releasing a pod without one is a no-op.
 func (a *Allocator) Release(podUID string) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.settled(podUID)
 	off, ok := a.byPod[podUID]
 	if !ok {
+		a.mu.Unlock()
 		return nil
 	}
-	if err := a.save(func(tx *bolt.Tx) error {
+	done := a.beginSave(podUID)
+	a.mu.Unlock()
+	err := a.save(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAllocs).Delete([]byte(u32ToIP(a.base + off).String()))
-	}); err != nil {
+	})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.endSave(podUID, done)
+	if err != nil {
 		return fmt.Errorf("release the IP of pod %s: %w", podUID, err)
 	}
-	delete(a.byOff, off)
-	delete(a.byPod, podUID)
+	// Freed only once the record is gone: until then a reopened file
+	// would still give the address to this pod.
+	if a.byPod[podUID] == off {
+		delete(a.byOff, off)
+		delete(a.byPod, podUID)
+	}
 	return nil
 }
 
@@ -183,7 +253,18 @@ func (a *Allocator) Release(podUID string) error {
 func (a *Allocator) ReleaseAll() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.save(func(tx *bolt.Tx) error {
+	if a.closed {
+		return errors.New("release every pod IP: the allocator is closed")
+	}
+	// Writes in progress land first, so none of them records an address
+	// after the bucket is emptied.
+	for len(a.saving) > 0 {
+		for uid := range a.saving {
+			a.settled(uid)
+			break
+		}
+	}
+	if err := a.saveLocked(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketAllocs); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 			return err
 		}
@@ -233,12 +314,25 @@ func (a *Allocator) Close() error {
 	return a.db.Close()
 }
 
+// save writes a change to the file of a persistent allocator. It is called
+// without a.mu: the write may share its transaction with other pods'.
 func (a *Allocator) save(f func(*bolt.Tx) error) error {
-	if a.closed {
+	a.mu.Lock()
+	closed := a.closed
+	a.mu.Unlock()
+	if closed {
 		return errors.New("the allocator is closed")
 	}
 	if a.db == nil {
 		return nil
 	}
-	return a.db.Update(f)
+	return a.commit.Update(f)
+}
+
+// saveLocked is save for a caller that holds a.mu.
+func (a *Allocator) saveLocked(f func(*bolt.Tx) error) error {
+	if a.db == nil {
+		return nil
+	}
+	return a.commit.Update(f)
 }

@@ -1,9 +1,11 @@
 package podnet
 
 import (
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -165,6 +167,69 @@ func TestConfigValidate(t *testing.T) {
 		err := c.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.field+":") {
 			t.Errorf("%s: %v", tc.field, err)
+		}
+	}
+}
+
+// Pods attached at the same time get distinct addresses, all recorded (the
+// allocator writes without holding its lock, several pods per
+// transaction), and releases of some of them while others allocate leave
+// exactly the others recorded.
+func TestAllocatorConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.db")
+	a, err := OpenAllocator("10.1.0.0/24", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	ips := make([]net.IP, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			uid := fmt.Sprintf("pod-%d", i)
+			if ips[i], errs[i] = a.Allocate(uid); errs[i] != nil {
+				return
+			}
+			// The same pod again, concurrently with others: same address.
+			again, err := a.Allocate(uid)
+			if err != nil || !again.Equal(ips[i]) {
+				errs[i] = fmt.Errorf("second allocate: %v %v, want %v", again, err, ips[i])
+				return
+			}
+			if i%2 == 1 {
+				errs[i] = a.Release(uid)
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("pod %d: %v", i, errs[i])
+		}
+		if j, dup := seen[ips[i].String()]; dup && i%2 == 0 && j%2 == 0 {
+			t.Fatalf("pods %d and %d both hold %s", j, i, ips[i])
+		}
+		seen[ips[i].String()] = i
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenAllocator("10.1.0.0/24", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got := b.Allocations()
+	if len(got) != n/2 {
+		t.Fatalf("%d allocations after reopening, want %d: %v", len(got), n/2, got)
+	}
+	for i := 0; i < n; i += 2 {
+		if ip := got[fmt.Sprintf("pod-%d", i)]; !ip.Equal(ips[i]) {
+			t.Errorf("pod-%d: %v after reopening, want %v", i, ip, ips[i])
 		}
 	}
 }

@@ -45,6 +45,7 @@ type Runtime struct {
 // On-disk layout:
 //
 //	StateDir/containers/<id>/container.json  containerRecord, written before the shim starts
+//	StateDir/containers/<id>/summary.json    containerSummary, written right after it
 //	StateDir/containers/<id>/shim.json       shimState, written by the shim once the container runs
 //	StateDir/containers/<id>/exit.json       exitRecord, written by the shim when the container exits
 //	StateDir/containers/<id>/shim.log        the shim's own stderr
@@ -72,6 +73,30 @@ type containerRecord struct {
 	// containers of the runtime).
 	LibcontainerRoot string          `json:"libcontainerRoot"`
 	Config           *configs.Config `json:"config"`
+}
+
+// containerSummary is the part of a containerRecord that Status needs.
+// The record carries the whole libcontainer config (tens of KB of JSON,
+// most of it the seccomp profile); Status runs for every container on
+// every List and every pod sync, so it reads this small copy instead.
+// Containers of an older runtime have no summary: their record is read.
+type containerSummary struct {
+	ID               string            `json:"id"`
+	PodUID           string            `json:"podUID"`
+	Name             string            `json:"name"`
+	Labels           map[string]string `json:"labels,omitempty"`
+	Image            string            `json:"image"`
+	ImageID          string            `json:"imageID"`
+	CreatedAt        time.Time         `json:"createdAt"`
+	LogPath          string            `json:"logPath"`
+	LibcontainerRoot string            `json:"libcontainerRoot"`
+}
+
+func (rec *containerRecord) summary() *containerSummary {
+	return &containerSummary{
+		ID: rec.ID, PodUID: rec.PodUID, Name: rec.Name, Labels: rec.Labels, Image: rec.Image, ImageID: rec.ImageID,
+		CreatedAt: rec.CreatedAt, LogPath: rec.LogPath, LibcontainerRoot: rec.LibcontainerRoot,
+	}
 }
 
 type rootfsSpec struct {
@@ -224,6 +249,9 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 	if err := writeJSON(filepath.Join(stateDir, "container.json"), rec); err != nil {
 		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 	}
+	if err := writeJSON(filepath.Join(stateDir, "summary.json"), rec.summary()); err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
 	if err := r.startShim(ctx, rec); err != nil {
 		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 	}
@@ -318,7 +346,7 @@ func shimLogTail(stateDir string) string {
 
 // Status returns the state of container id.
 func (r *Runtime) Status(id string) (ContainerStatus, error) {
-	rec, err := r.readRecord(id)
+	rec, err := r.readSummary(id)
 	if err != nil {
 		return ContainerStatus{}, err
 	}
@@ -560,6 +588,30 @@ func (r *Runtime) shimOf(id string) *shimState {
 	}
 	ss, _ := readJSON[shimState](filepath.Join(r.stateDir(id), "shim.json"))
 	return ss
+}
+
+// readSummary returns what Status needs of container id's record.
+func (r *Runtime) readSummary(id string) (*containerSummary, error) {
+	if err := validID(id); err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, ErrNotFound)
+	}
+	sum, err := readJSON[containerSummary](filepath.Join(r.stateDir(id), "summary.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		rec, err := r.readRecord(id)
+		if err != nil {
+			return nil, err
+		}
+		return rec.summary(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	// The record defines the container: a summary without it is a
+	// container being removed.
+	if _, err := os.Lstat(filepath.Join(r.stateDir(id), "container.json")); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
+	}
+	return sum, nil
 }
 
 func (r *Runtime) readRecord(id string) (*containerRecord, error) {

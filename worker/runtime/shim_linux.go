@@ -63,6 +63,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 		}
 	}()
 
+	t0 := time.Now()
 	rec, err := readJSON[containerRecord](filepath.Join(dir, "container.json"))
 	if err != nil {
 		return err
@@ -105,6 +106,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 		env = append(env, "HOME="+home)
 	}
 
+	tMounted := time.Now()
 	c, err := libcontainer.Create(rec.LibcontainerRoot, rec.ID, rec.Config)
 	if err != nil {
 		return fmt.Errorf("create container: %w", err)
@@ -151,6 +153,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 		copiers.Go(func() { logCopy(log, lw, StreamStderr, errR) })
 	}
 
+	tCreated := time.Now()
 	if err := c.Run(p); err != nil {
 		for _, f := range afterStart {
 			f.Close()
@@ -188,6 +191,9 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 		return err
 	}
 	report(shimReady{Pid: pid})
+	// Where a start's time went, for whoever profiles pod starts.
+	log.Info("container started", "pid", pid, "prepare", tMounted.Sub(t0), "create", tCreated.Sub(tMounted),
+		"run", startedAt.Sub(tCreated), "total", time.Since(t0))
 
 	go func() {
 		for range term {

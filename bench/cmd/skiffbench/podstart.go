@@ -145,6 +145,10 @@ type podSample struct {
 	bound   time.Time // watch: spec.nodeName set
 	started time.Time // worker log: "started container" (container running)
 	runtime time.Duration
+	// queued is how long the start waited for a turn (the worker's
+	// MaxParallelStarts) before the runtime was called; 0 for workers
+	// without the bound.
+	queued  time.Duration
 	running time.Time // watch: status.phase Running
 }
 
@@ -281,6 +285,21 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	}
 
 	load := loadAvg()
+	// CPU time of the worker and of the masters per run: unlike latency,
+	// it hardly depends on what else the machine runs, so it compares
+	// builds on a busy machine. (The shims' and containers' own CPU is
+	// not in it: they are reaped only when they exit.)
+	type cpuMark struct{ worker, masters time.Duration }
+	mark := func() cpuMark {
+		var m cpuMark
+		m.worker, _ = cpuTime(w.pid())
+		for _, ms := range c.masters {
+			d, _ := cpuTime(ms.pid())
+			m.masters += d
+		}
+		return m
+	}
+	cpu0 := mark()
 	createdAt := map[string]time.Time{}
 	var serial []string
 	for i := 0; i < o.podstart.serial; i++ {
@@ -295,6 +314,7 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 			return err
 		}
 	}
+	cpu1 := mark()
 	var burst []string
 	for i := 0; i < o.podstart.burst; i++ {
 		burst = append(burst, fmt.Sprintf("burst-%02d", i))
@@ -323,6 +343,7 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	if err := pw.waitFor(ctx, 2*time.Minute, fmt.Sprintf("%d pods Running", len(burst)), running(burst...)); err != nil {
 		return err
 	}
+	cpu2 := mark()
 	loadEnd := loadAvg()
 
 	starts, err := startedContainers(w.logPath)
@@ -333,7 +354,7 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	sample := func(n string) podSample {
 		s := podSample{name: n, created: createdAt[n], bound: seen[n].bound, running: seen[n].running}
 		if st, ok := starts[podstartNS+"/"+n]; ok {
-			s.started, s.runtime = st.at, st.took
+			s.started, s.runtime, s.queued = st.at, st.took, st.queued
 		}
 		return s
 	}
@@ -343,11 +364,12 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	}
 	note += fmt.Sprintf("3 masters + 1 worker; load %s -> %s", load, loadEnd)
 	for _, run := range []struct {
-		what  string
-		names []string
+		what     string
+		names    []string
+		from, to cpuMark
 	}{
-		{fmt.Sprintf("%d one by one", len(serial)), serial},
-		{fmt.Sprintf("%d at once", len(burst)), burst},
+		{fmt.Sprintf("%d one by one", len(serial)), serial, cpu0, cpu1},
+		{fmt.Sprintf("%d at once", len(burst)), burst, cpu1, cpu2},
 	} {
 		var ss []podSample
 		for _, n := range run.names {
@@ -355,6 +377,10 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 		}
 		reportPodstart(rep, bench, run.what, ss, note)
 		note = ""
+		per := func(d time.Duration) float64 { return ms(d) / float64(len(run.names)) }
+		rep.add(bench, run.what+": worker CPU per pod", per(run.to.worker-run.from.worker), "ms", nil, "",
+			"worker process user+system time over the run / pods (shims and containers not included)")
+		rep.add(bench, run.what+": masters CPU per pod", per(run.to.masters-run.from.masters), "ms", nil, "", "3 masters together")
 	}
 	return nil
 }
@@ -389,6 +415,7 @@ func reportPodstart(rep *Report, bench, what string, ss []podSample, note string
 		{"create -> scheduled (bind seen)", phase(func(s podSample) (time.Duration, bool) { return s.bound.Sub(s.created), !s.bound.IsZero() })},
 		{"scheduled -> container started", phase(func(s podSample) (time.Duration, bool) { return s.started.Sub(s.bound), hasLog(s) })},
 		{"  of which runtime create+start", phase(func(s podSample) (time.Duration, bool) { return s.runtime, hasLog(s) })},
+		{"  of which queued for a start slot", phase(func(s podSample) (time.Duration, bool) { return s.queued, hasLog(s) })},
 		{"container started -> Running seen", phase(func(s podSample) (time.Duration, bool) { return s.running.Sub(s.started), hasLog(s) })},
 	}
 	for _, p := range parts {
@@ -412,8 +439,9 @@ func reportPodstart(rep *Report, bench, what string, ss []podSample, note string
 }
 
 type containerStart struct {
-	at   time.Time
-	took time.Duration
+	at     time.Time
+	took   time.Duration
+	queued time.Duration
 }
 
 // startedContainers reads the worker's JSON log: for each pod, when its
@@ -438,12 +466,15 @@ func startedContainers(path string) (map[string]containerStart, error) {
 			Msg  string    `json:"msg"`
 			Pod  string    `json:"pod"`
 			Took int64     `json:"took"` // slog's JSON: nanoseconds
+			// Queued: waiting for a start slot before the runtime
+			// was called (newer workers).
+			Queued int64 `json:"queued"`
 		}
 		if json.Unmarshal(line, &rec) != nil || rec.Msg != "started container" {
 			continue
 		}
 		if _, ok := out[rec.Pod]; !ok {
-			out[rec.Pod] = containerStart{at: rec.Time, took: time.Duration(rec.Took)}
+			out[rec.Pod] = containerStart{at: rec.Time, took: time.Duration(rec.Took), queued: time.Duration(rec.Queued)}
 		}
 	}
 	return out, sc.Err()
