@@ -33,10 +33,9 @@ type LeaderTask interface {
 // ten heartbeats (sent every HeartbeatTimeout/10) before a follower
 // suspects it. The lease (how long a leader keeps leading without hearing
 // from a quorum) is the whole heartbeat timeout, the most hashicorp/raft
-// allows: followers answer heartbeats from raft's main loop (serialTransport,
-// raft.go), so an answer can wait behind a follower's disk write, and a
-// shorter lease made loaded leaders step down for nothing. Linearizable reads
-// do not rely on the lease (they confirm leadership with a quorum).
+// allows: on a loaded machine, with one master down, half of it made leaders
+// step down for nothing. Writes and linearizable reads do not rely on the
+// lease (they commit through a quorum).
 // Like Nomad's raft_multiplier, a larger multiplier trades failover time for
 // tolerance of slow disks, loaded machines and long GC pauses; 3 is close to
 // the library defaults (1s). 300ms measured a failover median of 0.74-0.79s

@@ -77,9 +77,9 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 		if err != nil {
 			return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 		}
-		st.trans = &serialTransport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		st.trans = newSerialTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHCLog(cfg.Logger, "raft-net"),
-		})}
+		}))
 		return st, nil
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
@@ -90,7 +90,7 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
-	st.trans = &serialTransport{nt}
+	st.trans = newSerialTransport(nt)
 	return st, nil
 }
 
@@ -138,9 +138,8 @@ func raftConfig(cfg Config) *raft.Config {
 	return rc
 }
 
-// serialTransport is raft's network transport without the heartbeat fast
-// path, so that every AppendEntries, heartbeats included, is handled by
-// raft's main loop.
+// serialTransport is raft's network transport with a heartbeat fast path
+// that cannot change raft's term or state under a running leader loop.
 //
 // hashicorp/raft (up to v1.8.0 at least; issue #695, fix proposed in PR #701)
 // handles heartbeats on the transport's goroutine, and a heartbeat from a
@@ -151,16 +150,89 @@ func raftConfig(cfg Config) *raft.Config {
 // same term, so the log-matching check sees no conflict and the old leader
 // later applies its own entries where the others applied the new leader's.
 // skiff's leader-pause chaos scenario produced exactly that (two masters at the
-// same applied index with different state). Processing heartbeats in the main
-// loop costs only their latency behind a follower's disk write; the election
-// timeouts are far longer than an fsync.
+// same applied index with different state).
+//
+// So only a heartbeat of the term this master is already following takes the
+// fast path (it cannot raise the term, and a master that leads or runs an
+// election has a later term than any heartbeat it could take there); every
+// other one goes through raft's main loop, like any RPC. The fast path
+// matters: a follower answers heartbeats while its main loop waits on a disk
+// write, so a leader with one peer down does not lose its lease to a slow
+// fsync on the other.
 type serialTransport struct {
 	*raft.NetworkTransport
+	raft    atomic.Value                  // termState, once raft exists
+	handler atomic.Pointer[func(raft.RPC)] // raft's heartbeat handler
+	consume chan raft.RPC
+	stop    chan struct{}
+	once    sync.Once
 }
 
-// SetHeartbeatHandler ignores the handler: heartbeats then reach raft through
-// Consumer() like every other RPC.
-func (*serialTransport) SetHeartbeatHandler(func(raft.RPC)) {}
+// termState is the part of *raft.Raft the transport asks.
+type termState interface {
+	State() raft.RaftState
+	CurrentTerm() uint64
+}
+
+func newSerialTransport(nt *raft.NetworkTransport) *serialTransport {
+	t := &serialTransport{NetworkTransport: nt, consume: make(chan raft.RPC), stop: make(chan struct{})}
+	go t.pump()
+	return t
+}
+
+// pump hands raft every RPC of the inner transport, so that heartbeats
+// can be added to the same stream.
+func (t *serialTransport) pump() {
+	in := t.NetworkTransport.Consumer()
+	for {
+		select {
+		case rpc := <-in:
+			select {
+			case t.consume <- rpc:
+			case <-t.stop:
+				return
+			}
+		case <-t.stop:
+			return
+		}
+	}
+}
+
+// Consumer implements raft.Transport.
+func (t *serialTransport) Consumer() <-chan raft.RPC { return t.consume }
+
+// SetHeartbeatHandler implements raft.Transport: fn is only called for
+// heartbeats that cannot change the term (see the type's comment).
+func (t *serialTransport) SetHeartbeatHandler(fn func(raft.RPC)) {
+	if fn == nil {
+		t.handler.Store(nil)
+		t.NetworkTransport.SetHeartbeatHandler(nil)
+		return
+	}
+	t.handler.Store(&fn)
+	t.NetworkTransport.SetHeartbeatHandler(t.heartbeat)
+}
+
+func (t *serialTransport) heartbeat(rpc raft.RPC) {
+	req, _ := rpc.Command.(*raft.AppendEntriesRequest)
+	if r, ok := t.raft.Load().(termState); ok && req != nil && r.State() == raft.Follower && req.Term == r.CurrentTerm() {
+		if fn := t.handler.Load(); fn != nil {
+			(*fn)(rpc)
+			return
+		}
+	}
+	select {
+	case t.consume <- rpc: // raft's main loop answers it
+	case <-t.stop:
+		rpc.Respond(nil, raft.ErrTransportShutdown)
+	}
+}
+
+// Close implements raft.WithClose.
+func (t *serialTransport) Close() error {
+	t.once.Do(func() { close(t.stop) })
+	return t.NetworkTransport.Close()
+}
 
 // stallGuardLogStore bounds how long the leader's own log writes may take.
 //

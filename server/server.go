@@ -174,6 +174,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	s.stores.guard.raft.Store(raftState(s.raft))
+	s.stores.trans.raft.Store(termState(s.raft))
 	s.metrics.registerState(s.raft, s.fsm)
 
 	s.gossip, err = newGossip(s)

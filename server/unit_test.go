@@ -248,21 +248,31 @@ func TestStallGuardFollowerWaits(t *testing.T) {
 	}
 }
 
-// TestSerialTransport: heartbeats reach raft's main loop through Consumer()
-// instead of a handler run on the transport's goroutine (hashicorp/raft
-// issue #695: that handler raced the leader loop and diverged logs).
+type fakeTerm struct {
+	state raft.RaftState
+	term  uint64
+}
+
+func (f fakeTerm) State() raft.RaftState { return f.state }
+func (f fakeTerm) CurrentTerm() uint64   { return f.term }
+
+// TestSerialTransport: only a heartbeat of the term a follower already
+// follows takes the fast path; one that could change the term, or that
+// reaches a leader or candidate, goes to raft's main loop through Consumer()
+// (hashicorp/raft issue #695: the fast path raced the leader loop and
+// diverged logs).
 func TestSerialTransport(t *testing.T) {
 	logger := newHCLog(testLogger(t), "raft-net")
 	nt, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 2, 5*time.Second, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv := &serialTransport{nt}
+	recv := newSerialTransport(nt)
 	defer recv.Close()
-	var handled atomic.Bool
+	var handled atomic.Int32
 	recv.SetHeartbeatHandler(func(rpc raft.RPC) {
-		handled.Store(true)
-		rpc.Respond(&raft.AppendEntriesResponse{}, nil)
+		handled.Add(1)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 7, Success: true}, nil)
 	})
 	send, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 2, 5*time.Second, logger)
 	if err != nil {
@@ -270,32 +280,67 @@ func TestSerialTransport(t *testing.T) {
 	}
 	defer send.Close()
 
-	heartbeat := &raft.AppendEntriesRequest{
-		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("m1"), Addr: []byte(send.LocalAddr())},
-		Term:      7, Leader: []byte(send.LocalAddr()),
+	for _, tc := range []struct {
+		name string
+		at   fakeTerm
+		fast bool
+	}{
+		{"newer term", fakeTerm{raft.Follower, 5}, false},
+		{"leader", fakeTerm{raft.Leader, 7}, false},
+		{"candidate", fakeTerm{raft.Candidate, 7}, false},
+		{"follower of this term", fakeTerm{raft.Follower, 7}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recv.raft.Store(termState(tc.at))
+			before := handled.Load()
+			heartbeat := &raft.AppendEntriesRequest{
+				RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("m1"), Addr: []byte(send.LocalAddr())},
+				Term:      7, Leader: []byte(send.LocalAddr()),
+			}
+			errc := make(chan error, 1)
+			go func() {
+				var resp raft.AppendEntriesResponse
+				errc <- send.AppendEntries("m2", recv.LocalAddr(), heartbeat, &resp)
+			}()
+			viaLoop := false
+			select {
+			case rpc := <-recv.Consumer():
+				viaLoop = true
+				if req, ok := rpc.Command.(*raft.AppendEntriesRequest); !ok || req.Term != 7 || len(req.Entries) != 0 {
+					t.Fatalf("consumer got %#v", rpc.Command)
+				}
+				rpc.Respond(&raft.AppendEntriesResponse{Term: 7, Success: true}, nil)
+			case err := <-errc:
+				errc <- err
+			case <-time.After(10 * time.Second):
+				t.Fatal("the heartbeat was not answered")
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			fast := handled.Load() > before
+			if fast != tc.fast || viaLoop == tc.fast {
+				t.Fatalf("fast path %v, main loop %v; want fast path %v", fast, viaLoop, tc.fast)
+			}
+		})
 	}
+
+	// Every other RPC reaches the consumer as before.
 	errc := make(chan error, 1)
 	go func() {
-		var resp raft.AppendEntriesResponse
-		errc <- send.AppendEntries("m2", recv.LocalAddr(), heartbeat, &resp)
+		var resp raft.RequestVoteResponse
+		errc <- send.RequestVote("m2", recv.LocalAddr(), &raft.RequestVoteRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("m1"), Addr: []byte(send.LocalAddr())}, Term: 8,
+		}, &resp)
 	}()
 	select {
 	case rpc := <-recv.Consumer():
-		req, ok := rpc.Command.(*raft.AppendEntriesRequest)
-		if !ok || req.Term != 7 || len(req.Entries) != 0 {
-			t.Fatalf("consumer got %#v", rpc.Command)
-		}
-		rpc.Respond(&raft.AppendEntriesResponse{Term: 7, Success: true}, nil)
-	case err := <-errc:
-		t.Fatalf("the heartbeat was answered without reaching the consumer (handler ran: %v): %v", handled.Load(), err)
+		rpc.Respond(&raft.RequestVoteResponse{Term: 8}, nil)
 	case <-time.After(10 * time.Second):
-		t.Fatal("the heartbeat never reached the consumer")
+		t.Fatal("a vote request never reached the consumer")
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
-	}
-	if handled.Load() {
-		t.Fatal("the heartbeat handler ran on the transport goroutine")
 	}
 }
 
