@@ -100,7 +100,7 @@ func run() int {
 	flag.StringVar(&o.podstart.networks, "podstart-networks", "none,bridge", "podstart: the worker's --pod-network modes to run (when the worker has the flag)")
 	flag.StringVar(&o.podstart.child, "podstart-child", "", "internal: run podstart for this pod network mode in this process, which its parent started in a new network namespace")
 	flag.StringVar(&o.microTime, "benchtime", "300ms", "microbenchmarks: go test -benchtime")
-	flag.StringVar(&o.perfDir, "perf", "", "writes: record the leading master with Linux perf into this directory during each run")
+	flag.StringVar(&o.perfDir, "perf", "", "writes and scheduling: record the leading master with Linux perf into this directory during each run")
 	var serverArgs string
 	flag.StringVar(&serverArgs, "server-args", "", "extra arguments for every skiff server process (space-separated), e.g. \"--raft-multiplier 2\" or \"--controllers=\"")
 	var raftVariants string
