@@ -170,16 +170,39 @@ func (r *Recorder) Run(ctx context.Context) {
 		pending, order := r.pending, r.order
 		r.pending, r.order = make(map[eventKey]*pendingEvent), nil
 		r.mu.Unlock()
+		// Repeats update their event one by one; new events are created
+		// together, as one Raft entry where the Cluster can batch
+		// (CreateMany), so a burst of pods costs one write for its
+		// "Created" or "Scheduled" events, not one each.
+		var keys []eventKey
+		var objs []*pb.Object
 		for _, key := range order {
 			if ctx.Err() != nil {
 				return
 			}
-			r.write(ctx, key, pending[key])
+			if r.update(ctx, key, pending[key]) {
+				continue
+			}
+			keys, objs = append(keys, key), append(objs, r.newEvent(key, pending[key]))
+		}
+		if len(objs) == 0 {
+			continue
+		}
+		stored, errs := CreateMany(ctx, r.cfg.Cluster, objs)
+		for i, key := range keys {
+			if errs[i] != nil {
+				r.drop(key, errs[i])
+				continue
+			}
+			r.remember(key, stored[i].GetEvent())
+			r.metrics.eventsWritten.Inc()
 		}
 	}
 }
 
-func (r *Recorder) write(ctx context.Context, key eventKey, p *pendingEvent) {
+// update counts p into the event already written for key, if there is
+// one; it reports whether p is dealt with (written or dropped).
+func (r *Recorder) update(ctx context.Context, key eventKey, p *pendingEvent) bool {
 	if el, ok := r.cache[key]; ok {
 		ev := el.Value.(*cachedEvent).event
 		next := pb.Wrap(ev).Clone()
@@ -190,16 +213,21 @@ func (r *Recorder) write(ctx context.Context, key eventKey, p *pendingEvent) {
 		if err == nil {
 			r.remember(key, stored.GetEvent())
 			r.metrics.eventsWritten.Inc()
-			return
+			return true
 		}
 		if !IsNotFound(err) && !IsConflict(err) {
 			r.drop(key, err)
-			return
+			return true
 		}
 		// Gone (aged out) or changed by someone else: start a new one.
 		r.lru.Remove(el)
 		delete(r.cache, key)
 	}
+	return false
+}
+
+// newEvent is the Event to create for p.
+func (r *Recorder) newEvent(key eventKey, p *pendingEvent) *pb.Object {
 	ns := p.ref.GetNamespace()
 	if ns == "" {
 		ns = "default" // events about cluster-scoped objects, as Kubernetes
@@ -220,13 +248,7 @@ func (r *Recorder) write(ctx context.Context, key eventKey, p *pendingEvent) {
 		ReportingComponent: key.component,
 		ReportingInstance:  r.cfg.Host,
 	}
-	stored, err := r.cfg.Cluster.Create(ctx, pb.Wrap(ev))
-	if err != nil {
-		r.drop(key, err)
-		return
-	}
-	r.remember(key, stored.GetEvent())
-	r.metrics.eventsWritten.Inc()
+	return pb.Wrap(ev)
 }
 
 func (r *Recorder) drop(key eventKey, err error) {

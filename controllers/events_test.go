@@ -143,3 +143,25 @@ func TestWriteBarrier(t *testing.T) {
 		t.Error("a key with no writes is not ready")
 	}
 }
+
+// TestRecorderCreatesNewEventsTogether: new events recorded together are
+// created with one batch write where the cluster can batch.
+func TestRecorderCreatesNewEventsTogether(t *testing.T) {
+	clk := controllertest.NewClock(controllertest.Epoch)
+	fake := &batchingFake{Fake: controllertest.NewFake(clk)}
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, Clock: clk, Host: "m1"})
+	r := rec.For("replicaset-controller")
+	for i := range 10 {
+		p := pod("default", fmt.Sprintf("web-%d", i), nil, "")
+		p.Meta().Uid = fmt.Sprintf("uid-%d", i)
+		r.Event(p, controllers.EventTypeNormal, "SuccessfulCreate", "Created pod: "+p.Meta().GetName())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rec.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	controllertest.Eventually(t, 5*time.Second, func() bool { return len(fake.Objects("Event")) == 10 }, "ten events written")
+	if creates, _ := fake.calls(); creates != 1 {
+		t.Fatalf("%d batch creates for 10 new events recorded together, want 1", creates)
+	}
+}
