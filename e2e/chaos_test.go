@@ -520,7 +520,15 @@ func (sc *scenario) finish(checks ...func(recs []opRecord, stale map[int]bool) [
 	recs := w.records()
 	finals := map[string]map[string]finalObject{}
 	for _, m := range cc.masters {
-		st, err := cc.stateOf(m)
+		// The final reads commit read barriers (server/reads.go) that a
+		// master may still be applying: list again until one listing sees
+		// a single index.
+		var st digest
+		err := poll(30*time.Second, func() error {
+			var err error
+			st, err = cc.stateOf(m)
+			return err
+		})
 		if err != nil {
 			fail("final state of %s: %v", m.name, err)
 			continue
