@@ -161,7 +161,7 @@ func raftConfig(cfg Config) *raft.Config {
 // fsync on the other.
 type serialTransport struct {
 	*raft.NetworkTransport
-	raft    atomic.Value                  // termState, once raft exists
+	raft    atomic.Value                   // termState, once raft exists
 	handler atomic.Pointer[func(raft.RPC)] // raft's heartbeat handler
 	consume chan raft.RPC
 	stop    chan struct{}

@@ -75,7 +75,9 @@ func startSecureMaster(t *testing.T) (string, string) {
 func eventually(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	for {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
 		err := f()
 		if err == nil {
 			return
@@ -83,7 +85,6 @@ func eventually(t *testing.T, d time.Duration, what string, f func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s: %v", what, d, err)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
