@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -109,5 +110,64 @@ func BenchmarkWatchFanout(b *testing.B) {
 	// Every watcher matches the sentinel, so each one ends after seeing all.
 	c.index = uint64(len(logs)) + 1
 	c.must(createCmd(pod("default", "sentinel", map[string]string{"app": "app-0"})))
+	wg.Wait()
+}
+
+// BenchmarkWatchFanoutByNode is the kubelet's pattern at scale: 1,000
+// watchers, each of the pods of one node (spec.nodeName=node-i), while pods
+// are created on one node at a time. A write should cost the watchers of its
+// node, not all of them.
+func BenchmarkWatchFanoutByNode(b *testing.B) {
+	const nodes = 1000
+	c := newCluster(b, 0)
+	c.must(createCmd(namespace("default")))
+	logs := make([]*raft.Log, b.N)
+	for i := range logs {
+		idx := uint64(2 + i)
+		p := pod("default", fmt.Sprint("pod-", i), nil)
+		p.GetPod().Spec.NodeName = fmt.Sprint("node-", i%nodes)
+		cmd := createCmd(p)
+		cmd.Time, cmd.Uid = timeAt(idx), fmt.Sprint("uid-", idx)
+		data, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs[i] = &raft.Log{Index: idx, Type: raft.LogCommand, Data: data}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < nodes; i++ {
+		w, err := c.f.Watch(ctx, fsm.Query{Kind: "Pod", FieldSelector: fmt.Sprint("spec.nodeName=node-", i)}, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				ev, err := w.Next(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if strings.HasPrefix(ev.Object.Meta().GetName(), "sentinel-") {
+					return
+				}
+			}
+		}()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, l := range logs {
+		c.f.Apply(l)
+	}
+	// One sentinel per node ends every watcher after it has seen all.
+	c.index = uint64(len(logs)) + 1
+	for i := 0; i < nodes; i++ {
+		p := pod("default", fmt.Sprint("sentinel-", i), nil)
+		p.GetPod().Spec.NodeName = fmt.Sprint("node-", i)
+		c.must(createCmd(p))
+	}
 	wg.Wait()
 }

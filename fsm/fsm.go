@@ -90,6 +90,11 @@ type Event struct {
 	Object *pb.Object // state after the change (last state for Deleted)
 	Old    *pb.Object // state before the change, nil for Added
 	Index  uint64
+
+	// Set when the event enters the log, so watchers skipping events that
+	// are not theirs read the ring, not the objects.
+	kind, node, oldNode string
+	hasOld              bool
 }
 
 // Query selects objects for List and Watch.
@@ -120,8 +125,11 @@ type FSM struct {
 	applied uint64
 	events  eventLog
 	// notify is closed and replaced whenever applied or events change: one
-	// broadcast wakes every waiter and watcher, whatever their number.
+	// broadcast wakes every WaitForIndex, whatever their number.
 	notify chan struct{}
+	// wake is where watchers wait: by kind, or for the pods of one node,
+	// so a write wakes only the watchers it may concern (see watch.go).
+	wake wakeTable
 }
 
 var (
@@ -281,6 +289,7 @@ func (f *FSM) publish(txn *memdb.Txn, index uint64, events []Event) {
 	}
 	f.applied = index
 	f.events.append(events)
+	f.wake.publish(events, f.events.next, len(f.events.buf))
 	close(f.notify)
 	f.notify = make(chan struct{})
 }

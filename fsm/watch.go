@@ -2,9 +2,117 @@ package fsm
 
 import (
 	"context"
+	"sync"
 
 	pb "github.com/skiff-sh/skiff/proto"
 )
+
+// wakeKey is what a watcher waits for: writes of one kind, or (byNode) of
+// the pods bound to one node, the kubelet's watch. With a thousand nodes
+// each watching its own pods, waking every watcher on every write cost a
+// thousand goroutine wake-ups and filter scans per write; keyed, a write
+// wakes the watchers of its kind or its node.
+type wakeKey struct {
+	kind   string
+	node   string
+	byNode bool
+}
+
+// keyOf is the wake key of a compiled query.
+func keyOf(m *matcher) wakeKey {
+	if node, ok := m.nodeName(); ok {
+		return wakeKey{kind: m.kind.Kind, node: node, byNode: true}
+	}
+	return wakeKey{kind: m.kind.Kind}
+}
+
+// concerns reports whether ev may matter to a watcher of k: a cheap test
+// before the full filter.
+func (k wakeKey) concerns(ev *Event) bool {
+	if ev.kind != k.kind {
+		return false
+	}
+	// A pod's node only goes from "" to a name (a bind), so the event
+	// matters to the watchers of either.
+	return !k.byNode || ev.node == k.node || ev.hasOld && ev.oldNode == k.node
+}
+
+// wakeTable holds one channel per key that a watcher waits on; publish
+// closes the channels of the keys a batch of events concerns. Its mutex is
+// taken inside FSM.mu (write lock in publish, read lock in take), so a
+// watcher that found no event and takes its channel cannot miss the next
+// publish.
+type wakeTable struct {
+	mu    sync.Mutex
+	chans map[wakeKey]chan struct{}
+	// swept is the event sequence at which every channel was last closed.
+	// A watcher whose key no write concerns still has to move its position
+	// past the events it skips before the ring evicts them, or its next
+	// Next would report ErrExpired for events it never wanted: so every
+	// quarter of the event window, all are woken.
+	swept uint64
+}
+
+func (t *wakeTable) wait(k wakeKey) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.chans == nil {
+		t.chans = make(map[wakeKey]chan struct{})
+	}
+	ch := t.chans[k]
+	if ch == nil {
+		ch = make(chan struct{})
+		t.chans[k] = ch
+	}
+	return ch
+}
+
+// publish wakes the watchers events concern; next is the event log's next
+// sequence and window its size.
+func (t *wakeTable) publish(events []Event, next uint64, window int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if next-t.swept >= uint64(window/4) {
+		t.allLocked(next)
+		return
+	}
+	if len(t.chans) == 0 {
+		return
+	}
+	for i := range events {
+		ev := &events[i]
+		t.closeLocked(wakeKey{kind: ev.kind})
+		if ev.kind != "Pod" {
+			continue
+		}
+		t.closeLocked(wakeKey{kind: ev.kind, node: ev.node, byNode: true})
+		if ev.hasOld {
+			t.closeLocked(wakeKey{kind: ev.kind, node: ev.oldNode, byNode: true})
+		}
+	}
+}
+
+func (t *wakeTable) closeLocked(k wakeKey) {
+	if ch := t.chans[k]; ch != nil {
+		close(ch)
+		delete(t.chans, k)
+	}
+}
+
+// all wakes every watcher (a restore, or the periodic sweep).
+func (t *wakeTable) all(next uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.allLocked(next)
+}
+
+func (t *wakeTable) allLocked(next uint64) {
+	for k, ch := range t.chans {
+		close(ch)
+		delete(t.chans, k)
+	}
+	t.swept = next
+}
 
 // eventLog is the ring of the last window watch events, in index order. It
 // is guarded by FSM.mu.
@@ -33,14 +141,19 @@ func (l *eventLog) oldest() uint64 {
 
 func (l *eventLog) append(evs []Event) {
 	n := uint64(len(l.buf))
-	for _, e := range evs {
+	for i := range evs {
+		e := &evs[i]
 		slot := &l.buf[l.next%n]
 		if l.next >= n {
 			// Evicting an event at index i may leave others at i (a batch),
 			// so only resuming from i or later stays exact.
 			l.start = slot.Index
 		}
-		*slot = e
+		e.kind, e.hasOld = e.Object.KindName(), e.Old != nil
+		if p := e.Object.GetPod(); p != nil {
+			e.node, e.oldNode = p.GetSpec().GetNodeName(), e.Old.GetPod().GetSpec().GetNodeName()
+		}
+		*slot = *e
 		l.next++
 	}
 }
@@ -70,7 +183,7 @@ func (f *FSM) Watch(ctx context.Context, q Query, fromIndex uint64) (*Watcher, e
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	w := &Watcher{f: f, m: m, ctx: ctx, epoch: f.events.epoch}
+	w := &Watcher{f: f, m: m, key: keyOf(m), ctx: ctx, epoch: f.events.epoch}
 	switch {
 	case fromIndex == 0:
 		w.seq = f.events.next
@@ -88,6 +201,7 @@ func (f *FSM) Watch(ctx context.Context, q Query, fromIndex uint64) (*Watcher, e
 type Watcher struct {
 	f     *FSM
 	m     *matcher
+	key   wakeKey
 	ctx   context.Context
 	epoch uint64
 	seq   uint64 // the next event to look at
@@ -127,8 +241,9 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 	}
 }
 
-// take returns the next event, or the channel to wait on when there is none
-// yet, or (nil) after setting w.err.
+// take returns the next event that may concern the watcher (skipping the
+// others under one lock), or the channel to wait on when there is none yet,
+// or (nil) after setting w.err.
 func (w *Watcher) take() (ev Event, ok bool, wait <-chan struct{}) {
 	f := w.f
 	f.mu.RLock()
@@ -138,12 +253,14 @@ func (w *Watcher) take() (ev Event, ok bool, wait <-chan struct{}) {
 		w.err = errorf(ErrExpired, "watch fell behind the retained window of %d events: list again", len(l.buf))
 		return Event{}, false, nil
 	}
-	if w.seq < l.next {
-		ev = l.buf[w.seq%uint64(len(l.buf))]
+	for w.seq < l.next {
+		e := &l.buf[w.seq%uint64(len(l.buf))]
 		w.seq++
-		return ev, true, nil
+		if w.key.concerns(e) {
+			return *e, true, nil
+		}
 	}
-	return Event{}, false, f.notify
+	return Event{}, false, f.wake.wait(w.key)
 }
 
 // Progress returns an index from which a new watch would miss nothing this

@@ -210,3 +210,4 @@ func TestWatchWakesManyWatchers(t *testing.T) {
 		}
 	}
 }
+

@@ -1,0 +1,156 @@
+package fsm
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+func podOn(node string) *pb.Object {
+	return &pb.Object{Kind: &pb.Object_Pod{Pod: &pb.Pod{Spec: &pb.PodSpec{NodeName: node}}}}
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// A write wakes the watchers of its kind and of its pod's nodes (before and
+// after), no others; every quarter window all are woken.
+func TestWakeTableWakesOnlyConcernedWatchers(t *testing.T) {
+	var tab wakeTable
+	onA := tab.wait(wakeKey{kind: "Pod", node: "a", byNode: true})
+	onB := tab.wait(wakeKey{kind: "Pod", node: "b", byNode: true})
+	unbound := tab.wait(wakeKey{kind: "Pod", node: "", byNode: true})
+	pods := tab.wait(wakeKey{kind: "Pod"})
+	cms := tab.wait(wakeKey{kind: "ConfigMap"})
+
+	var l eventLog = newEventLog(1000, 0, 0)
+	bind := []Event{{Type: Modified, Object: podOn("b"), Old: podOn("")}}
+	l.append(bind)
+	tab.publish(bind, l.next, len(l.buf))
+	if closed(onA) || closed(cms) {
+		t.Fatal("a bind to node b woke the watchers of node a or of ConfigMaps")
+	}
+	if !closed(onB) || !closed(unbound) || !closed(pods) {
+		t.Fatal("a bind to node b did not wake the watchers of node b, of unbound pods and of all pods")
+	}
+
+	// The sweep: a quarter window of writes that concern nobody waiting
+	// still wakes everyone, so no watcher falls out of the window.
+	for i := 0; i < 250; i++ {
+		evs := []Event{{Type: Added, Object: podOn("c")}}
+		l.append(evs)
+		tab.publish(evs, l.next, len(l.buf))
+	}
+	if !closed(onA) || !closed(cms) {
+		t.Fatal("a quarter window of writes did not sweep every watcher along")
+	}
+}
+
+// A watcher of one node's pods, blocked in Next while writes for other
+// nodes and kinds pass through several event windows, is swept along (its
+// position follows the log) and then gets its node's event: no ErrExpired
+// for events it never wanted.
+func TestNodeWatchSweptAlongWithoutExpiring(t *testing.T) {
+	const window = 16
+	cfg := DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.EventWindow = window
+	f, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var index uint64
+	apply := func(o *pb.Object, bindTo string) uint64 {
+		t.Helper()
+		index++
+		cmd := &pb.Command{Op: &pb.Command_Create{Create: o}}
+		if bindTo != "" {
+			m := o.Meta()
+			cmd = &pb.Command{Op: &pb.Command_Bind{Bind: &pb.BindOp{Namespace: m.GetNamespace(), Name: m.GetName(), NodeName: bindTo}}}
+		}
+		cmd.Time, cmd.Uid = timestamppb.New(time.Unix(int64(index), 0)), fmt.Sprint("uid-", index)
+		if res := f.ApplyCommand(index, cmd); res.Err != nil {
+			t.Fatalf("index %d: %v", index, res.Err)
+		}
+		return index
+	}
+	newPod := func(name, node string) *pb.Object {
+		return pb.Wrap(&pb.Pod{
+			Metadata: &pb.ObjectMeta{Namespace: "default", Name: name},
+			Spec:     &pb.PodSpec{NodeName: node, Containers: []*pb.Container{{Name: "app", Image: "busybox"}}},
+		})
+	}
+	apply(pb.Wrap(&pb.Namespace{Metadata: &pb.ObjectMeta{Name: "default"}}), "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := f.Watch(ctx, Query{Kind: "Pod", FieldSelector: "spec.nodeName=a"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan Event, 1)
+	errs := make(chan error, 1)
+	go func() {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			errs <- err
+			return
+		}
+		got <- ev
+	}()
+	caughtUp := func() bool {
+		f.mu.Lock() // excludes take, which moves w.seq under the read lock
+		defer f.mu.Unlock()
+		return f.events.next-w.seq < window/4
+	}
+	for round := 0; round < 10*4; round++ {
+		for i := 0; i < window/4; i++ {
+			name := fmt.Sprint("r", round, "-", i)
+			if i%2 == 0 {
+				apply(newPod(name, "b"), "")
+			} else {
+				apply(pb.Wrap(&pb.ConfigMap{Metadata: &pb.ObjectMeta{Namespace: "default", Name: name}}), "")
+			}
+		}
+		// Every quarter window the sweep wakes the watcher: it keeps within
+		// a quarter window of the log (or the deadline says it was not
+		// woken).
+		deadline := time.Now().Add(10 * time.Second)
+		tick := time.NewTicker(time.Millisecond)
+		for !caughtUp() {
+			select {
+			case err := <-errs:
+				t.Fatalf("round %d: the watcher of node a failed: %v", round, err)
+			case <-tick.C:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the watcher of node a was not swept along the log", round)
+			}
+		}
+		tick.Stop()
+	}
+	apply(newPod("x", ""), "")
+	bound := apply(newPod("x", ""), "a")
+	select {
+	case ev := <-got:
+		if ev.Type != Added || ev.Object.Meta().GetName() != "x" || ev.Index != bound {
+			t.Fatalf("watcher of node a got %s %s at %d, want Added x at %d", ev.Type, ev.Object.Meta().GetName(), ev.Index, bound)
+		}
+	case err := <-errs:
+		t.Fatalf("the watcher of node a failed: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher of node a was not woken by a bind to node a")
+	}
+}
