@@ -210,4 +210,3 @@ func TestWatchWakesManyWatchers(t *testing.T) {
 		}
 	}
 }
-
