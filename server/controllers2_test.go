@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -105,22 +106,36 @@ func ctlSetNodeReady(t *testing.T, c pb.ClusterClient, name, ready string) {
 // ctlWorker plays the workers of some nodes: it starts every pod bound
 // to them (Running and Ready, or straight to Succeeded for pods that
 // finish), finishes the deletion of their pods as a worker confirms a
-// stopped pod, and keeps their heartbeats fresh.
+// stopped pod, and posts their heartbeats (Ready=True, as a worker does).
 type ctlWorker struct {
 	t *testing.T
 	c pb.ClusterClient
 
-	mu    sync.Mutex
-	nodes map[string]bool
+	// Set before start.
 	// finish says which pods run to completion rather than forever.
 	finish func(p *pb.Pod) bool
+	// beat is how often heartbeats are posted.
+	beat time.Duration
+
+	mu    sync.Mutex
+	nodes map[string]bool
 }
 
-func startCtlWorker(t *testing.T, c pb.ClusterClient, nodes ...string) *ctlWorker {
-	w := &ctlWorker{t: t, c: c, nodes: map[string]bool{}, finish: func(*pb.Pod) bool { return false }}
+// newCtlWorker returns a worker for nodes that is not running yet, so a
+// test can set its fields first.
+func newCtlWorker(t *testing.T, c pb.ClusterClient, nodes ...string) *ctlWorker {
+	w := &ctlWorker{t: t, c: c, nodes: map[string]bool{}, finish: func(*pb.Pod) bool { return false }, beat: 5 * time.Second}
 	for _, n := range nodes {
 		w.nodes[n] = true
 	}
+	return w
+}
+
+func startCtlWorker(t *testing.T, c pb.ClusterClient, nodes ...string) *ctlWorker {
+	return newCtlWorker(t, c, nodes...).start()
+}
+
+func (w *ctlWorker) start() *ctlWorker {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -135,22 +150,29 @@ func startCtlWorker(t *testing.T, c pb.ClusterClient, nodes ...string) *ctlWorke
 			case <-tick.C:
 			}
 			w.sync(ctx)
-			if time.Since(lastBeat) > 5*time.Second {
+			if time.Since(lastBeat) >= w.beat {
 				w.heartbeat(ctx)
 				lastBeat = time.Now()
 			}
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	w.t.Cleanup(func() { cancel(); <-done })
 	return w
 }
 
-// kill stops serving a node: its pods are left as they are, like a dead
-// worker's.
+// kill stops serving a node: its pods are left as they are and its
+// heartbeats stop, like a dead worker's.
 func (w *ctlWorker) kill(node string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.nodes, node)
+}
+
+// serve starts serving a node (a worker that joins).
+func (w *ctlWorker) serve(node string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.nodes[node] = true
 }
 
 func (w *ctlWorker) serves(node string) bool {
@@ -197,6 +219,8 @@ func (w *ctlWorker) sync(ctx context.Context) {
 	}
 }
 
+// heartbeat posts Ready=True with a fresh heartbeat time for every node
+// served, keeping the transition time while it stays True.
 func (w *ctlWorker) heartbeat(ctx context.Context) {
 	w.mu.Lock()
 	nodes := make([]string, 0, len(w.nodes))
@@ -209,10 +233,15 @@ func (w *ctlWorker) heartbeat(ctx context.Context) {
 		got, err := w.c.Get(rctx, &pb.GetRequest{Kind: "Node", Name: n})
 		if err == nil {
 			o := got.GetObject()
+			now := timestamppb.Now()
 			for _, c := range o.GetNode().GetStatus().GetConditions() {
-				if c.GetType() == "Ready" && c.GetStatus() == "True" {
-					c.LastHeartbeatTime = timestamppb.Now()
+				if c.GetType() != "Ready" {
+					continue
 				}
+				if c.GetStatus() != "True" {
+					c.Status, c.Reason, c.Message, c.LastTransitionTime = "True", "KubeletReady", "", now
+				}
+				c.LastHeartbeatTime = now
 			}
 			_, _ = w.c.UpdateStatus(rctx, &pb.WriteRequest{Object: o})
 		}
@@ -438,18 +467,36 @@ func TestCascadingDeletion(t *testing.T) {
 	})
 }
 
-// TestNotReadyNodeGetsItsPodsReplaced turns a node NotReady (its worker
-// dies): it gets tainted, its pods are marked not ready, evicted after the
-// (short) toleration, force-deleted since nobody confirms them, and
-// replaced on the other node.
+// TestNotReadyNodeGetsItsPodsReplaced kills the worker of a node: its
+// heartbeats stop, the leader marks it Ready=Unknown after
+// NodeMonitorGracePeriod, it gets tainted unreachable, its pods are marked
+// not ready, evicted once the (short) toleration has run out and not
+// before, force-deleted since nobody confirms them, and replaced on the
+// other node within the toleration and some slack.
 func TestNotReadyNodeGetsItsPodsReplaced(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, ctlConfigs(t, 1)[0])
+	cfg := ctlConfigs(t, 1)[0]
+	cfg.NodeMonitorGracePeriod = 3 * time.Second
+	// The leader notices a heartbeat that changed when it looks, at least
+	// every NodeMonitorPeriod: a node goes Unknown between grace and
+	// grace+period after its last heartbeat.
+	cfg.NodeMonitorPeriod = 500 * time.Millisecond
+	var (
+		grace      = cfg.NodeMonitorGracePeriod
+		period     = cfg.NodeMonitorPeriod
+		toleration = time.Duration(cfg.ControllerConfig.NodeLifecycle.DefaultTolerationSeconds) * time.Second
+		// slack is what a loaded 2-core CI machine running -race may add
+		// to each step, well below the margins a bug would overshoot by.
+		slack = 8 * time.Second
+	)
+	ts := startServer(t, cfg)
 	waitLeader(t, []*testServer{ts})
 	c := ts.cluster()
 	ctlAddNode(t, c, ctlNode("n1", "4", nil))
 	ctlAddNode(t, c, ctlNode("n2", "4", nil))
-	w := startCtlWorker(t, c, "n1", "n2")
+	w := newCtlWorker(t, c, "n1", "n2")
+	w.beat = 250 * time.Millisecond // well inside the grace period
+	w.start()
 	ctlCreate(t, c, ctlDeployment("default", "web", 4, "web:v1"))
 	pods := ctlRunningPods(t, c, "default", "app=web", 4, 20*time.Second)
 	onN1 := map[string]bool{}
@@ -462,17 +509,42 @@ func TestNotReadyNodeGetsItsPodsReplaced(t *testing.T) {
 		t.Fatalf("no pod on n1: %v", pods)
 	}
 
+	// The watch records when each of n1's pods was evicted: the time of
+	// its deletion command is its deletionTimestamp less its grace period.
+	evicted := map[string]time.Time{}
+	pw := watchPods(t, c, "default", "app=web", nil, func(ev *pb.WatchEvent) {
+		m := ev.GetObject().Meta()
+		if !onN1[m.GetName()] || m.GetDeletionTimestamp() == nil || m.GetDeletionGracePeriodSeconds() == 0 {
+			return
+		}
+		if _, ok := evicted[m.GetName()]; !ok {
+			evicted[m.GetName()] = m.GetDeletionTimestamp().AsTime().Add(-time.Duration(m.GetDeletionGracePeriodSeconds()) * time.Second)
+		}
+	})
+
 	w.kill("n1")
-	start := time.Now()
-	ctlSetNodeReady(t, c, "n1", "Unknown")
-	eventually(t, 10*time.Second, "n1 tainted unreachable, its pods not ready", func() error {
+	killed := time.Now()
+	var lastBeat, notReadyAt, taintedAt time.Time
+	eventually(t, grace+period+slack, "n1 Unknown and tainted unreachable, its pods not ready", func() error {
 		got, err := c.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Kind: "Node", Name: "n1"})
 		if err != nil {
 			return err
 		}
+		n := got.GetObject().GetNode()
+		for _, cond := range n.GetStatus().GetConditions() {
+			if cond.GetType() == "Ready" {
+				if cond.GetStatus() != "Unknown" {
+					return fmt.Errorf("Ready=%s", cond.GetStatus())
+				}
+				lastBeat, notReadyAt = cond.GetLastHeartbeatTime().AsTime(), cond.GetLastTransitionTime().AsTime()
+			}
+		}
 		var taints []string
-		for _, tn := range got.GetObject().GetNode().GetSpec().GetTaints() {
+		for _, tn := range n.GetSpec().GetTaints() {
 			taints = append(taints, tn.GetKey()+":"+tn.GetEffect())
+			if tn.GetKey() == nodelifecycle.TaintUnreachable && tn.GetEffect() == nodelifecycle.NoExecute {
+				taintedAt = tn.GetTimeAdded().AsTime()
+			}
 		}
 		if !slices.Contains(taints, nodelifecycle.TaintUnreachable+":NoExecute") || !slices.Contains(taints, nodelifecycle.TaintUnreachable+":NoSchedule") {
 			return fmt.Errorf("taints %v", taints)
@@ -484,8 +556,32 @@ func TestNotReadyNodeGetsItsPodsReplaced(t *testing.T) {
 		}
 		return nil
 	})
-	// Toleration 2 s, grace period 1 s: replaced on n2 within seconds.
-	eventually(t, 20*time.Second, "n1's pods replaced on n2 and gone", func() error {
+	// The master's times are whole seconds (as Kubernetes'): a lower bound
+	// holds for the second it falls in.
+	if floor := lastBeat.Add(grace).Truncate(time.Second); notReadyAt.Before(floor) {
+		t.Errorf("n1 marked Unknown at %s, before its last heartbeat %s plus the grace period %s", notReadyAt, lastBeat, grace)
+	}
+	if late := killed.Add(grace + period + slack); notReadyAt.After(late) {
+		t.Errorf("n1 marked Unknown at %s, %s after its worker died (grace %s, period %s)", notReadyAt, notReadyAt.Sub(killed), grace, period)
+	}
+	if taintedAt.Before(notReadyAt) || taintedAt.After(notReadyAt.Add(slack)) {
+		t.Errorf("n1 tainted at %s, marked Unknown at %s", taintedAt, notReadyAt)
+	}
+	got, err := c.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Kind: "Node", Name: "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cond := range got.GetObject().GetNode().GetStatus().GetConditions() {
+		if cond.GetType() == "Ready" && cond.GetStatus() != "True" {
+			t.Errorf("n2, whose worker lives, is Ready=%s: %s", cond.GetStatus(), cond.GetMessage())
+		}
+	}
+
+	// Replaced on n2 and gone from n1 within the toleration plus slack.
+	due := taintedAt.Add(toleration)
+	var replacements []*pb.Pod
+	eventually(t, time.Until(due.Add(slack)), "n1's pods replaced on n2 and gone", func() error {
+		replacements = replacements[:0]
 		var onN2 int
 		for _, p := range ctlListPods(t, c, "default", "app=web") {
 			if onN1[p.GetMetadata().GetName()] {
@@ -493,6 +589,9 @@ func TestNotReadyNodeGetsItsPodsReplaced(t *testing.T) {
 			}
 			if podActive(p) && podReady(p) && p.GetSpec().GetNodeName() == "n2" {
 				onN2++
+				if !slices.ContainsFunc(pods, func(q *pb.Pod) bool { return q.GetMetadata().GetUid() == p.GetMetadata().GetUid() }) {
+					replacements = append(replacements, p)
+				}
 			}
 		}
 		if onN2 != 4 {
@@ -500,7 +599,31 @@ func TestNotReadyNodeGetsItsPodsReplaced(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("pods of the NotReady node replaced and removed in %s (toleration 2s, pod grace 1s)", time.Since(start).Round(time.Millisecond))
+	done := time.Now()
+
+	// Nothing moved before the toleration ran out.
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	floor := due.Truncate(time.Second)
+	for name := range onN1 {
+		at, ok := evicted[name]
+		switch {
+		case !ok:
+			t.Errorf("the watch saw no eviction of %s", name)
+		case at.Before(floor):
+			t.Errorf("%s evicted at %s, %s after the taint, before the toleration of %s ran out", name, at, at.Sub(taintedAt), toleration)
+		}
+	}
+	if len(replacements) != len(onN1) {
+		t.Errorf("%d replacement pods, want %d", len(replacements), len(onN1))
+	}
+	for _, p := range replacements {
+		if at := p.GetMetadata().GetCreationTimestamp().AsTime(); at.Before(floor) {
+			t.Errorf("replacement %s created at %s, %s after the taint, before the toleration of %s ran out", p.GetMetadata().GetName(), at, at.Sub(taintedAt), toleration)
+		}
+	}
+	t.Logf("worker killed; n1 Unknown and tainted %s later (grace %s, period %s); its pods evicted and replaced %s after the taint (toleration %s)",
+		taintedAt.Sub(killed).Round(time.Millisecond), grace, period, done.Sub(taintedAt).Round(time.Millisecond), toleration)
 }
 
 // TestUnschedulableThenScheduled: a pod that fits nowhere says why, and is
@@ -562,8 +685,9 @@ func TestJobRunsToCompletion(t *testing.T) {
 	waitLeader(t, []*testServer{ts})
 	c := ts.cluster()
 	ctlAddNode(t, c, ctlNode("n1", "4", nil))
-	w := startCtlWorker(t, c, "n1")
+	w := newCtlWorker(t, c, "n1")
 	w.finish = func(p *pb.Pod) bool { return p.GetMetadata().GetLabels()[pb.JobNameLabel] != "" }
+	w.start()
 
 	completions, parallelism := int32(5), int32(2)
 	ctlCreate(t, c, pb.Wrap(&pb.Job{
@@ -613,12 +737,14 @@ func TestJobRunsToCompletion(t *testing.T) {
 	})
 }
 
-// ctlBounds follows a Deployment's pods through a watch and checks,
-// at every committed state, that the active pods stay within
-// replicas+maxSurge and the ready ones at or above replicas-maxUnavailable.
-type ctlBounds struct {
-	maxPods, minReady int
-	armed             atomic.Bool
+// podWatch follows pods through a watch and replays their history: while
+// armed, check sees every committed state (all events of one Raft entry
+// applied) and the time it arrived; event, if set, sees every event as it
+// comes. Both run under mu.
+type podWatch struct {
+	armed atomic.Bool
+	check func(rv uint64, at time.Time, pods map[string]*pb.Pod) error
+	event func(ev *pb.WatchEvent)
 
 	mu         sync.Mutex
 	pods       map[string]*pb.Pod
@@ -626,18 +752,18 @@ type ctlBounds struct {
 	violations []string
 }
 
-func watchCtlBounds(t *testing.T, c pb.ClusterClient, selector string, maxPods, minReady int) *ctlBounds {
+func watchPods(t *testing.T, c pb.ClusterClient, ns, selector string, check func(rv uint64, at time.Time, pods map[string]*pb.Pod) error, event func(ev *pb.WatchEvent)) *podWatch {
 	t.Helper()
-	b := &ctlBounds{maxPods: maxPods, minReady: minReady, pods: map[string]*pb.Pod{}}
-	resp, err := c.List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: "default", LabelSelector: selector})
+	w := &podWatch{check: check, event: event, pods: map[string]*pb.Pod{}}
+	resp, err := c.List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: ns, LabelSelector: selector})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range resp.GetItems() {
-		b.pods[o.Meta().GetName()] = o.GetPod()
+		w.pods[o.Meta().GetName()] = o.GetPod()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := c.Watch(ctx, &pb.WatchRequest{Kind: "Pod", Namespace: "default", LabelSelector: selector, ResourceVersion: resp.GetResourceVersion()})
+	stream, err := c.Watch(ctx, &pb.WatchRequest{Kind: "Pod", Namespace: ns, LabelSelector: selector, ResourceVersion: resp.GetResourceVersion()})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -645,12 +771,13 @@ func watchCtlBounds(t *testing.T, c pb.ClusterClient, selector string, maxPods, 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var at uint64
+		var rv uint64
+		var since time.Time
 		for {
 			ev, err := stream.Recv()
 			if err != nil {
 				if ctx.Err() == nil && err != io.EOF {
-					b.violate(fmt.Sprintf("watch broke: %v", err))
+					w.violate(fmt.Sprintf("watch broke: %v", err))
 				}
 				return
 			}
@@ -659,77 +786,142 @@ func watchCtlBounds(t *testing.T, c pb.ClusterClient, selector string, maxPods, 
 			}
 			// Events of one Raft entry share its index: check the state
 			// once the entry is complete.
-			if ev.GetResourceVersion() != at && at != 0 {
-				b.check(at)
+			if ev.GetResourceVersion() != rv {
+				if rv != 0 {
+					w.checkState(rv, since)
+				}
+				rv, since = ev.GetResourceVersion(), time.Now()
 			}
-			at = ev.GetResourceVersion()
-			b.mu.Lock()
+			w.mu.Lock()
 			if ev.GetType() == "DELETED" {
-				delete(b.pods, ev.GetObject().Meta().GetName())
+				delete(w.pods, ev.GetObject().Meta().GetName())
 			} else {
-				b.pods[ev.GetObject().Meta().GetName()] = ev.GetObject().GetPod()
+				w.pods[ev.GetObject().Meta().GetName()] = ev.GetObject().GetPod()
 			}
-			b.mu.Unlock()
+			if w.event != nil {
+				w.event(ev)
+			}
+			w.mu.Unlock()
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return b
+	return w
 }
 
-func (b *ctlBounds) violate(s string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.violations) < 10 {
-		b.violations = append(b.violations, s)
+func (w *podWatch) violate(s string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.violations) < 10 {
+		w.violations = append(w.violations, s)
 	}
 }
 
-func (b *ctlBounds) check(rv uint64) {
-	if !b.armed.Load() {
+func (w *podWatch) checkState(rv uint64, at time.Time) {
+	if !w.armed.Load() || w.check == nil {
 		return
 	}
-	b.mu.Lock()
-	b.states++
-	n, r := 0, 0
-	images := map[string]int{}
-	for _, p := range b.pods {
-		if podActive(p) {
-			n++
-			images[p.GetSpec().GetContainers()[0].GetImage()]++
-			if podReady(p) {
-				r++
+	w.mu.Lock()
+	w.states++
+	err := w.check(rv, at, w.pods)
+	w.mu.Unlock()
+	if err != nil {
+		w.violate(err.Error())
+	}
+}
+
+// report fails t if a state broke the bounds or none was seen.
+func (w *podWatch) report(t *testing.T, bounds string) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.states == 0 {
+		t.Error("the watcher saw no state")
+	}
+	if len(w.violations) > 0 {
+		t.Errorf("%s broken (%d states watched):\n%s", bounds, w.states, strings.Join(w.violations, "\n"))
+	}
+	t.Logf("%d states watched within %s", w.states, bounds)
+}
+
+// watchCtlBounds checks, at every committed state of the selected pods,
+// that the active pods stay within maxPods and the ready ones at or above
+// minReady.
+func watchCtlBounds(t *testing.T, c pb.ClusterClient, selector string, maxPods, minReady int, event func(ev *pb.WatchEvent)) *podWatch {
+	return watchPods(t, c, "default", selector, func(rv uint64, _ time.Time, pods map[string]*pb.Pod) error {
+		n, r := 0, 0
+		images := map[string]int{}
+		for _, p := range pods {
+			if podActive(p) {
+				n++
+				images[p.GetSpec().GetContainers()[0].GetImage()]++
+				if podReady(p) {
+					r++
+				}
 			}
 		}
-	}
-	b.mu.Unlock()
-	if n > b.maxPods {
-		b.violate(fmt.Sprintf("rv %d: %d pods %v, more than %d", rv, n, images, b.maxPods))
-	}
-	if r < b.minReady {
-		b.violate(fmt.Sprintf("rv %d: %d ready pods %v, fewer than %d", rv, r, images, b.minReady))
-	}
+		if n > maxPods {
+			return fmt.Errorf("rv %d: %d pods %v, more than %d", rv, n, images, maxPods)
+		}
+		if r < minReady {
+			return fmt.Errorf("rv %d: %d ready pods %v, fewer than %d", rv, r, images, minReady)
+		}
+		return nil
+	}, event)
 }
 
 // TestRollingUpdateBoundsAcrossLeaderChange rolls a Deployment out to a new
-// image, stops the leader in the middle, and checks that the new leader
-// completes the rollout and that a watcher never saw the pods exceed the
-// surge or unavailability bounds.
+// image, takes the leader away in the middle (gracefully, handing
+// leadership over, or as a crash), and checks that the new leader completes
+// the rollout and that a watcher never saw the pods exceed the surge or
+// unavailability bounds.
 func TestRollingUpdateBoundsAcrossLeaderChange(t *testing.T) {
 	t.Parallel()
+	for _, crash := range []bool{false, true} {
+		name := "graceful"
+		if crash {
+			name = "crash"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// A try proves the point only if the stopped leader started
+			// the rollout and a later one went on with it. One whose
+			// rollout outran the leader change is repeated, slower.
+			for _, minReady := range []int32{1, 3} {
+				var proved bool
+				t.Run(fmt.Sprintf("minReadySeconds=%d", minReady), func(t *testing.T) {
+					proved = rolloutAcrossLeaderChange(t, crash, minReady)
+				})
+				if proved || t.Failed() {
+					return
+				}
+				t.Logf("with minReadySeconds %d the rollout outran the leader change; again, slower", minReady)
+			}
+			t.Fatal("every rollout was over before the leader change: nothing proves a rollout survives one")
+		})
+	}
+}
+
+// rolloutAcrossLeaderChange runs one try of the test above on a fresh
+// cluster. It reports whether the leader change fell in the middle of the
+// rollout: the Raft term of each new pod's creation entry says which
+// leader created it.
+func rolloutAcrossLeaderChange(t *testing.T, crash bool, minReady int32) bool {
 	servers := startCluster(t, ctlConfigs(t, 3))
 	leader := waitLeader(t, servers)
 	// Everything talks to a follower that stays up.
-	c := followers(servers, leader)[0].cluster()
+	survivor := followers(servers, leader)[0]
+	c := survivor.cluster()
 	ctlAddNode(t, c, ctlNode("n1", "8", nil))
 	ctlAddNode(t, c, ctlNode("n2", "8", nil))
 	startCtlWorker(t, c, "n1", "n2")
 
 	const replicas = 6
 	d := ctlDeployment("default", "web", replicas, "web:v1")
-	// maxSurge 1, maxUnavailable 1; minReadySeconds spreads the rollout
-	// over a few seconds so the leader change falls in its middle.
+	// maxSurge 1, maxUnavailable 1: the rollout goes in waves of about
+	// two pods, each minReadySeconds long, so the leader change falls in
+	// its middle.
 	d.GetDeployment().Spec.Strategy = &pb.DeploymentStrategy{Type: "RollingUpdate", RollingUpdate: &pb.RollingUpdateDeployment{MaxSurge: "1", MaxUnavailable: "1"}}
-	d.GetDeployment().Spec.MinReadySeconds = 1
+	d.GetDeployment().Spec.MinReadySeconds = minReady
 	ctlCreate(t, c, d)
 	complete := func(image string) func() error {
 		return func() error {
@@ -752,13 +944,18 @@ func TestRollingUpdateBoundsAcrossLeaderChange(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "web:v1 rolled out", complete("web:v1"))
 
-	b := watchCtlBounds(t, c, "app=web", replicas+1, replicas-1)
+	// created holds the Raft index of each web:v2 pod's creation.
+	created := map[string]uint64{}
+	b := watchCtlBounds(t, c, "app=web", replicas+1, replicas-1, func(ev *pb.WatchEvent) {
+		if ev.GetType() == "ADDED" && ev.GetObject().GetPod().GetSpec().GetContainers()[0].GetImage() == "web:v2" {
+			created[ev.GetObject().Meta().GetName()] = ev.GetResourceVersion()
+		}
+	})
 	b.armed.Store(true)
 	start := time.Now()
 	ctlModify(t, c, "Deployment", "default", "web", false, func(o *pb.Object) {
 		o.GetDeployment().Spec.Template.Spec.Containers[0].Image = "web:v2"
 	})
-	// Stop the leader once the rollout is under way but not done.
 	eventually(t, 30*time.Second, "the rollout under way", func() error {
 		n := 0
 		for _, p := range ctlListPods(t, c, "default", "app=web") {
@@ -769,25 +966,44 @@ func TestRollingUpdateBoundsAcrossLeaderChange(t *testing.T) {
 		if n < 1 {
 			return fmt.Errorf("%d new pods ready", n)
 		}
-		if n >= replicas {
-			t.Log("the rollout finished before the leader could be stopped; stopping it anyway")
-		}
 		return nil
 	})
-	old := leader.cfg.Name
-	leader.stop()
+	into := time.Since(start)
+	old, term := leader.cfg.Name, leader.srv.raft.CurrentTerm()
+	if !leader.srv.IsLeader() {
+		t.Logf("%s lost leadership on its own before it could be stopped", old)
+		return false
+	}
+	if crash {
+		leader.crash()
+	} else {
+		leader.stop()
+	}
 	newLeader := waitLeader(t, followers(servers, leader))
-	t.Logf("leader %s stopped %s into the rollout; %s leads", old, time.Since(start).Round(time.Millisecond), newLeader.cfg.Name)
+	t.Logf("leader %s (term %d) %s %s into the rollout; %s leads", old, term, map[bool]string{false: "stopped", true: "crashed"}[crash], into.Round(time.Millisecond), newLeader.cfg.Name)
 	eventually(t, 60*time.Second, "web:v2 rolled out by the new leader", complete("web:v2"))
 	t.Logf("rollout of %d replicas complete in %s", replicas, time.Since(start).Round(time.Millisecond))
+	b.report(t, fmt.Sprintf("replicas+1 = %d pods and replicas-1 = %d ready", replicas+1, replicas-1))
 
+	// Which leader created each new pod: the term of its creation entry,
+	// read from the survivor's log (applied, so it is there).
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.states == 0 {
-		t.Error("the watcher saw no state")
+	var before, after []string
+	for name, index := range created {
+		var l raft.Log
+		if err := survivor.srv.stores.logs.GetLog(index, &l); err != nil {
+			t.Fatalf("log entry %d that created pod %s on %s: %v", index, name, survivor.cfg.Name, err)
+		}
+		if l.Term <= term {
+			before = append(before, name)
+		} else {
+			after = append(after, name)
+		}
 	}
-	if len(b.violations) > 0 {
-		t.Errorf("bounds broken (%d states watched):\n%s", b.states, strings.Join(b.violations, "\n"))
+	t.Logf("web:v2 pods created in the stopped leader's term %d or before: %d, in later terms: %d", term, len(before), len(after))
+	if len(before) == 0 {
+		t.Errorf("no web:v2 pod created before the leader change, though one was ready: %v", created)
 	}
-	t.Logf("%d states watched within replicas+1 pods and replicas-1 ready", b.states)
+	return len(before) > 0 && len(after) > 0
 }

@@ -107,6 +107,7 @@ func New(cfg Config) (_ *Agent, retErr error) {
 			icfg := image.DefaultConfig()
 			icfg.DataDir = filepath.Join(cfg.DataDir, "images")
 			icfg.InsecureRegistries = cfg.InsecureRegistries
+			icfg.CAFiles = cfg.RegistryCAFiles
 			icfg.Logger = log
 			store, err := image.Open(icfg)
 			if err != nil {

@@ -69,6 +69,9 @@ type Config struct {
 	// InsecureRegistries may be pulled from over plain HTTP (HOST:PORT as
 	// in image references).
 	InsecureRegistries []string
+	// RegistryCAFiles are PEM files of CA certificates trusted for registry
+	// TLS besides the system's roots (a private registry's own CA).
+	RegistryCAFiles []string
 	// CgroupParent is the cgroup under which pod cgroups are created.
 	// Default "/skiff/" + Name.
 	CgroupParent string
@@ -238,6 +241,11 @@ func (c Config) Validate() error {
 		}
 		if v.Sign() <= 0 {
 			return bad(q.name, "%q must be positive", q.v)
+		}
+	}
+	for i, f := range c.RegistryCAFiles {
+		if f == "" {
+			return bad(fmt.Sprintf("RegistryCAFiles[%d]", i), "empty: give the path of a PEM file of the registry's CA certificate")
 		}
 	}
 	if c.MaxPods < 1 {

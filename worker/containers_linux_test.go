@@ -401,6 +401,52 @@ func TestRealContainers(t *testing.T) {
 	e.assertClean(t)
 }
 
+// TestTwoContainerPod reads logs of and execs into each container of a
+// two-container pod by name (skiff logs/exec -c), and checks that leaving
+// the container out is an error that lists the choices.
+func TestTwoContainerPod(t *testing.T) {
+	t.Parallel()
+	e := newRealEnv(t)
+	tc := startCluster(t, clusterOptions{})
+	tc.startAgent(t, "w1", e.options())
+	a, b := app("a", "out", "from a", "sleep", "1h"), app("b", "out", "from b", "sleep", "1h")
+	a.Env = []*pb.EnvVar{{Name: "WHO", Value: "a"}}
+	b.Env = []*pb.EnvVar{{Name: "WHO", Value: "b"}}
+	tc.create(t, testPod("duo", "w1", a, b))
+	tc.waitPod(t, "duo", 60*time.Second, "running", phaseIs("Running"))
+
+	for _, c := range []string{"a", "b"} {
+		eventually(t, 30*time.Second, "logs -c "+c, func() error {
+			out, err := tc.logsOf(t, &pb.LogsRequest{Pod: "duo", Container: c})
+			if err != nil || out != "from "+c+"\n" {
+				return fmt.Errorf("logs -c %s = %q, %v", c, out, err)
+			}
+			return nil
+		})
+	}
+	var out, errOut bytes.Buffer
+	code, err := tc.api.Exec(ctxFor(t, 30*time.Second), &pb.ExecStart{Namespace: "default", Pod: "duo", Container: "b",
+		Command: []string{testimage.AppPath, "env", "exit", "6"}}, client.ExecIO{Stdout: &out, Stderr: &errOut})
+	if err != nil || code != 6 || !strings.Contains(out.String(), "\nWHO=b\n") {
+		t.Errorf("exec -c b = %d %q %q %v, want WHO=b", code, out.String(), errOut.String(), err)
+	}
+
+	const choose = "a container name must be specified for pod duo, choose one of: [a b]"
+	if _, err := tc.logsOf(t, &pb.LogsRequest{Pod: "duo"}); err == nil || !strings.Contains(err.Error(), choose) {
+		t.Errorf("logs without -c: %v, want %q", err, choose)
+	}
+	if _, _, _, err := tc.execIn(t, "duo", nil, testimage.AppPath, "out", "x"); err == nil || !strings.Contains(err.Error(), choose) {
+		t.Errorf("exec without -c: %v, want %q", err, choose)
+	}
+	if _, err := tc.logsOf(t, &pb.LogsRequest{Pod: "duo", Container: "c"}); err == nil || !strings.Contains(err.Error(), "container c is not valid for pod duo") {
+		t.Errorf("logs -c c: %v", err)
+	}
+
+	tc.deletePod(t, "duo", gproto.Int64(1))
+	tc.waitPodGone(t, "duo", 30*time.Second)
+	e.assertClean(t)
+}
+
 // TestVolumes mounts emptyDir, hostPath, configMap and secret volumes.
 func TestVolumes(t *testing.T) {
 	t.Parallel()
@@ -459,10 +505,13 @@ func TestVolumes(t *testing.T) {
 }
 
 // TestWorkerRestartReadoption stops a worker (its containers keep running),
-// deletes one of its pods meanwhile, and starts a new worker over the same
-// directories: the running container is adopted (same container, not
-// restarted, exec works), the deleted pod's container is stopped and
-// removed, and nothing leaks.
+// deletes one of its pods and lets two containers exit meanwhile, and starts
+// a new worker over the same directories: the running container is adopted
+// (same container, not restarted, exec works), the deleted pod's container
+// is stopped and removed, a restartPolicy Never container that exited is
+// reported Failed with its exit code and not started again, an Always one
+// is restarted once with its exit as lastState and its log as --previous,
+// and nothing leaks.
 func TestWorkerRestartReadoption(t *testing.T) {
 	t.Parallel()
 	e := newRealEnv(t)
@@ -470,29 +519,68 @@ func TestWorkerRestartReadoption(t *testing.T) {
 	a := tc.startAgent(t, "w1", e.options())
 	tc.create(t, testPod("keep", "w1", app("keep", "out", "started", "sleep", "1h")))
 	tc.create(t, testPod("drop", "w1", app("drop", "sleep", "1h")))
+	// These two exit (SIGTERM makes them exit with 3 and 5) while no
+	// worker runs.
+	never := testPod("never", "w1", app("never", "trap-term", "3", "out", "started", "sleep", "1h"))
+	never.GetPod().Spec.RestartPolicy = "Never"
+	tc.create(t, never)
+	tc.create(t, testPod("always", "w1", app("always", "trap-term", "5", "out", "started", "sleep", "1h")))
 	p := tc.waitPod(t, "keep", 60*time.Second, "running", phaseIs("Running"))
-	tc.waitPod(t, "drop", 60*time.Second, "running", phaseIs("Running"))
+	dropUID := tc.waitPod(t, "drop", 60*time.Second, "running", phaseIs("Running")).GetMetadata().GetUid()
 	keepID := strings.TrimPrefix(containerStatusOf(p, "keep").GetContainerId(), containerIDPrefix)
 	before, err := e.rt.Status(keepID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	exitIDs := map[string]string{}
+	for _, name := range []string{"never", "always"} {
+		p := tc.waitPod(t, name, 60*time.Second, "running", phaseIs("Running"))
+		exitIDs[name] = strings.TrimPrefix(containerStatusOf(p, name).GetContainerId(), containerIDPrefix)
+		// "started" comes after the SIGTERM handler is in place.
+		eventually(t, 30*time.Second, name+" started", func() error {
+			if out, err := tc.logsOf(t, &pb.LogsRequest{Pod: name}); err != nil || out != "started\n" {
+				return fmt.Errorf("logs %q %v", out, err)
+			}
+			return nil
+		})
 	}
 	a.stop(t)
 	if st, err := e.rt.Status(keepID); err != nil || st.State != wrt.StateRunning || st.Pid != before.Pid {
 		t.Fatalf("container after the worker stopped: %+v %v", st, err)
 	}
 
+	for name, code := range map[string]int{"never": 3, "always": 5} {
+		st, err := e.rt.Status(exitIDs[name])
+		if err != nil || st.State != wrt.StateRunning {
+			t.Fatalf("%s after the worker stopped: %+v %v", name, st, err)
+		}
+		if err := unix.Kill(st.Pid, unix.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, name+" exited while the worker is down", func() error {
+			st, err := e.rt.Status(exitIDs[name])
+			if err != nil || st.State != wrt.StateExited || st.ExitCode != code {
+				return fmt.Errorf("%+v %v", st, err)
+			}
+			return nil
+		})
+	}
 	tc.deletePod(t, "drop", gproto.Int64(0))
 	tc.waitPodGone(t, "drop", 10*time.Second)
 
 	tc.startAgent(t, "w1", e.options())
 	eventually(t, 30*time.Second, "the deleted pod's container removed", func() error {
 		cs, _ := e.rt.List()
-		if len(cs) != 1 || cs[0].ID != keepID {
-			return fmt.Errorf("containers: %d", len(cs))
+		for _, c := range cs {
+			if c.PodUID == dropUID {
+				return fmt.Errorf("container %s of the deleted pod is still there", c.ID)
+			}
 		}
-		if sbs, _ := e.rt.ListSandboxes(); len(sbs) != 1 {
-			return fmt.Errorf("%d sandboxes", len(sbs))
+		sbs, _ := e.rt.ListSandboxes()
+		for _, sb := range sbs {
+			if sb.PodUID == dropUID {
+				return fmt.Errorf("the deleted pod's sandbox is still there")
+			}
 		}
 		return nil
 	})
@@ -512,8 +600,54 @@ func TestWorkerRestartReadoption(t *testing.T) {
 	if out, err := tc.logsOf(t, &pb.LogsRequest{Pod: "keep"}); err != nil || out != "started\n" {
 		t.Errorf("logs after readoption = %q %v", out, err)
 	}
-	tc.deletePod(t, "keep", gproto.Int64(1))
-	tc.waitPodGone(t, "keep", 30*time.Second)
+
+	// Always: restarted once; the exit while the worker was down is the
+	// last state, and its log is --previous.
+	p = tc.waitPod(t, "always", 60*time.Second, "restarted once", func(p *pb.Pod) error {
+		cs := containerStatusOf(p, "always")
+		if cs.GetRestartCount() != 1 || cs.GetState().GetRunning() == nil {
+			return fmt.Errorf("restartCount %d, state %v", cs.GetRestartCount(), cs.GetState())
+		}
+		return nil
+	})
+	cs := containerStatusOf(p, "always")
+	if lt := cs.GetLastState().GetTerminated(); lt.GetExitCode() != 5 || lt.GetReason() != "Error" || lt.GetContainerId() != containerIDPrefix+exitIDs["always"] {
+		t.Errorf("always: lastState %v, want terminated with exit code 5 of container %s", cs.GetLastState(), exitIDs["always"])
+	}
+	if cs.GetContainerId() == containerIDPrefix+exitIDs["always"] {
+		t.Errorf("always: still reports the exited container %s", exitIDs["always"])
+	}
+	if out, err := tc.logsOf(t, &pb.LogsRequest{Pod: "always", Previous: true}); err != nil || out != "started\ngot SIGTERM\n" {
+		t.Errorf("always: logs --previous = %q, %v", out, err)
+	}
+	eventually(t, 30*time.Second, "the restarted container's log", func() error {
+		if out, err := tc.logsOf(t, &pb.LogsRequest{Pod: "always"}); err != nil || out != "started\n" {
+			return fmt.Errorf("logs %q %v", out, err)
+		}
+		return nil
+	})
+
+	// Never: Failed with the exit code; by now the new worker has acted on
+	// both exits, and it did not start this one again.
+	p = tc.waitPod(t, "never", 60*time.Second, "Failed", phaseIs("Failed"))
+	cs = containerStatusOf(p, "never")
+	if term := cs.GetState().GetTerminated(); term.GetExitCode() != 3 || term.GetReason() != "Error" || cs.GetContainerId() != containerIDPrefix+exitIDs["never"] || cs.GetRestartCount() != 0 {
+		t.Errorf("never: status %v, want terminated with exit code 3 in container %s, no restart", cs, exitIDs["never"])
+	}
+	neverUID := p.GetMetadata().GetUid()
+	all, _ := e.rt.List()
+	for _, c := range all {
+		if c.PodUID == neverUID && c.ID != exitIDs["never"] {
+			t.Errorf("never: a new container %s was started (%v)", c.ID, c.State)
+		}
+	}
+
+	for _, name := range []string{"keep", "never", "always"} {
+		tc.deletePod(t, name, gproto.Int64(1))
+	}
+	for _, name := range []string{"keep", "never", "always"} {
+		tc.waitPodGone(t, name, 30*time.Second)
+	}
 	eventually(t, 30*time.Second, "all removed", func() error {
 		cs, _ := e.rt.List()
 		sbs, _ := e.rt.ListSandboxes()

@@ -18,7 +18,7 @@ import (
 func newWorkerCommand() *cobra.Command {
 	cfg := worker.DefaultConfig()
 	var join, labels, logLevel, logFormat string
-	var registries []string
+	var registries, registryCAs []string
 	var hollowCount int
 	var cleanupOnExit bool
 	netOpts := defaultNodeServiceOptions()
@@ -34,7 +34,7 @@ With --hollow it runs no containers but behaves the same towards the masters; --
 runs many such nodes in one process for scale tests. Needs root (except --hollow).`,
 		Example: `  skiff worker --name w1 --data-dir /var/lib/skiff/w1 --join 127.0.0.1:7201
   skiff worker --name w2 --data-dir /var/lib/skiff/w2 --join 10.0.0.1:7201 --labels zone=a,disk=ssd \
-    --insecure-registry 10.0.0.5:5000
+    --insecure-registry 10.0.0.5:5000 --registry-ca-file /etc/skiff/registry-ca.pem
   skiff worker --hollow --hollow-count 500 --name hollow --join 127.0.0.1:7201 --listen-addr 127.0.0.1:0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,6 +53,13 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 			cfg.Version = version
 			for _, r := range registries {
 				cfg.InsecureRegistries = append(cfg.InsecureRegistries, splitComma(r)...)
+			}
+			for _, f := range registryCAs {
+				abs, err := filepath.Abs(f)
+				if err != nil {
+					return fmt.Errorf("--registry-ca-file %s: %w", f, err)
+				}
+				cfg.RegistryCAFiles = append(cfg.RegistryCAFiles, abs)
 			}
 			if cfg.Labels, err = parseLabels(labels); err != nil {
 				return err
@@ -92,6 +99,8 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f.StringVar(&cfg.CapacityMemory, "capacity-memory", cfg.CapacityMemory, "memory capacity to report, e.g. 8Gi (default: the host's memory)")
 	f.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "how many pods the node takes")
 	f.StringArrayVar(&registries, "insecure-registry", nil, "registry HOST:PORT that may be pulled from over plain HTTP (repeatable)")
+	f.StringArrayVar(&registryCAs, "registry-ca-file", nil,
+		"PEM file of CA certificates to trust for registry TLS besides the system's (a private registry's own CA; repeatable)")
 	f.StringVar(&cfg.PodNetwork, "pod-network", cfg.PodNetwork,
 		`pod network: "bridge" (a bridge, a veth and an IP per pod from the Node's spec.podCIDR, host-gw routes to the other nodes) or "none" (pods get only loopback)`)
 	f.StringVar(&cfg.ClusterCIDR, "cluster-cidr", cfg.ClusterCIDR, "CIDR holding every node's pod CIDR (must match the masters' --cluster-cidr); pod traffic leaving it is masqueraded")

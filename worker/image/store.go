@@ -19,6 +19,8 @@ package image
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -68,6 +70,9 @@ var (
 	// ErrDigestMismatch is returned when a layer's content does not hash to
 	// the diffID its image config declares.
 	ErrDigestMismatch = errors.New("layer content does not match its diffID")
+	// ErrUnknownAuthority is returned when a registry's TLS certificate is
+	// not signed by a trusted CA (the system's or one of Config.CAFiles).
+	ErrUnknownAuthority = errors.New("registry certificate signed by an unknown authority")
 )
 
 // Config configures a Store.
@@ -80,6 +85,11 @@ type Config struct {
 	// registry must speak TLS, including localhost and private addresses
 	// (which go-containerregistry would otherwise allow over HTTP).
 	InsecureRegistries []string
+	// CAFiles are PEM files of CA certificates trusted for registry TLS in
+	// addition to the system's roots: a private registry's own CA. Open
+	// fails if one cannot be read or holds no certificate. They need
+	// Transport to be an *http.Transport (the default is one).
+	CAFiles []string
 	// Platform selects the image from multi-platform indexes.
 	// Default: linux and the worker's architecture.
 	Platform v1.Platform
@@ -131,6 +141,14 @@ func (c Config) Validate() error {
 		if r == "" || strings.Contains(r, "/") {
 			return fmt.Errorf("image config: InsecureRegistries entry %q must be HOST or HOST:PORT", r)
 		}
+	}
+	for i, f := range c.CAFiles {
+		if f == "" {
+			return fmt.Errorf("image config: CAFiles[%d] is empty: give the path of a PEM file", i)
+		}
+	}
+	if _, ok := c.Transport.(*http.Transport); len(c.CAFiles) > 0 && !ok {
+		return fmt.Errorf("image config: CAFiles need Transport to be an *http.Transport (it is %T): put the CAs in that transport's TLS config instead", c.Transport)
 	}
 	return nil
 }
@@ -205,12 +223,44 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}
 	s.cleanTmp()
+	transport := cfg.Transport
+	if len(cfg.CAFiles) > 0 {
+		t, err := withCAFiles(cfg.Transport.(*http.Transport), cfg.CAFiles)
+		if err != nil {
+			return nil, fmt.Errorf("open image store: %w", err)
+		}
+		transport = t
+	}
 	s.opts = []remote.Option{
 		remote.WithPlatform(cfg.Platform),
 		remote.WithAuthFromKeychain(cfg.Keychain),
-		remote.WithTransport(&schemeGuard{base: cfg.Transport, insecure: s.insecure}),
+		remote.WithTransport(&schemeGuard{base: transport, insecure: s.insecure}),
 	}
 	return s, nil
+}
+
+// withCAFiles returns a copy of base that trusts the certificates of the
+// PEM files besides the system's roots.
+func withCAFiles(base *http.Transport, files []string) (*http.Transport, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("registry CA file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("registry CA file %s: no PEM certificate in it (want -----BEGIN CERTIFICATE-----)", f)
+		}
+	}
+	t := base.Clone()
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.RootCAs = pool
+	return t, nil
 }
 
 // DefaultPullPolicy returns Kubernetes' default imagePullPolicy for ref:
@@ -257,6 +307,12 @@ func (s *Store) Ensure(ctx context.Context, ref, policy string) (*Image, error) 
 	ch := s.pulls.DoChan(r.Name(), func() (any, error) { return s.pull(ctx, r) })
 	select {
 	case res := <-ch:
+		if ua := (x509.UnknownAuthorityError{}); errors.As(res.Err, &ua) {
+			// The https attempt's x509 error is the one that matters; the
+			// plain-HTTP fallback's refusal next to it would mislead.
+			return nil, fmt.Errorf("pull image %s: registry %s: %w: trust its CA with a PEM file in CAFiles (skiff worker --registry-ca-file): %w",
+				ref, r.Context().RegistryStr(), ErrUnknownAuthority, ua)
+		}
 		if res.Err != nil {
 			return nil, fmt.Errorf("pull image %s: %w", ref, res.Err)
 		}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -688,6 +689,77 @@ func TestSandboxNetworking(t *testing.T) {
 		}
 	}
 	e.assertClean(t)
+}
+
+// TestSandboxNamespaces checks that the containers of one pod share its
+// IPC, UTS and network namespaces, and that another pod and the host have
+// their own.
+func TestSandboxNamespaces(t *testing.T) {
+	e := newEnv(t)
+	nsOf := func(sb *Sandbox, name string) []string {
+		t.Helper()
+		id := e.start(t, sb, app(name, "ns"))
+		if st := e.waitExited(t, id); st.ExitCode != 0 {
+			t.Fatalf("%s: status = %+v, logs %q", name, st, e.logs(t, id))
+		}
+		lines := e.logs(t, id)
+		if len(lines) != 3 {
+			t.Fatalf("%s: logs = %q, want ipc, uts and net", name, lines)
+		}
+		return lines
+	}
+	host := hostNamespaces(t)
+	pod := e.sandbox(t, "pod-ns", SandboxOptions{Hostname: "nspod"})
+	other := e.sandbox(t, "pod-ns-other", SandboxOptions{Hostname: "nspod"})
+	first, second, outsider := nsOf(pod, "first"), nsOf(pod, "second"), nsOf(other, "outsider")
+	for i, kind := range []string{"ipc", "uts", "net"} {
+		if !strings.HasPrefix(first[i], "stdout: "+kind+":[") {
+			t.Fatalf("line %d = %q, want the %s namespace", i, first[i], kind)
+		}
+		if first[i] != second[i] {
+			t.Errorf("%s namespace not shared within the pod: %q vs %q", kind, first[i], second[i])
+		}
+		if first[i] == outsider[i] {
+			t.Errorf("%s namespace shared between two pods: %q", kind, first[i])
+		}
+		if first[i] == "stdout: "+host[i] {
+			t.Errorf("%s namespace is the host's: %q", kind, host[i])
+		}
+	}
+	// Making the sandboxes must leave every thread of this process in the
+	// host's namespaces, the main thread included (Go parks a locked main
+	// thread instead of ending it).
+	for i, kind := range []string{"ipc", "uts", "net"} {
+		if l, _ := os.Readlink("/proc/self/ns/" + kind); l != host[i] {
+			t.Errorf("the process's main thread is in %s, not the host's %s", l, host[i])
+		}
+	}
+	ctx := ctxFor(t, 60*time.Second)
+	for _, uid := range []string{"pod-ns", "pod-ns-other"} {
+		if err := e.rt.RemoveSandbox(ctx, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.assertClean(t)
+}
+
+// hostNamespaces returns the ipc, uts and net namespace links of a thread
+// of this process. Not /proc/self: that is the main thread, and when
+// pinNamespaces' locked goroutine happened to run on it, Go parks the main
+// thread for good instead of ending it, still in the sandbox's namespaces.
+func hostNamespaces(t *testing.T) []string {
+	t.Helper()
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
+	var out []string
+	for _, kind := range []string{"ipc", "uts", "net"} {
+		l, err := os.Readlink("/proc/thread-self/ns/" + kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 func TestLogRotation(t *testing.T) {

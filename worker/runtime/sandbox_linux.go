@@ -187,9 +187,13 @@ func (r *Runtime) removeSandboxFiles(podUID string) error {
 
 // pinNamespaces creates new namespaces of the given kinds (CLONE_NEW*) and
 // bind-mounts each onto its path (an empty file is created there). It does
-// so on a locked OS thread that it never unlocks: Go then ends the thread
-// with its goroutine, so no other goroutine ever runs in the new
-// namespaces and the worker's own are never touched.
+// so on a locked OS thread and then moves the thread back into its old
+// namespaces before unlocking it. Relying on Go to end a locked thread with
+// its goroutine is not enough: when the goroutine runs on the main thread,
+// Go parks that thread for good instead, and the main thread's namespaces
+// are what /proc/self/ns shows (podnet opens /proc/self/ns/net as the
+// node's network namespace). If moving back fails, the thread stays
+// locked and Go retires it.
 func pinNamespaces(pins map[int]string, hostname string) error {
 	for _, p := range pins {
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
@@ -202,10 +206,21 @@ func pinNamespaces(pins map[int]string, hostname string) error {
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread()
+		orig := map[int]*os.File{}
+		defer func() {
+			for _, f := range orig {
+				f.Close()
+			}
+		}()
 		errc <- func() error {
 			flags := 0
 			for kind := range pins {
 				flags |= kind
+				f, err := os.Open("/proc/thread-self/ns/" + names[kind])
+				if err != nil {
+					return fmt.Errorf("open the current %s namespace: %w", names[kind], err)
+				}
+				orig[kind] = f
 			}
 			if err := unix.Unshare(flags); err != nil {
 				return fmt.Errorf("unshare: %w", err)
@@ -228,6 +243,14 @@ func pinNamespaces(pins map[int]string, hostname string) error {
 			}
 			return nil
 		}()
+		for kind, f := range orig {
+			if err := unix.Setns(int(f.Fd()), kind); err != nil {
+				return // stay locked: Go retires (or parks) the thread
+			}
+		}
+		if len(orig) == len(pins) {
+			goruntime.UnlockOSThread()
+		}
 	}()
 	return <-errc
 }

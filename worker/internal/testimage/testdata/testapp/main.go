@@ -3,6 +3,7 @@
 //
 //	testapp out hello err world exit 3
 //	testapp trap-term 42 serve 127.0.0.1:8080 sleep 1h
+//	testapp ns            (prints the ipc, uts and net namespace links)
 //
 // It is built statically (CGO_ENABLED=0) by the testimage package.
 package main
@@ -104,6 +105,16 @@ func main() {
 			fmt.Printf("uid=%d gid=%d groups=%v\n", os.Getuid(), os.Getgid(), groups)
 		case "pid":
 			fmt.Printf("pid=%d\n", os.Getpid())
+		case "ns":
+			// One line per namespace, "ipc:[4026531839]": equal links
+			// mean a shared namespace.
+			for _, ns := range []string{"ipc", "uts", "net"} {
+				l, err := os.Readlink("/proc/self/ns/" + ns)
+				if err != nil {
+					fail(err)
+				}
+				fmt.Println(l)
+			}
 		case "pwd":
 			wd, _ := os.Getwd()
 			fmt.Println(wd)
