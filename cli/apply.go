@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -22,24 +26,33 @@ func newApplyCommand(o *Options) *cobra.Command {
 		Use:   "apply -f FILE|DIR|-",
 		Short: "Create or update objects from YAML or JSON manifests",
 		Long: `Apply creates each object in the manifests, or updates it if it exists. It is idempotent:
-applying the same manifest twice reports "unchanged". Every document is decoded and checked
-before anything is stored, so a mistake in one document stores nothing.`,
+applying the same manifest twice reports "unchanged".
+
+Every document is decoded and checked before anything is stored, so a mistake in one document
+stores nothing: each object is validated here, then by the masters in a dry run, and the
+namespace of each new object must exist or be created by the same manifests. Every problem
+found is reported, naming the file, the document and the field.
+
+The objects are then written one by one. What only the store can decide at that moment (a node
+port another Service took meanwhile, a namespace deleted meanwhile) can still fail an object
+after others were stored; such failures are reported per object.
+
+Apply merges: it adds a manifest's annotations to the stored ones, and keeps the stored
+finalizers and ownerReferences when a manifest lists none. To remove any of them (to release an
+object stuck in deletion, say), use skiff replace.`,
 		Example: `  skiff apply -f web.yaml
   skiff apply -f manifests/ -R
-  cat web.yaml | skiff apply -f -`,
+  cat web.yaml | skiff apply -f -
+  skiff apply -f web.yaml --dry-run   # check everything, store nothing`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(files) == 0 {
-				return errors.New("no manifests: pass -f FILE, -f DIR or -f -")
-			}
-			objs, err := readManifests(files, recursive, o.In)
+			objs, err := loadManifests(files, recursive, namespace, o.In)
 			if err != nil {
 				return err
 			}
-			if len(objs) == 0 {
-				return errors.New("the manifests contain no objects")
+			if bad := checkObjects(objs); len(bad) > 0 {
+				return nothingStored(o, bad, len(objs), "applied")
 			}
-			setNamespaces(objs, namespace)
 			c, err := o.client()
 			if err != nil {
 				return err
@@ -47,38 +60,222 @@ before anything is stored, so a mistake in one document stores nothing.`,
 			defer c.Close()
 			ctx, cancel := o.context()
 			defer cancel()
-			failed := 0
-			for _, obj := range objs {
-				resp, err := c.Apply(ctx, obj, dryRun)
-				if err != nil {
-					failed++
-					fmt.Fprintf(o.ErrOut, "error: %s: %s\n", objectRef(obj), errMessage(err))
-					continue
-				}
-				suffix := ""
-				if dryRun {
-					suffix = " (dry run)"
-				}
-				fmt.Fprintf(o.Out, "%s %s%s\n", objectRef(resp.GetObject()), resp.GetAction(), suffix)
-			}
-			if failed > 0 {
-				return fmt.Errorf("%d of %d objects were not applied", failed, len(objs))
-			}
-			return nil
+			return runApply(ctx, o, c, objs, dryRun)
 		},
 	}
-	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory of .yaml/.yml/.json files, or - for standard input (repeatable)")
-	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "read directories recursively")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate on the server and report what would happen, storing nothing")
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace for objects that name none (default \"default\")")
+	manifestFlags(cmd, &files, &recursive, &namespace)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "run every check, on the masters too, and report what would happen, storing nothing")
 	return cmd
+}
+
+// runApply checks objs on the masters and, if every one passes, applies
+// them.
+func runApply(ctx context.Context, o *Options, c manifestClient, objs []manifestObject, dryRun bool) error {
+	checked, bad, err := checkOnServer(ctx, c, objs)
+	if err != nil {
+		return apiError(err)
+	}
+	if len(bad) > 0 {
+		return nothingStored(o, bad, len(objs), "applied")
+	}
+	if dryRun {
+		for _, resp := range checked {
+			fmt.Fprintf(o.Out, "%s %s (dry run)\n", objectRef(resp.GetObject()), resp.GetAction())
+		}
+		return nil
+	}
+	failed := 0
+	for _, m := range objs {
+		resp, err := c.Apply(ctx, m.Object, false)
+		if err != nil {
+			failed++
+			fmt.Fprintf(o.ErrOut, "error: %s\n", m.describe(nil, errors.New(errMessage(err))))
+			continue
+		}
+		fmt.Fprintf(o.Out, "%s %s\n", objectRef(resp.GetObject()), resp.GetAction())
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d objects were not applied", failed, len(objs))
+	}
+	return nil
+}
+
+// manifestFlags adds the flags of commands that read manifests.
+func manifestFlags(cmd *cobra.Command, files *[]string, recursive *bool, namespace *string) {
+	cmd.Flags().StringArrayVarP(files, "filename", "f", nil, "manifest file, directory of .yaml/.yml/.json files, or - for standard input (repeatable)")
+	cmd.Flags().BoolVarP(recursive, "recursive", "R", false, "read directories recursively")
+	cmd.Flags().StringVarP(namespace, "namespace", "n", "", "namespace for objects that name none (default \"default\")")
+}
+
+// manifestObject is one object of the manifests with where it came from, so
+// that every later error can name the file and document.
+type manifestObject struct {
+	pb.ManifestObject
+	source string // the file, or "standard input"
+}
+
+// describe formats a problem with m like the decoder's errors:
+//
+//	web.yaml: document 2 (ConfigMap Bad_Name): metadata.name: Invalid value: ...
+func (m manifestObject) describe(fes []pb.FieldError, err error) string {
+	meta := m.Object.Meta()
+	name := meta.GetName()
+	if name == "" {
+		name = meta.GetGenerateName()
+	}
+	de := &pb.DocumentError{Document: m.Document, Item: m.Item, Line: m.Line,
+		Kind: m.Object.KindName(), Name: name, Errors: fes, Err: err}
+	return m.source + ": " + de.Error()
+}
+
+// loadManifests reads, decodes and namespaces the objects of apply and
+// replace.
+func loadManifests(files []string, recursive bool, namespace string, stdin io.Reader) ([]manifestObject, error) {
+	if len(files) == 0 {
+		return nil, errors.New("no manifests: pass -f FILE, -f DIR or -f -")
+	}
+	objs, err := readManifestObjects(files, recursive, stdin)
+	if err != nil {
+		return nil, err
+	}
+	if len(objs) == 0 {
+		return nil, errors.New("the manifests contain no objects")
+	}
+	plain := make([]*pb.Object, len(objs))
+	for i, m := range objs {
+		plain[i] = m.Object
+	}
+	setNamespaces(plain, namespace)
+	return objs, nil
+}
+
+// checkObjects runs on a copy of every object the defaulting and validation
+// the masters run, so that a mistake anywhere stops the whole run before
+// anything is stored. The size limit is left to the masters (it is theirs
+// to configure).
+func checkObjects(objs []manifestObject) []string {
+	var bad []string
+	for _, m := range objs {
+		o := m.Object.Clone()
+		pb.SetDefaults(o)
+		var fes []pb.FieldError
+		if o.Meta().GetName() == "" && o.Meta().GetGenerateName() != "" {
+			// The store needs a name to find the object again; a generated
+			// one would create a new object on every run.
+			fes = append(fes, pb.FieldError{Path: "metadata.name",
+				Message: "Required value: generateName works only with create: give the object a name"})
+		}
+		if err := pb.ValidateWithLimit(o, 0); err != nil {
+			var ve *pb.ValidationError
+			if !errors.As(err, &ve) {
+				bad = append(bad, m.describe(nil, err))
+				continue
+			}
+			fes = append(fes, ve.Errors...)
+		}
+		if len(fes) > 0 {
+			bad = append(bad, m.describe(fes, nil))
+		}
+	}
+	return bad
+}
+
+// manifestClient is what apply and replace need of *client.Client; tests
+// pass a fake.
+type manifestClient interface {
+	Get(ctx context.Context, kind, namespace, name string, opts client.ReadOptions) (*pb.Object, error)
+	Apply(ctx context.Context, obj *pb.Object, dryRun bool) (*pb.WriteResponse, error)
+	Update(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error)
+}
+
+// checkOnServer asks the masters to check every object in a dry run, and
+// checks that the namespace of every object the run would create exists
+// and is not terminating, or is created by the same manifests: the dry run
+// does not look at namespaces, the store does. bad lists each object's
+// problems; err is a failure to reach the cluster.
+func checkOnServer(ctx context.Context, c manifestClient, objs []manifestObject) (checked []*pb.WriteResponse, bad []string, err error) {
+	created := map[string]bool{} // namespaces in the manifests
+	for _, m := range objs {
+		if m.Object.KindName() == "Namespace" {
+			created[m.Object.Meta().GetName()] = true
+		}
+	}
+	nsProblem := map[string]string{} // namespace -> problem ("" for none)
+	for _, m := range objs {
+		resp, err := c.Apply(ctx, m.Object, true)
+		if err != nil {
+			if transportHint(err) != "" {
+				return nil, nil, err
+			}
+			bad = append(bad, m.describe(nil, errors.New(errMessage(err))))
+			continue
+		}
+		checked = append(checked, resp)
+		info, _ := pb.LookupKind(m.Object.KindName())
+		if !info.Namespaced || resp.GetAction() != "created" {
+			continue // the store checks the namespace of new objects only
+		}
+		ns := m.Object.Meta().GetNamespace()
+		problem, seen := nsProblem[ns]
+		if !seen {
+			if problem, err = namespaceProblem(ctx, c, ns, created[ns]); err != nil {
+				return nil, nil, err
+			}
+			nsProblem[ns] = problem
+		}
+		if problem != "" {
+			bad = append(bad, m.describe([]pb.FieldError{{Path: "metadata.namespace", Message: problem}}, nil))
+		}
+	}
+	return checked, bad, nil
+}
+
+// namespaceProblem says why objects cannot be created in ns, or "".
+func namespaceProblem(ctx context.Context, c manifestClient, ns string, inManifests bool) (string, error) {
+	obj, err := c.Get(ctx, "Namespace", "", ns, client.ReadOptions{})
+	switch {
+	case status.Code(err) == codes.NotFound:
+		if inManifests {
+			return "", nil
+		}
+		return fmt.Sprintf("namespace %q not found: create it first, or add a Namespace document to the manifests", ns), nil
+	case status.Code(err) == codes.PermissionDenied:
+		return "", nil // a credential that may not read namespaces: the store checks when writing
+	case err != nil:
+		return "", err
+	case obj.Meta().GetDeletionTimestamp() != nil || obj.GetNamespace().GetStatus().GetPhase() == "Terminating":
+		return fmt.Sprintf("namespace %q is terminating: nothing new can be created in it; wait until it is gone and create it again", ns), nil
+	}
+	return "", nil
+}
+
+// nothingStored prints every problem and returns the error that ends the
+// command.
+func nothingStored(o *Options, bad []string, total int, verb string) error {
+	for _, b := range bad {
+		fmt.Fprintf(o.ErrOut, "error: %s\n", b)
+	}
+	return fmt.Errorf("%d of %d objects failed the checks: nothing was %s; fix the manifests and run again", len(bad), total, verb)
 }
 
 // readManifests decodes every document of every file before anything is
 // applied. Namespaces come first so that objects inside them can be created
 // in the same run.
 func readManifests(paths []string, recursive bool, stdin io.Reader) ([]*pb.Object, error) {
-	var out []*pb.Object
+	mos, err := readManifestObjects(paths, recursive, stdin)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*pb.Object, len(mos))
+	for i, m := range mos {
+		out[i] = m.Object
+	}
+	return out, nil
+}
+
+// readManifestObjects is readManifests keeping where each object came from.
+func readManifestObjects(paths []string, recursive bool, stdin io.Reader) ([]manifestObject, error) {
+	var out []manifestObject
 	for _, p := range paths {
 		files, err := manifestFiles(p, recursive)
 		if err != nil {
@@ -86,27 +283,27 @@ func readManifests(paths []string, recursive bool, stdin io.Reader) ([]*pb.Objec
 		}
 		for _, f := range files {
 			var data []byte
+			name := f
 			if f == "-" {
 				data, err = io.ReadAll(stdin)
+				name = "standard input"
 			} else {
 				data, err = os.ReadFile(f)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", f, err)
 			}
-			objs, err := pb.DecodeManifests(data)
+			mos, err := pb.DecodeManifestObjects(data)
 			if err != nil {
-				name := f
-				if f == "-" {
-					name = "standard input"
-				}
 				return nil, fmt.Errorf("%s: %w (nothing was applied)", name, err)
 			}
-			out = append(out, objs...)
+			for _, mo := range mos {
+				out = append(out, manifestObject{ManifestObject: mo, source: name})
+			}
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
-		return out[i].KindName() == "Namespace" && out[j].KindName() != "Namespace"
+		return out[i].Object.KindName() == "Namespace" && out[j].Object.KindName() != "Namespace"
 	})
 	return out, nil
 }

@@ -8,7 +8,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 func newClusterCommand(o *Options) *cobra.Command {
@@ -46,16 +47,10 @@ func newClusterStatusCommand(o *Options) *cobra.Command {
 				return apiError(err)
 			}
 			if output == "json" {
-				data, err := protojson.MarshalOptions{EmitUnpopulated: true, Indent: "  "}.Marshal(st)
+				data, err := statusJSON(st)
 				if err != nil {
 					return err
 				}
-				// Re-indent through encoding/json so the output is stable.
-				var v any
-				if err := json.Unmarshal(data, &v); err != nil {
-					return err
-				}
-				data, _ = json.MarshalIndent(v, "", "  ")
 				fmt.Fprintln(o.Out, string(data))
 				return nil
 			}
@@ -81,6 +76,60 @@ func newClusterStatusCommand(o *Options) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "json for machine-readable output")
 	return cmd
+}
+
+// statusJSON renders cluster status with every field, numbers as JSON
+// numbers (protojson writes 64-bit integers as strings, so a script would
+// read "term": "2"), and keys sorted so the output is stable.
+func statusJSON(m proto.Message) ([]byte, error) {
+	return json.MarshalIndent(jsonValue(m.ProtoReflect()), "", "  ")
+}
+
+// jsonValue turns a message into encoding/json values: every field by its
+// JSON name, unset ones as their zero value, enums by name.
+func jsonValue(m protoreflect.Message) map[string]any {
+	out := map[string]any{}
+	fields := m.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		v := m.Get(fd)
+		switch {
+		case fd.IsList():
+			l := v.List()
+			items := make([]any, l.Len())
+			for j := range l.Len() {
+				items[j] = jsonScalar(fd, l.Get(j))
+			}
+			out[fd.JSONName()] = items
+		case fd.IsMap():
+			mp := map[string]any{}
+			v.Map().Range(func(k protoreflect.MapKey, val protoreflect.Value) bool {
+				mp[k.String()] = jsonScalar(fd.MapValue(), val)
+				return true
+			})
+			out[fd.JSONName()] = mp
+		case fd.Message() != nil && !m.Has(fd):
+			out[fd.JSONName()] = nil
+		default:
+			out[fd.JSONName()] = jsonScalar(fd, v)
+		}
+	}
+	return out
+}
+
+func jsonScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return jsonValue(v.Message())
+	case protoreflect.EnumKind:
+		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
+			return string(ev.Name())
+		}
+		return int32(v.Enum())
+	case protoreflect.BytesKind:
+		return v.Bytes() // base64, as protojson
+	}
+	return v.Interface() // string, bool, the integer and float kinds
 }
 
 func newTransferCommand(o *Options) *cobra.Command {

@@ -59,6 +59,7 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 	root.SetErr(o.ErrOut)
 	root.AddCommand(
 		newApplyCommand(o),
+		newReplaceCommand(o),
 		newGetCommand(o),
 		newDescribeCommand(o),
 		newDeleteCommand(o),

@@ -70,6 +70,23 @@ var specialFields = map[protoreflect.FullName]fieldKind{
 	"skiff.v1.ObjectReference.resource_version": resourceVersion,
 }
 
+// emittedZeroFields are proto3 scalars that print even when zero, because
+// Kubernetes' Go types declare them without omitempty: a container that
+// exited 0 shows exitCode: 0, a fresh container restartCount: 0 and
+// ready: false, a scaled-down ReplicaSet replicas: 0. Other zero scalars
+// stay omitted as Kubernetes omits them (EmitUnpopulated would print every
+// empty field). They print only inside a message that is present.
+var emittedZeroFields = map[protoreflect.FullName]bool{
+	"skiff.v1.ContainerStatus.ready":                    true,
+	"skiff.v1.ContainerStatus.restart_count":            true,
+	"skiff.v1.ContainerStateTerminated.exit_code":       true,
+	"skiff.v1.ReplicaSetStatus.replicas":                true,
+	"skiff.v1.DaemonSetStatus.current_number_scheduled": true,
+	"skiff.v1.DaemonSetStatus.number_misscheduled":      true,
+	"skiff.v1.DaemonSetStatus.desired_number_scheduled": true,
+	"skiff.v1.DaemonSetStatus.number_ready":             true,
+}
+
 // droppedFields are fields Kubernetes' servers write that skiff does not
 // keep; they are accepted and ignored so that `kubectl get -o yaml` output
 // applies unchanged. Any other unknown field is an error.
@@ -137,8 +154,32 @@ func (e *DocumentError) Unwrap() []error {
 // skipped. On any error it returns no objects and an error wrapping
 // ErrManifest that describes every bad document (each a *DocumentError).
 func DecodeManifests(data []byte) ([]*Object, error) {
-	docs := splitDocuments(data)
+	mos, err := DecodeManifestObjects(data)
+	if err != nil {
+		return nil, err
+	}
 	var out []*Object
+	for _, mo := range mos {
+		out = append(out, mo.Object)
+	}
+	return out, nil
+}
+
+// ManifestObject is one object of a manifest with where it came from, so
+// that checks made after decoding (validation, a server's answer) can name
+// the document the way DecodeManifests' errors do.
+type ManifestObject struct {
+	Object   *Object
+	Document int // 1-based position among the input's non-empty documents
+	Item     int // 0-based position in a List's items, or -1
+	Line     int // 1-based line of the input where the document starts
+}
+
+// DecodeManifestObjects is DecodeManifests, returning each object with its
+// position in the input.
+func DecodeManifestObjects(data []byte) ([]ManifestObject, error) {
+	docs := splitDocuments(data)
+	var out []ManifestObject
 	var errs []error
 	for _, d := range docs {
 		if d.err != nil {
@@ -150,7 +191,16 @@ func DecodeManifests(data []byte) ([]*Object, error) {
 			errs = append(errs, err...)
 			continue
 		}
-		out = append(out, objs...)
+		top, _ := d.value.(map[string]any)
+		kind, _ := top["kind"].(string)
+		isList := strings.HasSuffix(kind, "List") // as decodeDocument decides
+		for i, o := range objs {
+			mo := ManifestObject{Object: o, Document: d.index, Item: -1, Line: d.line}
+			if isList {
+				mo.Item = i
+			}
+			out = append(out, mo)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -990,7 +1040,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // fields in declaration order; lowerCamelCase names; int64 fields as
 // numbers; resourceVersion as a string; int-or-string fields holding an
 // integer as numbers; unset fields omitted (a set but empty message prints
-// as {}). apiVersion and kind always come from the object's type. The output
+// as {}) except the few Kubernetes always prints (emittedZeroFields).
+// apiVersion and kind always come from the object's type. The output
 // round-trips through DecodeObject.
 func EncodeJSON(o *Object) ([]byte, error) {
 	return encodeJSON(o, "")
@@ -1079,7 +1130,7 @@ func (e *encoder) fields(m protoreflect.Message, top bool) error {
 		if top && (fd.Name() == "api_version" || fd.Name() == "kind") {
 			continue
 		}
-		if !m.Has(fd) {
+		if !m.Has(fd) && !emittedZeroFields[fd.FullName()] {
 			continue
 		}
 		if !first {

@@ -771,3 +771,111 @@ spec:
 		t.Errorf("unknown metadata field: err = %v", err)
 	}
 }
+
+// TestEncodeZeroValuesKubernetesPrints checks the zero values Kubernetes
+// always prints (fields without omitempty in its Go types): a container that
+// exited 0 must show exitCode: 0, not look as if it never ran.
+func TestEncodeZeroValuesKubernetesPrints(t *testing.T) {
+	pod := Wrap(&Pod{
+		ApiVersion: "v1", Kind: "Pod",
+		Metadata: &ObjectMeta{Name: "job-1", Namespace: "default"},
+		Status: &PodStatus{Phase: "Succeeded", ContainerStatuses: []*ContainerStatus{{
+			Name:  "main",
+			State: &ContainerState{Terminated: &ContainerStateTerminated{Reason: "Completed"}},
+		}}},
+	})
+	j, err := EncodeJSON(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"containerStatuses":[{"name":"main","state":{"terminated":{"exitCode":0,"reason":"Completed"}},"ready":false,"restartCount":0}]`,
+	} {
+		if !bytes.Contains(j, []byte(want)) {
+			t.Errorf("JSON lacks %s:\n%s", want, j)
+		}
+	}
+	// Only those fields: other zero scalars stay omitted, as in Kubernetes.
+	for _, absent := range []string{`"signal"`, `"image"`, `"started"`, `"waiting"`, `"podIP"`} {
+		if bytes.Contains(j, []byte(absent)) {
+			t.Errorf("JSON has %s:\n%s", absent, j)
+		}
+	}
+	y, err := EncodeYAML(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\n        exitCode: 0\n", "\n    ready: false\n", "\n    restartCount: 0\n"} {
+		if !bytes.Contains(y, []byte(want)) {
+			t.Errorf("YAML lacks %q:\n%s", want, y)
+		}
+	}
+	roundTrip(t, "pod", 0, pod)
+
+	// A scaled-down ReplicaSet reports replicas: 0; one without a status
+	// prints none.
+	rs := Wrap(&ReplicaSet{Metadata: &ObjectMeta{Name: "web-1", Namespace: "default"}, Status: &ReplicaSetStatus{ObservedGeneration: 2}})
+	if j, _ := EncodeJSON(rs); !bytes.Contains(j, []byte(`"status":{"replicas":0,"observedGeneration":2}`)) {
+		t.Errorf("ReplicaSet status: %s", j)
+	}
+	rs.GetReplicaSet().Status = nil
+	if j, _ := EncodeJSON(rs); bytes.Contains(j, []byte(`"status"`)) || bytes.Contains(j, []byte(`"replicas"`)) {
+		t.Errorf("ReplicaSet without status: %s", j)
+	}
+	ds := Wrap(&DaemonSet{Metadata: &ObjectMeta{Name: "agent", Namespace: "default"}, Status: &DaemonSetStatus{}})
+	if j, _ := EncodeJSON(ds); !bytes.Contains(j, []byte(`"status":{"currentNumberScheduled":0,"numberMisscheduled":0,"desiredNumberScheduled":0,"numberReady":0}`)) {
+		t.Errorf("DaemonSet status: %s", j)
+	}
+}
+
+// TestEmittedZeroFieldsResolve keeps emittedZeroFields in step with the
+// .proto files: a renamed field would silently stop printing.
+func TestEmittedZeroFieldsResolve(t *testing.T) {
+	for name := range emittedZeroFields {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		fd, ok := d.(protoreflect.FieldDescriptor)
+		if !ok || fd.IsList() || fd.IsMap() || fd.Message() != nil || fd.HasPresence() {
+			t.Errorf("%s is not a proto3 scalar without presence", name)
+		}
+	}
+}
+
+func TestDecodeManifestObjectsPositions(t *testing.T) {
+	in := `# leading comment
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: d}
+`
+	mos, err := DecodeManifestObjects([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type pos struct {
+		name            string
+		doc, item, line int
+	}
+	want := []pos{{"a", 1, -1, 1}, {"b", 2, 0, 5}, {"c", 2, 1, 5}, {"d", 3, -1, 11}}
+	if len(mos) != len(want) {
+		t.Fatalf("got %d objects, want %d", len(mos), len(want))
+	}
+	for i, mo := range mos {
+		got := pos{mo.Object.Meta().GetName(), mo.Document, mo.Item, mo.Line}
+		if got != want[i] {
+			t.Errorf("object %d: got %+v, want %+v", i, got, want[i])
+		}
+	}
+}

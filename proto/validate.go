@@ -18,8 +18,9 @@ import (
 )
 
 // MaxObjectBytes is the largest object, in protobuf wire bytes (what goes
-// into the Raft log), that Validate accepts. etcd's default request limit
-// plays this role in Kubernetes.
+// into the Raft log), that Validate accepts, and the masters' default limit
+// (server.Config.MaxObjectBytes; ValidateWithLimit checks another). etcd's
+// default request limit plays this role in Kubernetes.
 const MaxObjectBytes = 1 << 20
 
 // TotalAnnotationSizeLimit is the most bytes an object's annotation keys and
@@ -81,6 +82,13 @@ func (e *ValidationError) Unwrap() error { return ErrInvalid }
 // SetDefaults fills may be left empty. It covers the mistakes users are
 // likely to make, not all of Kubernetes' validation.
 func Validate(o *Object) error {
+	return ValidateWithLimit(o, MaxObjectBytes)
+}
+
+// ValidateWithLimit is Validate with maxBytes as the object size limit in
+// place of MaxObjectBytes. maxBytes 0 skips the size check, for a client
+// that does not know the limit its masters were started with.
+func ValidateWithLimit(o *Object, maxBytes int) error {
 	r := o.Resource()
 	if r == nil {
 		return &ValidationError{Errors: []FieldError{{Path: "kind", Message: "Required value: the object holds no kind"}}}
@@ -136,9 +144,9 @@ func Validate(o *Object) error {
 	for _, e := range errs {
 		out = append(out, FieldError{Path: e.Field, Message: e.ErrorBody()})
 	}
-	if n := gproto.Size(o); n > MaxObjectBytes {
+	if n := gproto.Size(o); maxBytes > 0 && n > maxBytes {
 		out = append(out, FieldError{Message: fmt.Sprintf(
-			"Too long: the object is %d bytes, more than MaxObjectBytes (%d)", n, MaxObjectBytes)})
+			"Too long: the object is %d bytes, more than MaxObjectBytes (%d)", n, maxBytes)})
 	}
 	if len(out) == 0 {
 		return nil

@@ -137,10 +137,10 @@ func (s *Server) write(ctx context.Context, op writeOp, req *pb.WriteRequest) (*
 	if obj.Resource() == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "object: required: send one object (e.g. a Pod) in the request")
 	}
-	if size := gproto.Size(obj); size > pb.MaxObjectBytes {
+	if size := gproto.Size(obj); size > s.cfg.MaxObjectBytes {
 		return nil, status.Errorf(codes.ResourceExhausted,
-			"%s %q is %d bytes, over the limit of %d bytes (proto.MaxObjectBytes): keep large data out of objects or split it",
-			obj.KindName(), obj.Meta().GetName(), size, pb.MaxObjectBytes)
+			"%s %q is %d bytes, over the limit of %d bytes (the masters' --max-object-bytes): keep large data out of objects or split it",
+			obj.KindName(), obj.Meta().GetName(), size, s.cfg.MaxObjectBytes)
 	}
 	// A follower checks too, so a bad object is rejected without a round
 	// trip; the leader checks (once) in writeOnLeader, on what it proposes.
@@ -195,7 +195,9 @@ func (s *Server) prepare(op writeOp, obj *pb.Object, uid string) (*pb.Object, er
 			return o, nil
 		}
 	}
-	if err := pb.Validate(check); err != nil {
+	// The limit is this master's, so that a cluster started with another
+	// --max-object-bytes stores what it accepted above (defaults add bytes).
+	if err := pb.ValidateWithLimit(check, s.cfg.MaxObjectBytes); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return o, nil

@@ -55,6 +55,25 @@ const (
 // maxResponseBytes bounds one gRPC response (a large List).
 const maxResponseBytes = 256 << 20
 
+// Bounds of Config.MaxObjectBytes. Below 4 KiB ordinary Deployments no
+// longer fit; above 7 MiB a request would pass the Go client's 8 MiB send
+// limit (package client), and every watcher and snapshot would carry such
+// objects.
+const (
+	minObjectBytes = 4 << 10
+	maxObjectBytes = 7 << 20
+	// recvMsgOverhead is what a write request adds around its object
+	// (WriteRequest framing, with room to spare).
+	recvMsgOverhead = 256 << 10
+)
+
+// MaxRecvMsgSizeFor returns the Config.MaxRecvMsgSize that goes with an
+// object size limit: a request carrying an object just over the limit still
+// arrives, and is refused with an error naming MaxObjectBytes.
+func MaxRecvMsgSizeFor(maxObjectBytes int) int {
+	return maxObjectBytes + recvMsgOverhead
+}
+
 // Config configures one master.
 type Config struct {
 	// Name identifies the master: its Raft server ID and its gossip node
@@ -128,9 +147,17 @@ type Config struct {
 	// and still report ready on /readyz.
 	ReadyMaxLag uint64
 
+	// MaxObjectBytes is the largest object, in protobuf wire bytes (what
+	// goes into the Raft log), that a write may store; larger ones are
+	// refused with ResourceExhausted naming the limit. Default
+	// proto.MaxObjectBytes (1 MiB). Every master should use the same value:
+	// the master that receives a write checks it. Each object is in the
+	// log, in every snapshot and in every watch event, so raise it with care.
+	MaxObjectBytes int
 	// MaxRecvMsgSize is the largest gRPC message the API accepts. It must be
-	// above proto.MaxObjectBytes so that an oversized object gets a clear
-	// error naming the object limit instead of a transport error.
+	// above MaxObjectBytes so that an oversized object gets a clear error
+	// naming the object limit instead of a transport error: set it with
+	// MaxRecvMsgSizeFor(MaxObjectBytes) when changing MaxObjectBytes.
 	MaxRecvMsgSize int
 	// EventWindow is how many watch events each master keeps for resuming
 	// watches.
@@ -239,7 +266,8 @@ func DefaultConfig() Config {
 		ReconcileInterval:    10 * time.Second,
 		PeerStatusTimeout:    time.Second,
 		ReadyMaxLag:          1024,
-		MaxRecvMsgSize:       pb.MaxObjectBytes + 256<<10,
+		MaxObjectBytes:       pb.MaxObjectBytes,
+		MaxRecvMsgSize:       MaxRecvMsgSizeFor(pb.MaxObjectBytes),
 		EventWindow:          50000,
 		AuditLogMaxBytes:     100 << 20,
 		CertLifetime:         pki.DefaultLifetime,
@@ -326,8 +354,12 @@ func (c Config) Validate() error {
 	if c.SnapshotThreshold == 0 {
 		return bad("SnapshotThreshold", "must be positive")
 	}
-	if c.MaxRecvMsgSize <= pb.MaxObjectBytes {
-		return bad("MaxRecvMsgSize", "%d must exceed proto.MaxObjectBytes (%d)", c.MaxRecvMsgSize, pb.MaxObjectBytes)
+	if c.MaxObjectBytes < minObjectBytes || c.MaxObjectBytes > maxObjectBytes {
+		return bad("MaxObjectBytes", "%d is outside %d..%d bytes (default %d)", c.MaxObjectBytes, minObjectBytes, maxObjectBytes, pb.MaxObjectBytes)
+	}
+	if c.MaxRecvMsgSize <= c.MaxObjectBytes {
+		return bad("MaxRecvMsgSize", "%d must exceed MaxObjectBytes (%d): use MaxRecvMsgSizeFor(MaxObjectBytes), %d",
+			c.MaxRecvMsgSize, c.MaxObjectBytes, MaxRecvMsgSizeFor(c.MaxObjectBytes))
 	}
 	if c.EventWindow < 1 {
 		return bad("EventWindow", "must be at least 1")
