@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 )
@@ -90,6 +91,50 @@ func (e Env) getMetrics() *metrics {
 	}
 	m, _ := newMetrics(nil) // unregistered: nothing can fail
 	return m
+}
+
+// WithMetrics returns e recording its controller's metrics (queue,
+// reconciles, ObserveReconcile, CountObjects) in collectors registered with
+// reg, reusing collectors an earlier call or Manager registered there. The
+// Manager does this itself; use it to measure a controller run without one
+// (a test, or a controller wired by hand).
+func (e Env) WithMetrics(reg prometheus.Registerer) (Env, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return e, fmt.Errorf("controllers: register metrics: %w", err)
+	}
+	e.metrics = m
+	return e, nil
+}
+
+// ObserveReconcile records one unit of work of a controller that does not
+// reconcile through a Loop (a Loop records its own), started at start and
+// ending now with err (nil: success), in the same metrics a Loop's
+// reconciles go to: skiff_controller_reconcile_duration_seconds,
+// _reconcile_total{result} and _reconcile_errors_total. The scheduler
+// observes each batch it places and binds. Without metrics (an Env not
+// made by a Manager or WithMetrics) it does nothing.
+func (e Env) ObserveReconcile(start time.Time, err error) {
+	if e.metrics == nil {
+		return
+	}
+	result := resultSuccess
+	if err != nil {
+		result = resultError
+	}
+	e.metrics.observeReconcile(e.Name, time.Since(start), result)
+}
+
+// CountObjects adds n to skiff_controller_objects_total{controller,result}:
+// what a controller that works in batches did with the objects in them,
+// where one reconcile's outcome says too little (the scheduler counts pods
+// "scheduled", "unschedulable" and "error"). Without metrics it does
+// nothing.
+func (e Env) CountObjects(result string, n int) {
+	if e.metrics == nil || n <= 0 {
+		return
+	}
+	e.metrics.objects.WithLabelValues(e.Name, result).Add(float64(n))
 }
 
 // NewQueue returns a rate-limited queue named after the controller, with
@@ -175,14 +220,13 @@ func (l *Loop) processNext(ctx context.Context) bool {
 	}
 	start := time.Now()
 	res, err := l.reconcile(ctx, key)
-	l.metrics.reconcileDuration.WithLabelValues(l.env.Name).Observe(time.Since(start).Seconds())
+	took := time.Since(start)
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
 			return false
 		}
-		l.metrics.reconcileErrors.WithLabelValues(l.env.Name).Inc()
-		l.metrics.reconciles.WithLabelValues(l.env.Name, "error").Inc()
+		l.metrics.observeReconcile(l.env.Name, took, resultError)
 		level := slog.LevelWarn
 		if IsConflict(err) || IsAlreadyExists(err) || IsNotFound(err) {
 			level = slog.LevelDebug // a stale cache; the retry sees the news
@@ -190,11 +234,11 @@ func (l *Loop) processNext(ctx context.Context) bool {
 		l.env.Logger.Log(ctx, level, "reconcile failed; retrying", "key", key, "retries", l.queue.NumRequeues(key), "err", err)
 		l.queue.AddRateLimited(key)
 	case res.RequeueAfter > 0:
-		l.metrics.reconciles.WithLabelValues(l.env.Name, "requeue").Inc()
+		l.metrics.observeReconcile(l.env.Name, took, resultRequeue)
 		l.queue.Forget(key)
 		l.queue.AddAfter(key, res.RequeueAfter)
 	default:
-		l.metrics.reconciles.WithLabelValues(l.env.Name, "success").Inc()
+		l.metrics.observeReconcile(l.env.Name, took, resultSuccess)
 		l.queue.Forget(key)
 	}
 	return true

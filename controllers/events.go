@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/utils/clock"
 
@@ -23,7 +24,10 @@ const (
 // EventRecorder records Events about objects. Recording never blocks and
 // never fails: events are written in the background, repeats are folded
 // into one Event whose count grows, and when too many are waiting new ones
-// are dropped (and counted in skiff_controller_events_dropped_total).
+// are dropped (and counted in skiff_controller_events_dropped_total). A
+// source that records too many events about one object has the excess
+// dropped too (the spam filter; counted in
+// skiff_controller_events_spam_filtered_total).
 type EventRecorder interface {
 	Event(obj *pb.Object, eventType, reason, message string)
 	Eventf(obj *pb.Object, eventType, reason, format string, args ...any)
@@ -39,8 +43,16 @@ type RecorderConfig struct {
 	// MaxPending bounds distinct events waiting to be written.
 	MaxPending int
 	// CacheSize bounds how many written events are remembered for counting
-	// repeats.
+	// repeats, and how many objects the spam filter tracks.
 	CacheSize int
+	// SpamBurst and SpamInterval are the spam filter, client-go's
+	// EventSourceObjectSpamFilter: each source may record SpamBurst events
+	// about one object at once and one more each SpamInterval after that
+	// (a token bucket per source and object, on Clock); the rest are
+	// dropped. Repeats count too: they are writes as well. Defaults:
+	// Kubernetes' 25 and 5 minutes.
+	SpamBurst    int
+	SpamInterval time.Duration
 }
 
 // Recorder writes Events through a Cluster. Make one per manager run and
@@ -58,6 +70,24 @@ type Recorder struct {
 	cache   map[eventKey]*list.Element
 	lru     *list.List
 	maxSize int
+	// lastNano is the time suffix of the last event name made; only Run
+	// uses it.
+	lastNano int64
+
+	// The spam filter's token buckets, least recently used last; under mu.
+	spam    map[spamKey]*list.Element
+	spamLRU *list.List
+}
+
+// spamKey names a source and an involved object, as client-go's
+// getSpamKey does (the host is the same for every event of a Recorder).
+type spamKey struct {
+	component, kind, namespace, name, uid string
+}
+
+type spamBucket struct {
+	key     spamKey
+	limiter *rate.Limiter
 }
 
 type eventKey struct {
@@ -89,6 +119,12 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 4096
 	}
+	if cfg.SpamBurst <= 0 {
+		cfg.SpamBurst = 25
+	}
+	if cfg.SpamInterval <= 0 {
+		cfg.SpamInterval = 5 * time.Minute
+	}
 	m, _ := newMetrics(nil)
 	return &Recorder{
 		cfg: cfg, metrics: m,
@@ -97,6 +133,8 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		cache:   make(map[eventKey]*list.Element),
 		lru:     list.New(),
 		maxSize: cfg.CacheSize,
+		spam:    make(map[spamKey]*list.Element),
+		spamLRU: list.New(),
 	}
 }
 
@@ -134,6 +172,10 @@ func (r *Recorder) record(component string, obj *pb.Object, typ, reason, message
 	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.allowLocked(spamKey{component, kind, m.GetNamespace(), m.GetName(), m.GetUid()}, now) {
+		r.metrics.eventsFiltered.Inc()
+		return
+	}
 	if p, ok := r.pending[key]; ok {
 		p.count++
 		p.last = now
@@ -156,6 +198,26 @@ func (r *Recorder) record(component string, obj *pb.Object, typ, reason, message
 	case r.wake <- struct{}{}:
 	default:
 	}
+}
+
+// allowLocked takes a token from key's bucket at now, reporting whether
+// there was one. Buckets of the least recently seen objects are forgotten
+// beyond CacheSize (such an object starts again with a full bucket, as in
+// client-go). r.mu is held.
+func (r *Recorder) allowLocked(key spamKey, now time.Time) bool {
+	el, ok := r.spam[key]
+	if ok {
+		r.spamLRU.MoveToFront(el)
+	} else {
+		el = r.spamLRU.PushFront(&spamBucket{key: key, limiter: rate.NewLimiter(rate.Every(r.cfg.SpamInterval), r.cfg.SpamBurst)})
+		r.spam[key] = el
+		if r.spamLRU.Len() > r.cfg.CacheSize {
+			last := r.spamLRU.Back()
+			r.spamLRU.Remove(last)
+			delete(r.spam, last.Value.(*spamBucket).key)
+		}
+	}
+	return el.Value.(*spamBucket).limiter.AllowN(now, 1)
 }
 
 // Run writes recorded events until ctx ends.
@@ -232,9 +294,13 @@ func (r *Recorder) newEvent(key eventKey, p *pendingEvent) *pb.Object {
 	if ns == "" {
 		ns = "default" // events about cluster-scoped objects, as Kubernetes
 	}
+	// Kubernetes' name, <object>.<first occurrence in hex nanoseconds>,
+	// made unique: distinct events about one object recorded at one clock
+	// reading (a coarse or fake clock) must not share a name.
+	r.lastNano = max(p.first.UnixNano(), r.lastNano+1)
 	ev := &pb.Event{
 		Metadata: &pb.ObjectMeta{
-			Name:      fmt.Sprintf("%s.%x", p.ref.GetName(), p.first.UnixNano()),
+			Name:      fmt.Sprintf("%s.%x", p.ref.GetName(), r.lastNano),
 			Namespace: ns,
 		},
 		InvolvedObject:     p.ref,

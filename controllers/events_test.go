@@ -3,9 +3,12 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-sh/skiff/controllers"
 	"github.com/skiff-sh/skiff/controllers/controllertest"
@@ -163,5 +166,89 @@ func TestRecorderCreatesNewEventsTogether(t *testing.T) {
 	controllertest.Eventually(t, 5*time.Second, func() bool { return len(fake.Objects("Event")) == 10 }, "ten events written")
 	if creates, _ := fake.calls(); creates != 1 {
 		t.Fatalf("%d batch creates for 10 new events recorded together, want 1", creates)
+	}
+}
+
+// TestRecorderSpamFilter: a source may record a burst of events about one
+// object, then one per interval; other sources and objects have buckets
+// of their own.
+func TestRecorderSpamFilter(t *testing.T) {
+	clk := controllertest.NewClock(controllertest.Epoch)
+	fake := controllertest.NewFake(clk)
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, Clock: clk, Host: "m1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rec.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	p := pod("default", "churn", nil, "")
+	p.Meta().Uid = "uid-churn"
+	q := pod("default", "quiet", nil, "")
+	q.Meta().Uid = "uid-quiet"
+	kubelet := rec.For("kubelet")
+	for i := range 100 {
+		kubelet.Eventf(p, controllers.EventTypeNormal, "Pulled", "pulled image v%d", i)
+	}
+	kubelet.Event(q, controllers.EventTypeNormal, "Pulled", "pulled image v1")
+	rec.For("scheduler").Event(p, controllers.EventTypeNormal, "Scheduled", "assigned to n1")
+
+	perObject := func() map[string]int {
+		out := map[string]int{}
+		for _, o := range fake.Objects("Event") {
+			ev := o.GetEvent()
+			out[ev.GetSource().GetComponent()+" "+ev.GetInvolvedObject().GetName()] += int(ev.GetCount())
+		}
+		return out
+	}
+	want := map[string]int{"kubelet churn": 25, "kubelet quiet": 1, "scheduler churn": 1}
+	controllertest.Eventually(t, 5*time.Second, func() bool { return len(fake.Objects("Event")) == 27 }, "27 events")
+	if got := perObject(); !maps.Equal(got, want) {
+		t.Fatalf("events by source and object = %v, want %v (a burst of 25)", got, want)
+	}
+
+	// The bucket refills one token per 5 minutes: of three new events,
+	// one is written.
+	clk.Step(5 * time.Minute)
+	for i := range 3 {
+		kubelet.Eventf(p, controllers.EventTypeNormal, "Pulled", "pulled image w%d", i)
+	}
+	controllertest.Eventually(t, 5*time.Second, func() bool { return len(fake.Objects("Event")) == 28 }, "one more event")
+	want["kubelet churn"] = 26
+	if got := perObject(); !maps.Equal(got, want) {
+		t.Errorf("after 5 minutes, events = %v, want %v", got, want)
+	}
+}
+
+// TestRecorderSpamFilterMetric: under a Manager, filtered events are
+// counted.
+func TestRecorderSpamFilterMetric(t *testing.T) {
+	fake := controllertest.NewFake(nil)
+	registry := prometheus.NewRegistry()
+	cfg := controllers.DefaultConfig()
+	cfg.Cluster = fake
+	cfg.Registerer = registry
+	cfg.Registrations = []controllers.Registration{{Name: "noisy", New: func(env controllers.Env) (controllers.Controller, error) {
+		p := pod("default", "p", nil, "")
+		for i := range 40 {
+			env.Recorder.Eventf(p, controllers.EventTypeNormal, "Noise", "message %d", i)
+		}
+		return &blocker{name: "noisy", env: env, started: make(chan struct{})}, nil
+	}}}
+	m, err := controllers.NewManager(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	controllertest.Eventually(t, 5*time.Second, func() bool {
+		return gathered(t, registry, "skiff_controller_events_written_total", nil) == 25
+	}, "25 events written")
+	if n := gathered(t, registry, "skiff_controller_events_spam_filtered_total", nil); n != 15 {
+		t.Errorf("events_spam_filtered_total = %v, want 15", n)
+	}
+	if n := len(fake.Objects("Event")); n != 25 {
+		t.Errorf("%d events stored, want 25", n)
 	}
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/workqueue"
@@ -14,9 +15,11 @@ type metrics struct {
 	reconcileDuration *prometheus.HistogramVec
 	reconcileErrors   *prometheus.CounterVec
 	reconciles        *prometheus.CounterVec
+	objects           *prometheus.CounterVec
 	informer          *informerMetrics
 	eventsWritten     prometheus.Counter
 	eventsDropped     prometheus.Counter
+	eventsFiltered    prometheus.Counter
 	running           *prometheus.GaugeVec
 }
 
@@ -56,6 +59,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Reconciles that returned an error."}, ctl),
 		reconciles: r.counterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "controller", Name: "reconcile_total",
 			Help: "Reconciles by result: success, error or requeue."}, []string{"controller", "result"}),
+		objects: r.counterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "controller", Name: "objects_total",
+			Help: "Objects a batch controller handled, by outcome (the scheduler's pods: scheduled, unschedulable, error)."}, []string{"controller", "result"}),
 		running: r.gaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "controller", Name: "running",
 			Help: "1 while the controller runs on this master (only on the leader)."}, ctl),
 		informer: &informerMetrics{
@@ -70,8 +75,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Event objects created or updated by the event recorder."}),
 		eventsDropped: r.counter(prometheus.CounterOpts{Namespace: ns, Subsystem: "controller", Name: "events_dropped_total",
 			Help: "Events dropped because the recorder's queue was full or the write failed."}),
+		eventsFiltered: r.counter(prometheus.CounterOpts{Namespace: ns, Subsystem: "controller", Name: "events_spam_filtered_total",
+			Help: "Events not written because their source had recorded too many about the same object lately (the recorder's spam filter)."}),
 	}
 	return m, r.err
+}
+
+// Results of a reconcile, the result label of reconcile_total.
+const (
+	resultSuccess = "success"
+	resultError   = "error"
+	resultRequeue = "requeue"
+)
+
+// observeReconcile records one reconcile of controller that took d and
+// ended with result.
+func (m *metrics) observeReconcile(controller string, d time.Duration, result string) {
+	m.reconcileDuration.WithLabelValues(controller).Observe(d.Seconds())
+	if result == resultError {
+		m.reconcileErrors.WithLabelValues(controller).Inc()
+	}
+	m.reconciles.WithLabelValues(controller, result).Inc()
 }
 
 // registrar registers collectors, keeping the first error and reusing

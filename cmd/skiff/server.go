@@ -11,12 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/skiff-sh/skiff/controllers/scheduler"
 	"github.com/skiff-sh/skiff/server"
 )
 
 func newServerCommand() *cobra.Command {
 	cfg := server.DefaultConfig()
 	var join, logLevel, logFormat, ctrls string
+	strategy := string(cfg.ControllerConfig.Scheduler.Policy.Strategy)
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a master: Raft member, API server and (while leader) scheduler and controllers",
@@ -27,11 +29,18 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
   skiff server --name m1 --data-dir /var/lib/skiff/m1 --raft-addr 127.0.0.1:7001 --api-addr 127.0.0.1:7101 \
     --gossip-addr 127.0.0.1:7201 --bootstrap-expect 3 --join 127.0.0.1:7202,127.0.0.1:7203
   # a single master
-  skiff server --name m1 --data-dir /var/lib/skiff/m1 --bootstrap-expect 1`,
+  skiff server --name m1 --data-dir /var/lib/skiff/m1 --bootstrap-expect 1
+  # a single master that packs pods onto as few workers as possible and keeps fewer events
+  skiff server --name m1 --data-dir /var/lib/skiff/m1 --bootstrap-expect 1 \
+    --scheduler-strategy MostAllocated --event-ttl 30m --max-events 5000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(os.Stderr, logLevel, logFormat)
 			if err != nil {
+				return err
+			}
+			cfg.ControllerConfig.Scheduler.Policy.Strategy = scheduler.Strategy(strategy)
+			if err := checkControllerFlags(cfg); err != nil {
 				return err
 			}
 			if cfg.TokenFile == "" && !cfg.Insecure {
@@ -44,6 +53,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 			cfg.Controllers = splitComma(ctrls)
 			cfg.Logger = logger
 			cfg.Version = version
+			cfg.MaxRecvMsgSize = server.MaxRecvMsgSizeFor(cfg.MaxObjectBytes)
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -81,6 +91,12 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 		"after becoming leader, how long to wait before evicting pods from unready nodes (gives every node a fresh grace period)")
 	f.Int64Var(&cfg.ControllerConfig.NodeLifecycle.DefaultTolerationSeconds, "default-toleration-seconds", cfg.ControllerConfig.NodeLifecycle.DefaultTolerationSeconds,
 		"how long pods without their own toleration stay on a not-ready or unreachable node before eviction")
+	f.StringVar(&strategy, "scheduler-strategy", strategy,
+		"how the scheduler scores a node's resource use: LeastAllocated spreads pods over the emptiest nodes, MostAllocated packs them onto the fullest nodes that fit (bin packing)")
+	f.DurationVar(&cfg.ControllerConfig.EventTTL.TTL, "event-ttl", cfg.ControllerConfig.EventTTL.TTL,
+		"how long an Event is kept after it last happened")
+	f.IntVar(&cfg.ControllerConfig.EventTTL.MaxEvents, "max-events", cfg.ControllerConfig.EventTTL.MaxEvents,
+		"Events kept cluster-wide: beyond this many the oldest are deleted before their --event-ttl (0: no cap)")
 	f.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", "",
 		"file of NAME:BASE64 lines of 32-byte AES-256 keys that encrypt Secrets at rest; the first encrypts, all decrypt; the same file on every master")
 	f.StringVar(&cfg.AuditLogFile, "audit-log", "", "file to append one JSON line per mutating request to (empty disables)")
@@ -89,6 +105,8 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.IntVar(&cfg.MaxRequestBurst, "max-request-burst", cfg.MaxRequestBurst, "requests a client may make at once above --max-requests-per-second")
 	f.IntVar(&cfg.MaxWatchesPerClient, "max-watches-per-client", cfg.MaxWatchesPerClient, "open watches each client may have on this master (0: no cap)")
 	f.IntVar(&cfg.MaxWatches, "max-watches", cfg.MaxWatches, "open watches this master serves in total (0: no cap)")
+	f.IntVar(&cfg.MaxObjectBytes, "max-object-bytes", cfg.MaxObjectBytes,
+		"largest object, in protobuf bytes, a write may store (4096..7340032); use the same value on every master")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "the cluster token: created (0600) if the file does not exist; every master and worker needs the same one")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip: only for local experiments")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", cfg.CertLifetime, "lifetime of the certificates this master issues (renewed at 2/3)")
@@ -96,6 +114,23 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
+}
+
+// checkControllerFlags reports a bad controller flag by its flag name
+// (server.Config.Validate would name the config field instead).
+func checkControllerFlags(cfg server.Config) error {
+	cc := cfg.ControllerConfig
+	if err := cc.Scheduler.Policy.Validate(); err != nil {
+		return fmt.Errorf("--scheduler-strategy %q: use %s (spread, the default) or %s (bin packing)",
+			cc.Scheduler.Policy.Strategy, scheduler.LeastAllocated, scheduler.MostAllocated)
+	}
+	if cc.EventTTL.TTL <= 0 {
+		return fmt.Errorf("--event-ttl %s: must be positive, e.g. 1h", cc.EventTTL.TTL)
+	}
+	if cc.EventTTL.MaxEvents < 0 {
+		return fmt.Errorf("--max-events %d: must not be negative (0 for no cap)", cc.EventTTL.MaxEvents)
+	}
+	return nil
 }
 
 func splitComma(s string) []string {

@@ -1,12 +1,18 @@
-// Package eventttl deletes Events a while after they last happened, so
-// that events never grow the store without bound (Kubernetes' API server
-// gives events a one-hour TTL; skiff's store has no TTLs, so a controller
-// does it). The recorder already bounds how fast events are written.
+// Package eventttl bounds the Events kept in the store, by age and by
+// number. Kubernetes' API server gives events a one-hour TTL; skiff's store
+// has no TTLs, so a controller deletes each Event a TTL after it last
+// happened. Age alone does not bound them: pod churn records distinct
+// events (one per pod created, scheduled, started) that each live the whole
+// TTL, so the controller also deletes the oldest Events beyond MaxEvents.
+// The recorder bounds how fast any one source writes events about any one
+// object (its spam filter).
 package eventttl
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/skiff-sh/skiff/controllers"
@@ -20,15 +26,22 @@ const Name = "eventttl"
 type Config struct {
 	// TTL is how long an Event is kept after its lastTimestamp.
 	TTL time.Duration
+	// MaxEvents caps the Events kept cluster-wide: beyond it the oldest
+	// (by lastTimestamp) are deleted, however young. 0 means no cap.
+	MaxEvents int
 }
 
-// DefaultConfig returns Kubernetes' default of one hour.
-func DefaultConfig() Config { return Config{TTL: time.Hour} }
+// DefaultConfig returns Kubernetes' TTL of one hour and a cap of 10,000
+// events.
+func DefaultConfig() Config { return Config{TTL: time.Hour, MaxEvents: 10000} }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	if c.TTL <= 0 {
 		return fmt.Errorf("eventttl config: TTL must be positive, got %s", c.TTL)
+	}
+	if c.MaxEvents < 0 {
+		return fmt.Errorf("eventttl config: MaxEvents must not be negative (0 for no cap), got %d", c.MaxEvents)
 	}
 	return nil
 }
@@ -44,7 +57,17 @@ func NewRegistration(cfg Config) controllers.Registration {
 	}}
 }
 
-// Controller deletes expired Events.
+// capKey is the queue key of the MaxEvents check. It cannot be an Event's
+// key: parentheses are not allowed in object names.
+const capKey = "(max-events)"
+
+// Results counted in skiff_controller_objects_total{controller="eventttl"}.
+const (
+	resultExpired = "expired"
+	resultOverCap = "over-cap"
+)
+
+// Controller deletes expired Events, and the oldest ones beyond the cap.
 type Controller struct {
 	*controllers.Loop
 	env    controllers.Env
@@ -60,20 +83,83 @@ func New(env controllers.Env, cfg Config) (*Controller, error) {
 	c := &Controller{env: env, cfg: cfg, events: env.Informers.For("Event")}
 	c.Loop = controllers.NewLoop(env, c, controllers.LoopOptions{Workers: 1, WaitFor: []*controllers.Informer{c.events}})
 	c.events.AddHandler(controllers.HandlerFuncs{
-		AddFunc:    func(o *pb.Object) { c.Queue().Add(controllers.KeyOf(o)) },
+		AddFunc: func(o *pb.Object) {
+			c.Queue().Add(controllers.KeyOf(o))
+			// The queue holds capKey once however many events arrive
+			// meanwhile, so a burst is trimmed in one batch of deletes.
+			if c.cfg.MaxEvents > 0 && c.events.Len() > c.cfg.MaxEvents {
+				c.Queue().Add(capKey)
+			}
+		},
 		UpdateFunc: func(_, o *pb.Object) { c.Queue().Add(controllers.KeyOf(o)) },
 	})
 	return c, nil
 }
 
 // Reconcile deletes the event if it has expired, or looks again when it
-// will have.
+// will have; for capKey it deletes the oldest events beyond the cap.
 func (c *Controller) Reconcile(ctx context.Context, key string) (controllers.Result, error) {
+	if key == capKey {
+		return controllers.Result{}, c.trim(ctx)
+	}
 	o, ok := c.events.Get(key)
 	if !ok {
 		return controllers.Result{}, nil
 	}
-	ev := o.GetEvent()
+	left := lastSeen(o.GetEvent()).Add(c.cfg.TTL).Sub(c.env.Clock.Now())
+	if left > 0 {
+		return controllers.Result{RequeueAfter: left}, nil
+	}
+	m := o.Meta()
+	err := c.env.Cluster.Delete(ctx, &pb.DeleteOp{Kind: "Event", Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid()})
+	switch {
+	case err == nil:
+		c.env.CountObjects(resultExpired, 1)
+	case !controllers.IsNotFound(err):
+		return controllers.Result{}, fmt.Errorf("delete expired event %s: %w", key, err)
+	}
+	return controllers.Result{}, nil
+}
+
+// trim deletes the oldest events beyond MaxEvents, in one batch write. The
+// cache may still show events deleted by the previous trim; they are the
+// oldest, so they are picked again (and found gone) rather than younger
+// ones in their place.
+func (c *Controller) trim(ctx context.Context) error {
+	all := c.events.List()
+	excess := len(all) - c.cfg.MaxEvents
+	if c.cfg.MaxEvents <= 0 || excess <= 0 {
+		return nil
+	}
+	slices.SortFunc(all, func(a, b *pb.Object) int {
+		return cmp.Or(lastSeen(a.GetEvent()).Compare(lastSeen(b.GetEvent())), cmp.Compare(controllers.KeyOf(a), controllers.KeyOf(b)))
+	})
+	ops := make([]*pb.DeleteOp, excess)
+	for i, o := range all[:excess] {
+		m := o.Meta()
+		ops[i] = &pb.DeleteOp{Kind: "Event", Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid()}
+	}
+	deleted := 0
+	var firstErr error
+	for i, err := range controllers.DeleteMany(ctx, c.env.Cluster, ops) {
+		switch {
+		case err == nil:
+			deleted++
+		case controllers.IsNotFound(err):
+		case firstErr == nil:
+			firstErr = fmt.Errorf("delete event %s over the cap of %d: %w", controllers.Key(ops[i].GetNamespace(), ops[i].GetName()), c.cfg.MaxEvents, err)
+		}
+	}
+	c.env.CountObjects(resultOverCap, deleted)
+	if deleted > 0 {
+		c.env.Logger.Info("deleted the oldest events over the cap", "deleted", deleted, "maxEvents", c.cfg.MaxEvents)
+	}
+	return firstErr // retried with backoff
+}
+
+// lastSeen is when ev last happened: its lastTimestamp, else its
+// firstTimestamp, else when it was created.
+func lastSeen(ev *pb.Event) time.Time {
 	last := ev.GetLastTimestamp()
 	if last == nil {
 		last = ev.GetFirstTimestamp()
@@ -81,14 +167,5 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controllers.Res
 	if last == nil {
 		last = ev.GetMetadata().GetCreationTimestamp()
 	}
-	left := last.AsTime().Add(c.cfg.TTL).Sub(c.env.Clock.Now())
-	if left > 0 {
-		return controllers.Result{RequeueAfter: left}, nil
-	}
-	m := o.Meta()
-	err := c.env.Cluster.Delete(ctx, &pb.DeleteOp{Kind: "Event", Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid()})
-	if err != nil && !controllers.IsNotFound(err) {
-		return controllers.Result{}, fmt.Errorf("delete expired event %s: %w", key, err)
-	}
-	return controllers.Result{}, nil
+	return last.AsTime()
 }

@@ -1,7 +1,10 @@
 package eventttl
 
 import (
+	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,5 +44,87 @@ func TestDeletesExpiredEvents(t *testing.T) {
 	}
 	if err := (Config{}).Validate(); err == nil {
 		t.Error("zero TTL accepted")
+	}
+}
+
+// TestDeletesOldestEventsBeyondMaxEvents: events younger than the TTL are
+// still deleted, oldest first, once there are more than MaxEvents.
+func TestDeletesOldestEventsBeyondMaxEvents(t *testing.T) {
+	h := controllertest.NewHarness(t)
+	now := h.Clock.Now()
+	// e00 is the oldest; names are not in age order, so the order comes
+	// from lastTimestamp.
+	for i := range 15 {
+		h.Fake.Add(event(fmt.Sprintf("e%02d", (i*7)%15), now.Add(-time.Duration(15-i)*time.Minute)))
+	}
+	age := map[string]int{} // name -> minutes old
+	for _, o := range h.Fake.Objects("Event") {
+		age[o.Meta().GetName()] = int(now.Sub(o.GetEvent().GetLastTimestamp().AsTime()) / time.Minute)
+	}
+	cfg := DefaultConfig()
+	cfg.MaxEvents = 10
+	c, err := New(h.Env(Name), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Start()
+	h.Reconcile(c, capKey)
+	left := h.Fake.Objects("Event")
+	if len(left) != 10 {
+		t.Fatalf("%d events left, want 10", len(left))
+	}
+	for _, o := range left {
+		if a := age[o.Meta().GetName()]; a > 10 {
+			t.Errorf("event %s, %d minutes old, kept over younger ones", o.Meta().GetName(), a)
+		}
+	}
+	deletes := 0
+	for _, a := range h.Fake.ActionStrings() {
+		if strings.HasPrefix(a, "delete Event") {
+			deletes++
+		}
+	}
+	if deletes != 5 {
+		t.Errorf("%d deletes, want 5: %q", deletes, h.Fake.ActionStrings())
+	}
+	// At the cap, a second trim deletes nothing more.
+	h.Reconcile(c, capKey)
+	if n := len(h.Fake.Objects("Event")); n != 10 {
+		t.Errorf("%d events left after a second trim, want 10", n)
+	}
+
+	// Running, the controller trims as new events arrive.
+	ctx, cancel := context.WithCancel(h.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for i := range 3 {
+		h.Fake.Add(event(fmt.Sprintf("new%d", i), now))
+	}
+	h.Eventually(func() bool {
+		names := map[string]bool{}
+		for _, o := range h.Fake.Objects("Event") {
+			names[o.Meta().GetName()] = true
+		}
+		return len(names) == 10 && names["new0"] && names["new1"] && names["new2"]
+	}, "the three new events kept and the oldest deleted down to 10")
+}
+
+func TestUncappedKeepsEveryYoungEvent(t *testing.T) {
+	h := controllertest.NewHarness(t)
+	for i := range 20 {
+		h.Fake.Add(event(fmt.Sprintf("e%d", i), h.Clock.Now()))
+	}
+	c, err := New(h.Env(Name), Config{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Start()
+	h.Reconcile(c, capKey)
+	if n := len(h.Fake.Objects("Event")); n != 20 {
+		t.Errorf("%d events left without a cap, want 20", n)
+	}
+	if err := (Config{TTL: time.Hour, MaxEvents: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "MaxEvents") {
+		t.Errorf("Validate = %v, want an error naming MaxEvents", err)
 	}
 }

@@ -1,7 +1,9 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -82,6 +84,11 @@ func NewRegistration(cfg Config) controllers.Registration {
 // its resourceVersion precondition. Pods that fit nowhere get
 // PodScheduled=False and a FailedScheduling event, and wait until a node or
 // a bound pod changes.
+//
+// Each batch is one reconcile in the controllers' metrics (its duration
+// from taking the keys until its Bind returns; an error if the Bind failed
+// or rejected pods), and skiff_controller_objects_total{controller=
+// "scheduler"} counts pods by outcome: scheduled, unschedulable, error.
 type Scheduler struct {
 	env   controllers.Env
 	cfg   Config
@@ -286,9 +293,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if keys == nil {
 			return nil
 		}
+		start := time.Now()
 		var placed []placement
-		if acquired && ctx.Err() == nil {
-			placed = s.placeBatch(ctx, keys)
+		var placeErr error
+		placing := acquired && ctx.Err() == nil
+		if placing {
+			placed, placeErr = s.placeBatch(ctx, keys)
 		}
 		inBind := make(map[string]bool, len(placed))
 		for _, p := range placed {
@@ -300,6 +310,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 		}
 		if len(placed) == 0 {
+			if placing && ctx.Err() == nil {
+				s.env.ObserveReconcile(start, placeErr)
+			}
 			if acquired {
 				<-slots
 			}
@@ -307,9 +320,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			s.bind(ctx, placed)
+			err := s.bind(ctx, placed)
 			for _, p := range placed {
 				s.queue.Done(p.key)
+			}
+			if ctx.Err() == nil { // a bind cut short by losing leadership is no failure
+				s.env.ObserveReconcile(start, errors.Join(placeErr, err))
 			}
 		})
 	}
@@ -407,8 +423,9 @@ type placement struct {
 }
 
 // placeBatch places the pods of keys and assumes the placed ones on their
-// nodes; it returns them for bind.
-func (s *Scheduler) placeBatch(ctx context.Context, keys []string) []placement {
+// nodes; it returns them for bind, and the first failure to record why a
+// pod fits nowhere.
+func (s *Scheduler) placeBatch(ctx context.Context, keys []string) ([]placement, error) {
 	var todo []*pb.Object
 	for _, key := range keys {
 		o, ok := s.pods.Get(key)
@@ -419,7 +436,7 @@ func (s *Scheduler) placeBatch(ctx context.Context, keys []string) []placement {
 		todo = append(todo, o)
 	}
 	if len(todo) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Higher priority first, then oldest first.
 	sort.SliceStable(todo, func(i, j int) bool {
@@ -432,17 +449,20 @@ func (s *Scheduler) placeBatch(ctx context.Context, keys []string) []placement {
 
 	snap, moves := s.snapshot()
 	var placed []placement
+	var firstErr error
 	for _, o := range todo {
 		pod := o.GetPod()
 		key := controllers.KeyOf(o)
 		pi, err := s.info(pod)
 		if err != nil {
-			s.markUnschedulable(ctx, o, fmt.Sprintf("invalid pod: %v", err), moves)
+			err = s.markUnschedulable(ctx, o, fmt.Sprintf("invalid pod: %v", err), moves)
+			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
 		res := snap.schedule(pod, pi, s.cfg.Policy)
 		if res.Node == "" {
-			s.markUnschedulable(ctx, o, res.Message, moves)
+			err = s.markUnschedulable(ctx, o, res.Message, moves)
+			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
 		snap.addPodInfo(pi, res.Node)
@@ -456,12 +476,14 @@ func (s *Scheduler) placeBatch(ctx context.Context, keys []string) []placement {
 		s.assumed[p.key] = assumedPod{uid: p.obj.Meta().GetUid(), node: p.node, info: p.info, at: now, binding: true}
 	}
 	s.mu.Unlock()
-	return placed
+	return placed, firstErr
 }
 
 // bind binds placed pods in one Cluster.Bind. Bound pods stay assumed until
 // the cache shows them bound; the others are un-assumed and queued again.
-func (s *Scheduler) bind(ctx context.Context, placed []placement) {
+// The error is the Bind call's, or says how many pods it rejected (pods
+// deleted meanwhile are not rejections).
+func (s *Scheduler) bind(ctx context.Context, placed []placement) error {
 	binds := make([]*pb.BindOp, len(placed))
 	for i, p := range placed {
 		m := p.obj.Meta()
@@ -476,10 +498,14 @@ func (s *Scheduler) bind(ctx context.Context, placed []placement) {
 			s.unassume(p)
 			s.queue.AddRateLimited(p.key)
 		}
-		return
+		if ctx.Err() == nil {
+			s.env.CountObjects(resultError, len(placed))
+		}
+		return fmt.Errorf("bind %d pods: %w", len(binds), err)
 	}
 	now := s.env.Clock.Now()
-	bound := 0
+	bound, rejected := 0, 0
+	var firstRejection string
 	for i, p := range placed {
 		code := codes.Unknown
 		msg := "no result"
@@ -508,10 +534,29 @@ func (s *Scheduler) bind(ctx context.Context, placed []placement) {
 			s.env.Logger.Debug("bind rejected; retrying", "pod", p.key, "node", p.node, "code", code, "msg", msg)
 			s.unassume(p)
 			s.queue.AddRateLimited(p.key)
+			if rejected == 0 {
+				firstRejection = fmt.Sprintf("%s to %s: %s: %s", p.key, p.node, code, msg)
+			}
+			rejected++
 		}
 	}
+	s.env.CountObjects(resultScheduled, bound)
+	s.env.CountObjects(resultError, rejected)
 	s.env.Logger.Debug("bound batch", "pods", bound, "of", len(placed))
+	if rejected > 0 {
+		return fmt.Errorf("bind: %d of %d pods rejected (first: %s)", rejected, len(placed), firstRejection)
+	}
+	return nil
 }
+
+// Outcomes of one pod's scheduling, the result label of
+// skiff_controller_objects_total (Kubernetes' scheduler_schedule_attempts_total
+// uses the same words).
+const (
+	resultScheduled     = "scheduled"
+	resultUnschedulable = "unschedulable"
+	resultError         = "error"
+)
 
 // unassume drops p's assumption made for a bind that did not happen.
 func (s *Scheduler) unassume(p placement) {
@@ -530,9 +575,11 @@ func (s *Scheduler) isAssumed(key, uid string) bool {
 }
 
 // markUnschedulable parks the pod until a node or pod changes, records why
-// in its PodScheduled condition (when that changes) and in an event.
-func (s *Scheduler) markUnschedulable(ctx context.Context, o *pb.Object, msg string, moves uint64) {
+// in its PodScheduled condition (when that changes) and in an event. The
+// error is a failure to write the condition that no retry takes care of.
+func (s *Scheduler) markUnschedulable(ctx context.Context, o *pb.Object, msg string, moves uint64) error {
 	key := controllers.KeyOf(o)
+	s.env.CountObjects(resultUnschedulable, 1)
 	s.mu.Lock()
 	missed := s.moves != moves // something changed while this batch ran
 	if !missed {
@@ -548,7 +595,7 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, o *pb.Object, msg str
 
 	pod := o.GetPod()
 	if c := controllers.PodCondition(pod, "PodScheduled"); c != nil && c.GetStatus() == "False" && c.GetReason() == "Unschedulable" && c.GetMessage() == msg {
-		return
+		return nil
 	}
 	next := o.Clone()
 	st := next.GetPod().Status
@@ -574,12 +621,14 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, o *pb.Object, msg str
 		if controllers.IsConflict(err) {
 			// The pod changed under us: place it again with the news.
 			s.queue.AddRateLimited(key)
-			return
+			return nil
 		}
 		if !controllers.IsNotFound(err) {
 			s.env.Logger.Warn("cannot record unschedulable pod", "pod", key, "err", err)
+			return fmt.Errorf("record why pod %s is unschedulable: %w", key, err)
 		}
 	}
+	return nil
 }
 
 var _ controllers.Controller = (*Scheduler)(nil)

@@ -6,7 +6,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -265,5 +267,110 @@ func TestConfigValidate(t *testing.T) {
 	c.BatchSize = 0
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "BatchSize") {
 		t.Errorf("Validate = %v, want an error naming BatchSize", err)
+	}
+}
+
+// gathered sums, over the series of the metric name whose labels include
+// want, the counters' values or the histograms' sample counts.
+func gathered(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue series
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			}
+			if h := m.GetHistogram(); h != nil {
+				sum += float64(h.GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// TestSchedulerRecordsReconcileMetrics: each batch is a reconcile in the
+// controllers' metrics (a failed Bind an error), and pods are counted by
+// outcome.
+func TestSchedulerRecordsReconcileMetrics(t *testing.T) {
+	h := controllertest.NewHarness(t, objs(node("n1", "1", "4Gi"))...)
+	for i := range 3 {
+		h.Fake.Add(pb.Wrap(pod(fmt.Sprintf("p%d", i), "400m", "")))
+	}
+	var once sync.Once
+	h.Fake.PrependReactor(func(a controllertest.Action) (bool, error) {
+		failed := false
+		if a.Verb == "bind" {
+			once.Do(func() { failed = true })
+		}
+		if failed {
+			return true, status.Error(codes.Unavailable, "no leader")
+		}
+		return false, nil
+	})
+	registry := prometheus.NewRegistry()
+	env, err := h.Env(Name).WithMetrics(registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSchedulerEnv(t, h, env, DefaultConfig())
+
+	result := func(r string) map[string]string { return map[string]string{"controller": Name, "result": r} }
+	ctl := map[string]string{"controller": Name}
+	checks := []struct {
+		name   string
+		labels map[string]string
+		min    float64
+		what   string
+	}{
+		{"skiff_controller_objects_total", result("scheduled"), 2, "the two pods that fit"},
+		// The failed batch, then the retry that bound both pods.
+		{"skiff_controller_reconcile_duration_seconds", ctl, 2, "at least two batches"},
+		{"skiff_controller_reconcile_errors_total", ctl, 1, "the failed bind"},
+		{"skiff_controller_reconcile_total", result("error"), 1, "the failed bind"},
+		{"skiff_controller_reconcile_total", result("success"), 1, "the batch that bound"},
+		{"skiff_controller_objects_total", result("error"), 2, "the two pods of the failed bind"},
+		{"skiff_controller_objects_total", result("unschedulable"), 1, "the pod that fits nowhere"},
+		// The queue's own metrics go to the same registry.
+		{"skiff_controller_queue_adds_total", ctl, 3, "the three pods"},
+	}
+	// Every batch is observed once its Bind returns, after its pods are
+	// counted: poll until all are in.
+	missing := func() []string {
+		var out []string
+		for _, c := range checks {
+			if got := gathered(t, registry, c.name, c.labels); got < c.min {
+				out = append(out, fmt.Sprintf("%s%v = %v, want at least %v (%s)", c.name, c.labels, got, c.min, c.what))
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for len(missing()) > 0 && time.Now().Before(deadline) {
+		<-tick.C
+	}
+	for _, m := range missing() {
+		t.Error(m)
+	}
+	if n := gathered(t, registry, "skiff_controller_objects_total", result("scheduled")); n != 2 {
+		t.Errorf("objects_total{result=scheduled} = %v, want 2", n)
 	}
 }
