@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,8 +34,10 @@ func (b *syncBuffer) String() string {
 }
 
 // TestOperatorCLI drives the operator commands against real masters the way
-// a person would: watch, describe, delete, leadership transfer, and a
-// snapshot saved from one cluster and restored onto a fresh one.
+// a person would: watch, describe, leadership transfer, apply -f DIR (and
+// -R), delete -f FILE, a snapshot saved from one cluster and restored onto
+// a fresh three-master cluster through a follower, delete, and remove-peer
+// of a stopped master.
 func TestOperatorCLI(t *testing.T) {
 	c := startCluster(t, 3)
 	c.waitLeader(60 * time.Second)
@@ -95,19 +99,72 @@ data: {color: blue}
 		t.Errorf("leader after transfer is %s, want m2", l.name)
 	}
 
-	// Snapshot from this cluster, restore onto a fresh one.
+	// apply -f DIR takes the directory's manifests (not its
+	// subdirectories, nor files of other types); -R takes those too.
+	dir := t.TempDir()
+	opWriteFile(t, filepath.Join(dir, "a.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dir-a}\ndata: {file: a}\n")
+	opWriteFile(t, filepath.Join(dir, "b.yml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dir-b}\ndata: {file: b}\n")
+	opWriteFile(t, filepath.Join(dir, "notes.txt"), "not a manifest: apply skips it\n")
+	opWriteFile(t, filepath.Join(dir, "nested", "c.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dir-c}\ndata: {file: c}\n")
+	out = run("", "apply", "-f", dir)
+	if out != "configmap/dir-a created\nconfigmap/dir-b created\n" {
+		t.Errorf("apply -f DIR: want dir-a and dir-b created, nothing else:\n%s", out)
+	}
+	if out, err := c.cli("", "get", "configmap", "dir-c"); err == nil {
+		t.Errorf("apply -f DIR without -R applied a subdirectory's manifest:\n%s", out)
+	}
+	out = run("", "apply", "-R", "-f", dir)
+	if out != "configmap/dir-a unchanged\nconfigmap/dir-b unchanged\nconfigmap/dir-c created\n" {
+		t.Errorf("apply -R -f DIR: want dir-a and dir-b unchanged, dir-c created:\n%s", out)
+	}
+	// delete -f FILE deletes what the file names, and only that.
+	out = run("", "delete", "-f", filepath.Join(dir, "a.yaml"))
+	if out != "configmap/dir-a deleted\n" {
+		t.Errorf("delete -f a.yaml: %s", out)
+	}
+	if out, err := c.cli("", "get", "configmap", "dir-a"); err == nil || !strings.Contains(out, "not found") {
+		t.Errorf("get after delete -f: want not found, got (err %v) %s", err, out)
+	}
+	if out := run("", "get", "configmap", "dir-b", "-o", "name"); !strings.Contains(out, "dir-b") {
+		t.Errorf("delete -f a.yaml touched dir-b: %s", out)
+	}
+
+	// Snapshot from this cluster, restore onto a fresh three-master
+	// cluster through a follower: the follower forwards the upload to
+	// the leader, and every master ends up with the restored state.
 	snap := filepath.Join(t.TempDir(), "backup.snap")
 	out = run("", "cluster", "snapshot", "save", snap)
 	if !strings.Contains(out, "saved snapshot") {
 		t.Errorf("snapshot save: %s", out)
 	}
-	fresh := startCluster(t, 1)
-	fresh.waitLeader(30 * time.Second)
+	fresh := startCluster(t, 3)
+	freshLeader := fresh.waitLeader(60 * time.Second)
 	if out, err := fresh.cli("", "get", "configmap", "settings"); err == nil {
 		t.Fatalf("fresh cluster already has the configmap:\n%s", out)
 	}
-	if out, err := fresh.cli("", "cluster", "snapshot", "restore", snap); err != nil || !strings.Contains(out, "restored") {
-		t.Fatalf("snapshot restore: %v\n%s", err, out)
+	var follower *master
+	for _, m := range fresh.masters {
+		if m != freshLeader {
+			follower = m
+			break
+		}
+	}
+	if out, err := opCLIAt(fresh, []*master{follower}, "cluster", "snapshot", "restore", snap); err != nil || !strings.Contains(out, "restored") {
+		t.Fatalf("snapshot restore through follower %s: %v\n%s", follower.name, err, out)
+	}
+	for _, m := range fresh.masters {
+		eventually(t, 20*time.Second, func() error {
+			for _, want := range []string{"settings", "dir-b", "dir-c"} {
+				out, err := opCLIAt(fresh, []*master{m}, "get", "configmap", want, "--stale", "-o", "yaml")
+				if err != nil || !strings.Contains(out, "name: "+want) {
+					return fmt.Errorf("%s (stale read) lacks restored configmap %s: %v\n%s", m.name, want, err, out)
+				}
+			}
+			if out, err := opCLIAt(fresh, []*master{m}, "get", "configmap", "dir-a", "--stale"); err == nil || !strings.Contains(out, "not found") {
+				return fmt.Errorf("%s serves dir-a, deleted before the snapshot: %v\n%s", m.name, err, out)
+			}
+			return nil
+		})
 	}
 	out, err := fresh.cli("", "get", "configmap", "settings", "-o", "yaml")
 	if err != nil || !strings.Contains(out, "color: blue") {
@@ -125,5 +182,72 @@ data: {color: blue}
 	}
 	if out, err := c.cli("", "get", "configmap", "settings"); err == nil || !strings.Contains(out, "not found") {
 		t.Errorf("get after delete: want not found, got (err %v) %s", err, out)
+	}
+
+	// remove-peer: a master that is gone for good (stopped, so it left
+	// gossip) is taken out of the configuration from the CLI; two voters
+	// remain and status warns about the even number.
+	gone := c.masters[2]
+	alive := c.masters[:2]
+	c.stop(gone, 30*time.Second)
+	if out, err := opCLIAt(c, alive, "cluster", "remove-peer", gone.name); err != nil || !strings.Contains(out, "removed "+gone.name) {
+		t.Fatalf("cluster remove-peer %s: %v\n%s", gone.name, err, out)
+	}
+	out, err = opCLIAt(c, alive, "cluster", "status", "-o", "json")
+	if err != nil {
+		t.Fatalf("cluster status -o json: %v\n%s", err, out)
+	}
+	var st struct {
+		Leader  string `json:"leader"`
+		Warning string `json:"warning"`
+		Servers []struct {
+			Name  string `json:"name"`
+			Voter bool   `json:"voter"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("cluster status -o json: %v\n%s", err, out)
+	}
+	var voters []string
+	for _, s := range st.Servers {
+		if s.Voter {
+			voters = append(voters, s.Name)
+		}
+	}
+	if len(voters) != 2 || slices.Contains(voters, gone.name) || st.Leader == "" {
+		t.Errorf("after remove-peer %s: voters %v, leader %q, want the two others and a leader\n%s", gone.name, voters, st.Leader, out)
+	}
+	out, err = opCLIAt(c, alive, "cluster", "status")
+	if err != nil || !strings.Contains(out, "Warning: 2 voters: an even number tolerates no more failures than 1 would") {
+		t.Errorf("cluster status with two voters lacks the even-number warning (err %v):\n%s", err, out)
+	}
+	// The two remaining masters still take writes.
+	if out, err := opCLIAt(c, alive, "delete", "configmap", "dir-b"); err != nil || !strings.Contains(out, "configmap/dir-b deleted") {
+		t.Errorf("delete with two masters left (err %v): %s", err, out)
+	}
+}
+
+// opCLIAt runs the CLI against the given masters only (--server lists just
+// their API addresses).
+func opCLIAt(c *cluster, ms []*master, args ...string) (string, error) {
+	var addrs []string
+	for _, m := range ms {
+		addrs = append(addrs, m.apiAddr)
+	}
+	cmd := exec.Command(skiffBin, append(append([]string{"--server", strings.Join(addrs, ",")}, c.securityArgs()...), args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(c.t.TempDir(), "none.yaml"))
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func opWriteFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -16,11 +16,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/console"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -28,6 +30,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/yaml"
 
 	wrt "github.com/skiff-sh/skiff/worker/runtime"
 )
@@ -106,6 +110,26 @@ spec:
 		t.Errorf("exec env: %v\n%s", err, out)
 	}
 	containerID := podField(t, c, "hello", "containerID")
+
+	// exec -it from a terminal: the command runs on a terminal of the
+	// user's size. The remote terminal's line discipline turns "\n" into
+	// "\r\n", and the CLI's own terminal is raw (no second translation).
+	out, err = execUnderPTY(t, c, 91, 37, "exec", "-it", "hello", "--", "/hello", "tty")
+	if err != nil || !strings.Contains(out, "stdin-terminal=true stdout-terminal=true size=91x37\r\n") {
+		t.Errorf("exec -it from a 91x37 terminal: %v\n%q", err, out)
+	}
+	// Without a terminal, -it falls back to plain pipes and says so.
+	out, err = c.cli("", "exec", "-it", "hello", "--", "/hello", "tty")
+	if err != nil || !strings.Contains(out, "Unable to use a TTY") || !strings.Contains(out, "stdin-terminal=false stdout-terminal=false\n") {
+		t.Errorf("exec -it without a terminal: %v\n%q", err, out)
+	}
+
+	// The node reports the host's capacity.
+	out, err = c.cli("", "get", "node", "w1", "-o", "yaml")
+	if err != nil {
+		t.Fatalf("get node w1 -o yaml: %v\n%s", err, out)
+	}
+	execCheckCapacity(t, out)
 
 	// SIGKILL the worker: the node turns NotReady after the grace period,
 	// the container keeps running.
@@ -454,4 +478,97 @@ func demoImage(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return ref
+}
+
+// execUnderPTY runs the CLI with a new pseudo-terminal of cols x rows as
+// its controlling terminal and stdio, as a person at a terminal would, and
+// returns what it wrote there.
+func execUnderPTY(t *testing.T, c *cluster, cols, rows uint16, args ...string) (string, error) {
+	t.Helper()
+	ptm, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	defer ptm.Close()
+	if err := ptm.Resize(console.WinSize{Width: cols, Height: rows}); err != nil {
+		t.Fatalf("size the pseudo-terminal: %v", err)
+	}
+	pts, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", slavePath, err)
+	}
+	cmd := exec.Command(skiffBin, append(append([]string{"--server", strings.Join(c.apiAddrs(), ",")}, c.securityArgs()...), args...)...)
+	cmd.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	err = cmd.Start()
+	pts.Close() // the CLI holds the only other end: reads end (EIO) when it exits
+	if err != nil {
+		t.Fatalf("start skiff %s: %v", strings.Join(args, " "), err)
+	}
+	var out bytes.Buffer
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(&out, ptm)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err = <-exited:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("skiff %s on a terminal did not finish within 30s", strings.Join(args, " "))
+	}
+	<-copied
+	return out.String(), err
+}
+
+// execCheckCapacity checks a Node's YAML reports this host's CPUs and
+// memory and the worker's default pod limit.
+func execCheckCapacity(t *testing.T, nodeYAML string) {
+	t.Helper()
+	var node struct {
+		Status struct {
+			Capacity map[string]any `json:"capacity"`
+		} `json:"status"`
+	}
+	if err := yaml.Unmarshal([]byte(nodeYAML), &node); err != nil {
+		t.Fatalf("node yaml: %v\n%s", err, nodeYAML)
+	}
+	capacity := map[string]string{}
+	for k, v := range node.Status.Capacity {
+		capacity[k] = fmt.Sprint(v) // "2" and 2 alike
+	}
+	if got, want := capacity["cpu"], strconv.Itoa(runtime.NumCPU()); got != want {
+		t.Errorf("capacity cpu = %q, want %s (the host's CPUs)\n%s", got, want, nodeYAML)
+	}
+	if got := capacity["pods"]; got != "110" {
+		t.Errorf("capacity pods = %q, want 110 (the default --max-pods)\n%s", got, nodeYAML)
+	}
+	mem, err := resource.ParseQuantity(capacity["memory"])
+	if want := execMemTotal(t); err != nil || mem.Value() != want {
+		t.Errorf("capacity memory = %q (%v), want %d bytes (MemTotal)\n%s", capacity["memory"], err, want, nodeYAML)
+	}
+}
+
+// execMemTotal is the host's memory in bytes, from /proc/meminfo.
+func execMemTotal(t *testing.T) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "MemTotal:" && f[2] == "kB" {
+			kib, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kib * 1024
+		}
+	}
+	t.Fatal("no MemTotal in /proc/meminfo")
+	return 0
 }

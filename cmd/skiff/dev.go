@@ -36,6 +36,11 @@ type devOptions struct {
 	worker     bool
 	demoBinary string
 	insecure   bool
+	// cgroupParent is the worker's cgroup parent; "" keeps the worker's
+	// default (/skiff/w1). Two dev clusters on one machine (or a test
+	// beside a real one) need different parents, or one would remove the
+	// other's pod cgroups when it stops.
+	cgroupParent string
 }
 
 func newDevCommand() *cobra.Command {
@@ -52,6 +57,7 @@ everything cleanly, the worker's containers included; the state is kept in --dat
 next time (--fresh wipes it).`,
 		Example: `  skiff dev
   skiff dev --fresh --data-dir /tmp/skiff-dev
+  skiff dev --base-port 17000 --data-dir /tmp/skiff-dev2 --cgroup-parent /skiff-dev2
   CGO_ENABLED=0 go build -o bin/hello ./examples/hello && skiff dev --demo-binary bin/hello`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -67,6 +73,7 @@ next time (--fresh wipes it).`,
 	f.BoolVar(&o.worker, "worker", o.worker, "also run a worker, w1 (needs root; on by default as root)")
 	f.BoolVar(&o.insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip: only for local experiments")
 	f.StringVar(&o.demoBinary, "demo-binary", "", "a static program to serve as the image BASE+400/hello:v1 from the dev registry")
+	f.StringVar(&o.cgroupParent, "cgroup-parent", "", "cgroup under which the worker creates pod cgroups (default /skiff/w1); give a second dev cluster its own")
 	return cmd
 }
 
@@ -276,6 +283,7 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, tokenFile stri
 	cfg.ListenAddr = fmt.Sprintf("127.0.0.1:%d", o.basePort+501)
 	cfg.InsecureRegistries = []string{reg.addr}
 	cfg.StopPodsOnExit = true
+	cfg.CgroupParent = o.cgroupParent
 	cfg.TokenFile, cfg.Insecure = tokenFile, o.insecure
 	cfg.Logger = logger
 	cfg.Version = version

@@ -5,9 +5,11 @@
 //
 // Environment: GREETING (default "hello"), PORT (default 8080).
 //
-// The image holds nothing but this program, so it also has two small
-// commands for `skiff exec`: `hello env` prints the environment and
-// `hello get URL` prints a URL's body (try http://127.0.0.1:8080/).
+// The image holds nothing but this program, so it also has small commands
+// for `skiff exec`: `hello env` prints the environment, `hello get URL`
+// prints a URL's body (try http://127.0.0.1:8080/), and `hello tty` tells
+// whether it runs on a terminal and the terminal's size (try
+// `skiff exec -it hello -- /hello tty`).
 package main
 
 import (
@@ -20,6 +22,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 )
 
 func main() {
@@ -82,7 +86,16 @@ func command(args []string) int {
 			return 1
 		}
 		return 0
+	case args[0] == "tty":
+		// What `skiff exec -t` gave the command: a terminal on stdin and
+		// stdout, and the size of the user's terminal.
+		fmt.Printf("stdin-terminal=%t stdout-terminal=%t", term.IsTerminal(0), term.IsTerminal(1))
+		if w, h, err := term.GetSize(1); err == nil {
+			fmt.Printf(" size=%dx%d", w, h)
+		}
+		fmt.Println()
+		return 0
 	}
-	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL]")
+	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL | tty]")
 	return 2
 }
