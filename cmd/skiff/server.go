@@ -96,7 +96,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.DurationVar(&cfg.ControllerConfig.EventTTL.TTL, "event-ttl", cfg.ControllerConfig.EventTTL.TTL,
 		"how long an Event is kept after it last happened")
 	f.IntVar(&cfg.ControllerConfig.EventTTL.MaxEvents, "max-events", cfg.ControllerConfig.EventTTL.MaxEvents,
-		"Events kept cluster-wide: beyond this many the oldest are deleted before their --event-ttl (0: no cap)")
+		"Events kept cluster-wide: beyond this many the oldest are deleted (down to a tenth below it) before their --event-ttl (0: no cap)")
 	f.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", "",
 		"file of NAME:BASE64 lines of 32-byte AES-256 keys that encrypt Secrets at rest; the first encrypts, all decrypt; the same file on every master")
 	f.StringVar(&cfg.AuditLogFile, "audit-log", "", "file to append one JSON line per mutating request to (empty disables)")

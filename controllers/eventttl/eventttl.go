@@ -73,7 +73,15 @@ type Controller struct {
 	env    controllers.Env
 	cfg    Config
 	events *controllers.Informer
+	// trimmed holds the UIDs the last trim deleted: the cache may show
+	// them for a moment longer, and they must not count again.
+	trimmed map[string]bool
 }
+
+// lowWater is what a trim leaves: a tenth below the cap, so that a steady
+// stream of new events costs one trim per tenth of the cap, not one list,
+// sort and write per event.
+func (c Config) lowWater() int { return c.MaxEvents - max(1, c.MaxEvents/10) }
 
 // New builds the controller.
 func New(env controllers.Env, cfg Config) (*Controller, error) {
@@ -121,16 +129,15 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controllers.Res
 	return controllers.Result{}, nil
 }
 
-// trim deletes the oldest events beyond MaxEvents, in one batch write. The
-// cache may still show events deleted by the previous trim; they are the
-// oldest, so they are picked again (and found gone) rather than younger
-// ones in their place.
+// trim deletes the oldest events, down to the low-water mark, in one batch
+// write, once there are more than MaxEvents. Events the previous trim
+// deleted that the cache still shows are not counted.
 func (c *Controller) trim(ctx context.Context) error {
-	all := c.events.List()
-	excess := len(all) - c.cfg.MaxEvents
-	if c.cfg.MaxEvents <= 0 || excess <= 0 {
+	all := slices.DeleteFunc(c.events.List(), func(o *pb.Object) bool { return c.trimmed[o.Meta().GetUid()] })
+	if c.cfg.MaxEvents <= 0 || len(all) <= c.cfg.MaxEvents {
 		return nil
 	}
+	excess := len(all) - c.cfg.lowWater()
 	slices.SortFunc(all, func(a, b *pb.Object) int {
 		return cmp.Or(lastSeen(a.GetEvent()).Compare(lastSeen(b.GetEvent())), cmp.Compare(controllers.KeyOf(a), controllers.KeyOf(b)))
 	})
@@ -141,10 +148,12 @@ func (c *Controller) trim(ctx context.Context) error {
 	}
 	deleted := 0
 	var firstErr error
+	c.trimmed = make(map[string]bool, len(ops))
 	for i, err := range controllers.DeleteMany(ctx, c.env.Cluster, ops) {
 		switch {
 		case err == nil:
 			deleted++
+			c.trimmed[ops[i].GetUid()] = true
 		case controllers.IsNotFound(err):
 		case firstErr == nil:
 			firstErr = fmt.Errorf("delete event %s over the cap of %d: %w", controllers.Key(ops[i].GetNamespace(), ops[i].GetName()), c.cfg.MaxEvents, err)

@@ -62,7 +62,7 @@ func TestDeletesOldestEventsBeyondMaxEvents(t *testing.T) {
 		age[o.Meta().GetName()] = int(now.Sub(o.GetEvent().GetLastTimestamp().AsTime()) / time.Minute)
 	}
 	cfg := DefaultConfig()
-	cfg.MaxEvents = 10
+	cfg.MaxEvents = 10 // a trim leaves 9: a tenth below the cap
 	c, err := New(h.Env(Name), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -70,27 +70,33 @@ func TestDeletesOldestEventsBeyondMaxEvents(t *testing.T) {
 	h.Start()
 	h.Reconcile(c, capKey)
 	left := h.Fake.Objects("Event")
-	if len(left) != 10 {
-		t.Fatalf("%d events left, want 10", len(left))
+	if len(left) != 9 {
+		t.Fatalf("%d events left, want 9", len(left))
 	}
 	for _, o := range left {
-		if a := age[o.Meta().GetName()]; a > 10 {
+		if a := age[o.Meta().GetName()]; a > 9 {
 			t.Errorf("event %s, %d minutes old, kept over younger ones", o.Meta().GetName(), a)
 		}
 	}
-	deletes := 0
-	for _, a := range h.Fake.ActionStrings() {
-		if strings.HasPrefix(a, "delete Event") {
-			deletes++
+	deletes := func() int {
+		n := 0
+		for _, a := range h.Fake.ActionStrings() {
+			if strings.HasPrefix(a, "delete Event") {
+				n++
+			}
 		}
+		return n
 	}
-	if deletes != 5 {
-		t.Errorf("%d deletes, want 5: %q", deletes, h.Fake.ActionStrings())
+	if n := deletes(); n != 6 {
+		t.Errorf("%d deletes, want 6: %q", n, h.Fake.ActionStrings())
 	}
-	// At the cap, a second trim deletes nothing more.
+	// Under the cap, a trim deletes nothing; one more event reaches the
+	// cap, and still nothing is deleted (no trim per event at the cap).
 	h.Reconcile(c, capKey)
-	if n := len(h.Fake.Objects("Event")); n != 10 {
-		t.Errorf("%d events left after a second trim, want 10", n)
+	h.Fake.Add(event("at-cap", now))
+	h.Reconcile(c, capKey)
+	if n := len(h.Fake.Objects("Event")); n != 10 || deletes() != 6 {
+		t.Errorf("%d events left and %d deletes after trims at the cap, want 10 and 6", n, deletes())
 	}
 
 	// Running, the controller trims as new events arrive.
@@ -106,8 +112,8 @@ func TestDeletesOldestEventsBeyondMaxEvents(t *testing.T) {
 		for _, o := range h.Fake.Objects("Event") {
 			names[o.Meta().GetName()] = true
 		}
-		return len(names) == 10 && names["new0"] && names["new1"] && names["new2"]
-	}, "the three new events kept and the oldest deleted down to 10")
+		return len(names) == 9 && names["new0"] && names["new1"] && names["new2"] && names["at-cap"]
+	}, "the new events kept and the oldest deleted down to 9")
 }
 
 func TestUncappedKeepsEveryYoungEvent(t *testing.T) {
