@@ -53,13 +53,15 @@ Kinds take their Kubernetes names, plurals or short names: pods, po, deployments
 	return cmd
 }
 
-func completeKinds(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+func completeKinds(_ *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	var out []string
 	for _, k := range pb.Kinds() {
-		out = append(out, k.Plural)
+		if strings.HasPrefix(k.Plural, toComplete) {
+			out = append(out, k.Plural)
+		}
 	}
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
