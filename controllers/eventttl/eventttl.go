@@ -73,8 +73,9 @@ type Controller struct {
 	env    controllers.Env
 	cfg    Config
 	events *controllers.Informer
-	// trimmed holds the UIDs the last trim deleted: the cache may show
-	// them for a moment longer, and they must not count again.
+	// trimmed holds the events (key and UID) the last trim deleted: the
+	// cache may show them for a moment longer, and they must not count
+	// again.
 	trimmed map[string]bool
 }
 
@@ -133,7 +134,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controllers.Res
 // write, once there are more than MaxEvents. Events the previous trim
 // deleted that the cache still shows are not counted.
 func (c *Controller) trim(ctx context.Context) error {
-	all := slices.DeleteFunc(c.events.List(), func(o *pb.Object) bool { return c.trimmed[o.Meta().GetUid()] })
+	all := slices.DeleteFunc(c.events.List(), func(o *pb.Object) bool { return c.trimmed[trimmedKey(o.Meta())] })
 	if c.cfg.MaxEvents <= 0 || len(all) <= c.cfg.MaxEvents {
 		return nil
 	}
@@ -153,7 +154,7 @@ func (c *Controller) trim(ctx context.Context) error {
 		switch {
 		case err == nil:
 			deleted++
-			c.trimmed[ops[i].GetUid()] = true
+			c.trimmed[trimmedKey(ops[i])] = true
 		case controllers.IsNotFound(err):
 		case firstErr == nil:
 			firstErr = fmt.Errorf("delete event %s over the cap of %d: %w", controllers.Key(ops[i].GetNamespace(), ops[i].GetName()), c.cfg.MaxEvents, err)
@@ -164,6 +165,15 @@ func (c *Controller) trim(ctx context.Context) error {
 		c.env.Logger.Info("deleted the oldest events over the cap", "deleted", deleted, "maxEvents", c.cfg.MaxEvents)
 	}
 	return firstErr // retried with backoff
+}
+
+// trimmedKey names one event for the trimmed set: its key and UID.
+func trimmedKey(m interface {
+	GetNamespace() string
+	GetName() string
+	GetUid() string
+}) string {
+	return controllers.Key(m.GetNamespace(), m.GetName()) + "/" + m.GetUid()
 }
 
 // lastSeen is when ev last happened: its lastTimestamp, else its
