@@ -243,9 +243,9 @@ func TestRecorderSpamFilterMetric(t *testing.T) {
 	go func() { done <- m.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	controllertest.Eventually(t, 5*time.Second, func() bool {
-		return gathered(t, registry, "skiff_controller_events_written_total", nil) == 25
+		return controllertest.Gathered(t, registry, "skiff_controller_events_written_total", nil) == 25
 	}, "25 events written")
-	if n := gathered(t, registry, "skiff_controller_events_spam_filtered_total", nil); n != 15 {
+	if n := controllertest.Gathered(t, registry, "skiff_controller_events_spam_filtered_total", nil); n != 15 {
 		t.Errorf("events_spam_filtered_total = %v, want 15", n)
 	}
 	if n := len(fake.Objects("Event")); n != 25 {

@@ -13,43 +13,6 @@ import (
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
-// gathered sums, over the series of the metric name whose labels include
-// want, the counters' values or the histograms' sample counts.
-func gathered(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
-	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if have[k] != v {
-					continue series
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetHistogram() != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
-}
-
 // TestLoopRecordsReconcileMetrics: a Loop's reconciles, failed ones too,
 // reach the duration histogram and the outcome counters.
 func TestLoopRecordsReconcileMetrics(t *testing.T) {
@@ -80,15 +43,15 @@ func TestLoopRecordsReconcileMetrics(t *testing.T) {
 
 	ctl := map[string]string{"controller": "test"}
 	h.Eventually(func() bool {
-		return gathered(t, registry, "skiff_controller_reconcile_total", map[string]string{"controller": "test", "result": "success"}) == 1
+		return controllertest.Gathered(t, registry, "skiff_controller_reconcile_total", map[string]string{"controller": "test", "result": "success"}) == 1
 	}, "the retry to succeed")
-	if n := gathered(t, registry, "skiff_controller_reconcile_duration_seconds", ctl); n != 2 {
+	if n := controllertest.Gathered(t, registry, "skiff_controller_reconcile_duration_seconds", ctl); n != 2 {
 		t.Errorf("reconcile_duration_seconds count = %v, want 2", n)
 	}
-	if n := gathered(t, registry, "skiff_controller_reconcile_errors_total", ctl); n != 1 {
+	if n := controllertest.Gathered(t, registry, "skiff_controller_reconcile_errors_total", ctl); n != 1 {
 		t.Errorf("reconcile_errors_total = %v, want 1", n)
 	}
-	if n := gathered(t, registry, "skiff_controller_reconcile_total", map[string]string{"controller": "test", "result": "error"}); n != 1 {
+	if n := controllertest.Gathered(t, registry, "skiff_controller_reconcile_total", map[string]string{"controller": "test", "result": "error"}); n != 1 {
 		t.Errorf("reconcile_total{result=error} = %v, want 1", n)
 	}
 }
@@ -135,7 +98,7 @@ func TestEnvObserveReconcile(t *testing.T) {
 		{"skiff_controller_objects_total", map[string]string{"controller": "batcher", "result": "scheduled"}, 3},
 		{"skiff_controller_objects_total", map[string]string{"controller": "batcher", "result": "unschedulable"}, 0},
 	} {
-		if got := gathered(t, registry, c.name, c.labels); got != c.want {
+		if got := controllertest.Gathered(t, registry, c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}

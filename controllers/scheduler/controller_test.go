@@ -270,41 +270,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// gathered sums, over the series of the metric name whose labels include
-// want, the counters' values or the histograms' sample counts.
-func gathered(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
-	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if have[k] != v {
-					continue series
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				sum += c.GetValue()
-			}
-			if h := m.GetHistogram(); h != nil {
-				sum += float64(h.GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
-
 // TestSchedulerRecordsReconcileMetrics: each batch is a reconcile in the
 // controllers' metrics (a failed Bind an error), and pods are counted by
 // outcome.
@@ -355,7 +320,7 @@ func TestSchedulerRecordsReconcileMetrics(t *testing.T) {
 	missing := func() []string {
 		var out []string
 		for _, c := range checks {
-			if got := gathered(t, registry, c.name, c.labels); got < c.min {
+			if got := controllertest.Gathered(t, registry, c.name, c.labels); got < c.min {
 				out = append(out, fmt.Sprintf("%s%v = %v, want at least %v (%s)", c.name, c.labels, got, c.min, c.what))
 			}
 		}
@@ -370,7 +335,7 @@ func TestSchedulerRecordsReconcileMetrics(t *testing.T) {
 	for _, m := range missing() {
 		t.Error(m)
 	}
-	if n := gathered(t, registry, "skiff_controller_objects_total", result("scheduled")); n != 2 {
+	if n := controllertest.Gathered(t, registry, "skiff_controller_objects_total", result("scheduled")); n != 2 {
 		t.Errorf("objects_total{result=scheduled} = %v, want 2", n)
 	}
 }
