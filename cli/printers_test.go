@@ -153,26 +153,3 @@ func TestTableOfSeveralKinds(t *testing.T) {
 		t.Fatalf("table:\n%s", buf.String())
 	}
 }
-
-func TestResolveServers(t *testing.T) {
-	dir := t.TempDir()
-	path := dir + "/config.yaml"
-	t.Setenv("SKIFF_CONFIG", path)
-	t.Setenv(EnvServer, "")
-	if s, err := resolveServers(""); err != nil || len(s) != 0 {
-		t.Fatalf("no config: %v %v", s, err)
-	}
-	if err := WriteConfig(path, Config{Servers: []string{"127.0.0.1:1", "127.0.0.1:2"}}); err != nil {
-		t.Fatal(err)
-	}
-	if s, err := resolveServers(""); err != nil || len(s) != 2 {
-		t.Fatalf("from config: %v %v", s, err)
-	}
-	t.Setenv(EnvServer, "127.0.0.1:3")
-	if s, _ := resolveServers(""); len(s) != 1 || s[0] != "127.0.0.1:3" {
-		t.Fatalf("env should win over config: %v", s)
-	}
-	if s, _ := resolveServers("127.0.0.1:4, 127.0.0.1:5"); len(s) != 2 || s[1] != "127.0.0.1:5" {
-		t.Fatalf("flag should win: %v", s)
-	}
-}

@@ -49,9 +49,9 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&o.Server, "server", "", "comma-separated API addresses of masters (default $SKIFF_SERVER, then "+ConfigPath()+")")
-	root.PersistentFlags().StringVar(&o.TokenFile, "token-file", "", "the cluster token file: the CLI derives the CA from it and signs itself an admin certificate (default $"+EnvTokenFile+", then tokenFile in the config)")
-	root.PersistentFlags().StringVar(&o.Token, "token", "", "a bearer token from skiff token create (default $"+EnvToken+", then token in the config); needs --ca-file or ca in the config")
+	root.PersistentFlags().StringVar(&o.Server, "server", "", "comma-separated API addresses of masters (default $SKIFF_SERVER, then "+client.ConfigPath()+")")
+	root.PersistentFlags().StringVar(&o.TokenFile, "token-file", "", "the cluster token file: the CLI derives the CA from it and signs itself an admin certificate (default $"+client.EnvTokenFile+", then tokenFile in the config)")
+	root.PersistentFlags().StringVar(&o.Token, "token", "", "a bearer token from skiff token create (default $"+client.EnvToken+", then token in the config); needs --ca-file or ca in the config")
 	root.PersistentFlags().StringVar(&o.CAFile, "ca-file", "", "the cluster CA certificate (PEM) to verify the masters with when using --token")
 	root.PersistentFlags().BoolVar(&o.Insecure, "insecure", false, "plaintext, no authentication: only for masters run with --insecure")
 	root.PersistentFlags().DurationVar(&o.Timeout, "request-timeout", 30*time.Second, "how long a command waits for the cluster")
@@ -104,8 +104,8 @@ func (o *Options) client() (*client.Client, error) {
 }
 
 // connection is how this invocation reaches the masters.
-func (o *Options) connection() Connection {
-	return Connection{Servers: o.Server, TokenFile: o.TokenFile, Token: o.Token, CAFile: o.CAFile, Insecure: o.Insecure}
+func (o *Options) connection() client.Connection {
+	return client.Connection{Servers: o.Server, TokenFile: o.TokenFile, Token: o.Token, CAFile: o.CAFile, Insecure: o.Insecure}
 }
 
 // context returns a context bounded by --request-timeout and cancelled by

@@ -25,7 +25,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/skiff-sh/skiff/client"
-	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -142,15 +141,16 @@ kinds; admin does everything.`,
 				fmt.Fprintln(cmd.OutOrStdout(), token)
 				return nil
 			}
-			caPEM, err := o.caPEM()
+			conn := o.connection()
+			caPEM, err := conn.CAPEM()
+			if err != nil {
+				return fmt.Errorf("--print-config: %w", err)
+			}
+			servers, err := conn.ResolveServers()
 			if err != nil {
 				return err
 			}
-			servers, err := resolveServers(o.Server)
-			if err != nil {
-				return err
-			}
-			data, err := yaml.Marshal(Config{Servers: servers, Token: token, CA: string(caPEM)})
+			data, err := yaml.Marshal(client.ConfigFile{Servers: servers, Token: token, CA: string(caPEM)})
 			if err != nil {
 				return err
 			}
@@ -243,27 +243,4 @@ func optionsFrom(cmd *cobra.Command) *Options {
 		o.Timeout = d
 	}
 	return o
-}
-
-// caPEM is the cluster CA this invocation trusts, for --print-config.
-func (o *Options) caPEM() ([]byte, error) {
-	sec, err := resolveSecurity(o.TokenFile, o.Token, o.CAFile, o.Insecure)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case sec.tokenFile != "":
-		tok, err := pki.ReadTokenFile(sec.tokenFile)
-		if err != nil {
-			return nil, err
-		}
-		ca, err := tok.CA()
-		if err != nil {
-			return nil, err
-		}
-		return pki.CertPEM(ca.DER), nil
-	case sec.token != "":
-		return sec.caPEM, nil
-	}
-	return nil, errors.New("--print-config: this CLI talks to the masters without TLS, so there is no CA to print")
 }

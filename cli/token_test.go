@@ -1,17 +1,12 @@
 package cli
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/skiff-sh/skiff/pki"
 )
 
 func TestNewUserToken(t *testing.T) {
@@ -32,55 +27,5 @@ func TestNewUserToken(t *testing.T) {
 	}
 	if strings.Contains(obj.String(), strings.TrimPrefix(tok, id+".")) {
 		t.Fatal("the stored form contains the secret")
-	}
-}
-
-func TestResolveSecurityToken(t *testing.T) {
-	tok, err := pki.GenerateToken()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := tok.CA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "config.yaml")
-	t.Setenv("SKIFF_CONFIG", cfgPath)
-	t.Setenv(EnvTokenFile, "")
-	t.Setenv(EnvToken, "")
-	if err := WriteConfig(cfgPath, Config{Servers: []string{"127.0.0.1:1"}, Token: "abcdef.0123456789abcdefghijklmnopqrstuv", CA: string(pki.CertPEM(ca.DER))}); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := resolveSecurity("", "", "", false)
-	if err != nil || sec.token != "abcdef.0123456789abcdefghijklmnopqrstuv" || len(sec.caPEM) == 0 || sec.tokenFile != "" {
-		t.Fatalf("from the config: %+v %v", sec, err)
-	}
-	tlsCfg, creds, err := TokenTLS(sec.caPEM, sec.token)
-	if err != nil || tlsCfg.GetClientCertificate != nil || !creds.RequireTransportSecurity() {
-		t.Fatalf("TokenTLS: %v", err)
-	}
-	md, _ := creds.GetRequestMetadata(context.Background())
-	if md["authorization"] != "Bearer abcdef.0123456789abcdefghijklmnopqrstuv" {
-		t.Fatalf("metadata %v", md)
-	}
-	// The flag wins over the config; without a CA it says where to get one.
-	if err := WriteConfig(cfgPath, Config{Servers: []string{"127.0.0.1:1"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := resolveSecurity("", "zzzzzz.0123456789abcdefghijklmnopqrstuv", "", false); err == nil || !strings.Contains(err.Error(), "--ca-file") {
-		t.Fatalf("token without a CA: %v", err)
-	}
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, pki.CertPEM(ca.DER), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(EnvToken, "envtok.0123456789abcdefghijklmnopqrstuv")
-	sec, err = resolveSecurity("", "", caFile, false)
-	if err != nil || sec.token != "envtok.0123456789abcdefghijklmnopqrstuv" || len(sec.caPEM) == 0 {
-		t.Fatalf("from $%s: %+v %v", EnvToken, sec, err)
-	}
-	if _, _, err := TokenTLS([]byte("not pem"), "x"); err == nil {
-		t.Fatal("a CA without PEM was accepted")
 	}
 }

@@ -35,7 +35,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	gproto "google.golang.org/protobuf/proto"
 
-	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 )
@@ -209,7 +208,7 @@ func (cc *chaosCluster) conn(m *master) *grpc.ClientConn {
 	}
 	creds := insecure.NewCredentials()
 	if cc.token != "" {
-		tc, err := cli.AdminTLS(cc.token)
+		tc, err := client.AdminTLS(cc.token)
 		if err != nil {
 			cc.t.Fatal(err)
 		}
@@ -249,7 +248,7 @@ func (cc *chaosCluster) newClient(addrs []string) *client.Client {
 	cfg.RetryFor = 10 * time.Second
 	if cc.token != "" {
 		var err error
-		if cfg.TLS, err = cli.AdminTLS(cc.token); err != nil {
+		if cfg.TLS, err = client.AdminTLS(cc.token); err != nil {
 			cc.t.Fatal(err)
 		}
 	}

@@ -20,6 +20,9 @@ var allowedImports = map[string][]string{
 	"worker":      {"proto", "client", "pki"},
 	"netproxy":    {"proto", "client", "pki"},
 	"cli":         {"proto", "client", "pki"},
+	// Examples show what users outside this repository can build: only
+	// the libraries (client, controllers, proto), never server or cli.
+	"examples": {"proto", "client", "controllers", "pki"},
 }
 
 const module = "github.com/skiff-sh/skiff/"

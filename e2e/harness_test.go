@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -291,7 +290,7 @@ func (c *cluster) client(ms ...*master) *client.Client {
 	cfg.Servers = addrs
 	if c.token != "" {
 		var err error
-		if cfg.TLS, err = cli.AdminTLS(c.token); err != nil {
+		if cfg.TLS, err = client.AdminTLS(c.token); err != nil {
 			c.t.Fatal(err)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/skiff-sh/skiff/cli"
+	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/pki"
 )
 
@@ -194,11 +194,11 @@ func runSkiff(t *testing.T, args ...string) (string, error) {
 // metricsClient is a client of the masters' --http-addr: HTTPS with an
 // admin certificate made from the cluster token file when one is given
 // (and not ""), plain HTTP otherwise.
-func metricsClient(tokenFile ...string) (*cli.HTTPClient, error) {
+func metricsClient(tokenFile ...string) (*client.HTTPClient, error) {
 	if len(tokenFile) > 0 && tokenFile[0] != "" {
-		return cli.Connection{TokenFile: tokenFile[0]}.HTTPClient()
+		return client.Connection{TokenFile: tokenFile[0]}.HTTPClient()
 	}
-	return cli.Connection{Insecure: true}.HTTPClient()
+	return client.Connection{Insecure: true}.HTTPClient()
 }
 
 // TestSecurityTransportMismatch runs a TLS cluster and an --insecure one
@@ -241,7 +241,7 @@ func TestSecurityTransportMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	anon := cli.NewHTTPClient(pki.ClientConfig(ca.Pool(), nil, pki.MasterServerName, pki.OrgMaster), "")
+	anon := client.NewHTTPClient(pki.ClientConfig(ca.Pool(), nil, pki.MasterServerName, pki.OrgMaster), "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	eventually(t, 20*time.Second, func() error {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/pki"
 	"github.com/skiff-sh/skiff/server"
@@ -183,8 +182,8 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 		shutdown()
 		return err
 	}
-	cfgPath := cli.ConfigPath()
-	if err := cli.WriteConfig(cfgPath, cli.Config{Servers: apis, TokenFile: tokenFile, Insecure: o.insecure}); err != nil {
+	cfgPath := client.ConfigPath()
+	if err := client.WriteConfig(cfgPath, client.ConfigFile{Servers: apis, TokenFile: tokenFile, Insecure: o.insecure}); err != nil {
 		shutdown()
 		return err
 	}
@@ -203,7 +202,7 @@ func runDev(cmd *cobra.Command, o devOptions) error {
     skiff logs hello
   (or export %s=%s)
 Press Ctrl-C to stop.
-`, o.masters, leader, strings.Join(apis, ","), extra, cfgPath, cli.EnvServer, strings.Join(apis, ","))
+`, o.masters, leader, strings.Join(apis, ","), extra, cfgPath, client.EnvServer, strings.Join(apis, ","))
 
 	select {
 	case <-ctx.Done():
@@ -222,7 +221,7 @@ func waitForLeader(ctx context.Context, apis []string, tokenFile string, errs <-
 	cfg.RetryFor = time.Second
 	if tokenFile != "" {
 		var err error
-		if cfg.TLS, err = cli.AdminTLS(tokenFile); err != nil {
+		if cfg.TLS, err = client.AdminTLS(tokenFile); err != nil {
 			return "", err
 		}
 	}

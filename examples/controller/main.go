@@ -3,7 +3,7 @@
 // annotated ConfigMaps into other namespaces) through the same framework
 // the built-in controllers use on the leader: informers, work queue,
 // Reconciler, event recorder and Manager. It connects as the skiff CLI
-// does (cli.Connection: flags, then $SKIFF_SERVER, $SKIFF_TOKEN_FILE,
+// does (client.Connection: flags, then $SKIFF_SERVER, $SKIFF_TOKEN_FILE,
 // $SKIFF_TOKEN, then the CLI's configuration file), so a controller token
 // made with `skiff token create --role controller --print-config` is all
 // it needs. See README.md.
@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/skiff-sh/skiff/cli"
 	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/controllers"
 )
@@ -27,10 +26,10 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
-	var conn cli.Connection
-	flag.StringVar(&conn.Servers, "server", "", "comma-separated API addresses of masters (default $"+cli.EnvServer+", then the CLI's config "+cli.ConfigPath()+")")
-	flag.StringVar(&conn.TokenFile, "token-file", "", "the cluster token file: connect with an admin certificate made from it (default $"+cli.EnvTokenFile+", then tokenFile in the config)")
-	flag.StringVar(&conn.Token, "token", "", "a bearer token, best one of role controller from `skiff token create --role controller` (default $"+cli.EnvToken+", then token in the config); needs --ca-file or ca in the config")
+	var conn client.Connection
+	flag.StringVar(&conn.Servers, "server", "", "comma-separated API addresses of masters (default $"+client.EnvServer+", then the CLI's config "+client.ConfigPath()+")")
+	flag.StringVar(&conn.TokenFile, "token-file", "", "the cluster token file: connect with an admin certificate made from it (default $"+client.EnvTokenFile+", then tokenFile in the config)")
+	flag.StringVar(&conn.Token, "token", "", "a bearer token, best one of role controller from `skiff token create --role controller` (default $"+client.EnvToken+", then token in the config); needs --ca-file or ca in the config")
 	flag.StringVar(&conn.CAFile, "ca-file", "", "the cluster CA certificate (PEM) to verify the masters with when using --token")
 	flag.BoolVar(&conn.Insecure, "insecure", false, "plaintext, no authentication: only for masters run with --insecure")
 	workers := flag.Int("workers", 2, "reconciles at once")

@@ -88,13 +88,13 @@ func eventually(t *testing.T, d time.Duration, what string, f func() error) {
 	}
 }
 
-// TestMirrorAgainstTLSCluster runs the program's wiring (cli.Connection,
+// TestMirrorAgainstTLSCluster runs the program's wiring (client.Connection,
 // client, newManager) against a real master with TLS: the controller
 // connects with a controller token that `skiff token create --role
 // controller --print-config` wrote into the CLI's configuration file, as
 // the README says, and mirrors a ConfigMap.
 func TestMirrorAgainstTLSCluster(t *testing.T) {
-	for _, env := range []string{cli.EnvServer, cli.EnvTokenFile, cli.EnvToken} {
+	for _, env := range []string{client.EnvServer, client.EnvTokenFile, client.EnvToken} {
 		t.Setenv(env, "")
 	}
 	t.Setenv("SKIFF_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
@@ -103,7 +103,7 @@ func TestMirrorAgainstTLSCluster(t *testing.T) {
 	defer cancel()
 
 	// The operator: an admin certificate from the token file.
-	acfg, err := cli.Connection{Servers: addr, TokenFile: tokenFile}.ClientConfig()
+	acfg, err := client.Connection{Servers: addr, TokenFile: tokenFile}.ClientConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestMirrorAgainstTLSCluster(t *testing.T) {
 	t.Setenv("SKIFF_CONFIG", conf)
 
 	// The controller, configured by that file alone.
-	ccfg, err := cli.Connection{}.ClientConfig()
+	ccfg, err := client.Connection{}.ClientConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestMirrorAgainstTLSCluster(t *testing.T) {
 	})
 
 	// Without the cluster's credentials it cannot connect, and is told why.
-	pcfg, err := cli.Connection{Servers: addr, Insecure: true}.ClientConfig()
+	pcfg, err := client.Connection{Servers: addr, Insecure: true}.ClientConfig()
 	if err != nil {
 		t.Fatal(err)
 	}

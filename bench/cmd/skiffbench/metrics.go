@@ -15,7 +15,7 @@ import (
 // sample, keyed by the sample as written ("name{labels}"). The bench's
 // masters run with --insecure (skiff.go), so their endpoint is plain HTTP
 // and anonymous; a master with a token serves HTTPS and wants a credential
-// (cli.Connection.HTTPClient builds a client for it).
+// (client.Connection.HTTPClient builds a client for it).
 func promSums(ctx context.Context, httpAddr string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -1,4 +1,4 @@
-package cli
+package client
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/pki"
 )
 
@@ -94,18 +93,18 @@ type Connection struct {
 	Insecure bool
 }
 
-// ClientConfig resolves c into a client configuration (client.DefaultConfig
-// with Servers and the TLS credentials set). It fails with ErrNoCredentials
+// ClientConfig resolves c into a client configuration (DefaultConfig with
+// Servers and the TLS credentials set). It fails with ErrNoCredentials
 // when nothing says how to authenticate.
-func (c Connection) ClientConfig() (client.Config, error) {
-	cfg := client.DefaultConfig()
+func (c Connection) ClientConfig() (Config, error) {
+	cfg := DefaultConfig()
 	servers, err := resolveServers(c.Servers)
 	if err != nil {
 		return cfg, err
 	}
 	cfg.Servers = servers
 	if len(servers) == 0 {
-		return cfg, client.ErrNoServers
+		return cfg, ErrNoServers
 	}
 	var token string
 	if cfg.TLS, token, err = c.credentials(); err != nil {
@@ -115,6 +114,34 @@ func (c Connection) ClientConfig() (client.Config, error) {
 		cfg.PerRPC = bearerToken(token)
 	}
 	return cfg, nil
+}
+
+// ResolveServers returns the master API addresses c resolves to (Servers,
+// then $SKIFF_SERVER, then the configuration file).
+func (c Connection) ResolveServers() ([]string, error) { return resolveServers(c.Servers) }
+
+// CAPEM returns the cluster CA that c trusts (derived from the token file,
+// or the bearer token's CA); an error when c talks plaintext.
+func (c Connection) CAPEM() ([]byte, error) {
+	sec, err := resolveSecurity(c.TokenFile, c.Token, c.CAFile, c.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case sec.tokenFile != "":
+		tok, err := pki.ReadTokenFile(sec.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		ca, err := tok.CA()
+		if err != nil {
+			return nil, err
+		}
+		return pki.CertPEM(ca.DER), nil
+	case sec.token != "":
+		return sec.caPEM, nil
+	}
+	return nil, errors.New("this connection talks to the masters without TLS, so there is no cluster CA")
 }
 
 // credentials returns the TLS configuration and bearer token of c: nil
@@ -211,21 +238,4 @@ func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return b.next.RoundTrip(r)
-}
-
-// transportHint turns the client's TransportMismatchError into what to do
-// with the CLI's flags; "" for any other error.
-func transportHint(err error) string {
-	var mm *client.TransportMismatchError
-	if !errors.As(err, &mm) {
-		return ""
-	}
-	if mm.ServerTLS {
-		return fmt.Sprintf("the cluster uses TLS (master %s answered with a TLS handshake) but the CLI connects in plaintext "+
-			"(--insecure, or insecure: true in %s): drop --insecure and pass --token-file with a copy of the masters' token file "+
-			"(`skiff token show --token-file FILE` on a master prints it), or a bearer token with --token and --ca-file "+
-			"(an admin makes both with `skiff token create --print-config`)", mm.Server, ConfigPath())
-	}
-	return fmt.Sprintf("master %s runs with --insecure (plaintext, no authentication) but the CLI connects with TLS "+
-		"(a token file or bearer token was given): pass --insecure, or restart the masters with --token-file", mm.Server)
 }

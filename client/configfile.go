@@ -1,4 +1,4 @@
-package cli
+package client
 
 import (
 	"errors"
@@ -21,10 +21,11 @@ const EnvTokenFile = "SKIFF_TOKEN_FILE"
 // skiff token create).
 const EnvToken = "SKIFF_TOKEN"
 
-// Config is the CLI's configuration file, written by `skiff dev`.
-type Config struct {
+// ConfigFile is the CLI's configuration file, written by `skiff dev` and
+// read by every program that connects as the CLI does (Connection).
+type ConfigFile struct {
 	Servers []string `json:"servers"`
-	// TokenFile is the cluster token (see tls.go); relative paths are
+	// TokenFile is the cluster token (see connection.go); relative paths are
 	// relative to the configuration file.
 	TokenFile string `json:"tokenFile,omitempty"`
 	// Token is a user's bearer token (skiff token create), used when there
@@ -55,7 +56,7 @@ func ConfigPath() string {
 }
 
 // WriteConfig writes cfg to path, creating its directory.
-func WriteConfig(path string, cfg Config) error {
+func WriteConfig(path string, cfg ConfigFile) error {
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
 		return err
@@ -82,8 +83,8 @@ func resolveServers(flag string) ([]string, error) {
 
 // readConfig reads the configuration file; a missing file is an empty
 // configuration.
-func readConfig() (Config, error) {
-	var cfg Config
+func readConfig() (ConfigFile, error) {
+	var cfg ConfigFile
 	path := ConfigPath()
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) || path == "" {
