@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,6 +118,12 @@ spec:
 	out, err = execUnderPTY(t, c, 91, 37, "exec", "-it", "hello", "--", "/hello", "tty")
 	if err != nil || !strings.Contains(out, "stdin-terminal=true stdout-terminal=true size=91x37\r\n") {
 		t.Errorf("exec -it from a 91x37 terminal: %v\n%q", err, out)
+	}
+	// A resize of the user's terminal reaches the command (SIGWINCH and
+	// the new size), as kubectl exec -it does.
+	out, err = execUnderPTYResize(t, c, 91, 37, "size=91x37", 120, 40, "exec", "-it", "hello", "--", "/hello", "tty-resize")
+	if err != nil || !strings.Contains(out, "resized=120x40\r\n") {
+		t.Errorf("exec -it through a terminal resize to 120x40: %v\n%q", err, out)
 	}
 	// Without a terminal, -it falls back to plain pipes and says so.
 	out, err = c.cli("", "exec", "-it", "hello", "--", "/hello", "tty")
@@ -485,6 +492,14 @@ func demoImage(t *testing.T) string {
 // returns what it wrote there.
 func execUnderPTY(t *testing.T, c *cluster, cols, rows uint16, args ...string) (string, error) {
 	t.Helper()
+	return execUnderPTYResize(t, c, cols, rows, "", 0, 0, args...)
+}
+
+// execUnderPTYResize is execUnderPTY that, once the output shows marker,
+// resizes the terminal to newCols x newRows (the kernel then sends the CLI
+// SIGWINCH, as when a person resizes a terminal window).
+func execUnderPTYResize(t *testing.T, c *cluster, cols, rows uint16, marker string, newCols, newRows uint16, args ...string) (string, error) {
+	t.Helper()
 	ptm, slavePath, err := console.NewPty()
 	if err != nil {
 		t.Fatalf("open a pseudo-terminal: %v", err)
@@ -506,22 +521,52 @@ func execUnderPTY(t *testing.T, c *cluster, cols, rows uint16, args ...string) (
 	if err != nil {
 		t.Fatalf("start skiff %s: %v", strings.Join(args, " "), err)
 	}
+	var mu sync.Mutex
 	var out bytes.Buffer
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
-		_, _ = io.Copy(&out, ptm)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptm.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
 	}()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	select {
-	case err = <-exited:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		t.Fatalf("skiff %s on a terminal did not finish within 30s", strings.Join(args, " "))
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	resized := marker == ""
+wait:
+	for {
+		select {
+		case err = <-exited:
+			break wait
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Fatalf("skiff %s on a terminal did not finish within 30s", strings.Join(args, " "))
+		case <-tick.C:
+			mu.Lock()
+			seen := strings.Contains(out.String(), marker)
+			mu.Unlock()
+			if !resized && seen {
+				resized = true
+				if err := ptm.Resize(console.WinSize{Width: newCols, Height: newRows}); err != nil {
+					t.Fatalf("resize the pseudo-terminal: %v", err)
+				}
+			}
+		}
 	}
 	<-copied
+	mu.Lock()
+	defer mu.Unlock()
 	return out.String(), err
 }
 

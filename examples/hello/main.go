@@ -95,7 +95,24 @@ func command(args []string) int {
 		}
 		fmt.Println()
 		return 0
+	case args[0] == "tty-resize":
+		// Prints the terminal's size, then its new size after the user's
+		// terminal is resized (SIGWINCH), to show `skiff exec -it`
+		// following a resize.
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		w, h, _ := term.GetSize(1)
+		fmt.Printf("size=%dx%d\n", w, h)
+		select {
+		case <-winch:
+			w, h, _ = term.GetSize(1)
+			fmt.Printf("resized=%dx%d\n", w, h)
+			return 0
+		case <-time.After(30 * time.Second):
+			fmt.Println("no resize within 30s")
+			return 1
+		}
 	}
-	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL | tty]")
+	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL | tty | tty-resize]")
 	return 2
 }
