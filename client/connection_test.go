@@ -30,19 +30,7 @@ func TestConnectionHTTPClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := tok.CA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.IssueKeyPair(key, pki.Leaf{CommonName: pki.MasterCNPrefix + "m1", Organization: pki.OrgMaster,
-		DNSNames: []string{pki.MasterServerName}, Lifetime: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, cert := masterCert(t, tok)
 	// A stand-in for a master's HTTPS endpoint: it says what credential
 	// each request came with.
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

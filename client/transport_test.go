@@ -24,15 +24,10 @@ func (fakeOperator) Status(context.Context, *pb.StatusRequest) (*pb.StatusRespon
 	return &pb.StatusResponse{Leader: "m1"}, nil
 }
 
-// serveOperator serves Operator.Status on loopback, over TLS with a
-// master certificate of a fresh cluster when secure; it returns the
-// address and the client TLS configuration that trusts it.
-func serveOperator(t *testing.T, secure bool) (string, *tls.Config) {
+// masterCert derives tok's cluster CA and issues it a master's serving
+// certificate, as a master makes its own.
+func masterCert(t *testing.T, tok pki.Token) (*pki.CA, tls.Certificate) {
 	t.Helper()
-	tok, err := pki.GenerateToken()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ca, err := tok.CA()
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +41,19 @@ func serveOperator(t *testing.T, secure bool) (string, *tls.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, cert
+}
+
+// serveOperator serves Operator.Status on loopback, over TLS with a
+// master certificate of a fresh cluster when secure; it returns the
+// address and the client TLS configuration that trusts it.
+func serveOperator(t *testing.T, secure bool) (string, *tls.Config) {
+	t.Helper()
+	tok, err := pki.GenerateToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, cert := masterCert(t, tok)
 	r := pki.NewReloader(cert)
 	var opts []grpc.ServerOption
 	if secure {
