@@ -71,9 +71,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Message size limits. A response (a List of 10,000 pods is about 10 MB)
-// may be far larger than one object, so receive up to the masters' own send
-// limit; gRPC's default of 4 MiB would fail such a List. Requests carry one
+// Message size limits. Masters send a List in chunks of about 1 MiB, but a
+// master of an earlier version sends it as one message (a List of 10,000
+// pods is about 10 MB), so receive up to the masters' own send limit;
+// gRPC's default of 4 MiB would fail such a List. Requests carry one
 // object (at most proto.MaxObjectBytes); the master itself refuses larger
 // ones with ResourceExhausted, so the send cap only guards against a bug.
 const (
@@ -348,15 +349,17 @@ type ListOptions struct {
 	Stale         bool
 }
 
-// List returns matching objects and the resourceVersion to watch from.
+// List returns matching objects and the resourceVersion to watch from. The
+// master sends them in chunks of one snapshot; a stream broken part way is
+// listed again from the start, on another master if need be.
 func (c *Client) List(ctx context.Context, kind string, opts ListOptions) ([]*pb.Object, uint64, error) {
 	var resp *pb.ListResponse
 	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
 		var err error
-		resp, err = pb.NewClusterClient(conn).List(ctx, &pb.ListRequest{
+		resp, err = pb.CollectList(pb.NewClusterClient(conn).List(ctx, &pb.ListRequest{
 			Kind: kind, Namespace: opts.Namespace, LabelSelector: opts.LabelSelector,
 			FieldSelector: opts.FieldSelector, Stale: opts.Stale,
-		})
+		}))
 		return err
 	})
 	if err != nil {

@@ -20,8 +20,9 @@ func NewGRPCCluster(c pb.ClusterClient) Cluster { return grpcCluster{c} }
 
 type grpcCluster struct{ c pb.ClusterClient }
 
+// List assembles the chunks the master streams into one answer.
 func (g grpcCluster) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
-	return g.c.List(ctx, req)
+	return pb.CollectList(g.c.List(ctx, req))
 }
 
 func (g grpcCluster) Watch(ctx context.Context, req *pb.WatchRequest) (Watch, error) {

@@ -22,8 +22,22 @@ type fakeServer struct {
 	fake *controllertest.Fake
 }
 
-func (s fakeServer) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
-	return s.fake.List(ctx, req)
+// List sends one object per message, so the adapter must assemble the
+// chunks as it does a master's.
+func (s fakeServer) List(req *pb.ListRequest, stream grpc.ServerStreamingServer[pb.ListResponse]) error {
+	resp, err := s.fake.List(stream.Context(), req)
+	if err != nil {
+		return err
+	}
+	if len(resp.GetItems()) == 0 {
+		return stream.Send(resp)
+	}
+	for _, o := range resp.GetItems() {
+		if err := stream.Send(&pb.ListResponse{Items: []*pb.Object{o}, ResourceVersion: resp.GetResourceVersion()}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s fakeServer) Create(ctx context.Context, req *pb.WriteRequest) (*pb.WriteResponse, error) {
@@ -55,7 +69,7 @@ func (s fakeServer) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServe
 }
 
 func TestGRPCClusterFeedsAnInformer(t *testing.T) {
-	fake := controllertest.NewFake(nil, pod("a", "p1", nil, ""))
+	fake := controllertest.NewFake(nil, pod("a", "p1", nil, ""), pod("a", "p3", nil, ""), pod("b", "p4", nil, ""))
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	pb.RegisterClusterServer(srv, fakeServer{fake: fake})
@@ -76,6 +90,9 @@ func TestGRPCClusterFeedsAnInformer(t *testing.T) {
 	f.Start(ctx)
 	defer func() { cancel(); f.Wait() }()
 	controllertest.Eventually(t, 5e9, inf.HasSynced, "sync over gRPC")
+	if n := len(inf.List()); n != 3 {
+		t.Errorf("informer holds %d pods after its list, want 3 (one list chunk each)", n)
+	}
 
 	if _, err := cluster.Create(ctx, pod("a", "p2", nil, "")); err != nil {
 		t.Fatal(err)

@@ -522,10 +522,12 @@ func (x *ListRequest) GetStale() bool {
 	return false
 }
 
+// One chunk of a List answer (see Cluster.List).
 type ListResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Items []*Object              `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
-	// The store's index at the time of the list: watch from here.
+	// The store's index at the time of the list, the same in every chunk:
+	// watch from here.
 	ResourceVersion uint64 `protobuf:"varint,2,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -1608,7 +1610,7 @@ const file_api_proto_rawDesc = "" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"@\n" +
 	"\x1cIssueNodeCertificateResponse\x12 \n" +
-	"\vcertificate\x18\x01 \x01(\fR\vcertificate2\xf9\x04\n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate2\xfb\x04\n" +
 	"\aCluster\x129\n" +
 	"\x06Create\x12\x16.skiff.v1.WriteRequest\x1a\x17.skiff.v1.WriteResponse\x129\n" +
 	"\x06Update\x12\x16.skiff.v1.WriteRequest\x1a\x17.skiff.v1.WriteResponse\x12?\n" +
@@ -1616,8 +1618,8 @@ const file_api_proto_rawDesc = "" +
 	"\x05Apply\x12\x16.skiff.v1.WriteRequest\x1a\x17.skiff.v1.WriteResponse\x12:\n" +
 	"\x06Delete\x12\x17.skiff.v1.DeleteRequest\x1a\x17.skiff.v1.WriteResponse\x126\n" +
 	"\x04Bind\x12\x15.skiff.v1.BindRequest\x1a\x17.skiff.v1.BatchResponse\x122\n" +
-	"\x03Get\x12\x14.skiff.v1.GetRequest\x1a\x15.skiff.v1.GetResponse\x125\n" +
-	"\x04List\x12\x15.skiff.v1.ListRequest\x1a\x16.skiff.v1.ListResponse\x127\n" +
+	"\x03Get\x12\x14.skiff.v1.GetRequest\x1a\x15.skiff.v1.GetResponse\x127\n" +
+	"\x04List\x12\x15.skiff.v1.ListRequest\x1a\x16.skiff.v1.ListResponse0\x01\x127\n" +
 	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x14.skiff.v1.WatchEvent0\x01\x12e\n" +
 	"\x14IssueNodeCertificate\x12%.skiff.v1.IssueNodeCertificateRequest\x1a&.skiff.v1.IssueNodeCertificateResponse2\xd2\x03\n" +
 	"\bOperator\x12;\n" +

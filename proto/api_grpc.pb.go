@@ -52,7 +52,14 @@ type ClusterClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*WriteResponse, error)
 	Bind(ctx context.Context, in *BindRequest, opts ...grpc.CallOption) (*BatchResponse, error)
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
-	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
+	// List answers from one consistent snapshot of the store, in chunks: each
+	// message carries some of the items (together about 1 MiB of them, at
+	// least one), and every message carries the same resource_version, so a
+	// list of any size fits gRPC's default message limits (as long as each
+	// object does). An empty answer is one message with no items. A client concatenates the items of all
+	// messages until the stream ends (proto.CollectList does); a stream that
+	// fails part way must be listed again from the start.
+	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListResponse], error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 	// IssueNodeCertificate signs a worker's certificate (CN
 	// system:node:NAME, O node). A worker without a certificate authenticates
@@ -140,19 +147,28 @@ func (c *clusterClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.Ca
 	return out, nil
 }
 
-func (c *clusterClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error) {
+func (c *clusterClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListResponse)
-	err := c.cc.Invoke(ctx, Cluster_List_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_List_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[ListRequest, ListResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_ListClient = grpc.ServerStreamingClient[ListResponse]
 
 func (c *clusterClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_Watch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[1], Cluster_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +206,14 @@ type ClusterServer interface {
 	Delete(context.Context, *DeleteRequest) (*WriteResponse, error)
 	Bind(context.Context, *BindRequest) (*BatchResponse, error)
 	Get(context.Context, *GetRequest) (*GetResponse, error)
-	List(context.Context, *ListRequest) (*ListResponse, error)
+	// List answers from one consistent snapshot of the store, in chunks: each
+	// message carries some of the items (together about 1 MiB of them, at
+	// least one), and every message carries the same resource_version, so a
+	// list of any size fits gRPC's default message limits (as long as each
+	// object does). An empty answer is one message with no items. A client concatenates the items of all
+	// messages until the stream ends (proto.CollectList does); a stream that
+	// fails part way must be listed again from the start.
+	List(*ListRequest, grpc.ServerStreamingServer[ListResponse]) error
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	// IssueNodeCertificate signs a worker's certificate (CN
 	// system:node:NAME, O node). A worker without a certificate authenticates
@@ -229,8 +252,8 @@ func (UnimplementedClusterServer) Bind(context.Context, *BindRequest) (*BatchRes
 func (UnimplementedClusterServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
 }
-func (UnimplementedClusterServer) List(context.Context, *ListRequest) (*ListResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+func (UnimplementedClusterServer) List(*ListRequest, grpc.ServerStreamingServer[ListResponse]) error {
+	return status.Error(codes.Unimplemented, "method List not implemented")
 }
 func (UnimplementedClusterServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
@@ -385,23 +408,16 @@ func _Cluster_Get_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Cluster_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+func _Cluster_List_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(ClusterServer).List(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Cluster_List_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServer).List(ctx, req.(*ListRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(ClusterServer).List(m, &grpc.GenericServerStream[ListRequest, ListResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_ListServer = grpc.ServerStreamingServer[ListResponse]
 
 func _Cluster_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchRequest)
@@ -468,15 +484,16 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_Get_Handler,
 		},
 		{
-			MethodName: "List",
-			Handler:    _Cluster_List_Handler,
-		},
-		{
 			MethodName: "IssueNodeCertificate",
 			Handler:    _Cluster_IssueNodeCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "List",
+			Handler:       _Cluster_List_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "Watch",
 			Handler:       _Cluster_Watch_Handler,

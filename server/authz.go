@@ -428,8 +428,8 @@ func redactSecrets(resp any) any {
 }
 
 // authzStream authorizes streams at open: by method for calls whose
-// request names no object, else on the first message (Watch, Logs), before
-// the handler sees it.
+// request names no object, else on the first message (List, Watch,
+// Logs), before the handler sees it.
 func (s *Server) authzStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if _, ok := methodVerbs[info.FullMethod]; ok {
 		if err := s.authorizeCall(ss.Context(), info.FullMethod, nil); err != nil {

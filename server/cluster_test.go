@@ -121,7 +121,7 @@ func TestThreeMasters(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}
-		list, err := fs[1].cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap", Namespace: "default"})
+		list, err := pb.CollectList(fs[1].cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap", Namespace: "default"}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +142,7 @@ func TestThreeMasters(t *testing.T) {
 	})
 
 	t.Run("watch from a resourceVersion across masters", func(t *testing.T) {
-		list, err := fs[0].cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap"})
+		list, err := pb.CollectList(fs[0].cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap"}))
 		if err != nil {
 			t.Fatal(err)
 		}

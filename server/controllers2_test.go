@@ -184,7 +184,7 @@ func (w *ctlWorker) serves(node string) bool {
 func (w *ctlWorker) sync(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := w.c.List(rctx, &pb.ListRequest{Kind: "Pod"})
+	resp, err := pb.CollectList(w.c.List(rctx, &pb.ListRequest{Kind: "Pod"}))
 	if err != nil {
 		return // a leader change; the next round sees it
 	}
@@ -251,7 +251,7 @@ func (w *ctlWorker) heartbeat(ctx context.Context) {
 
 func ctlListPods(t *testing.T, c pb.ClusterClient, ns, selector string) []*pb.Pod {
 	t.Helper()
-	resp, err := c.List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: ns, LabelSelector: selector})
+	resp, err := pb.CollectList(c.List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: ns, LabelSelector: selector}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestNamespaceDeletionLeavesNothing(t *testing.T) {
 			if !k.Namespaced {
 				continue
 			}
-			resp, lerr := c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: k.Kind, Namespace: "team"})
+			resp, lerr := pb.CollectList(c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: k.Kind, Namespace: "team"}))
 			if lerr == nil && len(resp.GetItems()) > 0 {
 				left = append(left, fmt.Sprintf("%d %s", len(resp.GetItems()), k.Plural))
 			}
@@ -378,7 +378,7 @@ func TestNamespaceDeletionLeavesNothing(t *testing.T) {
 		if !k.Namespaced {
 			continue
 		}
-		resp, err := c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: k.Kind, Namespace: "team"})
+		resp, err := pb.CollectList(c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: k.Kind, Namespace: "team"}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -407,7 +407,7 @@ func TestCascadingDeletion(t *testing.T) {
 		ctlRunningPods(t, c, "default", "app="+name, 2, 20*time.Second)
 	}
 	count := func(kind, selector string) int {
-		resp, err := c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: kind, Namespace: "default", LabelSelector: selector})
+		resp, err := pb.CollectList(c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: kind, Namespace: "default", LabelSelector: selector}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,7 +440,7 @@ func TestCascadingDeletion(t *testing.T) {
 			}
 			return nil
 		})
-		resp, err := c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "ReplicaSet", Namespace: "default", LabelSelector: "app=orphan"})
+		resp, err := pb.CollectList(c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "ReplicaSet", Namespace: "default", LabelSelector: "app=orphan"}))
 		if err != nil || len(resp.GetItems()) != 1 {
 			t.Fatalf("replicasets: %v %v", resp, err)
 		}
@@ -653,7 +653,7 @@ func TestUnschedulableThenScheduled(t *testing.T) {
 		return fmt.Errorf("conditions %v", got.GetObject().GetPod().GetStatus().GetConditions())
 	})
 	eventually(t, 10*time.Second, "a FailedScheduling event", func() error {
-		resp, err := c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "Event", Namespace: "default"})
+		resp, err := pb.CollectList(c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "Event", Namespace: "default"}))
 		if err != nil {
 			return err
 		}
@@ -755,7 +755,7 @@ type podWatch struct {
 func watchPods(t *testing.T, c pb.ClusterClient, ns, selector string, check func(rv uint64, at time.Time, pods map[string]*pb.Pod) error, event func(ev *pb.WatchEvent)) *podWatch {
 	t.Helper()
 	w := &podWatch{check: check, event: event, pods: map[string]*pb.Pod{}}
-	resp, err := c.List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: ns, LabelSelector: selector})
+	resp, err := pb.CollectList(c.List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: ns, LabelSelector: selector}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func TestControllersRunOnTheLeader(t *testing.T) {
 	}
 	boundPods := func(want int) func() error {
 		return func() error {
-			resp, err := c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: "default", LabelSelector: "app=web"})
+			resp, err := pb.CollectList(c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "Pod", Namespace: "default", LabelSelector: "app=web"}))
 			if err != nil {
 				return err
 			}
@@ -114,7 +114,7 @@ func TestControllersRunOnTheLeader(t *testing.T) {
 	eventually(t, 20*time.Second, "6 pods bound after the leader change", boundPods(6))
 
 	// Exactly one ReplicaSet: the new leader adopted the old one's work.
-	resp, err := c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "ReplicaSet", Namespace: "default"})
+	resp, err := pb.CollectList(c.List(ctxT(t, 5*time.Second), &pb.ListRequest{Kind: "ReplicaSet", Namespace: "default"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -202,6 +202,13 @@ func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServer
 }
 
 func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	// A List streams only to carry a large answer in chunks: it is one
+	// request, limited as the unary calls are, and no watch.
+	if info.FullMethod == pb.Cluster_List_FullMethodName && !fromMaster(ss.Context()) {
+		if err := s.limits.allow(callerFrom(ss.Context())); err != nil {
+			return err
+		}
+	}
 	if info.FullMethod == pb.Cluster_Watch_FullMethodName {
 		release, err := s.limits.acquireWatch(callerFrom(ss.Context()))
 		if err != nil {

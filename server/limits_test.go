@@ -33,8 +33,8 @@ func TestListLargerThanObjectLimit(t *testing.T) {
 			t.Fatalf("create %s: %v", name, err)
 		}
 	}
-	resp, err := ts.cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap", Namespace: "default"},
-		grpc.MaxCallRecvMsgSize(64<<20))
+	resp, err := pb.CollectList(ts.cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap", Namespace: "default"},
+		grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		t.Fatalf("list of 3 large objects: %v", err)
 	}

@@ -37,7 +37,7 @@ func newMetrics() *metrics {
 		}, []string{"method", "code"}),
 		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "skiff_api_request_duration_seconds",
-			Help:    "Latency of unary API requests, by gRPC method.",
+			Help:    "Latency of unary API requests and of Lists (streamed in chunks), by gRPC method.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"method"}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -123,7 +123,14 @@ func (m *metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 }
 
 func (m *metrics) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	start := time.Now()
 	err := h(srv, ss)
-	m.requests.WithLabelValues(shortMethod(info.FullMethod), status.Code(err).String()).Inc()
+	method := shortMethod(info.FullMethod)
+	// A List streams its answer in chunks but is one request, timed as it
+	// was when unary; a watch's duration is how long the client kept it.
+	if info.FullMethod == pb.Cluster_List_FullMethodName {
+		m.requestSeconds.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	}
+	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
 	return err
 }

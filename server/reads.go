@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/skiff-sh/skiff/fsm"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -176,14 +178,25 @@ func (a *clusterAPI) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespon
 	return &pb.GetResponse{Object: obj}, nil
 }
 
-func (a *clusterAPI) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+// listChunkBytes bounds the items of one List message (see Cluster.List in
+// api.proto): far below every message limit, clients' default 4 MiB
+// included, and large enough that a list of 10,000 pods is ten messages,
+// not thousands. One object (at most Config.MaxObjectBytes) always goes out
+// alone, whatever its size.
+const listChunkBytes = 1 << 20
+
+// List streams one snapshot of the store in chunks. The snapshot is taken
+// once, so every chunk belongs to the same resourceVersion; a client that
+// loses the stream part way lists again.
+func (a *clusterAPI) List(req *pb.ListRequest, stream grpc.ServerStreamingServer[pb.ListResponse]) error {
+	ctx := stream.Context()
 	k, err := canonicalKind(req.GetKind())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !req.GetStale() {
 		if err := a.s.linearize(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	items, idx, err := a.s.fsm.List(fsm.Query{
@@ -191,12 +204,38 @@ func (a *clusterAPI) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRes
 		LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
 	})
 	if err != nil {
-		return nil, fsmStatus(err)
+		return fsmStatus(err)
 	}
 	if err := a.s.secrets.openAll(items); err != nil {
-		return nil, err
+		return err
 	}
-	return &pb.ListResponse{Items: items, ResourceVersion: idx}, nil
+	for _, chunk := range listChunks(items, listChunkBytes) {
+		if err := stream.Send(&pb.ListResponse{Items: chunk, ResourceVersion: idx}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listChunks splits items into runs whose encoded size in a ListResponse
+// stays within limit, each run holding at least one item. No items is one
+// empty run: the answer still needs a message carrying its
+// resourceVersion.
+func listChunks(items []*pb.Object, limit int) [][]*pb.Object {
+	chunks := [][]*pb.Object{}
+	start, size := 0, 0
+	for i, o := range items {
+		// What the item adds to the message: its field tag, its length
+		// and its bytes.
+		n := gproto.Size(o)
+		n += protowire.SizeTag(1) + protowire.SizeVarint(uint64(n))
+		if i > start && size+n > limit {
+			chunks = append(chunks, items[start:i:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(chunks, items[start:])
 }
 
 // Watch streams from this master's own store: every master has the same

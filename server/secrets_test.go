@@ -226,7 +226,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	)
 	ctx := ctxT(t, 60*time.Second)
 
-	list, err := fol[0].cluster().List(ctx, &pb.ListRequest{Kind: "Secret", Namespace: "default"})
+	list, err := pb.CollectList(fol[0].cluster().List(ctx, &pb.ListRequest{Kind: "Secret", Namespace: "default"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 			t.Fatalf("get through %s: %v", ts.cfg.Name, err)
 		}
 		wantPlain("get through "+ts.cfg.Name, got.GetObject(), first)
-		l, err := ts.cluster().List(ctx, &pb.ListRequest{Kind: "Secret", Namespace: "default"})
+		l, err := pb.CollectList(ts.cluster().List(ctx, &pb.ListRequest{Kind: "Secret", Namespace: "default"}))
 		if err != nil || len(l.GetItems()) != 1 {
 			t.Fatalf("list through %s: %v %v", ts.cfg.Name, l, err)
 		}
@@ -454,7 +454,7 @@ func TestSecretKeyRotation(t *testing.T) {
 	_, err = ts.cluster().Get(ctx, &pb.GetRequest{Kind: "Secret", Namespace: "default", Name: "new"})
 	wantStatus(t, err, codes.FailedPrecondition,
 		"secret default/new is encrypted with key k2, which this master does not have: start it with the same --encryption-key-file")
-	_, err = ts.cluster().List(ctx, &pb.ListRequest{Kind: "Secret", Namespace: "default"})
+	_, err = pb.CollectList(ts.cluster().List(ctx, &pb.ListRequest{Kind: "Secret", Namespace: "default"}))
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("list without the key: %v", err)
 	}

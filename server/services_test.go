@@ -206,7 +206,7 @@ func TestServiceAllocation(t *testing.T) {
 		// Every master's store agrees.
 		for _, ts := range servers {
 			eventually(t, 10*time.Second, ts.cfg.Name+" sees every service", func() error {
-				l, err := ts.cluster().List(ctx, &pb.ListRequest{Kind: "Service", Namespace: "default"})
+				l, err := pb.CollectList(ts.cluster().List(ctx, &pb.ListRequest{Kind: "Service", Namespace: "default"}))
 				if err != nil {
 					return err
 				}
@@ -370,7 +370,7 @@ func TestServiceCIDRExhausted(t *testing.T) {
 			t.Fatalf("s%d: %v", i, err)
 		}
 	}
-	l, err := c.List(ctx, &pb.ListRequest{Kind: "Service", Namespace: "default"})
+	l, err := pb.CollectList(c.List(ctx, &pb.ListRequest{Kind: "Service", Namespace: "default"}))
 	if err != nil {
 		t.Fatal(err)
 	}

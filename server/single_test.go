@@ -199,7 +199,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 
 func listNames(t *testing.T, ts *testServer) []string {
 	t.Helper()
-	list, err := ts.cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap"})
+	list, err := pb.CollectList(ts.cluster().List(ctxT(t, 10*time.Second), &pb.ListRequest{Kind: "ConfigMap"}))
 	if err != nil {
 		t.Fatal(err)
 	}

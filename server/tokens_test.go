@@ -82,7 +82,7 @@ func TestSecureAuthorization(t *testing.T) {
 	}
 
 	t.Run("viewer", func(t *testing.T) {
-		l, err := noCert.List(with(viewerTok), &pb.ListRequest{Kind: "Pod", Namespace: "default"})
+		l, err := pb.CollectList(noCert.List(with(viewerTok), &pb.ListRequest{Kind: "Pod", Namespace: "default"}))
 		if err != nil || len(l.GetItems()) < 2 {
 			t.Fatalf("a viewer lists pods: %v, %d items", err, len(l.GetItems()))
 		}
@@ -122,15 +122,15 @@ func TestSecureAuthorization(t *testing.T) {
 		wantErr(err, codes.PermissionDenied, `controller token "ctrl01" may not create secrets "default/x": role controller writes only workload kinds`)
 	})
 	t.Run("bad tokens", func(t *testing.T) {
-		_, err := noCert.List(with(expiredTok), &pb.ListRequest{Kind: "Pod"})
+		_, err := pb.CollectList(noCert.List(with(expiredTok), &pb.ListRequest{Kind: "Pod"}))
 		wantErr(err, codes.Unauthenticated, `token "expd01" expired at`)
-		_, err = noCert.List(with("nope01.0123456789abcdefghijklmnopqrstuv"), &pb.ListRequest{Kind: "Pod"})
+		_, err = pb.CollectList(noCert.List(with("nope01.0123456789abcdefghijklmnopqrstuv"), &pb.ListRequest{Kind: "Pod"}))
 		wantErr(err, codes.Unauthenticated, `unknown token "nope01"`)
-		_, err = noCert.List(with("view01.0123456789abcdefghijklmnopqrstux"), &pb.ListRequest{Kind: "Pod"})
+		_, err = pb.CollectList(noCert.List(with("view01.0123456789abcdefghijklmnopqrstux"), &pb.ListRequest{Kind: "Pod"}))
 		wantErr(err, codes.Unauthenticated, `unknown token "view01"`)
-		_, err = noCert.List(with("garbage"), &pb.ListRequest{Kind: "Pod"})
+		_, err = pb.CollectList(noCert.List(with("garbage"), &pb.ListRequest{Kind: "Pod"}))
 		wantErr(err, codes.Unauthenticated, "malformed")
-		_, err = noCert.List(ctx, &pb.ListRequest{Kind: "Pod"})
+		_, err = pb.CollectList(noCert.List(ctx, &pb.ListRequest{Kind: "Pod"}))
 		wantErr(err, codes.Unauthenticated, "is required, or a bearer token")
 	})
 	t.Run("node restriction", func(t *testing.T) {
@@ -154,7 +154,7 @@ func TestSecureAuthorization(t *testing.T) {
 		if _, err := w1.UpdateStatus(ctx, &pb.WriteRequest{Object: own}); err != nil {
 			t.Fatalf("w1 updates the status of its pod: %v", err)
 		}
-		if _, err := w1.List(ctx, &pb.ListRequest{Kind: "Pod", FieldSelector: "spec.nodeName=w1"}); err != nil {
+		if _, err := pb.CollectList(w1.List(ctx, &pb.ListRequest{Kind: "Pod", FieldSelector: "spec.nodeName=w1"})); err != nil {
 			t.Fatalf("w1 lists its pods: %v", err)
 		}
 	})

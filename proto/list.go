@@ -1,0 +1,62 @@
+package proto
+
+import (
+	"errors"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ListChunks is the part of the stream Cluster.List returns that
+// CollectList reads: the generated client's
+// grpc.ServerStreamingClient[ListResponse] is one.
+type ListChunks interface {
+	Recv() (*ListResponse, error)
+}
+
+// CollectList receives every chunk of a List answer (see Cluster.List in
+// api.proto) and returns them as one response. It takes the generated
+// client's results as they are, so a whole list is one line:
+//
+//	resp, err := proto.CollectList(proto.NewClusterClient(conn).List(ctx, req))
+//
+// An error part way returns that error and nothing else: the chunks
+// received are only part of the snapshot, so the caller lists again. It
+// reads until the stream ends, so the call's resources are released
+// without cancelling its context.
+func CollectList(stream ListChunks, err error) (*ListResponse, error) {
+	if err != nil {
+		return nil, err
+	}
+	var out *ListResponse
+	var mismatch error
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case out == nil:
+			out = &ListResponse{Items: chunk.GetItems(), ResourceVersion: chunk.GetResourceVersion()}
+		case chunk.GetResourceVersion() != out.GetResourceVersion():
+			// Never from a correct master: one List is one snapshot.
+			mismatch = status.Errorf(codes.Internal, "list: chunks of one answer carry resourceVersions %d and %d: list again",
+				out.GetResourceVersion(), chunk.GetResourceVersion())
+		default:
+			out.Items = append(out.Items, chunk.GetItems()...)
+		}
+	}
+	if mismatch != nil {
+		return nil, mismatch
+	}
+	if out == nil {
+		// A master always sends at least one chunk, carrying the
+		// resourceVersion a watch must start from; safe to retry.
+		return nil, status.Error(codes.Unavailable, "list: the answer ended without any chunk (no resourceVersion): list again")
+	}
+	return out, nil
+}
