@@ -146,7 +146,7 @@ func benchScale(ctx context.Context, e *env, bin string, serverArgs []string, s 
 	var snapSize int64
 	for i := 0; i < s.snapshots; i++ {
 		file := filepath.Join(c.dir, fmt.Sprintf("backup-%d.snap", i))
-		cmd := exec.CommandContext(ctx, bin, "--server", strings.Join(c.apiAddrs(), ","), "cluster", "snapshot", "save", file)
+		cmd := exec.CommandContext(ctx, bin, "--server", strings.Join(c.apiAddrs(), ","), "--insecure", "cluster", "snapshot", "save", file)
 		cmd.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(c.dir, "none.yaml"))
 		start := time.Now()
 		out, err := cmd.CombinedOutput()
