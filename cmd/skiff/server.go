@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -18,6 +19,7 @@ import (
 func newServerCommand() *cobra.Command {
 	cfg := server.DefaultConfig()
 	var join, logLevel, logFormat, ctrls string
+	gcPercent := defaultGCPercent
 	strategy := string(cfg.ControllerConfig.Scheduler.Policy.Strategy)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -45,6 +47,9 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 			}
 			if cfg.TokenFile == "" && !cfg.Insecure {
 				return errors.New("--token-file is required: the first master creates the cluster token in it, the others and the workers need a copy (skiff token show); or pass --insecure for a plaintext local experiment")
+			}
+			if err := setGCPercent(gcPercent, cmd.Flags().Changed("gc-percent")); err != nil {
+				return err
 			}
 			if cfg.Insecure {
 				fmt.Fprintln(os.Stderr, "INSECURE: this master talks plaintext and authenticates nobody; only for local experiments")
@@ -111,9 +116,32 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip: only for local experiments")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", cfg.CertLifetime, "lifetime of the certificates this master issues (renewed at 2/3)")
 	_ = f.MarkHidden("cert-lifetime")
+	f.IntVar(&gcPercent, "gc-percent", gcPercent,
+		"Go GC target: the heap may grow to (1 + N/100) x the live data before a collection; higher trades memory for CPU (the environment's GOGC applies when this flag is not given)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
+}
+
+// defaultGCPercent is the masters' Go GC target. A master's heap is mostly
+// the store, which lives for ever, and every write allocates a few KB that
+// die at once: with Go's default of 100 the collector ran so often that it
+// took a fifth of the masters' CPU under write load. At 200 the masters use
+// about 10 % less CPU per write and 64 writing clients get 20-30 % more
+// through (docs/performance.md), for a heap of at most three times the live
+// data (a master holding 1,000 nodes and 10,000 pods: ~300 MB RSS).
+const defaultGCPercent = 200
+
+// setGCPercent applies --gc-percent; without the flag a GOGC in the
+// environment (already applied by the runtime) wins over the default.
+func setGCPercent(percent int, flagGiven bool) error {
+	if percent < 25 {
+		return fmt.Errorf("--gc-percent %d: must be at least 25 (100 is Go's default; %d the masters')", percent, defaultGCPercent)
+	}
+	if flagGiven || os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(percent)
+	}
+	return nil
 }
 
 // checkControllerFlags reports a bad controller flag by its flag name
