@@ -150,7 +150,7 @@ func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec Co
 		cfg.MaskPaths = maskedPaths
 		cfg.ReadonlyPaths = readonlyPaths
 	}
-	seccomp, err := seccompConfig(seccompProfile(sc, spec.Security), caps, r.log)
+	seccomp, err := seccompConfig(seccompProfile(sc, spec.Security), caps, r.noX32, r.log)
 	if err != nil {
 		// Fail closed: such a container does not start.
 		r.log.Error("cannot build the seccomp profile: the container will fail to start", "id", id, "err", err)

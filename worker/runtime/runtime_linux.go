@@ -40,6 +40,9 @@ type Runtime struct {
 	// memsw is whether cgroup v1 swap accounting is on, so the memory
 	// limit can cover swap too.
 	memsw bool
+	// noX32 is whether the kernel refuses x32 system calls, so seccomp
+	// filters leave that ABI out (kernelRejectsX32).
+	noX32 bool
 }
 
 // On-disk layout:
@@ -132,7 +135,7 @@ func New(cfg Config) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "runtime")}
+	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "runtime"), noX32: kernelRejectsX32()}
 	for _, d := range []string{r.containersStateDir(), r.sandboxesDir(), r.libcontainerRoot(), r.containersDataDir()} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("new runtime: %w", err)

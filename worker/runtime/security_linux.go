@@ -1,8 +1,12 @@
 package runtime
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
+	"os"
+	goruntime "runtime"
+	"slices"
 	"sync"
 
 	"github.com/moby/profiles/seccomp"
@@ -12,6 +16,7 @@ import (
 	lcseccomp "github.com/opencontainers/runc/libcontainer/seccomp"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // SeccompAvailable reports whether this binary can apply seccomp filters.
@@ -27,7 +32,8 @@ var seccompWarned sync.Once
 // seccompConfig returns the libcontainer filter for profile, nil for none.
 // The default profile depends on caps (the bounding set): a container with
 // CAP_SYS_ADMIN may call mount, one with CAP_SYS_PTRACE ptrace, and so on.
-func seccompConfig(profile SeccompProfile, caps []string, log *slog.Logger) (*configs.Seccomp, error) {
+// noX32 (kernelRejectsX32) leaves the x32 ABI out of the filter.
+func seccompConfig(profile SeccompProfile, caps []string, noX32 bool, log *slog.Logger) (*configs.Seccomp, error) {
 	if profile == SeccompUnconfined {
 		return nil, nil
 	}
@@ -48,7 +54,41 @@ func seccompConfig(profile SeccompProfile, caps []string, log *slog.Logger) (*co
 	if err != nil {
 		return nil, fmt.Errorf("default seccomp profile: %w", err)
 	}
+	if noX32 {
+		// Every container's init compiles its filter with libseccomp,
+		// and the x32 ABI is a third of that work: leaving it out cut
+		// a start's CPU (worker, shim, init) from about 60 to 44 ms
+		// here. On a kernel that cannot run x32 system calls those
+		// rules guard nothing: without them libseccomp's x86_64 filter
+		// sends a call with the x32 bit to its bad-architecture action
+		// (the calling thread is killed) instead of to the allowlist
+		// (EPERM, or ENOSYS from the kernel). Stricter, never looser.
+		cfg.Architectures = slices.DeleteFunc(cfg.Architectures, func(a string) bool { return a == "x32" })
+	}
 	return cfg, nil
+}
+
+// x32SyscallBit marks a system call as the x32 ABI's on amd64
+// (__X32_SYSCALL_BIT).
+const x32SyscallBit = 0x40000000
+
+// kernelRejectsX32 reports whether the kernel refuses x32 system calls
+// (amd64 built without CONFIG_X86_X32_ABI, as Ubuntu's and Fedora's are,
+// or with it disabled at boot, Debian's default), so container filters
+// need no x32 rules. It asks the kernel: an x32 getpid fails with ENOSYS there.
+// It does not ask when a seccomp filter already confines this process (a
+// worker in a container): a filter without x32 rules would kill the
+// asking thread. Not knowing keeps the x32 rules.
+func kernelRejectsX32() bool {
+	if goruntime.GOARCH != "amd64" {
+		return false
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil || !bytes.Contains(status, []byte("\nSeccomp:\t0\n")) {
+		return false
+	}
+	_, _, errno := unix.RawSyscall(x32SyscallBit|unix.SYS_GETPID, 0, 0, 0)
+	return errno == unix.ENOSYS
 }
 
 // denyAllSeccomp is the filter of a container whose profile could not be
