@@ -175,6 +175,11 @@ type Controller struct {
 	// low: no subnet below it is free, so the search for the lowest free
 	// one starts there.
 	low int
+	// told holds the nodes already reported (log and Event) as waiting
+	// for a subnet: a waiting node is looked at again on each of its
+	// heartbeats, and 1,000 nodes over a full range would otherwise log
+	// an error dozens of times a second.
+	told map[string]bool
 }
 
 // New builds the controller for one run; its set of used subnets starts
@@ -189,6 +194,7 @@ func New(env controllers.Env, cfg Config) (*Controller, error) {
 		nodes:  env.Informers.For("Node"),
 		owner:  map[int]string{},
 		byName: map[string]span{},
+		told:   map[string]bool{},
 	}
 	c.nodes.AddIndexer(indexCIDR, func(o *pb.Object) []string {
 		if p, err := netip.ParsePrefix(nodeCIDR(o.GetNode())); err == nil {
@@ -267,6 +273,7 @@ func (c *Controller) observeLocked(o *pb.Object) {
 // freed. A subnet that another node also records (a conflict someone else
 // made) passes to that node instead. The caller holds mu.
 func (c *Controller) release(name string) bool {
+	delete(c.told, name)
 	sp, ok := c.byName[name]
 	if !ok {
 		return false
@@ -383,11 +390,17 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controllers.Re
 
 	c.mu.Lock()
 	subnet, ok := c.allocate(name)
+	told := c.told[name]
+	c.told[name] = !ok
 	c.mu.Unlock()
 	if !ok {
 		msg := fmt.Sprintf("no free /%d left in cluster CIDR %s: remove nodes or widen --cluster-cidr", c.set.maskSize, c.set.cluster)
-		log.Error("cannot assign a pod CIDR: "+msg, "nodes", c.nodes.Len())
-		c.env.Recorder.Event(obj, controllers.EventTypeWarning, ReasonCIDRNotAvailable, msg)
+		if told {
+			log.Debug("still no pod CIDR: "+msg, "nodes", c.nodes.Len())
+		} else {
+			log.Error("cannot assign a pod CIDR: "+msg, "nodes", c.nodes.Len())
+			c.env.Recorder.Event(obj, controllers.EventTypeWarning, ReasonCIDRNotAvailable, msg)
+		}
 		return controllers.Result{RequeueAfter: exhaustedRetry}, nil
 	}
 

@@ -260,6 +260,13 @@ func TestExhaustion(t *testing.T) {
 	h.Reconcile(c, "n3")
 	expectActions(t, h)
 	expectCIDRs(t, h.Fake, "n1=10.244.0.0/24", "n2=10.244.1.0/24", "n3=")
+	// n3 keeps waiting (its heartbeats bring it back): it was told once.
+	for range 5 {
+		h.Reconcile(c, "n3")
+	}
+	if ev := h.Recorder.Events(); !slices.Equal(ev, []string{wantEvent}) {
+		t.Fatalf("a node still waiting was told again; events:\n got %q\nwant %q", ev, []string{wantEvent})
+	}
 
 	// Drain whatever the handlers queued so far.
 	for c.Queue().Len() > 0 {
