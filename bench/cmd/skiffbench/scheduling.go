@@ -42,6 +42,16 @@ spec:
         image: registry.example.com/pause:3.9
 `
 
+// clusterCIDRFor returns a 10.0.0.0/8-based range with a /24 for each of
+// nodes (at least a /16, at most the whole /8).
+func clusterCIDRFor(nodes int) string {
+	bits := 16
+	for bits > 8 && 1<<(24-bits) < nodes {
+		bits--
+	}
+	return fmt.Sprintf("10.0.0.0/%d", bits)
+}
+
 // benchScheduling measures the scheduler as Kubernetes' scheduler_perf
 // does, through the whole control plane: ReplicaSets create the pods, the
 // leader's scheduler binds them to hollow nodes, the hollow nodes report
@@ -59,6 +69,13 @@ func benchScheduling(ctx context.Context, e *env, o options, rep *Report) error 
 	extra := append([]string(nil), o.serverArgs...)
 	if supportsFlag(o.skiff, "max-watches-per-client") {
 		extra = append(extra, "--max-watches-per-client=0")
+	}
+	// Every node gets a pod subnet, as a real cluster of this size would
+	// be configured: the default 10.244.0.0/16 holds 256 /24s, and the
+	// nodes beyond them would wait for one (and be looked at again on
+	// each heartbeat) for the whole run.
+	if supportsFlag(o.skiff, "cluster-cidr") {
+		extra = append(extra, "--cluster-cidr", clusterCIDRFor(s.nodes))
 	}
 	c, err := startSkiff(ctx, e, o.skiff, "sched", 3, extra)
 	if err != nil {
