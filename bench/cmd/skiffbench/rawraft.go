@@ -55,7 +55,7 @@ type raftVariant struct {
 	name          string
 	fsm           bool          // apply into skiff's store
 	logCache      int           // wrap the log store in raft.NewLogCache of this size
-	commitTimeout time.Duration // instead of server's 50ms
+	commitTimeout time.Duration // instead of the server's 10ms
 	stallGuard    bool          // wrap StoreLogs as server/raft.go's stallGuardLogStore does
 }
 
@@ -90,10 +90,10 @@ func parseRaftVariant(s string) (raftVariant, error) {
 func raftConfigLikeServer(id string) *raft.Config {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(id)
-	rc.HeartbeatTimeout = 500 * time.Millisecond
-	rc.ElectionTimeout = 500 * time.Millisecond
-	rc.LeaderLeaseTimeout = 250 * time.Millisecond
-	rc.CommitTimeout = 50 * time.Millisecond
+	rc.HeartbeatTimeout = 300 * time.Millisecond
+	rc.ElectionTimeout = 300 * time.Millisecond
+	rc.LeaderLeaseTimeout = 300 * time.Millisecond
+	rc.CommitTimeout = 10 * time.Millisecond
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 1024
 	rc.SnapshotThreshold = 8192
