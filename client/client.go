@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -89,6 +91,10 @@ type Client struct {
 
 	mu      sync.Mutex
 	current int // index of the master that answered last
+	// leader is the index of the master believed to lead (-1: unknown).
+	// Writes start there: a follower would forward them to it, a hop
+	// that costs every write a request and a response more.
+	leader int
 }
 
 // New connects lazily to the configured masters.
@@ -96,7 +102,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg, leader: -1}
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
@@ -167,17 +173,44 @@ func (c *Client) ready(ctx context.Context, conn *grpc.ClientConn) bool {
 // until it succeeds, fails for a reason another master would not change, or
 // RetryFor passes.
 func (c *Client) do(ctx context.Context, kind retryKind, call func(conn *grpc.ClientConn) error) error {
+	return c.run(ctx, kind, false, func(_ int, conn *grpc.ClientConn) error { return call(conn) })
+}
+
+// doWrite is do for a write: it starts at the leader when one is known,
+// and learns the leader from each answer (the leader, or the master that
+// forwarded the write to it, names it in pb.LeaderHeader). The header only
+// moves writes among the configured masters.
+func (c *Client) doWrite(ctx context.Context, kind retryKind, call func(conn *grpc.ClientConn, opts ...grpc.CallOption) error) error {
+	return c.run(ctx, kind, true, func(_ int, conn *grpc.ClientConn) error {
+		var md metadata.MD
+		err := call(conn, grpc.Header(&md))
+		if addrs := md.Get(pb.LeaderHeader); len(addrs) > 0 {
+			if leader := slices.Index(c.cfg.Servers, addrs[0]); leader >= 0 {
+				c.mu.Lock()
+				c.leader = leader
+				c.mu.Unlock()
+			}
+		}
+		return err
+	})
+}
+
+// run is do; write starts at the leader (doWrite).
+func (c *Client) run(ctx context.Context, kind retryKind, write bool, call func(i int, conn *grpc.ClientConn) error) error {
 	deadline := time.Now().Add(c.cfg.RetryFor)
 	backoff := 50 * time.Millisecond
 	c.mu.Lock()
 	start := c.current
+	if write && c.leader >= 0 {
+		start = c.leader
+	}
 	c.mu.Unlock()
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		i := (start + attempt) % len(c.conns)
 		conn := c.conns[i]
 		if c.ready(ctx, conn) {
-			err := call(conn)
+			err := call(i, conn)
 			if wait, ok := pb.RetryAfter(err); ok && time.Now().Add(wait).Before(deadline) {
 				// Rate limited before anything was done: wait as told and
 				// ask the same master again.
@@ -265,37 +298,37 @@ func classify(kind retryKind, err error) error {
 
 // Create stores a new object and returns it as stored.
 func (c *Client) Create(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error) {
-	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
-		return cl.Create(ctx, &pb.WriteRequest{Object: obj})
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient, opts ...grpc.CallOption) (*pb.WriteResponse, error) {
+		return cl.Create(ctx, &pb.WriteRequest{Object: obj}, opts...)
 	})
 }
 
 // Update replaces metadata and spec; a non-zero metadata.resourceVersion is a
 // precondition (codes.Aborted when stale).
 func (c *Client) Update(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error) {
-	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
-		return cl.Update(ctx, &pb.WriteRequest{Object: obj})
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient, opts ...grpc.CallOption) (*pb.WriteResponse, error) {
+		return cl.Update(ctx, &pb.WriteRequest{Object: obj}, opts...)
 	})
 }
 
 // UpdateStatus replaces the status, with the same precondition rule as Update.
 func (c *Client) UpdateStatus(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error) {
-	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
-		return cl.UpdateStatus(ctx, &pb.WriteRequest{Object: obj})
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient, opts ...grpc.CallOption) (*pb.WriteResponse, error) {
+		return cl.UpdateStatus(ctx, &pb.WriteRequest{Object: obj}, opts...)
 	})
 }
 
 // Apply creates or updates an object (idempotent: safe to retry).
 func (c *Client) Apply(ctx context.Context, obj *pb.Object, dryRun bool) (*pb.WriteResponse, error) {
-	return c.write(ctx, idempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
-		return cl.Apply(ctx, &pb.WriteRequest{Object: obj, DryRun: dryRun})
+	return c.write(ctx, idempotent, func(cl pb.ClusterClient, opts ...grpc.CallOption) (*pb.WriteResponse, error) {
+		return cl.Apply(ctx, &pb.WriteRequest{Object: obj, DryRun: dryRun}, opts...)
 	})
 }
 
 // Delete deletes an object, or starts its graceful deletion.
 func (c *Client) Delete(ctx context.Context, op *pb.DeleteOp) (*pb.WriteResponse, error) {
-	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient) (*pb.WriteResponse, error) {
-		return cl.Delete(ctx, &pb.DeleteRequest{Delete: op})
+	return c.write(ctx, nonIdempotent, func(cl pb.ClusterClient, opts ...grpc.CallOption) (*pb.WriteResponse, error) {
+		return cl.Delete(ctx, &pb.DeleteRequest{Delete: op}, opts...)
 	})
 }
 
@@ -303,8 +336,8 @@ func (c *Client) Delete(ctx context.Context, op *pb.DeleteOp) (*pb.WriteResponse
 // alone.
 func (c *Client) Bind(ctx context.Context, binds []*pb.BindOp) ([]*pb.BatchResult, error) {
 	var out []*pb.BatchResult
-	err := c.do(ctx, nonIdempotent, func(conn *grpc.ClientConn) error {
-		resp, err := pb.NewClusterClient(conn).Bind(ctx, &pb.BindRequest{Binds: binds})
+	err := c.doWrite(ctx, nonIdempotent, func(conn *grpc.ClientConn, opts ...grpc.CallOption) error {
+		resp, err := pb.NewClusterClient(conn).Bind(ctx, &pb.BindRequest{Binds: binds}, opts...)
 		if err == nil {
 			out = resp.GetResults()
 		}
@@ -313,10 +346,10 @@ func (c *Client) Bind(ctx context.Context, binds []*pb.BindOp) ([]*pb.BatchResul
 	return out, err
 }
 
-func (c *Client) write(ctx context.Context, kind retryKind, call func(pb.ClusterClient) (*pb.WriteResponse, error)) (*pb.WriteResponse, error) {
+func (c *Client) write(ctx context.Context, kind retryKind, call func(pb.ClusterClient, ...grpc.CallOption) (*pb.WriteResponse, error)) (*pb.WriteResponse, error) {
 	var out *pb.WriteResponse
-	err := c.do(ctx, kind, func(conn *grpc.ClientConn) error {
-		resp, err := call(pb.NewClusterClient(conn))
+	err := c.doWrite(ctx, kind, func(conn *grpc.ClientConn, opts ...grpc.CallOption) error {
+		resp, err := call(pb.NewClusterClient(conn), opts...)
 		out = resp
 		return err
 	})

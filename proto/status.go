@@ -9,6 +9,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
+// LeaderHeader is the response header in which the leader, and a master
+// that forwarded a write to it, name the leader's API address (as the
+// leader publishes it), so that a client can send its next writes there
+// directly.
+const LeaderHeader = "skiff-leader-api"
+
 // reasonNotApplied marks an Unavailable error that the server raised before
 // the write reached the Raft log, so the client may retry it anywhere. Any
 // other Unavailable (a broken connection) leaves a write's outcome unknown.

@@ -76,6 +76,9 @@ func routeCall[T any](s *Server, ctx context.Context, method string, idempotent 
 		case li.self && li.ready:
 			res, err := local(ctx)
 			if err == nil || !pb.IsNotApplied(err) {
+				if !forwarded {
+					_ = grpc.SetHeader(ctx, metadata.Pairs(pb.LeaderHeader, s.apiAddr))
+				}
 				return res, err
 			}
 			reason = status.Convert(err).Message()
@@ -88,6 +91,10 @@ func routeCall[T any](s *Server, ctx context.Context, method string, idempotent 
 		case li.name != "":
 			res, err, retry := forward(s, ctx, li, method, idempotent, remote)
 			if !retry {
+				// Tell the client where the leader is (as the leader does
+				// itself, above): its next writes can skip this hop
+				// (client.Client does).
+				_ = grpc.SetHeader(ctx, metadata.Pairs(pb.LeaderHeader, li.apiAddr))
 				return res, err
 			}
 			reason = status.Convert(err).Message()

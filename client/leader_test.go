@@ -1,0 +1,107 @@
+package client
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	pb "github.com/skiff-sh/skiff/proto"
+)
+
+// namingMaster answers every write and names a leader in pb.LeaderHeader,
+// as a master does (the leader itself, or a follower that forwarded).
+type namingMaster struct {
+	pb.UnimplementedClusterServer
+	mu     sync.Mutex
+	leader string
+	writes int
+}
+
+func (m *namingMaster) name(addr string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.leader = addr
+}
+
+func (m *namingMaster) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writes
+}
+
+func (m *namingMaster) Create(ctx context.Context, req *pb.WriteRequest) (*pb.WriteResponse, error) {
+	m.mu.Lock()
+	m.writes++
+	leader := m.leader
+	m.mu.Unlock()
+	if leader != "" {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(pb.LeaderHeader, leader))
+	}
+	return &pb.WriteResponse{Object: req.GetObject(), Action: "created"}, nil
+}
+
+func (m *namingMaster) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	return &pb.GetResponse{Object: configMapNamed(req.GetName())}, nil
+}
+
+func configMapNamed(name string) *pb.Object {
+	return pb.Wrap(&pb.ConfigMap{Metadata: &pb.ObjectMeta{Name: name, Namespace: "default"}})
+}
+
+// TestWritesGoToTheNamedLeader: after a master names the leader, writes go
+// to it directly (no forwarding hop); a name that is not one of the
+// configured masters moves nothing, and reads are not steered.
+func TestWritesGoToTheNamedLeader(t *testing.T) {
+	follower, leader, other := &namingMaster{}, &namingMaster{}, &namingMaster{}
+	fAddr, lAddr, oAddr := serve(t, follower), serve(t, leader), serve(t, other)
+	follower.name(lAddr)
+	leader.name(lAddr)
+	other.name("10.9.9.9:7101") // not configured: ignored
+	c := newTestClient(t, oAddr, fAddr, lAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	create := func() {
+		t.Helper()
+		if _, err := c.Create(ctx, configMapNamed("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counts := func(o, f, l int) {
+		t.Helper()
+		if got := [3]int{other.count(), follower.count(), leader.count()}; got != [3]int{o, f, l} {
+			t.Fatalf("writes on (other, follower, leader) = %v, want %v", got, [3]int{o, f, l})
+		}
+	}
+	create() // the first configured master answers; its name is unknown
+	counts(1, 0, 0)
+	create() // still no leader known: the master that answered last
+	counts(2, 0, 0)
+
+	// The first master now forwards for the real leader and says so.
+	other.name(lAddr)
+	create()
+	counts(3, 0, 0)
+	for range 3 {
+		create()
+	}
+	counts(3, 0, 3)
+
+	// A read is not a write: it goes where the client last got an answer,
+	// which is the leader now; a new client reads from its first master.
+	c2 := newTestClient(t, fAddr, lAddr)
+	if _, err := c2.Get(ctx, "ConfigMap", "default", "x", ReadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Create(ctx, configMapNamed("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Create(ctx, configMapNamed("z")); err != nil {
+		t.Fatal(err)
+	}
+	counts(3, 1, 4)
+}
