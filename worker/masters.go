@@ -26,27 +26,85 @@ type masterSet struct {
 	gateOnce sync.Once
 
 	mu      sync.Mutex
-	addrs   []string
+	addrs   []string // the masters cur talks to
+	latest  []string // the masters gossip reported last
 	cur     *client.Client
 	changed chan struct{} // closed when cur changes
 	closed  bool
+	// prune, while set, drops lost masters once lostGrace (tests; 0:
+	// lostMasterGrace) has passed.
+	prune     *time.Timer
+	lostGrace time.Duration
 }
+
+// lostMasterGrace is how long a worker keeps talking to a master that
+// gossip lost before it forgets it: longer than a flap under load, short
+// enough that a removed master is soon out of the client.
+const lostMasterGrace = time.Minute
 
 func newMasterSet(log *slog.Logger, tlsConfig *tls.Config) *masterSet {
 	return &masterSet{log: log, tls: tlsConfig, changed: make(chan struct{})}
 }
 
-// update sets the masters' API addresses; an empty list keeps the last
-// known masters (they may come back).
+// update sets the masters' API addresses. A master gossip lost is kept
+// for lostMasterGrace: gossip declares a master dead after a few missed
+// probes (a loaded machine, a long GC pause) and it is back a moment later,
+// while a new client each time would reopen every watch of the worker and
+// list its pods again, twice per flap, on masters already too slow to
+// answer probes; the client skips a master that is down by itself. A new
+// master (added, or one that replaced another) makes a new client at once.
 func (m *masterSet) update(addrs []string) {
 	addrs = slices.Clone(addrs)
 	slices.Sort(addrs)
 	addrs = slices.Compact(addrs)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed || len(addrs) == 0 || slices.Equal(addrs, m.addrs) {
+	if m.closed || len(addrs) == 0 {
 		return
 	}
+	m.latest = addrs
+	switch {
+	case slices.Equal(addrs, m.addrs):
+		// All back: a later loss waits a whole grace period again.
+		m.stopPrune()
+	case subset(addrs, m.addrs):
+		if m.prune == nil {
+			m.prune = time.AfterFunc(m.grace(), m.pruneLost)
+		}
+	default:
+		m.stopPrune()
+		m.replaceLocked(addrs)
+	}
+}
+
+func (m *masterSet) stopPrune() {
+	if m.prune != nil {
+		m.prune.Stop()
+		m.prune = nil
+	}
+}
+
+// pruneLost drops the masters gossip has not reported for the whole grace
+// period (removed from the cluster, or gone for good).
+func (m *masterSet) pruneLost() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prune = nil
+	if m.closed || slices.Equal(m.latest, m.addrs) || !subset(m.latest, m.addrs) {
+		return
+	}
+	m.replaceLocked(m.latest)
+}
+
+func (m *masterSet) grace() time.Duration {
+	if m.lostGrace > 0 {
+		return m.lostGrace
+	}
+	return lostMasterGrace
+}
+
+// replaceLocked points the worker at addrs with a new client (m.mu held).
+func (m *masterSet) replaceLocked(addrs []string) {
 	cfg := client.DefaultConfig()
 	cfg.Servers = addrs
 	cfg.Logger = m.log
@@ -67,6 +125,16 @@ func (m *masterSet) update(addrs []string) {
 	if old != nil {
 		time.AfterFunc(time.Minute, func() { old.Close() })
 	}
+}
+
+// subset reports whether every address in a is in b.
+func subset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 // holdUntilOpen makes get wait for open.
@@ -145,6 +213,7 @@ func (m *masterSet) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
+	m.stopPrune()
 	if m.cur != nil {
 		m.cur.Close()
 	}
