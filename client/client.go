@@ -157,7 +157,10 @@ func (c *Client) ready(ctx context.Context, conn *grpc.ClientConn) bool {
 			return true
 		case connectivity.Idle:
 			conn.Connect()
-		case connectivity.Shutdown:
+		case connectivity.Shutdown, connectivity.TransientFailure:
+			// Down when last tried: gRPC reconnects in the background
+			// (with backoff), so waiting here would only spend the
+			// request's time on a master known to be down.
 			return false
 		}
 		if !conn.WaitForStateChange(ctx, s) {
@@ -195,6 +198,16 @@ func (c *Client) doWrite(ctx context.Context, kind retryKind, call func(conn *gr
 	})
 }
 
+// forgetLeader stops starting writes at master i when it failed: it may
+// be down (a killed leader), and every write would wait on it first.
+func (c *Client) forgetLeader(i int) {
+	c.mu.Lock()
+	if c.leader == i {
+		c.leader = -1
+	}
+	c.mu.Unlock()
+}
+
 // run is do; write starts at the leader (doWrite).
 func (c *Client) run(ctx context.Context, kind retryKind, write bool, call func(i int, conn *grpc.ClientConn) error) error {
 	deadline := time.Now().Add(c.cfg.RetryFor)
@@ -225,12 +238,16 @@ func (c *Client) run(ctx context.Context, kind retryKind, write bool, call func(
 					c.mu.Lock()
 					c.current = i
 					c.mu.Unlock()
+				} else {
+					c.forgetLeader(i)
 				}
 				return classify(kind, err)
 			}
 			lastErr = err
+			c.forgetLeader(i)
 			c.cfg.Logger.Debug("retrying on another master", "server", c.cfg.Servers[i], "err", err)
 		} else {
+			c.forgetLeader(i)
 			// A master that speaks the other protocol (TLS or plaintext)
 			// will not start to answer: say so now (transport.go).
 			if err := c.checkTransport(ctx, c.cfg.Servers[i], conn); err != nil {
@@ -245,8 +262,14 @@ func (c *Client) run(ctx context.Context, kind retryKind, write bool, call func(
 			return fmt.Errorf("no master answered within %s (tried %s): %w; check the masters with `skiff cluster status`",
 				c.cfg.RetryFor, strings.Join(c.cfg.Servers, ", "), lastErr)
 		}
-		// Back off once a full round of masters has failed.
+		// Back off once a full round of masters has failed, then try
+		// them all again at once: ready skips a connection in gRPC's
+		// reconnect backoff (which grows to minutes), so this loop paces
+		// the reconnects instead.
 		if (attempt+1)%len(c.conns) == 0 {
+			for _, conn := range c.conns {
+				conn.ResetConnectBackoff()
+			}
 			t := time.NewTimer(backoff)
 			select {
 			case <-ctx.Done():
