@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -103,7 +104,9 @@ type Informer struct {
 	indexers map[string]IndexFunc
 	indices  map[string]map[string]map[string]struct{} // index -> value -> keys
 	rv       uint64                                    // last resourceVersion seen
-	synced   chan struct{}
+	// handled is rv once the handlers for it have run (markHandled).
+	handled atomic.Uint64
+	synced  chan struct{}
 
 	// dispatchMu serialises handler calls, and replays to a handler added
 	// late, with the watch's own dispatch.
@@ -190,6 +193,11 @@ func (inf *Informer) HasSynced() bool {
 
 // Synced is closed once HasSynced is true.
 func (inf *Informer) Synced() <-chan struct{} { return inf.synced }
+
+// HandledResourceVersion is the store index of the last change whose
+// handlers have all returned: a test that waits for it knows that what
+// the handlers record (queued keys, expectations) reflects the cache.
+func (inf *Informer) HandledResourceVersion() uint64 { return inf.handled.Load() }
 
 // ResourceVersion is the store index of the last change the cache holds.
 func (inf *Informer) ResourceVersion() uint64 {
@@ -317,6 +325,7 @@ func (inf *Informer) list(ctx context.Context) error {
 		return fmt.Errorf("list %s: %w", inf.kind, err)
 	}
 	inf.replace(resp.GetItems(), resp.GetResourceVersion())
+	inf.markHandled()
 	return nil
 }
 
@@ -344,7 +353,15 @@ func (inf *Informer) watch(ctx context.Context, bo *backoff, resume bool) error 
 		}
 		bo.reset()
 		inf.apply(ev)
+		inf.markHandled()
 	}
+}
+
+// markHandled records that the handlers have run for every change up to
+// the cache's resourceVersion (apply and replace dispatch before they
+// return, and one goroutine calls them).
+func (inf *Informer) markHandled() {
+	inf.handled.Store(inf.ResourceVersion())
 }
 
 // replace makes the cache hold exactly items and tells handlers the

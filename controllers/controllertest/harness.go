@@ -144,7 +144,9 @@ func (h *Harness) WaitForCache() {
 	}
 	h.Eventually(func() bool {
 		for _, inf := range h.Informers.Informers() {
-			if !inf.HasSynced() || inf.ResourceVersion() < h.Fake.KindVersion(inf.Kind()) {
+			// Handled, not just cached: handlers record what a
+			// reconcile reads besides the cache (expectations).
+			if !inf.HasSynced() || inf.HandledResourceVersion() < h.Fake.KindVersion(inf.Kind()) {
 				return false
 			}
 		}
