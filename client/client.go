@@ -198,14 +198,30 @@ func (c *Client) doWrite(ctx context.Context, kind retryKind, call func(conn *gr
 	})
 }
 
-// forgetLeader stops starting writes at master i when it failed: it may
-// be down (a killed leader), and every write would wait on it first.
-func (c *Client) forgetLeader(i int) {
+// avoid makes the next call start elsewhere than master i, which just
+// failed: it may be down (a killed leader) or cut off from the others (a
+// partitioned one, which holds a write until it gives up on finding a
+// leader), and with a short per-request timeout every later call would
+// spend its whole time there first.
+func (c *Client) avoid(i int) {
 	c.mu.Lock()
 	if c.leader == i {
 		c.leader = -1
 	}
+	if c.current == i {
+		c.current = (i + 1) % len(c.conns)
+	}
 	c.mu.Unlock()
+}
+
+// failedThere reports an error that says nothing about the request itself
+// but about the master or the way to it (unlike, say, AlreadyExists).
+func failedThere(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // run is do; write starts at the leader (doWrite).
@@ -234,20 +250,20 @@ func (c *Client) run(ctx context.Context, kind retryKind, write bool, call func(
 				continue
 			}
 			if err == nil || !retryable(kind, err) {
-				if err == nil || status.Code(err) != codes.Unavailable {
+				if failedThere(err) {
+					c.avoid(i)
+				} else {
 					c.mu.Lock()
 					c.current = i
 					c.mu.Unlock()
-				} else {
-					c.forgetLeader(i)
 				}
 				return classify(kind, err)
 			}
 			lastErr = err
-			c.forgetLeader(i)
+			c.avoid(i)
 			c.cfg.Logger.Debug("retrying on another master", "server", c.cfg.Servers[i], "err", err)
 		} else {
-			c.forgetLeader(i)
+			c.avoid(i)
 			// A master that speaks the other protocol (TLS or plaintext)
 			// will not start to answer: say so now (transport.go).
 			if err := c.checkTransport(ctx, c.cfg.Servers[i], conn); err != nil {

@@ -174,3 +174,79 @@ func TestWritesLeaveADeadLeader(t *testing.T) {
 		t.Fatalf("%d writes on the new leader, want 5", follower.count())
 	}
 }
+
+// hangingMaster takes writes and never answers them, as a leader cut off
+// from the other masters holds a write while it looks for a leader.
+type hangingMaster struct{ namingMaster }
+
+func (m *hangingMaster) Create(ctx context.Context, req *pb.WriteRequest) (*pb.WriteResponse, error) {
+	m.mu.Lock()
+	m.writes++
+	m.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestWritesLeaveACutOffLeader: a write to the leader the client learned
+// that times out (the leader was cut off from the other masters, and the
+// client's connection to it still works) makes the next write start at
+// another master, which answers for the new leader.
+func TestWritesLeaveACutOffLeader(t *testing.T) {
+	old, next := &namingMaster{}, &namingMaster{}
+	oldSrv := grpc.NewServer()
+	hang := &hangingMaster{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oAddr := ln.Addr().String()
+	// The first master answers as leader until it is cut off, then hangs.
+	var cut atomic.Bool
+	pb.RegisterClusterServer(oldSrv, switchingMaster{a: old, b: hang, useB: &cut})
+	go oldSrv.Serve(ln)
+	t.Cleanup(oldSrv.Stop)
+	nAddr := serve(t, next)
+	old.name(oAddr)
+	next.name(nAddr)
+	c := newTestClient(t, oAddr, nAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Create(ctx, configMapNamed("x")); err != nil {
+		t.Fatal(err)
+	}
+
+	cut.Store(true)
+	wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if _, err := c.Create(wctx, configMapNamed("timed-out")); err == nil {
+		t.Fatal("a write to the cut-off leader succeeded")
+	}
+	wcancel()
+	for i := range 3 {
+		wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, err := c.Create(wctx, configMapNamed("after"))
+		wcancel()
+		if err != nil {
+			t.Fatalf("write %d after the cut: %v", i, err)
+		}
+	}
+	if n := next.count(); n != 3 {
+		t.Fatalf("%d writes on the new leader, want 3", n)
+	}
+	if n := hang.count(); n != 1 {
+		t.Fatalf("%d writes went to the cut-off leader, want 1", n)
+	}
+}
+
+// switchingMaster serves as a until useB is set, then as b.
+type switchingMaster struct {
+	pb.UnimplementedClusterServer
+	a, b pb.ClusterServer
+	useB *atomic.Bool
+}
+
+func (s switchingMaster) Create(ctx context.Context, req *pb.WriteRequest) (*pb.WriteResponse, error) {
+	if s.useB.Load() {
+		return s.b.Create(ctx, req)
+	}
+	return s.a.Create(ctx, req)
+}
