@@ -80,7 +80,8 @@ func checkChunks(chunks []*pb.ListResponse) (names map[string]bool, rv uint64, e
 // snapshot, to a client with gRPC's default 4 MiB receive limit, from the
 // leader and from a follower, linearizable and stale.
 func TestListLargerThanMessageLimits(t *testing.T) {
-	t.Parallel()
+	// Not parallel: megabytes of lists under -race starve the other
+	// tests' masters of CPU, and their leaders lose their lease.
 	servers := startCluster(t, testConfigs(t, 3, 3))
 	leader := waitLeader(t, servers)
 	follower := followers(servers, leader)[0]
@@ -225,7 +226,8 @@ func TestListChunks(t *testing.T) {
 // client do not count against the watch caps, and a List is rate limited
 // like a unary call.
 func TestListIsNotAWatch(t *testing.T) {
-	t.Parallel()
+	// Not parallel: megabytes of lists under -race starve the other
+	// tests' masters of CPU, and their leaders lose their lease.
 	cfg := singleConfig(t)
 	cfg.MaxWatchesPerClient, cfg.MaxWatches = 2, 2
 	ts := startServer(t, cfg)
