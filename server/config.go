@@ -95,6 +95,9 @@ type Config struct {
 	GossipAddr string
 	// HTTPAddr serves /metrics, /healthz and /readyz; "" disables it.
 	HTTPAddr string
+	// EnablePprof serves Go's profiler at /debug/pprof/ on HTTPAddr
+	// (admins only unless Insecure).
+	EnablePprof bool
 
 	// BootstrapExpect is how many masters form a new cluster: 0 never
 	// bootstraps (join an existing cluster), 1 is a single master, N waits

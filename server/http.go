@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -44,6 +45,9 @@ func (s *Server) newHTTPServer() *http.Server {
 		metrics = s.requireCaller(metrics)
 	}
 	mux.Handle("/metrics", metrics)
+	if s.cfg.EnablePprof {
+		s.handlePprof(mux)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.raft.State() == raft.Shutdown {
 			http.Error(w, "raft is shut down", http.StatusServiceUnavailable)
@@ -72,6 +76,29 @@ func (s *Server) newHTTPServer() *http.Server {
 		srv.TLSConfig = pki.ServerConfig(s.tls.ca.Pool(), s.tls.cert, tls.VerifyClientCertIfGiven)
 	}
 	return srv
+}
+
+// handlePprof serves Go's profiler under /debug/pprof/ (--enable-pprof),
+// for admins only unless the master runs with --insecure: profiles and
+// goroutine dumps show the master's internals and cost CPU to take.
+func (s *Server) handlePprof(mux *http.ServeMux) {
+	wrap := func(h http.Handler) http.Handler {
+		if s.tls == nil {
+			return h
+		}
+		return s.requireCaller(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if p, _, _ := s.httpCaller(r); p.role != RoleAdmin {
+				http.Error(w, fmt.Sprintf("/debug/pprof needs the admin role; %s has role %q", p.caller(), p.role), http.StatusForbidden)
+				return
+			}
+			h.ServeHTTP(w, r)
+		}))
+	}
+	mux.Handle("/debug/pprof/", wrap(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", wrap(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", wrap(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", wrap(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", wrap(http.HandlerFunc(pprof.Trace)))
 }
 
 // serveHTTP serves the HTTP endpoint until it is shut down: HTTPS unless

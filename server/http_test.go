@@ -50,6 +50,7 @@ func httpsClient(t *testing.T, cfg *tls.Config) *http.Client {
 // and /metrics only for an authenticated caller.
 func TestHTTPSEndpoint(t *testing.T) {
 	cfgs, token := secureConfigs(t, 1, 1)
+	cfgs[0].EnablePprof = true
 	m := startServer(t, cfgs[0])
 	waitLeader(t, []*testServer{m})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -124,6 +125,24 @@ func TestHTTPSEndpoint(t *testing.T) {
 			}
 		}
 	})
+	t.Run("profiler for admins only", func(t *testing.T) {
+		const path = "/debug/pprof/cmdline"
+		admin := httpsClient(t, pki.ClientConfig(ca.Pool(), issueFrom(t, ca, pki.AdminCNPrefix+"prof", pki.OrgAdmin), pki.MasterServerName, pki.OrgMaster))
+		code, body, err := httpGet(t, admin, base+path, "")
+		if err != nil || code != http.StatusOK || !strings.Contains(body, "server.test") {
+			t.Fatalf("%s as an admin: %d %v %q", path, code, err, body)
+		}
+		node := httpsClient(t, pki.ClientConfig(ca.Pool(), issueFrom(t, ca, pki.NodeCNPrefix+"w1", pki.OrgNode), pki.MasterServerName, pki.OrgMaster))
+		if code, body, err := httpGet(t, node, base+path, ""); err != nil || code != http.StatusForbidden || !strings.Contains(body, "needs the admin role") {
+			t.Fatalf("%s as a node: %d %v %q", path, code, err, body)
+		}
+		if code, body, err := httpGet(t, anon, base+path, viewerTok); err != nil || code != http.StatusForbidden {
+			t.Fatalf("%s with a viewer token: %d %v %q", path, code, err, body)
+		}
+		if code, _, err := httpGet(t, anon, base+path, ""); err != nil || code != http.StatusUnauthorized {
+			t.Fatalf("%s anonymous: %d %v", path, code, err)
+		}
+	})
 	t.Run("certificate from another CA refused", func(t *testing.T) {
 		other, err := pki.GenerateToken()
 		if err != nil {
@@ -193,5 +212,17 @@ func TestHTTPInsecure(t *testing.T) {
 	cfgTLS := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true} //nolint:gosec // only checks that no TLS is spoken
 	if code, _, err := httpGet(t, httpsClient(t, cfgTLS), "https://"+m.srv.HTTPAddr()+"/healthz", ""); err == nil {
 		t.Fatalf("an insecure master answered HTTPS: %d", code)
+	}
+}
+
+// TestPprofOffByDefault: without --enable-pprof a master serves no profiler,
+// even with --insecure.
+func TestPprofOffByDefault(t *testing.T) {
+	t.Parallel()
+	m := startServer(t, testConfigs(t, 1, 1)[0])
+	waitLeader(t, []*testServer{m})
+	code, body, err := httpGet(t, &http.Client{}, "http://"+m.srv.HTTPAddr()+"/debug/pprof/", "")
+	if err != nil || code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ without EnablePprof: %d %v %.200s", code, err, body)
 	}
 }

@@ -78,6 +78,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "host:port of the gRPC API")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "host:port for gossip with masters and workers")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "host:port for /metrics, /healthz and /readyz (empty disables): HTTPS with the master's certificate, plain HTTP only with --insecure; /healthz and /readyz are anonymous, /metrics needs a client certificate from the cluster CA or \"Authorization: Bearer <token>\" of any role")
+	f.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve Go's profiler at /debug/pprof/ on --http-addr, for admin callers (anyone with --insecure); e.g. go tool pprof https://HOST:7301/debug/pprof/profile")
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "number of masters to wait for before bootstrapping a new cluster (1: single master, 0: join an existing cluster)")
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of other masters")
 	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale Raft timeouts for slow or distant machines (1 = LAN: heartbeat and election timeouts 300ms)")
