@@ -8,6 +8,14 @@
 // masqueraded by an nftables table the package owns and rebuilds as a
 // whole.
 //
+// The pod network is IPv4 only, and so are the bridge and the veths: IPv6
+// is turned off on the bridge and on both ends of every veth
+// (net.ipv6.conf.<link>.disable_ipv6, before the pod's eth0 goes up), as
+// Docker does on an IPv4-only network, so no link-local
+// address, duplicate-address probe or multicast is flooded over the bridge
+// and pods have no fe80:: path around the IPv4 rules. IPv6 on the pod's lo
+// stays: [::1] and dual-stack listeners work inside a pod.
+//
 // IP addresses are allocated by an Allocator that persists every
 // allocation in bbolt before the address is used, so a restarted worker
 // gives a pod the address it had and never hands out one twice. The
