@@ -173,9 +173,11 @@ func MetaOf(r Resource) *ObjectMeta {
 	return m
 }
 
-// Clone returns a deep copy of o.
+// Clone returns a deep copy of o, unknown fields included. It uses the
+// generated CloneVT: gproto.Clone walks the object by reflection, about 8 %
+// of the leader's CPU under write load (issue 8).
 func (o *Object) Clone() *Object {
-	return gproto.Clone(o).(*Object)
+	return o.CloneVT()
 }
 
 // Key returns "namespace/name" or "name" for cluster-scoped objects.

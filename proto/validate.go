@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	gproto "google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/labels"
@@ -144,7 +143,7 @@ func ValidateWithLimit(o *Object, maxBytes int) error {
 	for _, e := range errs {
 		out = append(out, FieldError{Path: e.Field, Message: e.ErrorBody()})
 	}
-	if n := gproto.Size(o); maxBytes > 0 && n > maxBytes {
+	if n := o.SizeVT(); maxBytes > 0 && n > maxBytes {
 		out = append(out, FieldError{Message: fmt.Sprintf(
 			"Too long: the object is %d bytes, more than MaxObjectBytes (%d)", n, maxBytes)})
 	}
