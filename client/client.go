@@ -109,7 +109,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes), grpc.MaxCallSendMsgSize(maxSendMsgBytes)),
+		// pb.GRPCCodec: the generated (vtprotobuf) coding of skiff's messages.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes), grpc.MaxCallSendMsgSize(maxSendMsgBytes),
+			grpc.ForceCodecV2(pb.GRPCCodec())),
 	}
 	if cfg.PerRPC != nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(cfg.PerRPC))

@@ -137,7 +137,7 @@ func (s *Server) write(ctx context.Context, op writeOp, req *pb.WriteRequest) (*
 	if obj.Resource() == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "object: required: send one object (e.g. a Pod) in the request")
 	}
-	if size := gproto.Size(obj); size > s.cfg.MaxObjectBytes {
+	if size := obj.SizeVT(); size > s.cfg.MaxObjectBytes {
 		return nil, status.Errorf(codes.ResourceExhausted,
 			"%s %q is %d bytes, over the limit of %d bytes (the masters' --max-object-bytes): keep large data out of objects or split it",
 			obj.KindName(), obj.Meta().GetName(), size, s.cfg.MaxObjectBytes)
@@ -219,7 +219,12 @@ func (s *Server) withNewStatus(o *pb.Object) (_ *pb.Object, ok bool) {
 		return o, true
 	}
 	if src.Has(fd) {
-		st := gproto.Clone(src.Get(fd).Message().Interface())
+		var st gproto.Message
+		if m, ok := src.Get(fd).Message().Interface().(interface{ CloneMessageVT() gproto.Message }); ok {
+			st = m.CloneMessageVT() // generated: no reflection
+		} else {
+			st = gproto.Clone(src.Get(fd).Message().Interface())
+		}
 		dst.Set(fd, protoreflect.ValueOfMessage(st.ProtoReflect()))
 	} else {
 		dst.Clear(fd)

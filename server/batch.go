@@ -5,7 +5,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/skiff-sh/skiff/controllers"
 	"github.com/skiff-sh/skiff/fsm"
@@ -64,7 +63,7 @@ func (s *Server) createBatchOnLeader(ctx context.Context, objs []*pb.Object) ([]
 			out[i] = errResult(err)
 			continue
 		}
-		size := gproto.Size(cmd)
+		size := cmd.SizeVT()
 		if pending > 0 && pending+size > maxBatchEntryBytes {
 			flush()
 		}
@@ -131,7 +130,7 @@ func (s *Server) deleteBatchOnLeader(ctx context.Context, ops []*pb.DeleteOp) ([
 				continue
 			}
 			cmd := &pb.Command{Op: &pb.Command_Delete{Delete: ops[start]}}
-			size := gproto.Size(cmd)
+			size := cmd.SizeVT()
 			if pending > 0 && pending+size > maxBatchEntryBytes {
 				break
 			}

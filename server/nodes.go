@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/skiff-sh/skiff/fsm"
@@ -256,7 +255,7 @@ func readyCondition(nd *pb.Node) *pb.NodeCondition {
 // by want; the last heartbeat time is kept (it is the worker's), and the
 // transition time is now when the status changes.
 func withReadyCondition(nd *pb.Node, want *pb.NodeCondition, now time.Time) *pb.Node {
-	out := gproto.Clone(nd).(*pb.Node)
+	out := nd.CloneVT()
 	if out.Status == nil {
 		out.Status = &pb.NodeStatus{}
 	}
@@ -335,7 +334,7 @@ func (n *nodeLifecycle) doRegister(ctx context.Context, m Member) error {
 	if nd.GetMetadata().GetName() != m.Name {
 		return fmt.Errorf("the worker at %s describes node %q, not %q", m.AgentAddr, nd.GetMetadata().GetName(), m.Name)
 	}
-	nd = gproto.Clone(nd).(*pb.Node)
+	nd = nd.CloneVT()
 	nd.ApiVersion, nd.Kind = "v1", "Node"
 	nd.Metadata = &pb.ObjectMeta{Name: m.Name, Labels: nd.GetMetadata().GetLabels(), Annotations: nd.GetMetadata().GetAnnotations()}
 	_, err = s.writeOnLeader(ctx, opCreate, pb.Wrap(nd))

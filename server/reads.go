@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/skiff-sh/skiff/fsm"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -227,7 +226,7 @@ func listChunks(items []*pb.Object, limit int) [][]*pb.Object {
 	for i, o := range items {
 		// What the item adds to the message: its field tag, its length
 		// and its bytes.
-		n := gproto.Size(o)
+		n := o.SizeVT()
 		n += protowire.SizeTag(1) + protowire.SizeVarint(uint64(n))
 		if i > start && size+n > limit {
 			chunks = append(chunks, items[start:i:i])

@@ -233,6 +233,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 		// write load copying its stack as it grew. When all are busy (long
 		// watches hold theirs) a request gets a new goroutine, as before.
 		grpc.NumStreamWorkers(streamWorkers),
+		// Skiff's messages in and out through their generated
+		// (vtprotobuf) code, not protobuf's reflection: see pb.GRPCCodec.
+		grpc.ForceServerCodecV2(pb.GRPCCodec()),
 	)...)
 	pb.RegisterClusterServer(s.grpc, &clusterAPI{s: s})
 	pb.RegisterOperatorServer(s.grpc, &operatorAPI{s: s})

@@ -51,6 +51,7 @@ func NewServer(addr string, log *slog.Logger, tlsConfig *tls.Config) (*Server, e
 	s.grpc = grpc.NewServer(append(opts,
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ForceServerCodecV2(pb.GRPCCodec()),
 	)...)
 	pb.RegisterNodeAgentServer(s.grpc, &nodeAgentAPI{s: s})
 	return s, nil
