@@ -23,7 +23,14 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 // testdataObjects decodes every manifest in testdata/.
 func testdataObjects(t testing.TB) map[string][]*Object {
 	t.Helper()
-	files, err := filepath.Glob("testdata/*.*")
+	return manifestObjects(t, "testdata/*.*")
+}
+
+// manifestObjects decodes every manifest file that matches pattern (golden
+// outputs left out), by file.
+func manifestObjects(t testing.TB, pattern string) map[string][]*Object {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
 	if err != nil {
 		t.Fatal(err)
 	}

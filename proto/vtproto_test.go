@@ -2,9 +2,9 @@ package proto
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -32,25 +32,13 @@ type vtCase struct {
 func vtCases(t *testing.T) []vtCase {
 	t.Helper()
 	var cases []vtCase
-	// Every example manifest, as users write them.
-	files, err := filepath.Glob("../examples/*.yaml")
-	if err != nil {
-		t.Fatal(err)
+	// Every example manifest, as users write them, and every test one.
+	examples := manifestObjects(t, "../examples/*.yaml")
+	if len(examples) == 0 {
+		t.Fatal("no manifests in ../examples")
 	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs, err := DecodeManifests(data)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		for i, o := range objs {
-			cases = append(cases, vtCase{name: fmt.Sprintf("%s#%d", f, i), msg: o})
-		}
-	}
-	for f, objs := range testdataObjects(t) {
+	maps.Copy(examples, testdataObjects(t))
+	for f, objs := range examples {
 		for i, o := range objs {
 			cases = append(cases, vtCase{name: fmt.Sprintf("%s#%d", f, i), msg: o})
 		}
