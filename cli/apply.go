@@ -29,9 +29,10 @@ func newApplyCommand(o *Options) *cobra.Command {
 applying the same manifest twice reports "unchanged".
 
 Every document is decoded and checked before anything is stored, so a mistake in one document
-stores nothing: each object is validated here, then by the masters in a dry run, and the
-namespace of each new object must exist or be created by the same manifests. Every problem
-found is reported, naming the file, the document and the field.
+stores nothing: each object is validated here, then by the masters in a dry run that runs every
+check of the real write (namespace missing or terminating, a clusterIP or node port another
+Service holds, immutable fields). The namespace of each new object must exist or be created by
+the same manifests. Every problem found is reported, naming the file, the document and the field.
 
 The objects are then written one by one. What only the store can decide at that moment (a node
 port another Service took meanwhile, a namespace deleted meanwhile) can still fail an object
@@ -188,11 +189,13 @@ type manifestClient interface {
 	Update(ctx context.Context, obj *pb.Object) (*pb.WriteResponse, error)
 }
 
-// checkOnServer asks the masters to check every object in a dry run, and
-// checks that the namespace of every object the run would create exists
-// and is not terminating, or is created by the same manifests: the dry run
-// does not look at namespaces, the store does. bad lists each object's
-// problems; err is a failure to reach the cluster.
+// checkOnServer asks the masters to check every object in a dry run, which
+// runs every check of the store, namespaces included. The masters cannot
+// know of namespaces the same manifests create: an object refused only
+// because its namespace does not exist yet passes when the manifests
+// create that namespace (namespaces are applied first), and otherwise the
+// refusal says how to fix it. bad lists each object's problems; err is a
+// failure to reach the cluster.
 func checkOnServer(ctx context.Context, c manifestClient, objs []manifestObject) (checked []*pb.WriteResponse, bad []string, err error) {
 	created := map[string]bool{} // namespaces in the manifests
 	for _, m := range objs {
@@ -200,53 +203,67 @@ func checkOnServer(ctx context.Context, c manifestClient, objs []manifestObject)
 			created[m.Object.Meta().GetName()] = true
 		}
 	}
-	nsProblem := map[string]string{} // namespace -> problem ("" for none)
+	namespaces := map[string]nsState{} // looked up once per run
 	for _, m := range objs {
 		resp, err := c.Apply(ctx, m.Object, true)
-		if err != nil {
-			if transportHint(err) != "" {
-				return nil, nil, err
-			}
-			bad = append(bad, m.describe(nil, errors.New(errMessage(err))))
+		if err == nil {
+			checked = append(checked, resp)
 			continue
 		}
-		checked = append(checked, resp)
+		if transportHint(err) != "" {
+			return nil, nil, err
+		}
 		info, _ := pb.LookupKind(m.Object.KindName())
-		if !info.Namespaced || resp.GetAction() != "created" {
-			continue // the store checks the namespace of new objects only
-		}
-		ns := m.Object.Meta().GetNamespace()
-		problem, seen := nsProblem[ns]
-		if !seen {
-			if problem, err = namespaceProblem(ctx, c, ns, created[ns]); err != nil {
-				return nil, nil, err
+		if status.Code(err) == codes.FailedPrecondition && info.Namespaced {
+			// The store refuses to create objects in a namespace that is
+			// missing or terminating; find out which.
+			ns := m.Object.Meta().GetNamespace()
+			st, seen := namespaces[ns]
+			if !seen {
+				var gerr error
+				if st, gerr = namespaceState(ctx, c, ns); gerr != nil {
+					return nil, nil, gerr
+				}
+				namespaces[ns] = st
 			}
-			nsProblem[ns] = problem
+			switch {
+			case (st.missing || st.unknown) && created[ns]:
+				// Created before this object is written: it would be
+				// created too, though the checks that need its namespace
+				// run only when it is written.
+				checked = append(checked, &pb.WriteResponse{Object: m.Object, Action: "created"})
+				continue
+			case st.missing:
+				bad = append(bad, m.describe([]pb.FieldError{{Path: "metadata.namespace",
+					Message: fmt.Sprintf("namespace %q not found: create it first, or add a Namespace document to the manifests", ns)}}, nil))
+				continue
+			case st.terminating:
+				bad = append(bad, m.describe([]pb.FieldError{{Path: "metadata.namespace",
+					Message: fmt.Sprintf("namespace %q is terminating: nothing new can be created in it; wait until it is gone and create it again", ns)}}, nil))
+				continue
+			}
 		}
-		if problem != "" {
-			bad = append(bad, m.describe([]pb.FieldError{{Path: "metadata.namespace", Message: problem}}, nil))
-		}
+		bad = append(bad, m.describe(nil, errors.New(errMessage(err))))
 	}
 	return checked, bad, nil
 }
 
-// namespaceProblem says why objects cannot be created in ns, or "".
-func namespaceProblem(ctx context.Context, c manifestClient, ns string, inManifests bool) (string, error) {
+// nsState is what checkOnServer knows of a namespace; the zero value (an
+// active namespace) adds nothing to the masters' answer. unknown is a
+// namespace this credential may not read.
+type nsState struct{ missing, terminating, unknown bool }
+
+func namespaceState(ctx context.Context, c manifestClient, ns string) (nsState, error) {
 	obj, err := c.Get(ctx, "Namespace", "", ns, client.ReadOptions{})
 	switch {
 	case status.Code(err) == codes.NotFound:
-		if inManifests {
-			return "", nil
-		}
-		return fmt.Sprintf("namespace %q not found: create it first, or add a Namespace document to the manifests", ns), nil
+		return nsState{missing: true}, nil
 	case status.Code(err) == codes.PermissionDenied:
-		return "", nil // a credential that may not read namespaces: the store checks when writing
+		return nsState{unknown: true}, nil
 	case err != nil:
-		return "", err
-	case obj.Meta().GetDeletionTimestamp() != nil || obj.GetNamespace().GetStatus().GetPhase() == "Terminating":
-		return fmt.Sprintf("namespace %q is terminating: nothing new can be created in it; wait until it is gone and create it again", ns), nil
+		return nsState{}, err
 	}
-	return "", nil
+	return nsState{terminating: obj.Meta().GetDeletionTimestamp() != nil || obj.GetNamespace().GetStatus().GetPhase() == "Terminating"}, nil
 }
 
 // nothingStored prints every problem and returns the error that ends the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,6 +32,9 @@ type fakeCluster struct {
 	conflicts int
 	applied   []string // objects stored by Apply (not dry runs)
 	updates   []*pb.Object
+	// forbidNamespaces makes reads of namespaces PermissionDenied, as for
+	// a credential that may not read them.
+	forbidNamespaces bool
 }
 
 func fakeKey(kind, ns, name string) string { return kind + "/" + ns + "/" + name }
@@ -49,6 +53,9 @@ func (f *fakeCluster) Get(_ context.Context, kind, ns, name string, _ client.Rea
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	info, _ := pb.LookupKind(kind)
+	if f.forbidNamespaces && info.Kind == "Namespace" {
+		return nil, status.Error(codes.PermissionDenied, "reading namespaces is not allowed")
+	}
 	o, ok := f.objects[fakeKey(info.Kind, ns, name)]
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "%s %q not found", kind, name)
@@ -65,6 +72,18 @@ func (f *fakeCluster) Apply(_ context.Context, obj *pb.Object, dryRun bool) (*pb
 		if err := f.dryRunErr[key]; err != nil {
 			return nil, err
 		}
+	}
+	// As the store: a new object needs an active namespace, in a dry run too.
+	if info, _ := pb.LookupKind(obj.KindName()); info.Namespaced && f.objects[key] == nil {
+		ns := f.objects[fakeKey("Namespace", "", m.GetNamespace())]
+		switch {
+		case ns == nil:
+			return nil, status.Errorf(codes.FailedPrecondition, "failed precondition: namespace %q not found", m.GetNamespace())
+		case ns.Meta().GetDeletionTimestamp() != nil:
+			return nil, status.Errorf(codes.FailedPrecondition, "failed precondition: namespace %q is terminating", m.GetNamespace())
+		}
+	}
+	if dryRun {
 		action := "configured"
 		if f.objects[key] == nil {
 			action = "created"
@@ -286,6 +305,83 @@ func TestApplyDryRunStoresNothing(t *testing.T) {
 	}
 	if len(f.applied) != 0 || out.String() != "configmap/a created (dry run)\n" {
 		t.Errorf("applied %v, output %q", f.applied, out.String())
+	}
+}
+
+// TestApplyDryRunNamespaceInManifests: the masters refuse a dry run of an
+// object whose namespace does not exist yet; when the same manifests create
+// that namespace, apply --dry-run reports it would be created, and apply
+// stores the namespace first and then its contents.
+func TestApplyDryRunNamespaceInManifests(t *testing.T) {
+	manifest := `apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: team}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+`
+	for _, forbid := range []bool{false, true} {
+		t.Run(fmt.Sprintf("namespaces readable: %v", !forbid), func(t *testing.T) {
+			objs, err := loadManifests([]string{writeManifest(t, manifest)}, false, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := newFakeCluster(pb.Wrap(&pb.Namespace{Metadata: &pb.ObjectMeta{Name: "default"}}))
+			f.forbidNamespaces = forbid
+			// The fake refuses as the store does: the dry run of the
+			// ConfigMap alone fails.
+			if _, err := f.Apply(context.Background(), objs[1].Object, true); status.Code(err) != codes.FailedPrecondition {
+				t.Fatalf("fake dry run in a missing namespace: %v", err)
+			}
+			o, out, errOut := testOptions()
+			if err := runApply(context.Background(), o, f, objs, true); err != nil {
+				t.Fatalf("dry run: %v\n%s", err, errOut.String())
+			}
+			if want := "namespace/team created (dry run)\nconfigmap/settings created (dry run)\n"; out.String() != want || len(f.applied) != 0 {
+				t.Fatalf("dry run: output %q, want %q; applied %v", out.String(), want, f.applied)
+			}
+			out.Reset()
+			if err := runApply(context.Background(), o, f, objs, false); err != nil {
+				t.Fatalf("apply: %v\n%s", err, errOut.String())
+			}
+			if want := []string{"Namespace//team", "ConfigMap/team/settings"}; !slices.Equal(f.applied, want) {
+				t.Errorf("applied %v, want %v", f.applied, want)
+			}
+		})
+	}
+}
+
+// TestApplyReportsOtherPreconditions: a refusal that is not about the
+// namespace is reported as the masters word it, even in a namespace the
+// manifests create.
+func TestApplyReportsOtherPreconditions(t *testing.T) {
+	objs, err := loadManifests([]string{writeManifest(t, `apiVersion: v1
+kind: ConfigMap
+metadata: {name: a}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: b, namespace: lost}
+`)}, false, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeCluster(pb.Wrap(&pb.Namespace{Metadata: &pb.ObjectMeta{Name: "default"}}))
+	f.forbidNamespaces = true
+	f.dryRunErr[fakeKey("ConfigMap", "default", "a")] = status.Error(codes.FailedPrecondition, "something else entirely")
+	o, _, errOut := testOptions()
+	if err := runApply(context.Background(), o, f, objs, true); err == nil || len(f.applied) != 0 {
+		t.Fatalf("err %v, applied %v", err, f.applied)
+	}
+	for _, want := range []string{
+		"(ConfigMap a): something else entirely",
+		// Namespaces cannot be read here: the masters' message stands.
+		`(ConfigMap b): failed precondition: namespace "lost" not found`,
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("errors lack %q:\n%s", want, errOut.String())
+		}
 	}
 }
 

@@ -112,6 +112,60 @@ metadata: {name: lost, namespace: nowhere}
 		}
 	})
 
+	t.Run("dry run runs the store's checks", func(t *testing.T) {
+		service := func(name, ip string) string {
+			return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: %s}
+spec:
+  clusterIP: %s
+  selector: {app: %s}
+  ports: [{port: 80, targetPort: 8080}]
+`, name, ip, name)
+		}
+		serviceAbsent := func(t *testing.T, name string) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := cl.Get(ctx, "Service", "default", name, client.ReadOptions{}); status.Code(err) != codes.NotFound {
+				t.Errorf("service default/%s: got %v, want NotFound (nothing stored)", name, err)
+			}
+		}
+		out := run(t, service("holder", "10.96.0.77"), "apply", "-f", "-")
+		if !strings.Contains(out, "service/holder created") {
+			t.Fatalf("apply: %s", out)
+		}
+		// Only the store knows the IP is taken: the dry run asks it.
+		out = fails(t, service("thief", "10.96.0.77"), "apply", "-f", "-", "--dry-run")
+		for _, want := range []string{
+			`standard input: document 1 (Service thief): `,
+			`spec.clusterIP: Invalid value: "10.96.0.77": provided IP is already allocated`,
+			"1 of 1 objects failed the checks: nothing was applied",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		serviceAbsent(t, "thief")
+
+		// A namespace and its contents in one manifest: the masters refuse
+		// the contents' dry run (no such namespace yet), the CLI knows the
+		// manifest creates it.
+		manifest := `apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: team}
+`
+		out = run(t, manifest, "apply", "-f", "-", "--dry-run")
+		if !strings.Contains(out, "namespace/team created (dry run)") || !strings.Contains(out, "configmap/settings created (dry run)") {
+			t.Errorf("dry run of a namespace and its contents: %s", out)
+		}
+		absent(t, "team", "settings")
+	})
+
 	t.Run("replace releases an object stuck on a finalizer", func(t *testing.T) {
 		run(t, `apiVersion: v1
 kind: ConfigMap

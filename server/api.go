@@ -142,15 +142,14 @@ func (s *Server) write(ctx context.Context, op writeOp, req *pb.WriteRequest) (*
 			"%s %q is %d bytes, over the limit of %d bytes (the masters' --max-object-bytes): keep large data out of objects or split it",
 			obj.KindName(), obj.Meta().GetName(), size, s.cfg.MaxObjectBytes)
 	}
+	if req.GetDryRun() {
+		return s.dryRun(op, obj)
+	}
 	// A follower checks too, so a bad object is rejected without a round
 	// trip; the leader checks (once) in writeOnLeader, on what it proposes.
-	if req.GetDryRun() || !s.IsLeader() {
-		checked, err := s.prepare(op, obj, "")
-		if err != nil {
+	if !s.IsLeader() {
+		if _, err := s.prepare(op, obj, ""); err != nil {
 			return nil, err
-		}
-		if req.GetDryRun() {
-			return s.dryRun(op, checked)
 		}
 	}
 	return routeCall(s, ctx, op.String(), false,
@@ -237,39 +236,16 @@ func (s *Server) withNewStatus(o *pb.Object) (_ *pb.Object, ok bool) {
 // a few times if the random name is taken, and a Service write if an IP or
 // node port the leader picked for it was taken meanwhile.
 func (s *Server) writeOnLeader(ctx context.Context, op writeOp, obj *pb.Object) (*pb.WriteResponse, error) {
-	obj, err := s.openInput(obj) // secrets.go
-	if err != nil {
-		return nil, err
-	}
 	generated := op == opCreate && obj.Meta().GetName() == "" && obj.Meta().GetGenerateName() != ""
 	for attempt := 0; ; attempt++ {
-		cmd := s.newCommand(&pb.Command{})
-		o, err := s.prepare(op, obj, s.uidFor(op, obj, cmd.GetUid()))
+		cmd, alloc, err := s.writeCommand(op, obj)
 		if err != nil {
 			return nil, err
-		}
-		alloc, err := s.allocateService(op, o) // services.go
-		if err != nil {
-			return nil, err
-		}
-		// Last, so the log, the stores and snapshots never see plaintext.
-		if err := s.sealSecret(o); err != nil { // secrets.go
-			return nil, err
-		}
-		switch op {
-		case opCreate:
-			cmd.Op = &pb.Command_Create{Create: o}
-		case opUpdate:
-			cmd.Op = &pb.Command_Update{Update: o}
-		case opUpdateStatus:
-			cmd.Op = &pb.Command_UpdateStatus{UpdateStatus: o}
-		case opApply:
-			cmd.Op = &pb.Command_Apply{Apply: o}
 		}
 		res, err := s.propose(ctx, cmd)
 		if err != nil {
 			if op == opCreate && status.Code(err) == codes.Unknown {
-				if resp, ok := s.resolveCreate(ctx, o, cmd.GetUid()); ok {
+				if resp, ok := s.resolveCreate(ctx, cmd.GetCreate(), cmd.GetUid()); ok {
 					return resp, nil
 				}
 			}
@@ -335,25 +311,58 @@ func (s *Server) uidFor(op writeOp, obj *pb.Object, cmdUID string) string {
 	return ""
 }
 
-// dryRun reports what a write would do, checked against this master's
-// store, without proposing anything.
-func (s *Server) dryRun(op writeOp, o *pb.Object) (*pb.WriteResponse, error) {
-	m := o.Meta()
-	_, err := s.fsm.Get(o.KindName(), m.GetNamespace(), m.GetName())
-	exists := err == nil
-	if err != nil && !errors.Is(err, fsm.ErrNotFound) {
-		return nil, fsmStatus(err)
+// dryRun answers a write with DryRun set as the write would be answered,
+// storing nothing. It builds the command writeOnLeader would propose (the
+// uid, defaults, Service allocation, Secret sealing) and runs it in this
+// master's store without keeping anything (fsm.DryRun), so every check of
+// the store runs: a missing or terminating namespace, a clusterIP or node
+// port another Service holds, an immutable field, a uid or resourceVersion
+// precondition. Refusals go through fsmStatus like the real write's, so
+// they have its code and message. Any master answers from its own store
+// (a follower's may be a little behind): nothing is forwarded.
+func (s *Server) dryRun(op writeOp, obj *pb.Object) (*pb.WriteResponse, error) {
+	cmd, _, err := s.writeCommand(op, obj)
+	if err != nil {
+		return nil, err
 	}
-	action := fsm.ActionConfigured
-	switch {
-	case op == opCreate && exists:
-		return nil, fsmStatus(fmt.Errorf("%w: %s %q", fsm.ErrAlreadyExists, o.KindName(), m.Key()))
-	case op == opCreate, op == opApply && !exists:
-		action = fsm.ActionCreated
-	case !exists:
-		return nil, fsmStatus(fmt.Errorf("%w: %s %q", fsm.ErrNotFound, o.KindName(), m.Key()))
+	res := s.fsm.DryRun(cmd)
+	if res.Err != nil {
+		return nil, fsmStatus(res.Err)
 	}
-	return &pb.WriteResponse{Object: o, Action: action}, nil
+	return s.openWrite(&pb.WriteResponse{Object: res.Object, Action: res.Action}, nil)
+}
+
+// writeCommand builds the command for one object write, as proposed by
+// writeOnLeader and tried by dryRun, with the values picked for a Service.
+func (s *Server) writeCommand(op writeOp, obj *pb.Object) (*pb.Command, *serviceAlloc, error) {
+	obj, err := s.openInput(obj) // secrets.go
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := s.newCommand(&pb.Command{})
+	o, err := s.prepare(op, obj, s.uidFor(op, obj, cmd.GetUid()))
+	if err != nil {
+		return nil, nil, err
+	}
+	alloc, err := s.allocateService(op, o) // services.go
+	if err != nil {
+		return nil, nil, err
+	}
+	// Last, so the log, the stores and snapshots never see plaintext.
+	if err := s.sealSecret(o); err != nil { // secrets.go
+		return nil, nil, err
+	}
+	switch op {
+	case opCreate:
+		cmd.Op = &pb.Command_Create{Create: o}
+	case opUpdate:
+		cmd.Op = &pb.Command_Update{Update: o}
+	case opUpdateStatus:
+		cmd.Op = &pb.Command_UpdateStatus{UpdateStatus: o}
+	case opApply:
+		cmd.Op = &pb.Command_Apply{Apply: o}
+	}
+	return cmd, alloc, nil
 }
 
 func checkDelete(op *pb.DeleteOp) error {
