@@ -21,9 +21,6 @@ import (
 // besides "" and Kubernetes' "default-scheduler".
 const Name = "scheduler"
 
-// indexNode maps a node name to the unfinished pods bound to it.
-const indexNode = "spec.nodeName"
-
 // Config configures the scheduler.
 type Config struct {
 	Policy Policy
@@ -107,6 +104,8 @@ type Scheduler struct {
 	moves uint64
 	// infos caches parsed pods by UID.
 	infos map[string]*podInfo
+	// cache counts the bound pods on each node.
+	cache *nodeCache
 }
 
 type assumedPod struct {
@@ -131,26 +130,17 @@ func New(env controllers.Env, cfg Config) (*Scheduler, error) {
 		assumed:       make(map[string]assumedPod),
 		unschedulable: make(map[string]struct{}),
 		infos:         make(map[string]*podInfo),
+		cache:         newNodeCache(),
 	}
-	s.pods.AddIndexer(indexNode, func(o *pb.Object) []string {
-		p := o.GetPod()
-		if n := p.GetSpec().GetNodeName(); n != "" && !controllers.IsPodTerminal(p) {
-			return []string{n}
-		}
-		return nil
-	})
 	s.pods.AddHandler(controllers.HandlerFuncs{
 		AddFunc:    func(o *pb.Object) { s.podChanged(nil, o) },
 		UpdateFunc: s.podChanged,
 		DeleteFunc: s.podDeleted,
 	})
 	s.nodes.AddHandler(controllers.HandlerFuncs{
-		AddFunc: func(*pb.Object) { s.retryUnschedulable() },
-		UpdateFunc: func(old, o *pb.Object) {
-			if nodeChanged(old.GetNode(), o.GetNode()) {
-				s.retryUnschedulable()
-			}
-		},
+		AddFunc:    func(o *pb.Object) { s.nodeChanged(o, o.GetNode()) },
+		UpdateFunc: func(_, o *pb.Object) { s.nodeChanged(o, o.GetNode()) },
+		DeleteFunc: func(o *pb.Object) { s.nodeChanged(o, nil) },
 	})
 	return s, nil
 }
@@ -177,6 +167,7 @@ func (s *Scheduler) podChanged(old, o *pb.Object) {
 	if responsible(p) {
 		s.mu.Lock()
 		_, parked := s.unschedulable[key]
+		s.cache.setPod(key, "", nil)
 		s.mu.Unlock()
 		// A parked pod waits for a node or pod change, not for its own
 		// status update (ours, recording why it is parked).
@@ -185,7 +176,19 @@ func (s *Scheduler) podChanged(old, o *pb.Object) {
 		}
 		return
 	}
+	// A bound pod counts on its node until it finishes. One whose requests
+	// do not parse holds nothing placement can count.
+	var node string
+	var pi *podInfo
+	if n := p.GetSpec().GetNodeName(); n != "" && !controllers.IsPodTerminal(p) {
+		if info, err := s.info(p); err == nil {
+			node, pi = n, info
+		}
+	}
 	s.mu.Lock()
+	// The cache counts the pod and drops its assumption in one step, so a
+	// snapshot sees it exactly once.
+	s.cache.setPod(key, node, pi)
 	if a, ok := s.assumed[key]; ok && p.GetSpec().GetNodeName() != "" && a.uid == p.GetMetadata().GetUid() {
 		delete(s.assumed, key) // the cache shows the binding now
 	}
@@ -200,6 +203,7 @@ func (s *Scheduler) podChanged(old, o *pb.Object) {
 func (s *Scheduler) podDeleted(o *pb.Object) {
 	key := controllers.KeyOf(o)
 	s.mu.Lock()
+	s.cache.setPod(key, "", nil)
 	delete(s.assumed, key)
 	delete(s.unschedulable, key)
 	delete(s.infos, o.Meta().GetUid())
@@ -209,32 +213,16 @@ func (s *Scheduler) podDeleted(o *pb.Object) {
 	}
 }
 
-// nodeChanged reports whether a node update can let a pod fit that did not:
-// heartbeats alone do not.
-func nodeChanged(old, n *pb.Node) bool {
-	a, b := newNodeInfo(old), newNodeInfo(n)
-	if a.ready != b.ready || a.unschedulable != b.unschedulable || a.maxPods != b.maxPods ||
-		a.allocatable.milliCPU != b.allocatable.milliCPU || a.allocatable.memory != b.allocatable.memory ||
-		len(a.taints) != len(b.taints) || len(a.labels) != len(b.labels) || len(a.allocatable.other) != len(b.allocatable.other) {
-		return true
+// nodeChanged records a node's new form (nil: deleted) and, if a pod that
+// fit nowhere may fit now, tries those pods again. Heartbeats alone change
+// nothing.
+func (s *Scheduler) nodeChanged(o *pb.Object, node *pb.Node) {
+	s.mu.Lock()
+	changed := s.cache.setNode(o.Meta().GetName(), node)
+	s.mu.Unlock()
+	if changed && node != nil {
+		s.retryUnschedulable()
 	}
-	for k, v := range a.labels {
-		if b.labels[k] != v {
-			return true
-		}
-	}
-	for i, t := range a.taints {
-		u := b.taints[i]
-		if t.GetKey() != u.GetKey() || t.GetValue() != u.GetValue() || t.GetEffect() != u.GetEffect() {
-			return true
-		}
-	}
-	for k, v := range a.allocatable.other {
-		if b.allocatable.other[k] != v {
-			return true
-		}
-	}
-	return false
 }
 
 // retryUnschedulable queues every pod waiting for a change.
@@ -379,40 +367,18 @@ func (s *Scheduler) info(pod *pb.Pod) (*podInfo, error) {
 	return pi, nil
 }
 
-// snapshot builds the placement view from the cache plus the bindings the
-// cache does not show yet.
+// snapshot returns the placement view: the cache plus the bindings it
+// does not show yet.
 func (s *Scheduler) snapshot() (*Snapshot, uint64) {
-	// Copy the assumed pods before reading the cache: a pod leaves
-	// assumed only once the cache shows it bound, so every pod this
-	// scheduler bound is either in the copy or bound in the cache read
-	// next, and the copy is only added where the read did not count it.
 	s.mu.Lock()
-	moves := s.moves
-	// By uid: matching the pods read below needs no key built per pod.
-	assumed := make(map[string]assumedPod, len(s.assumed))
+	defer s.mu.Unlock()
+	snap := s.cache.snapshot()
+	// A pod leaves assumed in the same step that the cache counts it, so
+	// each is counted once.
 	for _, a := range s.assumed {
-		assumed[a.uid] = a
-	}
-	s.mu.Unlock()
-
-	nodeObjs := s.nodes.List()
-	nodes := make([]*pb.Node, 0, len(nodeObjs))
-	for _, o := range nodeObjs {
-		nodes = append(nodes, o.GetNode())
-	}
-	snap := NewSnapshot(nodes)
-	for _, ni := range snap.nodes {
-		for _, o := range s.pods.ByIndex(indexNode, ni.Name) {
-			delete(assumed, o.Meta().GetUid()) // counted here
-			if pi, err := s.info(o.GetPod()); err == nil {
-				ni.addPod(pi)
-			}
-		}
-	}
-	for _, a := range assumed {
 		snap.addPodInfo(a.info, a.node)
 	}
-	return snap, moves
+	return snap, s.moves
 }
 
 type placement struct {

@@ -160,6 +160,42 @@ func TestSchedulerRetriesWhenAPodIsDeleted(t *testing.T) {
 	h.Eventually(func() bool { return boundTo(h)["waiting"] == "n1" }, "the pod to be bound once room is made")
 }
 
+// A pod that finishes frees its node, a pod bound meanwhile by someone else
+// takes room, and a deleted node takes no more pods: the scheduler's cache
+// follows each event.
+func TestSchedulerFollowsBoundPodsAndNodes(t *testing.T) {
+	h := controllertest.NewHarness(t, objs(node("n1", "1", "4Gi"), node("gone", "8", "16Gi"))...)
+	running := pod("running", "800m", "")
+	running.Spec.NodeName, running.Status.Phase = "n1", "Running"
+	h.Fake.Add(pb.Wrap(running))
+	s := runScheduler(t, h, DefaultConfig())
+	h.Fake.Remove("Node", "", "gone")
+	h.Eventually(func() bool { return s.nodes.HandledResourceVersion() >= h.Fake.KindVersion("Node") }, "the node's deletion to be handled")
+
+	h.Fake.Add(pb.Wrap(pod("waiting", "500m", "")))
+	h.Eventually(func() bool {
+		return controllers.PodCondition(h.Fake.Get("Pod", "default", "waiting").GetPod(), "PodScheduled").GetStatus() == "False"
+	}, "the pod to be unschedulable, with n1 full and the big node gone")
+	if n := boundTo(h)["waiting"]; n != "" {
+		t.Fatalf("waiting bound to %q, want unbound", n)
+	}
+
+	if err := h.Fake.Mutate("Pod", "default", "running", func(o *pb.Object) { o.GetPod().Status.Phase = "Succeeded" }); err != nil {
+		t.Fatal(err)
+	}
+	h.Eventually(func() bool { return boundTo(h)["waiting"] == "n1" }, "the pod to be bound once the running one finished")
+
+	// Bound by another scheduler: it counts on n1 all the same.
+	other := pod("other", "500m", "")
+	other.Spec.NodeName, other.Spec.SchedulerName = "n1", "custom"
+	h.Fake.Add(pb.Wrap(other))
+	h.Eventually(func() bool { return s.pods.HandledResourceVersion() >= h.Fake.KindVersion("Pod") }, "the bound pod to be handled")
+	h.Fake.Add(pb.Wrap(pod("late", "100m", "")))
+	h.Eventually(func() bool {
+		return controllers.PodCondition(h.Fake.Get("Pod", "default", "late").GetPod(), "PodScheduled").GetStatus() == "False"
+	}, "the late pod to be unschedulable: n1 holds 1000m of 1000m")
+}
+
 func TestSchedulerAccountsPodsBoundInTheSameBatch(t *testing.T) {
 	h := controllertest.NewHarness(t, objs(node("n1", "1", "4Gi"))...)
 	for i := range 3 {

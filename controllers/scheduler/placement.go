@@ -109,6 +109,17 @@ func (r *resources) add(o resources) {
 	}
 }
 
+// sub takes back what add(o) added; amounts that reach zero go.
+func (r *resources) sub(o resources) {
+	r.milliCPU -= o.milliCPU
+	r.memory -= o.memory
+	for k, v := range o.other {
+		if r.other[k] -= v; r.other[k] == 0 {
+			delete(r.other, k)
+		}
+	}
+}
+
 func (r *resources) max(o resources) {
 	r.milliCPU = max(r.milliCPU, o.milliCPU)
 	r.memory = max(r.memory, o.memory)
@@ -218,11 +229,12 @@ type NodeInfo struct {
 	allocatable   resources
 	maxPods       int64
 
-	requested resources
-	nonZero   resources
-	pods      int64
-	owners    map[string]int32 // controller owner UID -> pods
-	ports     []hostPort
+	usage
+
+	// exists is false for a name pods are bound to but no node has.
+	exists bool
+	// gen is the nodeCache generation this NodeInfo was made in.
+	gen uint64
 }
 
 func newNodeInfo(node *pb.Node) *NodeInfo {
@@ -232,6 +244,7 @@ func newNodeInfo(node *pb.Node) *NodeInfo {
 		labels:        node.GetMetadata().GetLabels(),
 		unschedulable: node.GetSpec().GetUnschedulable(),
 		maxPods:       defaultMaxPods,
+		exists:        true,
 	}
 	for _, t := range node.GetSpec().GetTaints() {
 		if t.GetEffect() == "NoSchedule" || t.GetEffect() == "NoExecute" {
@@ -257,24 +270,15 @@ func newNodeInfo(node *pb.Node) *NodeInfo {
 	return ni
 }
 
-func (ni *NodeInfo) addPod(pi *podInfo) {
-	ni.requested.add(pi.req)
-	ni.nonZero.add(pi.nonZero)
-	ni.pods++
-	if pi.owner != "" {
-		if ni.owners == nil {
-			ni.owners = make(map[string]int32)
-		}
-		ni.owners[pi.owner]++
-	}
-	ni.ports = append(ni.ports, pi.ports...)
-}
-
 // Snapshot is the cluster as placement sees it: nodes and what is already
 // placed on them. It is not safe for concurrent use.
 type Snapshot struct {
-	nodes  []*NodeInfo
-	byName map[string]*NodeInfo
+	nodes []*NodeInfo
+	index map[string]int // position in nodes by name
+	// owned marks the nodes this Snapshot may change; the others are
+	// shared with the scheduler's cache and copied before they change.
+	// nil: it owns all.
+	owned []bool
 
 	// scratch space reused across Schedule calls
 	feasible []*NodeInfo
@@ -284,19 +288,25 @@ type Snapshot struct {
 // NewSnapshot returns a Snapshot of nodes with nothing placed on them yet;
 // add the pods already bound with AddPod.
 func NewSnapshot(nodes []*pb.Node) *Snapshot {
-	s := &Snapshot{nodes: make([]*NodeInfo, 0, len(nodes)), byName: make(map[string]*NodeInfo, len(nodes))}
+	s := &Snapshot{nodes: make([]*NodeInfo, 0, len(nodes)), index: make(map[string]int, len(nodes))}
 	for _, n := range nodes {
-		ni := newNodeInfo(n)
-		s.nodes = append(s.nodes, ni)
-		s.byName[ni.Name] = ni
+		s.nodes = append(s.nodes, newNodeInfo(n))
 	}
 	// Node order decides nothing but ties; keep it stable.
 	sort.Slice(s.nodes, func(i, j int) bool { return s.nodes[i].Name < s.nodes[j].Name })
+	for i, ni := range s.nodes {
+		s.index[ni.Name] = i
+	}
 	return s
 }
 
 // Node returns the named node's info, or nil.
-func (s *Snapshot) Node(name string) *NodeInfo { return s.byName[name] }
+func (s *Snapshot) Node(name string) *NodeInfo {
+	if i, ok := s.index[name]; ok {
+		return s.nodes[i]
+	}
+	return nil
+}
 
 // AddPod accounts pod on node (a pod already bound, or one just placed).
 // Terminated pods hold nothing and are ignored. It fails only on a pod
@@ -314,9 +324,15 @@ func (s *Snapshot) AddPod(pod *pb.Pod, node string) error {
 }
 
 func (s *Snapshot) addPodInfo(pi *podInfo, node string) {
-	if ni := s.byName[node]; ni != nil {
-		ni.addPod(pi)
+	i, ok := s.index[node]
+	if !ok {
+		return
 	}
+	if s.owned != nil && !s.owned[i] {
+		s.nodes[i] = s.nodes[i].clone()
+		s.owned[i] = true
+	}
+	s.nodes[i].add(pi)
 }
 
 // Result is a placement decision.
