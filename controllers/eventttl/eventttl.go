@@ -139,12 +139,17 @@ func (c *Controller) trim(ctx context.Context) error {
 		return nil
 	}
 	excess := len(all) - c.cfg.lowWater()
-	slices.SortFunc(all, func(a, b *pb.Object) int {
-		return cmp.Or(lastSeen(a.GetEvent()).Compare(lastSeen(b.GetEvent())), cmp.Compare(controllers.KeyOf(a), controllers.KeyOf(b)))
-	})
+	// Oldest first, ties by key. The sort keys are made once per event:
+	// made per comparison, they were most of a trim's cost (a tenth of the
+	// leader's CPU while pods were created at 1,000/s).
+	byAge := make([]agedEvent, len(all))
+	for i, o := range all {
+		byAge[i] = agedEvent{at: lastSeen(o.GetEvent()), key: controllers.KeyOf(o), obj: o}
+	}
+	slices.SortFunc(byAge, func(a, b agedEvent) int { return cmp.Or(a.at.Compare(b.at), cmp.Compare(a.key, b.key)) })
 	ops := make([]*pb.DeleteOp, excess)
-	for i, o := range all[:excess] {
-		m := o.Meta()
+	for i, e := range byAge[:excess] {
+		m := e.obj.Meta()
 		ops[i] = &pb.DeleteOp{Kind: "Event", Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid()}
 	}
 	deleted := 0
@@ -165,6 +170,12 @@ func (c *Controller) trim(ctx context.Context) error {
 		c.env.Logger.Info("deleted the oldest events over the cap", "deleted", deleted, "maxEvents", c.cfg.MaxEvents)
 	}
 	return firstErr // retried with backoff
+}
+
+type agedEvent struct {
+	at  time.Time // lastSeen
+	key string
+	obj *pb.Object
 }
 
 // trimmedKey names one event for the trimmed set: its key and UID.
