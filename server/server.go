@@ -336,9 +336,7 @@ func (s *Server) shutdown(cancelBG context.CancelFunc, bg *sync.WaitGroup) {
 	cancelBG()
 	bg.Wait()
 
-	if err := s.gossip.leave(s.cfg.ShutdownTimeout); err != nil {
-		s.log.Warn("leave gossip", "err", err)
-	}
+	s.leaveGossip()
 
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
@@ -358,6 +356,41 @@ func (s *Server) shutdown(cancelBG context.CancelFunc, bg *sync.WaitGroup) {
 		cancel()
 	}
 	s.closeAll()
+}
+
+// leaveGossip announces that this master leaves and waits until the
+// announcement has gone out, or until no other member is alive to receive
+// it. memberlist's Leave only ends when the broadcast has been sent or the
+// timeout passes, and it sends only to live members: when every member
+// stops at once (skiff dev, or all masters stopped together) the others may
+// all leave before this one's broadcast goes out, and Leave would wait the
+// whole ShutdownTimeout for nobody. The abandoned Leave returns by itself
+// at that timeout; Shutdown (closeAll) does not wait for it.
+func (s *Server) leaveGossip() {
+	if s.gossip.down.Load() {
+		return
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.gossip.leave(s.cfg.ShutdownTimeout) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				s.log.Warn("leave gossip", "err", err)
+			}
+			return
+		case <-tick.C:
+			// Once Leave has marked this member left, NumMembers counts
+			// only the others that are alive or suspect, the members
+			// memberlist would gossip the broadcast to.
+			if s.gossip.ml.NumMembers() == 0 {
+				s.log.Debug("left gossip: no other member is alive to tell")
+				return
+			}
+		}
+	}
 }
 
 // handOffLeadership transfers leadership so the cluster does not wait a

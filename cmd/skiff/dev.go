@@ -170,10 +170,16 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 			}
 		}()
 	}
+	// The masters stop together: each hands leadership on if it leads,
+	// leaves gossip, drains its API and shuts raft down (server.Run). A
+	// sequence would not be safer (acknowledged writes are on a quorum's
+	// disks either way) and would pay each master's gossip leave in turn.
 	shutdown := func() {
 		fmt.Fprintln(out, "Stopping masters...")
+		start := time.Now()
 		cancel()
 		wg.Wait()
+		logger.Info("dev: masters stopped", "took", time.Since(start).Round(time.Millisecond))
 		fmt.Fprintln(out, "Stopped.")
 	}
 
@@ -209,8 +215,13 @@ Press Ctrl-C to stop.
 	case err := <-errs:
 		fmt.Fprintln(out, "error:", err)
 	}
+	// The worker first: it leaves while the masters can still record that
+	// (node w1 not ready, reason Left) and stops its containers; then the
+	// masters.
+	start := time.Now()
 	stopWorker()
 	shutdown()
+	logger.Info("dev: stopped", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -272,7 +283,7 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, tokenFile stri
 	}
 	if !o.worker {
 		lines.WriteString("  No worker (run as root, or pass --worker): pods stay Pending.\n")
-		return lines.String(), reg.close, nil
+		return lines.String(), func() { closeDevRegistry(reg, logger) }, nil
 	}
 	cfg := worker.DefaultConfig()
 	cfg.Name = "w1"
@@ -309,10 +320,26 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, tokenFile stri
 	fmt.Fprintf(&lines, "  Worker: w1 (node agent %s, data in %s)\n", w.AgentAddr(), cfg.DataDir)
 	return lines.String(), func() {
 		fmt.Fprintln(out, "Stopping worker w1 and its containers...")
+		start := time.Now()
 		cancel()
 		<-done
-		reg.close()
+		logger.Info("dev: worker w1 stopped", "took", time.Since(start).Round(time.Millisecond))
+		closeDevRegistry(reg, logger)
 	}, nil
+}
+
+// closeDevRegistry stops the dev registry at the end of a run, once the
+// worker (its client in this process) has stopped: no pull dev needs is in
+// flight any more, so every connection is closed at once. A graceful
+// Shutdown (demoRegistry.close) would also wait, up to its 2 s bound, for
+// a connection that has not sent a request yet, which Shutdown counts as
+// busy for its first 5 s; Go's HTTP client leaves such a connection behind
+// now and then (a dial that lost the race to a connection freed by an
+// earlier request of the push), and that held a quick Ctrl-C for 2 s.
+func closeDevRegistry(reg *demoRegistry, logger *slog.Logger) {
+	if err := reg.srv.Close(); err != nil {
+		logger.Warn("dev: stop the registry", "addr", reg.addr, "err", err)
+	}
 }
 
 // devEncryptionKey returns the dev cluster's Secret encryption key file,
