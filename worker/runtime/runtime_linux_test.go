@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -511,17 +512,31 @@ func TestCgroupLimits(t *testing.T) {
 		Limits:   map[string]string{"cpu": "1500m", "memory": "64Mi"},
 	}
 	id := e.start(t, sb, c)
-	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.shares"); err != nil {
-		t.Skip("cgroup v1 cpu controller not mounted at /sys/fs/cgroup/cpu")
-	}
 	dir := filepath.Join(sb.CgroupPath, id)
-	for file, want := range map[string]string{
+	// The files each limit is written to, per cgroup mode; the pod cgroup
+	// exists and holds no process itself (its containers' cgroups do).
+	want := map[string]string{
 		"cpu/" + dir + "/cpu.shares":                  "256",
 		"cpu/" + dir + "/cpu.cfs_quota_us":            "150000",
 		"cpu/" + dir + "/cpu.cfs_period_us":           "100000",
 		"memory/" + dir + "/memory.limit_in_bytes":    "67108864",
 		"pids/" + filepath.Dir(dir) + "/cgroup.procs": "",
-	} {
+	}
+	procs := filepath.Join("/sys/fs/cgroup/pids", dir, "cgroup.procs")
+	if cgroups.IsCgroup2UnifiedMode() {
+		want = map[string]string{
+			dir + "/cpu.weight": fmt.Sprint(cgroups.ConvertCPUSharesToCgroupV2Value(256)),
+			dir + "/cpu.max":    "150000 100000",
+			dir + "/memory.max": "67108864",
+			dir + "/pids.max":   "max",
+		}
+		procs = filepath.Join("/sys/fs/cgroup", dir, "cgroup.procs")
+	} else if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.shares"); err != nil {
+		// The runtime found no v1 cpu controller to put the limit in:
+		// the container runs without its CPU limit.
+		t.Fatalf("cgroup v1 without the cpu controller at /sys/fs/cgroup/cpu (%v): mount it (mount -t cgroup -o cpu,cpuacct cgroup /sys/fs/cgroup/cpu,cpuacct) or boot with cgroup v2", err)
+	}
+	for file, want := range want {
 		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", file))
 		if err != nil {
 			t.Errorf("%s: %v", file, err)
@@ -532,7 +547,7 @@ func TestCgroupLimits(t *testing.T) {
 		}
 	}
 	st, _ := e.rt.Status(id)
-	b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", dir, "cgroup.procs"))
+	b, _ := os.ReadFile(procs)
 	if strings.TrimSpace(string(b)) != fmt.Sprint(st.Pid) {
 		t.Errorf("container cgroup procs = %q, want init pid %d", b, st.Pid)
 	}
