@@ -76,7 +76,7 @@ type Controller struct {
 	// trimmed holds the events (key and UID) the last trim deleted: the
 	// cache may show them for a moment longer, and they must not count
 	// again.
-	trimmed map[string]bool
+	trimmed map[trimmedKey]bool
 }
 
 // lowWater is what a trim leaves: a tenth below the cap, so that a steady
@@ -134,7 +134,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (controllers.Res
 // write, once there are more than MaxEvents. Events the previous trim
 // deleted that the cache still shows are not counted.
 func (c *Controller) trim(ctx context.Context) error {
-	all := slices.DeleteFunc(c.events.List(), func(o *pb.Object) bool { return c.trimmed[trimmedKey(o.Meta())] })
+	all := slices.DeleteFunc(c.events.List(), func(o *pb.Object) bool { return c.trimmed[keyOfTrimmed(o.Meta())] })
 	if c.cfg.MaxEvents <= 0 || len(all) <= c.cfg.MaxEvents {
 		return nil
 	}
@@ -154,12 +154,12 @@ func (c *Controller) trim(ctx context.Context) error {
 	}
 	deleted := 0
 	var firstErr error
-	c.trimmed = make(map[string]bool, len(ops))
+	c.trimmed = make(map[trimmedKey]bool, len(ops))
 	for i, err := range controllers.DeleteMany(ctx, c.env.Cluster, ops) {
 		switch {
 		case err == nil:
 			deleted++
-			c.trimmed[trimmedKey(ops[i])] = true
+			c.trimmed[keyOfTrimmed(ops[i])] = true
 		case controllers.IsNotFound(err):
 		case firstErr == nil:
 			firstErr = fmt.Errorf("delete event %s over the cap of %d: %w", controllers.Key(ops[i].GetNamespace(), ops[i].GetName()), c.cfg.MaxEvents, err)
@@ -178,13 +178,16 @@ type agedEvent struct {
 	obj *pb.Object
 }
 
-// trimmedKey names one event for the trimmed set: its key and UID.
-func trimmedKey(m interface {
+// trimmedKey names one event for the trimmed set (no string is built per
+// event: a trim looks up every event in the cache).
+type trimmedKey struct{ namespace, name, uid string }
+
+func keyOfTrimmed(m interface {
 	GetNamespace() string
 	GetName() string
 	GetUid() string
-}) string {
-	return controllers.Key(m.GetNamespace(), m.GetName()) + "/" + m.GetUid()
+}) trimmedKey {
+	return trimmedKey{m.GetNamespace(), m.GetName(), m.GetUid()}
 }
 
 // lastSeen is when ev last happened: its lastTimestamp, else its
