@@ -1,9 +1,7 @@
 package worker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,13 +76,15 @@ type podWorker struct {
 	etc map[string]string
 	// lastWritten is the status last handed to sw (written, or being
 	// written), or found in the API.
-	lastWritten  *pb.PodStatus
-	sw           statusWriter
-	persisted    []byte // the record as last saved
-	strayChecked bool   // removeExtra ran
-	terminal     bool   // the pod reached Succeeded or Failed
-	stopped      bool   // containers stopped for deletion
-	cleaned      bool   // containers, sandbox and volumes removed
+	lastWritten *pb.PodStatus
+	sw          statusWriter
+	// saved is a copy of the record as last saved (nil: not saved by this
+	// process yet).
+	saved        *podRecord
+	strayChecked bool // removeExtra ran
+	terminal     bool // the pod reached Succeeded or Failed
+	stopped      bool // containers stopped for deletion
+	cleaned      bool // containers, sandbox and volumes removed
 }
 
 func newPodWorker(a *Agent, uid string) *podWorker {
@@ -640,9 +640,11 @@ func (w *podWorker) status(pod *pb.Pod, initDone, initFailed bool, now time.Time
 		}
 		return v
 	}
+	in.init = make([]ctrView, 0, len(pod.GetSpec().GetInitContainers()))
 	for _, c := range pod.GetSpec().GetInitContainers() {
 		in.init = append(in.init, view(c, true))
 	}
+	in.app = make([]ctrView, 0, len(pod.GetSpec().GetContainers()))
 	for _, c := range pod.GetSpec().GetContainers() {
 		in.app = append(in.app, view(c, false))
 	}
@@ -667,25 +669,65 @@ func (w *podWorker) writeStatus(ctx context.Context, pod *pb.Pod, st *pb.PodStat
 	w.sw.submit(ctx, pod, st, 0)
 }
 
+// persist saves the pod's record when it differs from what was last saved.
+// A failed save leaves saved as it was, so the next sync tries again.
 func (w *podWorker) persist() {
 	if w.rec == nil {
 		return
 	}
 	w.mu.Lock()
 	for name, cs := range w.ctrs {
-		w.rec.Containers[name] = &containerRecord{RestartCount: cs.restartCount, Backoff: cs.backoff}
+		cr := w.rec.Containers[name]
+		if cr == nil {
+			cr = &containerRecord{}
+			w.rec.Containers[name] = cr
+		}
+		cr.RestartCount, cr.Backoff = cs.restartCount, cs.backoff
 	}
 	w.mu.Unlock()
-	// Saving means an fsync: only when something changed.
-	b, err := json.Marshal(w.rec)
-	if err == nil && bytes.Equal(b, w.persisted) {
+	// Saving means an fsync: only when something changed. Deciding that
+	// runs on every sync of every pod, so it compares fields rather than
+	// marshalling the record.
+	if w.saved != nil && sameRecord(w.rec, w.saved) {
 		return
 	}
 	if err := w.a.state.put(w.rec); err != nil {
 		w.log.Warn("save pod state", "err", err)
 		return
 	}
-	w.persisted = b
+	w.saved = copyRecord(w.rec)
+}
+
+// copyRecord copies r deeply enough that changes to r's fields and
+// container records do not show in the copy.
+func copyRecord(r *podRecord) *podRecord {
+	c := *r
+	c.Containers = make(map[string]*containerRecord, len(r.Containers))
+	for name, cr := range r.Containers {
+		if cr != nil {
+			v := *cr
+			cr = &v
+		}
+		c.Containers[name] = cr
+	}
+	return &c
+}
+
+// sameRecord reports whether a and b would be saved alike.
+// TestSameRecordComparesEveryField fails when podRecord or
+// containerRecord gains a field this does not compare.
+func sameRecord(a, b *podRecord) bool {
+	if a.UID != b.UID || a.Namespace != b.Namespace || a.Name != b.Name || a.Grace != b.Grace ||
+		!a.StartTime.Equal(b.StartTime) || len(a.Containers) != len(b.Containers) {
+		return false
+	}
+	for name, ca := range a.Containers {
+		cb, ok := b.Containers[name]
+		if !ok || (ca == nil) != (cb == nil) || (ca != nil && *ca != *cb) {
+			return false
+		}
+	}
+	return true
 }
 
 // terminate stops the pod's containers (SIGTERM, the grace period, then
