@@ -99,7 +99,7 @@ func newGossip(o gossipOptions) (*gossip, error) {
 		// other workers, so it neither stores nor relays news about them.
 		// The masters still know and probe every member, and node
 		// readiness rests on heartbeats anyway.
-		mc.Alive = mastersOnly{self: o.name}
+		mc.Alive = &mastersOnly{self: o.name, seen: make(map[string]aliveVerdict)}
 		mc.ProbeInterval = 5 * time.Second
 		mc.ProbeTimeout = 2 * time.Second
 		mc.GossipInterval = 500 * time.Millisecond
@@ -249,15 +249,35 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 var _ io.Writer = (*slogWriter)(nil)
 
 // mastersOnly is the memberlist.AliveDelegate of hollow members: only
-// masters (and the member itself) become peers.
-type mastersOnly struct{ self string }
+// masters (and the member itself) become peers. Each hollow member hears of
+// every other one again and again (a thousand in one process), so the
+// verdict is kept per member and its metadata decoded only when it changes.
+type mastersOnly struct {
+	self string
+	mu   sync.Mutex
+	seen map[string]aliveVerdict // by member name
+}
 
-func (m mastersOnly) NotifyAlive(n *memberlist.Node) error {
+type aliveVerdict struct {
+	meta string
+	peer bool
+}
+
+func (m *mastersOnly) NotifyAlive(n *memberlist.Node) error {
 	if n.Name == m.self {
 		return nil
 	}
-	var meta gossipMeta
-	if err := json.Unmarshal(n.Meta, &meta); err == nil && meta.Role == roleServer {
+	m.mu.Lock()
+	v, ok := m.seen[n.Name]
+	m.mu.Unlock()
+	if !ok || v.meta != string(n.Meta) {
+		var meta gossipMeta
+		v = aliveVerdict{meta: string(n.Meta), peer: json.Unmarshal(n.Meta, &meta) == nil && meta.Role == roleServer}
+		m.mu.Lock()
+		m.seen[n.Name] = v
+		m.mu.Unlock()
+	}
+	if v.peer {
 		return nil
 	}
 	return errNotAPeer
