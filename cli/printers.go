@@ -252,10 +252,14 @@ func columnsFor(kind string) ([]column, rowFunc) {
 				itoa(rs.GetStatus().GetReadyReplicas()), age(o, now), c, i, selectorString(rs.GetSpec().GetSelector())}
 		}
 	case "DaemonSet":
-		return cols("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), func(o *pb.Object, now time.Time) []string {
-			st := o.GetDaemonSet().GetStatus()
+		return cols("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE", "+CONTAINERS", "+IMAGES", "+SELECTOR"), func(o *pb.Object, now time.Time) []string {
+			ds := o.GetDaemonSet()
+			st := ds.GetStatus()
+			tmpl := ds.GetSpec().GetTemplate().GetSpec()
+			c, i := containersImages(tmpl)
 			return []string{name(o), itoa(st.GetDesiredNumberScheduled()), itoa(st.GetCurrentNumberScheduled()),
-				itoa(st.GetNumberReady()), itoa(st.GetUpdatedNumberScheduled()), itoa(st.GetNumberAvailable()), age(o, now)}
+				itoa(st.GetNumberReady()), itoa(st.GetUpdatedNumberScheduled()), itoa(st.GetNumberAvailable()),
+				mapString(tmpl.GetNodeSelector()), age(o, now), c, i, selectorString(ds.GetSpec().GetSelector())}
 		}
 	case "Job":
 		return cols("NAME", "STATUS", "COMPLETIONS", "AGE"), func(o *pb.Object, now time.Time) []string {

@@ -32,15 +32,22 @@ const (
 func newRolloutCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout SUBCOMMAND",
-		Short: "Follow, pause, resume, undo and list the rollouts of a Deployment",
-		Long: `Rollout manages how a Deployment moves from one pod template to the next: follow a rollout
-until it completes, list the revisions a Deployment has had, go back to one, pause and resume.`,
+		Short: "Follow, pause, resume, undo and list the rollouts of a Deployment or DaemonSet",
+		Long: `Rollout manages how a Deployment or DaemonSet moves from one pod template to the next: follow a
+rollout until it completes, list the revisions a Deployment has had, go back to one, pause and
+resume.
+
+status and restart take a deployment or a daemonset; history, undo, pause and resume take a
+deployment. A DaemonSet with the OnDelete update strategy has no rollout to follow: its pods take
+the new template only as they are deleted.`,
 		Example: `  skiff rollout status deployment/web
+  skiff rollout status daemonset/node-agent
   skiff rollout history deployment/web
   skiff rollout undo deployment/web --to-revision 2
   skiff rollout pause deployment/web
   skiff rollout resume deployment/web
-  skiff rollout restart deployment/web`,
+  skiff rollout restart deployment/web
+  skiff rollout restart daemonset/node-agent`,
 	}
 	cmd.AddCommand(
 		newRolloutStatusCommand(o),

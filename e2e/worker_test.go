@@ -297,15 +297,23 @@ type workerProc struct {
 
 func startWorker(t *testing.T, c *cluster, imageRef string) *workerProc {
 	t.Helper()
+	return startNamedWorker(t, c, "w1", imageRef)
+}
+
+// startNamedWorker starts a real `skiff worker` named name, with extra
+// flags. Its containers live under a cgroup parent and data dir of its
+// own, removed when the test ends, so several can run side by side.
+func startNamedWorker(t *testing.T, c *cluster, name, imageRef string, extra ...string) *workerProc {
+	t.Helper()
 	dir := t.TempDir()
 	var joins []string
 	for _, m := range c.masters {
 		joins = append(joins, m.gossip)
 	}
 	host := strings.Split(imageRef, "/")[0]
-	cgParent := fmt.Sprintf("/skiff-e2e-%d", os.Getpid())
-	w := &workerProc{t: t, logPath: filepath.Join(dir, "w1.log"), args: []string{
-		"worker", "--name", "w1", "--data-dir", filepath.Join(dir, "w1"), "--join", strings.Join(joins, ","),
+	cgParent := fmt.Sprintf("/skiff-e2e-%d-%s", os.Getpid(), name)
+	w := &workerProc{t: t, logPath: filepath.Join(dir, name+".log"), args: []string{
+		"worker", "--name", name, "--data-dir", filepath.Join(dir, name), "--join", strings.Join(joins, ","),
 		"--listen-addr", "127.0.0.1:0", "--insecure-registry", host, "--heartbeat-interval", "1s",
 		"--cgroup-parent", cgParent, "--log-level", "debug",
 		// This worker runs in the machine's own network namespace: no pod
@@ -313,12 +321,12 @@ func startWorker(t *testing.T, c *cluster, imageRef string) *workerProc {
 		// inside namespaces of their own).
 		"--pod-network", "none", "--proxy-mode", "none",
 	}}
-	w.args = append(w.args, c.securityArgs()...)
+	w.args = append(append(w.args, c.securityArgs()...), extra...)
 	t.Cleanup(func() {
 		w.kill()
-		cleanupRuntime(t, filepath.Join(dir, "w1"), cgParent)
+		cleanupRuntime(t, filepath.Join(dir, name), cgParent)
 		if t.Failed() {
-			t.Logf("---- last log lines of the worker ----\n%s", tailFile(w.logPath, 60))
+			t.Logf("---- last log lines of worker %s ----\n%s", name, tailFile(w.logPath, 60))
 		}
 	})
 	w.start()
