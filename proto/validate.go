@@ -161,9 +161,9 @@ func ValidateWithLimit(o *Object, maxBytes int) error {
 
 func validateObjectMeta(m *ObjectMeta, ki KindInfo, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	nameFn := validation.IsDNS1123Subdomain
+	nameFn := isDNS1123Subdomain
 	if ki.Kind == "Namespace" || ki.Kind == "Service" {
-		nameFn = validation.IsDNS1123Label
+		nameFn = isDNS1123Label
 	}
 	switch {
 	case m.GetName() != "":
@@ -181,7 +181,7 @@ func validateObjectMeta(m *ObjectMeta, ki KindInfo, p *field.Path) field.ErrorLi
 		if !ki.Namespaced {
 			errs = append(errs, field.Forbidden(p.Child("namespace"), "not allowed on this type"))
 		} else {
-			errs = append(errs, dnsName(p.Child("namespace"), ns, validation.IsDNS1123Label)...)
+			errs = append(errs, dnsName(p.Child("namespace"), ns, isDNS1123Label)...)
 		}
 	}
 	errs = append(errs, validateLabels(m.GetLabels(), p.Child("labels"))...)
@@ -215,6 +215,49 @@ func validateObjectMeta(m *ObjectMeta, ki KindInfo, p *field.Path) field.ErrorLi
 		errs = append(errs, field.Invalid(p.Child("generation"), m.GetGeneration(), "must be greater than or equal to 0"))
 	}
 	return errs
+}
+
+// isDNS1123Subdomain and isDNS1123Label are apimachinery's checks of the
+// same names, which run a regexp: names are checked on every write, and
+// the regexps were 4 % of the leader's CPU creating pods. A name the
+// loops below accept, the regexps and length limits accept too (the
+// equivalence is tested); any other goes to apimachinery for its answer
+// and messages.
+func isDNS1123Subdomain(v string) []string {
+	if len(v) <= validation.DNS1123SubdomainMaxLength && dnsLabels(v, true) {
+		return nil
+	}
+	return validation.IsDNS1123Subdomain(v)
+}
+
+func isDNS1123Label(v string) []string {
+	if len(v) <= validation.DNS1123LabelMaxLength && dnsLabels(v, false) {
+		return nil
+	}
+	return validation.IsDNS1123Label(v)
+}
+
+// dnsLabels reports whether v is one RFC 1123 label ([a-z0-9] at both
+// ends, [-a-z0-9] between), or with dots several joined by single dots.
+func dnsLabels(v string, dots bool) bool {
+	start := 0 // of the current label
+	for i := 0; i <= len(v); i++ {
+		if i < len(v) {
+			c := v[i]
+			switch {
+			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+				continue
+			case c != '.' || !dots:
+				return false
+			}
+		}
+		// v[start:i] is a whole label.
+		if i == start || v[start] == '-' || v[i-1] == '-' {
+			return false
+		}
+		start = i + 1
+	}
+	return true
 }
 
 func dnsName(p *field.Path, v string, fn func(string) []string) field.ErrorList {
@@ -398,11 +441,11 @@ func validatePodSpec(s *PodSpec, p *field.Path) field.ErrorList {
 		name, value string
 		fn          func(string) []string
 	}{
-		{"nodeName", s.GetNodeName(), validation.IsDNS1123Subdomain},
-		{"hostname", s.GetHostname(), validation.IsDNS1123Label},
-		{"subdomain", s.GetSubdomain(), validation.IsDNS1123Label},
-		{"schedulerName", s.GetSchedulerName(), validation.IsDNS1123Subdomain},
-		{"serviceAccountName", s.GetServiceAccountName(), validation.IsDNS1123Subdomain},
+		{"nodeName", s.GetNodeName(), isDNS1123Subdomain},
+		{"hostname", s.GetHostname(), isDNS1123Label},
+		{"subdomain", s.GetSubdomain(), isDNS1123Label},
+		{"schedulerName", s.GetSchedulerName(), isDNS1123Subdomain},
+		{"serviceAccountName", s.GetServiceAccountName(), isDNS1123Subdomain},
 	} {
 		if f.value != "" {
 			errs = append(errs, dnsName(p.Child(f.name), f.value, f.fn)...)
@@ -465,7 +508,7 @@ func validateContainer(c *Container, p *field.Path, names map[string]bool, volum
 		errs = append(errs, field.Duplicate(p.Child("name"), name))
 	default:
 		names[name] = true
-		errs = append(errs, dnsName(p.Child("name"), name, validation.IsDNS1123Label)...)
+		errs = append(errs, dnsName(p.Child("name"), name, isDNS1123Label)...)
 	}
 	switch img := c.GetImage(); {
 	case img == "":
@@ -571,7 +614,7 @@ func refName(p *field.Path, name string) field.ErrorList {
 	if name == "" {
 		return field.ErrorList{field.Required(p, "")}
 	}
-	return dnsName(p, name, validation.IsDNS1123Subdomain)
+	return dnsName(p, name, isDNS1123Subdomain)
 }
 
 func validIP(p *field.Path, ip string) field.ErrorList {
@@ -737,7 +780,7 @@ func validateVolumes(vols []*Volume, p *field.Path) (map[string]bool, field.Erro
 			errs = append(errs, field.Duplicate(vp.Child("name"), name))
 		default:
 			names[name] = true
-			errs = append(errs, dnsName(vp.Child("name"), name, validation.IsDNS1123Label)...)
+			errs = append(errs, dnsName(vp.Child("name"), name, isDNS1123Label)...)
 		}
 		sources := 0
 		if ed := v.GetEmptyDir(); ed != nil {
@@ -1141,7 +1184,7 @@ func validateServiceSpec(s *ServiceSpec, p *field.Path) field.ErrorList {
 			errs = append(errs, field.Duplicate(pp.Child("name"), n))
 		default:
 			names[n] = true
-			errs = append(errs, dnsName(pp.Child("name"), n, validation.IsDNS1123Label)...)
+			errs = append(errs, dnsName(pp.Child("name"), n, isDNS1123Label)...)
 		}
 		errs = append(errs, oneOf(pp.Child("protocol"), sp.GetProtocol(), supportedProtocols...)...)
 		errs = append(errs, portNum(pp.Child("port"), sp.GetPort())...)
@@ -1203,7 +1246,7 @@ func validateEndpoints(e *Endpoints) field.ErrorList {
 			if port.GetName() == "" && len(ss.GetPorts()) > 1 {
 				errs = append(errs, field.Required(pp.Child("name"), ""))
 			} else if port.GetName() != "" {
-				errs = append(errs, dnsName(pp.Child("name"), port.GetName(), validation.IsDNS1123Label)...)
+				errs = append(errs, dnsName(pp.Child("name"), port.GetName(), isDNS1123Label)...)
 			}
 			errs = append(errs, portNum(pp.Child("port"), port.GetPort())...)
 			errs = append(errs, oneOf(pp.Child("protocol"), port.GetProtocol(), supportedProtocols...)...)
