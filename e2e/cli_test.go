@@ -43,11 +43,7 @@ func TestOperatorCLI(t *testing.T) {
 	c.waitLeader(60 * time.Second)
 	run := func(stdin string, args ...string) string {
 		t.Helper()
-		out, err := c.cli(stdin, args...)
-		if err != nil {
-			t.Fatalf("skiff %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
+		return c.mustCLI(t, stdin, args...)
 	}
 
 	// get -w prints the list, then every change.

@@ -64,11 +64,7 @@ func TestDaemonSetCLI(t *testing.T) {
 	api := rolloutAPI{t: t, cl: cl}
 	run := func(stdin string, args ...string) string {
 		t.Helper()
-		out, err := c.cli(stdin, args...)
-		if err != nil {
-			t.Fatalf("skiff %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
+		return c.mustCLI(t, stdin, args...)
 	}
 
 	// x2 carries the tier=edge label but a taint the DaemonSet does not

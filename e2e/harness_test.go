@@ -358,6 +358,16 @@ func (c *cluster) cli(stdin string, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// mustCLI is cli that fails the test, with the output, when skiff fails.
+func (c *cluster) mustCLI(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := c.cli(stdin, args...)
+	if err != nil {
+		t.Fatalf("skiff %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
 func configMap(name string, data map[string]string) *pb.Object {
 	return pb.Wrap(&pb.ConfigMap{
 		Metadata: &pb.ObjectMeta{Name: name, Namespace: "default"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -152,5 +153,68 @@ func TestNodeWatchSweptAlongWithoutExpiring(t *testing.T) {
 		t.Fatalf("the watcher of node a failed: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watcher of node a was not woken by a bind to node a")
+	}
+}
+
+// The per-node index finds, for every watcher and every position in the
+// window, the same next event as reading every event in turn: random pod
+// events (created on a node or unbound, bound, moved by delete and create
+// again) and ConfigMaps, in batches, through a small window that evicts,
+// compacts the node lists and forgets nodes whose events all left.
+func TestEventLogNodeIndexMatchesScan(t *testing.T) {
+	nodes := []string{"", "a", "b", "c", "d"}
+	keys := []wakeKey{{kind: "Pod"}, {kind: "ConfigMap"}}
+	for _, n := range nodes {
+		keys = append(keys, wakeKey{kind: "Pod", node: n, byNode: true})
+	}
+	scan := func(l *eventLog, k wakeKey, seq uint64) uint64 {
+		for ; seq < l.next; seq++ {
+			if k.concerns(&l.buf[seq%uint64(len(l.buf))]) {
+				return seq
+			}
+		}
+		return l.next
+	}
+	for seed := range uint64(10) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		l := newEventLog(16, 0, 0)
+		for step := range 300 {
+			var evs []Event
+			for range 1 + r.IntN(5) {
+				var ev Event
+				switch r.IntN(4) {
+				case 0:
+					ev = Event{Type: Added, Object: &pb.Object{Kind: &pb.Object_ConfigMap{ConfigMap: &pb.ConfigMap{}}}}
+				case 1:
+					ev = Event{Type: Added, Object: podOn(nodes[r.IntN(len(nodes))])}
+				case 2: // a bind, or a status update on the same node
+					from := nodes[r.IntN(len(nodes))]
+					to := from
+					if from == "" {
+						to = nodes[1+r.IntN(len(nodes)-1)]
+					}
+					ev = Event{Type: Modified, Object: podOn(to), Old: podOn(from)}
+				default:
+					ev = Event{Type: Deleted, Object: podOn(nodes[r.IntN(len(nodes))])}
+				}
+				evs = append(evs, ev)
+			}
+			l.append(evs)
+			for _, k := range keys {
+				for seq := l.oldest(); seq <= l.next; seq++ {
+					if got, want := l.nextFor(k, seq), scan(&l, k, seq); got != want {
+						t.Fatalf("seed %d step %d: next event for %+v from %d = %d, reading every event finds %d", seed, step, k, seq, got, want)
+					}
+				}
+			}
+			for node, seqs := range l.byNode {
+				if len(seqs) > 0 && seqs[len(seqs)-1] < l.oldest() && l.next%4 == 0 {
+					t.Fatalf("seed %d step %d: node %q kept after all its events left", seed, step, node)
+				}
+			}
+		}
+		if len(l.byNode[""]) > len(l.buf)+8 {
+			t.Errorf("the list of unbound pods' events holds %d entries for a window of %d", len(l.byNode[""]), len(l.buf))
+		}
 	}
 }

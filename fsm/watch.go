@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -125,10 +126,17 @@ type eventLog struct {
 	// epoch changes on Restore: history before it is gone, so every watcher
 	// of an older epoch expires.
 	epoch uint64
+	// byNode lists, per node name, the sequence numbers of the retained
+	// Pod events that concern that node's watchers (wakeKey.concerns), in
+	// order: a node's pod watch (a thousand nodes, a thousand watches) goes
+	// straight to its events instead of reading every event since its last
+	// one. Entries older than the window are dropped as lists grow and in
+	// a sweep every quarter window.
+	byNode map[string][]uint64
 }
 
 func newEventLog(window int, start, epoch uint64) eventLog {
-	return eventLog{buf: make([]Event, window), start: start, epoch: epoch}
+	return eventLog{buf: make([]Event, window), start: start, epoch: epoch, byNode: make(map[string][]uint64)}
 }
 
 // oldest returns the sequence number of the oldest retained event.
@@ -152,10 +160,64 @@ func (l *eventLog) append(evs []Event) {
 		e.kind, e.hasOld = e.Object.KindName(), e.Old != nil
 		if p := e.Object.GetPod(); p != nil {
 			e.node, e.oldNode = p.GetSpec().GetNodeName(), e.Old.GetPod().GetSpec().GetNodeName()
+			l.index(e.node, l.next)
+			if e.hasOld && e.oldNode != e.node {
+				l.index(e.oldNode, l.next)
+			}
 		}
 		*slot = *e
 		l.next++
+		if l.next%uint64(max(1, len(l.buf)/4)) == 0 {
+			l.prune()
+		}
 	}
+}
+
+// index lists event seq under node, first dropping the node's entries that
+// have left the window.
+func (l *eventLog) index(node string, seq uint64) {
+	seqs := l.byNode[node]
+	if len(seqs) > 0 && seqs[0] < l.oldest() {
+		i, _ := slices.BinarySearch(seqs, l.oldest())
+		seqs = append(seqs[:0], seqs[i:]...)
+	}
+	l.byNode[node] = append(seqs, seq)
+}
+
+// prune forgets the nodes none of whose events are retained any more.
+func (l *eventLog) prune() {
+	oldest := l.oldest()
+	for node, seqs := range l.byNode {
+		if seqs[len(seqs)-1] < oldest {
+			delete(l.byNode, node)
+		}
+	}
+}
+
+// nextFor returns the sequence number of the first retained event at or
+// after seq that concerns the watchers of k, or l.next.
+func (l *eventLog) nextFor(k wakeKey, seq uint64) uint64 {
+	for ; seq < l.next; seq++ {
+		if k.byNode {
+			if seq = l.nextForNode(k.node, seq); seq == l.next {
+				break
+			}
+		}
+		if k.concerns(&l.buf[seq%uint64(len(l.buf))]) {
+			return seq
+		}
+	}
+	return l.next
+}
+
+// nextForNode returns the sequence number of the first retained event at
+// or after seq that concerns the watchers of node's pods, or l.next.
+func (l *eventLog) nextForNode(node string, seq uint64) uint64 {
+	seqs := l.byNode[node]
+	if i, _ := slices.BinarySearch(seqs, seq); i < len(seqs) {
+		return seqs[i]
+	}
+	return l.next
 }
 
 // seek returns the sequence number of the first retained event after index.
@@ -253,13 +315,11 @@ func (w *Watcher) take() (ev Event, ok bool, wait <-chan struct{}) {
 		w.err = errorf(ErrExpired, "watch fell behind the retained window of %d events: list again", len(l.buf))
 		return Event{}, false, nil
 	}
-	for w.seq < l.next {
-		e := &l.buf[w.seq%uint64(len(l.buf))]
-		w.seq++
-		if w.key.concerns(e) {
-			return *e, true, nil
-		}
+	if seq := l.nextFor(w.key, w.seq); seq < l.next {
+		w.seq = seq + 1
+		return l.buf[seq%uint64(len(l.buf))], true, nil
 	}
+	w.seq = l.next
 	return Event{}, false, f.wake.wait(w.key)
 }
 
