@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +106,41 @@ func reportWrites(rep *Report, bench, what string, res writeResult, p99goal *goa
 	rep.add(bench, fmt.Sprintf("%s p99, %d clients", what, c), ms(res.p99), "ms", p99goal, fmt.Sprintf("max %.1fms", ms(res.max)), "")
 }
 
+// reportCPU adds the CPU per acknowledged write of runs of one system: the
+// median of the servers' (each server's share in the note), the clients',
+// and how busy the machine was, which tells a CPU-bound run from one that
+// waits (on fsync, or on the network).
+func reportCPU(rep *Report, bench, what string, runs []writeResult) {
+	var servers, clients, busy []float64
+	var each []time.Duration
+	for _, r := range runs {
+		sv, cl, b := r.cpuPerWrite()
+		if sv == 0 {
+			continue
+		}
+		servers = append(servers, us(sv))
+		clients = append(clients, us(cl))
+		busy = append(busy, 100*b)
+		if each == nil {
+			for _, d := range r.serverCPU {
+				each = append(each, d/time.Duration(r.ops))
+			}
+		}
+	}
+	if len(servers) == 0 {
+		return
+	}
+	var parts []string
+	for _, d := range each {
+		parts = append(parts, fmt.Sprintf("%.0f", us(d)))
+	}
+	rep.add(bench, fmt.Sprintf("%s servers' CPU per write, %d clients", what, runs[0].clients), median(servers), "us", nil,
+		spread(servers, "us"), fmt.Sprintf("per server %s us (first run); clients %.0f us; machine %.0f%% busy (all %d cores)",
+			strings.Join(parts, " / "), median(clients), median(busy), runtime.NumCPU()))
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
 // benchWrites: 3 masters, 256-byte ConfigMaps created through the API by
 // 1 / 16 / 64 clients spread over the masters.
 func benchWrites(ctx context.Context, e *env, o options, rep *Report) error {
@@ -126,6 +162,7 @@ func benchWrites(ctx context.Context, e *env, o options, rep *Report) error {
 			g = atMost(30, "ms")
 		}
 		reportWrites(rep, "writes", "API", res, g)
+		reportCPU(rep, "writes", "API", []writeResult{res})
 	}
 	// The same with every client on the leader: the difference is the cost
 	// of forwarding from followers.
@@ -279,6 +316,8 @@ func benchCompareWrites(ctx context.Context, e *env, o options, rep *Report) err
 		}
 		rep.add("compare", fmt.Sprintf("skiff p99, %d clients", n), median(sP99), "ms", p99g, spread(sP99, "ms"), "")
 		rep.add("compare", fmt.Sprintf("etcd p99, %d clients", n), median(eP99), "ms", nil, spread(eP99, "ms"), "")
+		reportCPU(rep, "compare", "skiff", cl.skiff)
+		reportCPU(rep, "compare", "etcd", cl.etcd)
 	}
 	return nil
 }

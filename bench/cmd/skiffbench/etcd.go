@@ -200,6 +200,14 @@ type etcdTarget struct {
 
 func (t *etcdTarget) name() string { return "etcd" }
 
+func (t *etcdTarget) serverPIDs() []int {
+	var out []int
+	for _, m := range t.c.members {
+		out = append(out, m.pid())
+	}
+	return out
+}
+
 func (t *etcdTarget) newWriter(ctx context.Context, i int) (writer, error) {
 	cl, err := t.c.client()
 	if err != nil {

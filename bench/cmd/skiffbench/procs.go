@@ -228,3 +228,43 @@ func poll(ctx context.Context, within, interval time.Duration, f func() error) e
 		}
 	}
 }
+
+// selfCPU is the CPU this process (the benchmark's clients) has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuMeter measures the CPU a set of server processes and this process
+// use over an interval.
+type cpuMeter struct {
+	pids   []int
+	server []time.Duration
+	self   time.Duration
+}
+
+func startCPU(pids []int) *cpuMeter {
+	m := &cpuMeter{pids: pids, self: selfCPU()}
+	for _, p := range pids {
+		t, _ := cpuTime(p)
+		m.server = append(m.server, t)
+	}
+	return m
+}
+
+// stop returns the CPU each server process and this process used since
+// startCPU; a process that exited counts as zero.
+func (m *cpuMeter) stop() (servers []time.Duration, self time.Duration) {
+	for i, p := range m.pids {
+		t, err := cpuTime(p)
+		if err != nil || t < m.server[i] {
+			servers = append(servers, 0)
+			continue
+		}
+		servers = append(servers, t-m.server[i])
+	}
+	return servers, selfCPU() - m.self
+}

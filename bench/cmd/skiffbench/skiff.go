@@ -205,6 +205,14 @@ type skiffTarget struct {
 
 func (t *skiffTarget) name() string { return "skiff" }
 
+func (t *skiffTarget) serverPIDs() []int {
+	var out []int
+	for _, m := range t.c.masters {
+		out = append(out, m.pid())
+	}
+	return out
+}
+
 func (t *skiffTarget) newWriter(ctx context.Context, i int) (writer, error) {
 	var cl *client.Client
 	var err error

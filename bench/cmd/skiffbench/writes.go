@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,12 @@ type writer interface {
 	close()
 }
 
+// serverProcs is a target whose servers are processes of this machine:
+// runWrites then measures the CPU they use.
+type serverProcs interface {
+	serverPIDs() []int
+}
+
 // verifier can tell which acknowledged keys are not stored.
 type verifier interface {
 	missing(ctx context.Context, keys []string) ([]string, error)
@@ -42,9 +49,27 @@ type writeResult struct {
 	p50, p99 time.Duration
 	max      time.Duration
 	mean     time.Duration
+	// CPU used during the run by each server process (nil when the target
+	// has none) and by this process, the clients.
+	serverCPU []time.Duration
+	clientCPU time.Duration
 }
 
 func (r writeResult) rate() float64 { return float64(r.ops) / r.elapsed.Seconds() }
+
+// cpuPerWrite is the servers' and the clients' CPU per acknowledged write,
+// and how busy the run kept the machine (1 = every core all the time).
+func (r writeResult) cpuPerWrite() (servers, clients time.Duration, busy float64) {
+	if r.serverCPU == nil || r.ops == 0 {
+		return 0, 0, 0
+	}
+	var total time.Duration
+	for _, d := range r.serverCPU {
+		total += d
+	}
+	busy = float64(total+r.clientCPU) / float64(r.elapsed) / float64(runtime.NumCPU())
+	return total / time.Duration(r.ops), r.clientCPU / time.Duration(r.ops), busy
+}
 
 // runWrites has clients writers create new keys back to back for dur and
 // measures each acknowledged write.
@@ -71,6 +96,10 @@ func runWrites(ctx context.Context, t target, clients int, dur time.Duration) (w
 		if err != nil {
 			return writeResult{}, fmt.Errorf("%s client %d warm-up write: %w", t.name(), i, err)
 		}
+	}
+	var meter *cpuMeter
+	if sp, ok := t.(serverProcs); ok {
+		meter = startCPU(sp.serverPIDs())
 	}
 	lats := make([][]time.Duration, clients)
 	errs := make([]int, clients)
@@ -108,6 +137,9 @@ func runWrites(ctx context.Context, t target, clients int, dur time.Duration) (w
 	}
 	var all []time.Duration
 	res := writeResult{clients: clients, elapsed: elapsed}
+	if meter != nil {
+		res.serverCPU, res.clientCPU = meter.stop()
+	}
 	for i := range lats {
 		all = append(all, lats[i]...)
 		res.errors += errs[i]
