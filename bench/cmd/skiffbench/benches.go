@@ -181,6 +181,7 @@ func benchWrites(ctx context.Context, e *env, o options, rep *Report) error {
 			return err
 		}
 		reportWrites(rep, "writes", "API via leader only", res, nil)
+		reportCPU(rep, "writes", "API via leader only", []writeResult{res})
 		if after, err := promSums(ctx, c.masters[l].httpAddr); err == nil && before != nil {
 			leaderBreakdown(rep, "API via leader only", n, res.mean, before, after)
 		}
