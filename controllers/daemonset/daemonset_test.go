@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -323,5 +324,60 @@ func TestRollingUpdateUnderTheLoop(t *testing.T) {
 	defer mu.Unlock()
 	if len(violations) > 0 {
 		t.Errorf("unavailability bound broken:\n%s", strings.Join(violations[:min(len(violations), 5)], "\n"))
+	}
+}
+
+// TestStatusCountsOldestPod: during a surge a node's old pod is what it
+// serves with, as Kubernetes counts it; the node counts as updated once the
+// old pod is gone, and the controller looks again when the new pod becomes
+// available.
+func TestStatusCountsOldestPod(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	ds := daemonSet("agent", "agent:v2", &pb.DaemonSetUpdateStrategy{Type: "RollingUpdate",
+		RollingUpdate: &pb.RollingUpdateDaemonSet{MaxUnavailable: "0", MaxSurge: "1"}}).GetDaemonSet()
+	ds.Spec.MinReadySeconds = 10
+	nodes := []*pb.Node{node("n1", worker, true).GetNode(), node("n2", worker, true).GetNode()}
+	pod := func(name, nodeName, hash string, created, readySince time.Duration) *pb.Pod {
+		p := &pb.Pod{
+			Metadata: &pb.ObjectMeta{Name: name, Namespace: "default", CreationTimestamp: timestamppb.New(now.Add(created)),
+				Labels: map[string]string{"app": "agent", RevisionHashLabel: hash}},
+			Spec:   &pb.PodSpec{NodeName: nodeName, Containers: []*pb.Container{{Name: "agent", Image: "agent:" + hash}}},
+			Status: &pb.PodStatus{Phase: "Running"},
+		}
+		if readySince > 0 {
+			p.Status.Conditions = []*pb.PodCondition{{Type: "Ready", Status: "True", LastTransitionTime: timestamppb.New(now.Add(-readySince))}}
+		}
+		return p
+	}
+	old1 := pod("agent-old1", "n1", "v1", -time.Hour, time.Hour)
+	old2 := pod("agent-old2", "n2", "v1", -time.Hour, time.Hour)
+
+	for _, tc := range []struct {
+		name                      string
+		pods                      []*pb.Pod
+		ready, available, updated int32
+		requeue                   time.Duration
+	}{
+		{"new pod not ready yet", []*pb.Pod{old1, old2, pod("agent-new1", "n1", "v2", -time.Minute, 0)}, 2, 2, 0, 0},
+		{"new pod ready, not yet available", []*pb.Pod{old1, old2, pod("agent-new1", "n1", "v2", -time.Minute, 3*time.Second)}, 2, 2, 0, 7 * time.Second},
+		{"old pod gone", []*pb.Pod{old2, pod("agent-new1", "n1", "v2", -time.Minute, time.Minute)}, 2, 2, 1, 0},
+		{"new pod alone, not yet available", []*pb.Pod{old2, pod("agent-new1", "n1", "v2", -time.Minute, 4*time.Second)}, 2, 1, 1, 6 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := MakePlan(ds, nodes, tc.pods, "v2", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := p.Status
+			if st.GetDesiredNumberScheduled() != 2 || st.GetCurrentNumberScheduled() != 2 || st.GetNumberReady() != tc.ready ||
+				st.GetNumberAvailable() != tc.available || st.GetUpdatedNumberScheduled() != tc.updated {
+				t.Errorf("status = desired %d current %d ready %d available %d updated %d; want 2 2 %d %d %d",
+					st.GetDesiredNumberScheduled(), st.GetCurrentNumberScheduled(), st.GetNumberReady(), st.GetNumberAvailable(),
+					st.GetUpdatedNumberScheduled(), tc.ready, tc.available, tc.updated)
+			}
+			if p.RequeueAfter != tc.requeue {
+				t.Errorf("requeue after %v, want %v", p.RequeueAfter, tc.requeue)
+			}
+		})
 	}
 }

@@ -412,7 +412,9 @@ func rollingUpdate(states []*nodePods, hash string, maxUnavailable, maxSurge int
 }
 
 // status counts per node that should run a pod, as Kubernetes does, looking
-// at the pod the node keeps (the current template's if it has one).
+// at the node's oldest pod: during a surge the old pod serves until it is
+// gone, and only then does the node count as updated (so rollout status
+// does not finish while old pods still run).
 func status(ds *pb.DaemonSet, states []*nodePods, hash string, now time.Time) (*pb.DaemonSetStatus, time.Duration) {
 	minReady := ds.GetSpec().GetMinReadySeconds()
 	st := &pb.DaemonSetStatus{ObservedGeneration: ds.GetMetadata().GetGeneration(), Conditions: ds.GetStatus().GetConditions()}
@@ -429,20 +431,23 @@ func status(ds *pb.DaemonSet, states []*nodePods, hash string, now time.Time) (*
 			continue
 		}
 		st.CurrentNumberScheduled++
-		pod := s.live[0]
-		for _, p := range s.live {
-			if isNew(p, hash) {
-				pod = p
-				st.UpdatedNumberScheduled++
-				break
-			}
+		pod := s.live[0] // oldest first (sortOldestFirst)
+		if isNew(pod, hash) {
+			st.UpdatedNumberScheduled++
 		}
 		if controllers.IsPodReady(pod) {
 			st.NumberReady++
-			ok, wait := controllers.PodAvailableIn(pod, minReady, now)
-			if ok {
+			if ok, _ := controllers.PodAvailableIn(pod, minReady, now); ok {
 				st.NumberAvailable++
-			} else if requeue == 0 || wait < requeue {
+			}
+		}
+		// Look again when any pod of the node becomes available: the
+		// count, or the rolling update waiting for a new pod, moves then.
+		for _, p := range s.live {
+			if !controllers.IsPodReady(p) {
+				continue
+			}
+			if ok, wait := controllers.PodAvailableIn(p, minReady, now); !ok && (requeue == 0 || wait < requeue) {
 				requeue = wait
 			}
 		}
