@@ -362,6 +362,9 @@ func TestStatusCountsOldestPod(t *testing.T) {
 		{"new pod ready, not yet available", []*pb.Pod{old1, old2, pod("agent-new1", "n1", "v2", -time.Minute, 3*time.Second)}, 2, 2, 0, 7 * time.Second},
 		{"old pod gone", []*pb.Pod{old2, pod("agent-new1", "n1", "v2", -time.Minute, time.Minute)}, 2, 2, 1, 0},
 		{"new pod alone, not yet available", []*pb.Pod{old2, pod("agent-new1", "n1", "v2", -time.Minute, 4*time.Second)}, 2, 1, 1, 6 * time.Second},
+		// Rolled back during a surge: the node's oldest pod is of the
+		// current template again.
+		{"current template's pod is the oldest", []*pb.Pod{old2, pod("agent-new1", "n1", "v2", -2*time.Hour, time.Hour), pod("agent-v1", "n1", "v1", -time.Minute, time.Minute)}, 2, 2, 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := MakePlan(ds, nodes, tc.pods, "v2", now)

@@ -267,6 +267,7 @@ func MakePlan(ds *pb.DaemonSet, nodes []*pb.Node, pods []*pb.Pod, hash string, n
 				}
 			}
 			st.live = keep
+			sortOldestFirst(st.live) // status counts the oldest
 		}
 	}
 
