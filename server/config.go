@@ -126,9 +126,10 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	// LogStoreStallTimeout is how long a log write may take before the
-	// master gives up on it and steps down (hashicorp/raft issue #503: a
-	// leader with a hung disk keeps heartbeating and so is never replaced).
+	// LogStoreStallTimeout is how long the leader's log write may wait for
+	// the one before it to land before it fails and the master steps down
+	// (hashicorp/raft issue #503: a leader with a hung disk keeps
+	// heartbeating and so is never replaced).
 	LogStoreStallTimeout time.Duration
 
 	// ApplyTimeout bounds how long a write waits to enter the leader's Raft

@@ -55,7 +55,7 @@ func newMetrics() *metrics {
 		}),
 		logStoreStalls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_raft_log_store_stalls_total",
-			Help: "Raft log writes abandoned for taking longer than LogStoreStallTimeout.",
+			Help: "Leader log writes refused because the one before had not landed in LogStoreStallTimeout (the master steps down).",
 		}),
 		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_raft_leadership_gained_total",

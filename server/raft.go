@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,10 +15,6 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// ErrLogStoreStalled is returned by the log store when a write takes longer
-// than Config.LogStoreStallTimeout.
-var ErrLogStoreStalled = errors.New("raft log store stalled")
-
 // logCacheEntries is how many recent log entries are kept in memory: more
 // than one full group-committed batch (MaxAppendEntries) in flight.
 const logCacheEntries = 4096
@@ -28,10 +23,10 @@ const logCacheEntries = 4096
 // New can tell whether this master already has state.
 type raftStores struct {
 	bolt *raftboltdb.BoltStore
-	// logs is what raft uses: recent entries cached in memory over the
-	// stall guard over bolt.
+	// logs is what raft uses: recent entries cached in memory over own
+	// (logStore) over bolt.
 	logs   raft.LogStore
-	guard  *stallGuardLogStore
+	own    *logStore
 	snaps  *raft.FileSnapshotStore
 	trans  *serialTransport
 	closed atomic.Bool
@@ -62,10 +57,10 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s (is another master using this data dir?): %w", filepath.Join(dir, "raft.db"), err)
 	}
-	st.guard = &stallGuardLogStore{LogStore: st.bolt, timeout: cfg.LogStoreStallTimeout, log: cfg.Logger, metrics: metrics}
+	st.own = newLogStore(st.bolt, cfg.LogStoreStallTimeout, cfg.Logger, metrics)
 	// The leader reads every entry back to replicate and to apply it: keep
 	// the recent ones in memory. Writes that fail (a stall) are not cached.
-	if st.logs, err = raft.NewLogCache(logCacheEntries, st.guard); err != nil {
+	if st.logs, err = raft.NewLogCache(logCacheEntries, st.own); err != nil {
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
 	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(cfg.Logger, "raft-snapshot"))
@@ -79,7 +74,7 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 		}
 		st.trans = newSerialTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHCLog(cfg.Logger, "raft-net"),
-		}))
+		}), st.own)
 		return st, nil
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
@@ -90,7 +85,7 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
-	st.trans = newSerialTransport(nt)
+	st.trans = newSerialTransport(nt, st.own)
 	return st, nil
 }
 
@@ -113,6 +108,9 @@ func (st *raftStores) close() error {
 		errs = append(errs, st.trans.Close())
 	}
 	if st.bolt != nil {
+		if st.own != nil {
+			st.own.close() // the leader's write in flight lands first
+		}
 		errs = append(errs, st.bolt.Close())
 	}
 	return errors.Join(errs...)
@@ -159,13 +157,25 @@ func raftConfig(cfg Config) *raft.Config {
 // matters: a follower answers heartbeats while its main loop waits on a disk
 // write, so a leader with one peer down does not lose its lease to a slow
 // fsync on the other.
+//
+// It also keeps the leader's log writes, which run in parallel with their
+// replication, from being counted before they are synced (see logStore):
+// the commit index it sends is at most what this master has synced, and it
+// hands raft an AppendEntries only after this master's write in flight.
 type serialTransport struct {
 	*raft.NetworkTransport
+	logs    syncedLog
 	raft    atomic.Value                   // termState, once raft exists
 	handler atomic.Pointer[func(raft.RPC)] // raft's heartbeat handler
 	consume chan raft.RPC
 	stop    chan struct{}
 	once    sync.Once
+}
+
+// syncedLog is the part of logStore the transport asks.
+type syncedLog interface {
+	waitPending()
+	syncedCommit(commit uint64) uint64
 }
 
 // termState is the part of *raft.Raft the transport asks.
@@ -174,8 +184,8 @@ type termState interface {
 	CurrentTerm() uint64
 }
 
-func newSerialTransport(nt *raft.NetworkTransport) *serialTransport {
-	t := &serialTransport{NetworkTransport: nt, consume: make(chan raft.RPC), stop: make(chan struct{})}
+func newSerialTransport(nt *raft.NetworkTransport, logs syncedLog) *serialTransport {
+	t := &serialTransport{NetworkTransport: nt, logs: logs, consume: make(chan raft.RPC), stop: make(chan struct{})}
 	go t.pump()
 	return t
 }
@@ -187,6 +197,11 @@ func (t *serialTransport) pump() {
 	for {
 		select {
 		case rpc := <-in:
+			if _, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+				// Its answer may count entries this master has not
+				// synced yet: a leader that just stepped down.
+				t.logs.waitPending()
+			}
 			select {
 			case t.consume <- rpc:
 			case <-t.stop:
@@ -196,6 +211,32 @@ func (t *serialTransport) pump() {
 			return
 		}
 	}
+}
+
+// AppendEntries implements raft.Transport.
+func (t *serialTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	args.LeaderCommitIndex = t.logs.syncedCommit(args.LeaderCommitIndex)
+	return t.NetworkTransport.AppendEntries(id, target, args, resp)
+}
+
+// AppendEntriesPipeline implements raft.Transport.
+func (t *serialTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	return syncedPipeline{p, t.logs}, nil
+}
+
+// syncedPipeline clamps the commit index of pipelined AppendEntries.
+type syncedPipeline struct {
+	raft.AppendPipeline
+	logs syncedLog
+}
+
+func (p syncedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	args.LeaderCommitIndex = p.logs.syncedCommit(args.LeaderCommitIndex)
+	return p.AppendPipeline.AppendEntries(args, resp)
 }
 
 // Consumer implements raft.Transport.
@@ -232,114 +273,4 @@ func (t *serialTransport) heartbeat(rpc raft.RPC) {
 func (t *serialTransport) Close() error {
 	t.once.Do(func() { close(t.stop) })
 	return t.NetworkTransport.Close()
-}
-
-// stallGuardLogStore bounds how long the leader's own log writes may take.
-//
-// hashicorp/raft writes the leader's own entries from its leader loop
-// (issue #503): if the disk hangs, that loop hangs with it, so the leader can
-// no longer commit or even process a LeadershipTransfer, yet its replication
-// goroutines keep heartbeating and the followers never elect anyone else.
-// Returning an error from StoreLogs is the one signal the leader loop acts on
-// at once: it fails the pending applies and steps down to follower, its
-// heartbeats stop, and a healthy master takes over.
-//
-// The abandoned write keeps running. Two rules keep the log what raft
-// believes it is: every mutation (StoreLogs, DeleteRange) waits for the one
-// before it, so a late write can never land over a newer one; and when an
-// abandoned write does land, its entries are deleted again before anything
-// else is written, since raft (which was told it failed) counts them nowhere.
-// Only the leader's writes time out: a follower's failed append after a
-// truncation would leave raft's idea of its last index wrong (raft.go's
-// appendEntries TODO), and a slow follower holds up no one.
-type stallGuardLogStore struct {
-	raft.LogStore
-	timeout time.Duration
-	log     *slog.Logger
-	metrics *metrics
-	// raft (a raftState) is set once raft exists; until then, and while
-	// this master does not lead, writes do not time out.
-	raft atomic.Value
-	// busy holds a token while a mutation of the inner store runs
-	// (including an abandoned one, until its entries are removed).
-	busyOnce sync.Once
-	busy     chan struct{}
-}
-
-// raftState is the part of *raft.Raft the stall guard asks.
-type raftState interface{ State() raft.RaftState }
-
-func (s *stallGuardLogStore) sem() chan struct{} {
-	s.busyOnce.Do(func() { s.busy = make(chan struct{}, 1) })
-	return s.busy
-}
-
-func (s *stallGuardLogStore) StoreLog(l *raft.Log) error {
-	return s.StoreLogs([]*raft.Log{l})
-}
-
-func (s *stallGuardLogStore) DeleteRange(lo, hi uint64) error {
-	sem := s.sem()
-	sem <- struct{}{}
-	defer func() { <-sem }()
-	return s.LogStore.DeleteRange(lo, hi)
-}
-
-func (s *stallGuardLogStore) StoreLogs(logs []*raft.Log) error {
-	sem := s.sem()
-	if r, _ := s.raft.Load().(raftState); r == nil || len(logs) == 0 || r.State() != raft.Leader {
-		sem <- struct{}{}
-		defer func() { <-sem }()
-		return s.LogStore.StoreLogs(logs)
-	}
-	t := time.NewTimer(s.timeout)
-	defer t.Stop()
-	select {
-	case sem <- struct{}{}:
-	case <-t.C:
-		// Nothing was started: an earlier abandoned write still holds the disk.
-		return s.stalled(logs, "an earlier write is still running")
-	}
-	const (
-		running = iota
-		finished
-		abandoned
-	)
-	var state atomic.Int32
-	done := make(chan error, 1)
-	go func() {
-		err := s.LogStore.StoreLogs(logs)
-		if state.CompareAndSwap(running, finished) {
-			<-sem
-			done <- err
-			return
-		}
-		// Abandoned: raft was told this write failed.
-		if err == nil {
-			first, last := logs[0].Index, logs[len(logs)-1].Index
-			if derr := s.LogStore.DeleteRange(first, last); derr != nil {
-				s.log.Error("raft log store: cannot remove the entries of an abandoned write", "first", first, "last", last, "err", derr)
-			} else {
-				s.log.Warn("raft log store: an abandoned write completed; its entries are removed", "first", first, "last", last)
-			}
-		}
-		<-sem
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		if !state.CompareAndSwap(running, abandoned) {
-			return <-done // it finished just now
-		}
-		return s.stalled(logs, "")
-	}
-}
-
-func (s *stallGuardLogStore) stalled(logs []*raft.Log, why string) error {
-	if s.metrics != nil {
-		s.metrics.logStoreStalls.Inc()
-	}
-	s.log.Error("raft log store stalled: stepping down", "timeout", s.timeout, "entries", len(logs), "reason", why)
-	return fmt.Errorf("%w: a write of %d entries took longer than %s", ErrLogStoreStalled, len(logs), s.timeout)
 }

@@ -169,11 +169,11 @@ func New(cfg Config) (_ *Server, retErr error) {
 		}
 	}
 
-	s.raft, err = raft.NewRaft(raftConfig(cfg), s.fsm, s.stores.logs, s.stores.bolt, s.stores.snaps, s.stores.trans)
+	s.raft, err = raft.NewRaft(raftConfig(cfg), syncedFSM{s.fsm, s.stores.own}, s.stores.logs, s.stores.bolt, s.stores.snaps, s.stores.trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	s.stores.guard.raft.Store(raftState(s.raft))
+	s.stores.own.raft.Store(raftState(s.raft))
 	s.stores.trans.raft.Store(termState(s.raft))
 	s.metrics.registerState(s.raft, s.fsm)
 

@@ -186,68 +186,6 @@ type fixedState struct{ s atomic.Uint32 }
 
 func (f *fixedState) State() raft.RaftState { return raft.RaftState(f.s.Load()) }
 
-// TestStallGuard: a leader's write that hangs fails fast (so raft steps
-// down); a later write waits for it, and when it lands its entries are
-// removed before the later write, so the log ends as raft believes it is.
-func TestStallGuard(t *testing.T) {
-	gate := make(chan struct{})
-	inner := &recordingLogStore{LogStore: raft.NewInmemStore(), block: map[uint64]chan struct{}{1: gate}}
-	g := &stallGuardLogStore{LogStore: inner, timeout: 50 * time.Millisecond, log: testLogger(t), metrics: newMetrics()}
-	state := &fixedState{}
-	state.s.Store(uint32(raft.Leader))
-	g.raft.Store(raftState(state))
-
-	start := time.Now()
-	err := g.StoreLogs([]*raft.Log{{Index: 1, Data: []byte("old")}, {Index: 2, Data: []byte("old")}})
-	if !errors.Is(err, ErrLogStoreStalled) {
-		t.Fatalf("got %v, want ErrLogStoreStalled", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("the stalled write took %v to fail", d)
-	}
-
-	// Stepped down: the new leader's entries arrive for the same indexes.
-	state.s.Store(uint32(raft.Follower))
-	done := make(chan error, 1)
-	go func() { done <- g.StoreLogs([]*raft.Log{{Index: 1, Data: []byte("new")}}) }()
-	close(gate) // the disk recovers
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	inner.mu.Lock()
-	ops := strings.Join(inner.ops, ", ")
-	inner.mu.Unlock()
-	if want := "store 1-2 old, delete 1-2, store 1-1 new"; ops != want {
-		t.Fatalf("log store operations: %s\nwant %s", ops, want)
-	}
-	var l raft.Log
-	if err := inner.GetLog(1, &l); err != nil || string(l.Data) != "new" {
-		t.Fatalf("entry 1: %q, %v", l.Data, err)
-	}
-	if err := inner.GetLog(2, &l); !errors.Is(err, raft.ErrLogNotFound) {
-		t.Fatalf("entry 2 of the abandoned write is still there: %q, %v", l.Data, err)
-	}
-}
-
-// TestStallGuardFollowerWaits: a follower's write is never abandoned,
-// however long it takes.
-func TestStallGuardFollowerWaits(t *testing.T) {
-	gate := make(chan struct{})
-	inner := &recordingLogStore{LogStore: raft.NewInmemStore(), block: map[uint64]chan struct{}{1: gate}}
-	g := &stallGuardLogStore{LogStore: inner, timeout: 20 * time.Millisecond, log: testLogger(t), metrics: newMetrics()}
-	state := &fixedState{}
-	state.s.Store(uint32(raft.Follower))
-	g.raft.Store(raftState(state))
-	release := time.AfterFunc(200*time.Millisecond, func() { close(gate) })
-	defer release.Stop()
-	if err := g.StoreLogs([]*raft.Log{{Index: 1}}); err != nil {
-		t.Fatalf("a follower's slow write failed: %v", err)
-	}
-	if n, _ := inner.LastIndex(); n != 1 {
-		t.Fatalf("last index %d", n)
-	}
-}
-
 type fakeTerm struct {
 	state raft.RaftState
 	term  uint64
@@ -267,7 +205,7 @@ func TestSerialTransport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv := newSerialTransport(nt)
+	recv := newSerialTransport(nt, noPending{})
 	defer recv.Close()
 	var handled atomic.Int32
 	recv.SetHeartbeatHandler(func(rpc raft.RPC) {

@@ -104,7 +104,7 @@ func run() int {
 	var serverArgs string
 	flag.StringVar(&serverArgs, "server-args", "", "extra arguments for every skiff server process (space-separated), e.g. \"--raft-multiplier 2\" or \"--controllers=\"")
 	var raftVariants string
-	flag.StringVar(&raftVariants, "raft-variants", "raft,raft+fsm", "raft: in-process variants; experiments: +logcache (raft.NewLogCache), +stallguard (the master's StoreLogs guard), +ct<duration> (CommitTimeout), e.g. raft+fsm+logcache,raft+fsm+ct5ms")
+	flag.StringVar(&raftVariants, "raft-variants", "raft,raft+fsm", "raft: in-process variants; experiments: +logcache (raft.NewLogCache), +ct<duration> (CommitTimeout), e.g. raft+fsm+logcache,raft+fsm+ct5ms")
 	var cpuProfile string
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the clients, and the in-process raft of -bench raft) to this file")
 	flag.Parse()

@@ -56,7 +56,6 @@ type raftVariant struct {
 	fsm           bool          // apply into skiff's store
 	logCache      int           // wrap the log store in raft.NewLogCache of this size
 	commitTimeout time.Duration // instead of the server's 10ms
-	stallGuard    bool          // wrap StoreLogs as server/raft.go's stallGuardLogStore does
 }
 
 func parseRaftVariant(s string) (raftVariant, error) {
@@ -69,8 +68,6 @@ func parseRaftVariant(s string) (raftVariant, error) {
 		switch {
 		case p == "fsm":
 			v.fsm = true
-		case p == "stallguard":
-			v.stallGuard = true
 		case p == "logcache":
 			v.logCache = 1024
 		case strings.HasPrefix(p, "ct"):
@@ -80,7 +77,7 @@ func parseRaftVariant(s string) (raftVariant, error) {
 			}
 			v.commitTimeout = d
 		default:
-			return v, fmt.Errorf("raft variant %q: unknown part %q (fsm, logcache, stallguard, ct<duration>)", s, p)
+			return v, fmt.Errorf("raft variant %q: unknown part %q (fsm, logcache, ct<duration>)", s, p)
 		}
 	}
 	return v, nil
@@ -159,9 +156,6 @@ func startRawRaft(ctx context.Context, e *env, n int, v raftVariant) (_ *rawRaft
 		}
 		r.fsms = append(r.fsms, f)
 		var logs raft.LogStore = st
-		if v.stallGuard {
-			logs = &stallGuard{LogStore: st, timeout: 5 * time.Second}
-		}
 		if v.logCache > 0 {
 			if logs, err = raft.NewLogCache(v.logCache, logs); err != nil {
 				return nil, err
@@ -307,26 +301,3 @@ func (w *raftWriter) encode(key string) ([]byte, error) {
 }
 
 func (w *raftWriter) close() {}
-
-// stallGuard copies server/raft.go's stallGuardLogStore: every StoreLogs
-// runs in its own goroutine under a timer, so that a hung disk makes the
-// leader step down. It is here to measure what that costs per write.
-type stallGuard struct {
-	raft.LogStore
-	timeout time.Duration
-}
-
-func (s *stallGuard) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
-
-func (s *stallGuard) StoreLogs(logs []*raft.Log) error {
-	done := make(chan error, 1)
-	go func() { done <- s.LogStore.StoreLogs(logs) }()
-	t := time.NewTimer(s.timeout)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return fmt.Errorf("stalled")
-	}
-}
