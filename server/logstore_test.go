@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // noPending is a syncedLog with nothing in flight.
@@ -283,67 +284,65 @@ func (f *checkFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 func (f *checkFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshots") }
 func (f *checkFSM) Restore(io.ReadCloser) error         { return errors.New("no snapshots") }
 
-// TestLeaderSyncsInParallel runs three raft members over TCP on loopback
-// with the masters' log store, transport and FSM wrapper: with the leader's
-// disk held, a write commits on the followers' copies alone, and yet no
-// member applies it until the leader's copy is on its disk.
-func TestLeaderSyncsInParallel(t *testing.T) {
+// raftMember is one member of syncedRafts.
+type raftMember struct {
+	r    *raft.Raft
+	disk *heldStore
+	fsm  *checkFSM
+	log  *logStore
+}
+
+// holdDisk makes the member's log writes wait until the returned release
+// is called (it is also called when the test ends, before the members shut
+// down).
+func (m *raftMember) holdDisk(t *testing.T) (release func()) {
+	hold := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	m.disk.mu.Lock()
+	m.disk.hold = hold
+	m.disk.mu.Unlock()
+	return release
+}
+
+// syncedRafts starts three raft members over TCP on loopback with the
+// masters' log store, transport and FSM wrapper (in-memory disks that can
+// be held), and waits for a leader.
+func syncedRafts(t *testing.T, stallTimeout time.Duration, leaderDisk *atomic.Pointer[heldStore]) (leader *raftMember, followers []*raftMember) {
 	logger := testLogger(t)
-	var leaderDisk atomic.Pointer[heldStore]
-	type member struct {
-		r    *raft.Raft
-		disk *heldStore
-		fsm  *checkFSM
-		log  *logStore
-		tr   *serialTransport
-	}
-	var members []*member
+	var members []*raftMember
 	var servers []raft.Server
 	for i := range 3 {
-		m := &member{disk: &heldStore{LogStore: raft.NewInmemStore()}, fsm: &checkFSM{leaderDisk: &leaderDisk}}
-		m.log = newLogStore(m.disk, 30*time.Second, logger, newMetrics())
+		m := &raftMember{disk: &heldStore{LogStore: raft.NewInmemStore()}, fsm: &checkFSM{leaderDisk: leaderDisk}}
+		m.log = newLogStore(m.disk, stallTimeout, logger, newMetrics())
 		m.log.fatal = func(err error) { t.Errorf("fatal: %v", err) }
 		nt, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 3, 5*time.Second, newHCLog(logger, "raft-net"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.tr = newSerialTransport(nt, m.log)
-		members = append(members, m)
-		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprint("m", i)), Address: nt.LocalAddr()})
-	}
-	for i, m := range members {
+		tr := newSerialTransport(nt, m.log)
 		cfg := raft.DefaultConfig()
-		cfg.LocalID = servers[i].ID
+		cfg.LocalID = raft.ServerID(fmt.Sprint("m", i))
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 300*time.Millisecond, 300*time.Millisecond, 150*time.Millisecond
 		cfg.CommitTimeout = 10 * time.Millisecond
 		cfg.BatchApplyCh = true
 		cfg.Logger = newHCLog(logger, "raft")
-		r, err := raft.NewRaft(cfg, syncedFSM{m.fsm, m.log}, m.log, raft.NewInmemStore(), raft.NewInmemSnapshotStore(), m.tr)
+		r, err := raft.NewRaft(cfg, syncedFSM{m.fsm, m.log}, m.log, raft.NewInmemStore(), raft.NewInmemSnapshotStore(), tr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m.r = r
 		m.log.raft.Store(raftState(r))
-		m.tr.raft.Store(termState(r))
-		defer func() { _ = r.Shutdown().Error() }()
+		tr.raft.Store(termState(r))
+		t.Cleanup(func() { _ = r.Shutdown().Error() })
+		members = append(members, m)
+		servers = append(servers, raft.Server{ID: cfg.LocalID, Address: nt.LocalAddr()})
 	}
 	if err := members[0].r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
 		t.Fatal(err)
 	}
-	var leader *member
-	var followers []*member
-	deadline := time.Now().Add(20 * time.Second)
-	for leader == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader in 20s")
-		}
-		for _, m := range members {
-			if m.r.State() == raft.Leader {
-				leader = m
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	leader = waitRaftLeader(t, members, nil)
 	for _, m := range members {
 		if m != leader {
 			followers = append(followers, m)
@@ -352,14 +351,35 @@ func TestLeaderSyncsInParallel(t *testing.T) {
 	if err := leader.r.Barrier(10 * time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
+	return leader, followers
+}
 
-	hold := make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(hold) }) }
-	defer release() // before the members shut down, even on failure
-	leader.disk.mu.Lock()
-	leader.disk.hold = hold
-	leader.disk.mu.Unlock()
+// waitRaftLeader waits for one of members other than not to lead.
+func waitRaftLeader(t *testing.T, members []*raftMember, not *raftMember) *raftMember {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range members {
+			if m != not && m.r.State() == raft.Leader {
+				return m
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no leader in 20s")
+	return nil
+}
+
+// TestLeaderSyncsInParallel: with the leader's disk held, a write commits
+// on the followers' copies alone, and yet no member applies it until the
+// leader's copy is on its disk.
+func TestLeaderSyncsInParallel(t *testing.T) {
+	var leaderDisk atomic.Pointer[heldStore]
+	leader, followers := syncedRafts(t, 30*time.Second, &leaderDisk)
+	members := append([]*raftMember{leader}, followers...)
+	deadline := time.Now().Add(20 * time.Second)
+
+	release := leader.holdDisk(t)
 	leaderDisk.Store(leader.disk)
 	before := leader.r.LastIndex()
 	f := leader.r.Apply([]byte("x"), 10*time.Second)
@@ -415,5 +435,57 @@ func TestLeaderSyncsInParallel(t *testing.T) {
 			t.Errorf("applied before the leader's copy was on disk: %s", strings.Join(m.fsm.early, "; "))
 		}
 		m.fsm.mu.Unlock()
+	}
+}
+
+// TestLeaderWithHungDiskStepsDown (hashicorp/raft issue #503): while the
+// leader's write hangs, its next write fails after the stall timeout, it
+// steps down, and the two healthy members go on committing; once its disk
+// recovers it catches up.
+func TestLeaderWithHungDiskStepsDown(t *testing.T) {
+	old, healthy := syncedRafts(t, 300*time.Millisecond, new(atomic.Pointer[heldStore]))
+	members := append([]*raftMember{old}, healthy...)
+	release := old.holdDisk(t)
+	before := old.r.LastIndex()
+	first := old.r.Apply([]byte("a"), 10*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for old.r.LastIndex() <= before {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader never appended the first write")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() { second <- old.r.Apply([]byte("b"), 10*time.Second).Error() }()
+	select {
+	case err := <-second:
+		if !errors.Is(err, ErrLogStoreStalled) {
+			t.Fatalf("the write behind a hung one: %v, want ErrLogStoreStalled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the write behind a hung one waits for the disk: the leader never steps down")
+	}
+	var stalls dto.Metric
+	if err := old.log.metrics.logStoreStalls.Write(&stalls); err != nil || stalls.GetCounter().GetValue() != 1 {
+		t.Errorf("stalls counted: %v (%v), want 1", stalls.GetCounter().GetValue(), err)
+	}
+
+	// The disk still hangs: the others elect a leader and commit without it.
+	leader := waitRaftLeader(t, members, old)
+	f := leader.r.Apply([]byte("c"), 10*time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatalf("the healthy members cannot commit: %v", err)
+	}
+	if old.r.State() == raft.Leader {
+		t.Fatal("the master with the hung disk still leads")
+	}
+
+	release()
+	_ = first.Error() // applied or lost with the old leadership: either is allowed
+	for old.fsm.applied.Load() < f.Index() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the recovered master applied %d, want %d", old.fsm.applied.Load(), f.Index())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
