@@ -107,12 +107,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
 	}
-	opts := []grpc.DialOption{
+	opts := append(pb.GRPCDialWindows(),
 		grpc.WithTransportCredentials(creds),
 		// pb.GRPCCodec: the generated (vtprotobuf) coding of skiff's messages.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes), grpc.MaxCallSendMsgSize(maxSendMsgBytes),
 			grpc.ForceCodecV2(pb.GRPCCodec())),
-	}
+	)
 	if cfg.PerRPC != nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(cfg.PerRPC))
 	}

@@ -222,7 +222,7 @@ func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient("passthrough:///"+addr,
+	c, err := grpc.NewClient("passthrough:///"+addr, append(pb.GRPCDialWindows(),
 		grpc.WithTransportCredentials(p.creds),
 		// Masters restart on the same address: reconnect within a second,
 		// not after gRPC's default backoff of up to two minutes.
@@ -232,7 +232,7 @@ func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(p.maxMsg), grpc.MaxCallSendMsgSize(p.maxMsg),
 			grpc.ForceCodecV2(pb.GRPCCodec())),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to master at %s: %w", addr, err)
 	}

@@ -203,7 +203,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	// (a log chunk, a response with an object near the limit plus its
 	// metadata), as the server's own responses may.
 	var peerCreds, agentCreds credentials.TransportCredentials = insecure.NewCredentials(), insecure.NewCredentials()
-	opts := s.interceptors() // limits.go
+	opts := append(s.interceptors(), pb.GRPCServerWindows()...) // interceptors: limits.go
 	if s.tls != nil {
 		peerCreds, agentCreds = s.tls.peerCredentials(), s.tls.agentCredentials()
 		opts = append(opts, s.tls.apiCredentials())

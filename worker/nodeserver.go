@@ -44,7 +44,7 @@ func NewServer(addr string, log *slog.Logger, tlsConfig *tls.Config) (*Server, e
 		return nil, fmt.Errorf("listen for the node agent on %s: %w", addr, err)
 	}
 	s := &Server{log: log, ln: ln, agents: map[string]*Agent{}}
-	opts := []grpc.ServerOption{}
+	opts := pb.GRPCServerWindows()
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
