@@ -163,7 +163,11 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 			v.Status.Phase = "Pending"
 		}
 	}
-	a.insert(obj)
+	rec, err := newRecord(obj)
+	if err != nil {
+		return nil, "", err
+	}
+	a.insert(rec)
 	a.emit(Added, obj, nil)
 	return obj, ActionCreated, nil
 }
@@ -173,7 +177,7 @@ func (a *applier) namespaceActive(ns string) error {
 	if r == nil {
 		return errorf(ErrFailedPrecondition, "namespace %q not found", ns)
 	}
-	if terminating(r.obj) {
+	if r.deleting || r.phase == "Terminating" {
 		return errorf(ErrFailedPrecondition, "namespace %q is terminating", ns)
 	}
 	return nil
@@ -197,13 +201,14 @@ func (a *applier) update(cmd *pb.Command, obj *pb.Object, apply bool) (*pb.Objec
 		}
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, m.Namespace, m.Name))
 	}
+	old := cur.mustObject()
 	if !apply {
-		if err := preconditions(km, cur.obj.Meta(), m.Uid, m.ResourceVersion); err != nil {
+		if err := preconditions(km, old.Meta(), m.Uid, m.ResourceVersion); err != nil {
 			return nil, "", err
 		}
 	}
 	km.normalize(r)
-	next := cur.obj.Clone()
+	next := old.Clone()
 	nm := next.Meta()
 	nm.Labels = m.Labels
 	if apply {
@@ -230,7 +235,7 @@ func (a *applier) update(cmd *pb.Command, obj *pb.Object, apply bool) (*pb.Objec
 		// A manifest never carries the binding: keep it, so re-applying a
 		// pod's manifest does not unbind a running pod. Moving a bound pod
 		// is not an update.
-		bound, want := cur.obj.GetPod().GetSpec().GetNodeName(), pod.GetSpec().GetNodeName()
+		bound, want := old.GetPod().GetSpec().GetNodeName(), pod.GetSpec().GetNodeName()
 		switch {
 		case bound != "" && want == "":
 			pod.GetSpec().NodeName = bound
@@ -241,23 +246,23 @@ func (a *applier) update(cmd *pb.Command, obj *pb.Object, apply bool) (*pb.Objec
 	if svc, ok := r.(*pb.Service); ok {
 		// Omitted allocations are kept, changed ones refused, and another
 		// Service's values too (services.go).
-		if err := a.checkService(km, svc, cur.obj.GetService(), cur.key); err != nil {
+		if err := a.checkService(km, svc, old.GetService(), cur.key); err != nil {
 			return nil, "", err
 		}
 	}
 	km.copySpec(r, next.Resource())
-	if km.spec != nil && !gproto.Equal(km.specOf(cur.obj), km.specOf(next)) {
+	if km.spec != nil && !gproto.Equal(km.specOf(old), km.specOf(next)) {
 		nm.Generation++ // as Kubernetes: generation counts spec changes only
 	}
 	if nm.DeletionTimestamp != nil {
-		old := cur.obj.Meta().GetFinalizers()
+		had := old.Meta().GetFinalizers()
 		for _, f := range nm.Finalizers {
-			if !contains(old, f) {
+			if !contains(had, f) {
 				return nil, "", errorf(ErrInvalid, "%s: cannot add finalizer %q: the object is being deleted", describe(km, m.Namespace, m.Name), f)
 			}
 		}
 	}
-	return a.write(cur, next, true)
+	return a.write(cur, old, next, true)
 }
 
 func (a *applier) updateStatus(obj *pb.Object) (*pb.Object, string, error) {
@@ -272,16 +277,17 @@ func (a *applier) updateStatus(obj *pb.Object) (*pb.Object, string, error) {
 	if cur == nil {
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, m.Namespace, m.Name))
 	}
-	if err := preconditions(km, cur.obj.Meta(), m.Uid, m.ResourceVersion); err != nil {
+	old := cur.mustObject()
+	if err := preconditions(km, old.Meta(), m.Uid, m.ResourceVersion); err != nil {
 		return nil, "", err
 	}
 	km.normalize(r)
-	next := cur.obj.Clone()
+	next := old.Clone()
 	next.Resource().ProtoReflect().Set(km.status, r.ProtoReflect().Get(km.status))
-	if ns := next.GetNamespace(); ns != nil && terminating(cur.obj) {
+	if ns := next.GetNamespace(); ns != nil && terminating(old) {
 		ns.Status.Phase = "Terminating" // only the store ends termination
 	}
-	return a.write(cur, next, false)
+	return a.write(cur, old, next, false)
 }
 
 func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, error) {
@@ -303,13 +309,14 @@ func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, 
 	if cur == nil {
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, ns, name))
 	}
-	if err := preconditions(km, cur.obj.Meta(), op.GetUid(), op.GetResourceVersion()); err != nil {
+	old := cur.mustObject()
+	if err := preconditions(km, old.Meta(), op.GetUid(), op.GetResourceVersion()); err != nil {
 		return nil, "", err
 	}
 	if km.Kind == "Namespace" && name == "default" {
 		return nil, "", errorf(ErrInvalid, "namespace \"default\" cannot be deleted")
 	}
-	next := cur.obj.Clone()
+	next := old.Clone()
 	nm := next.Meta()
 	switch op.GetPropagationPolicy() {
 	case "", "Background":
@@ -347,7 +354,7 @@ func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, 
 				nm.DeletionTimestamp = at
 				nm.DeletionGracePeriodSeconds = &grace
 			}
-			obj, _, err := a.write(cur, next, false)
+			obj, _, err := a.write(cur, old, next, false)
 			return obj, ActionDeleting, err
 		}
 		if nm.DeletionGracePeriodSeconds != nil {
@@ -369,11 +376,11 @@ func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, 
 			}
 			next.GetNamespace().Status.Phase = "Terminating"
 		}
-		obj, _, err := a.write(cur, next, false)
+		obj, _, err := a.write(cur, old, next, false)
 		return obj, ActionDeleting, err
 	}
-	last := cur.obj.Clone()
-	a.remove(cur, last)
+	last := old.Clone()
+	a.remove(cur, old, last)
 	return last, ActionDeleted, nil
 }
 
@@ -390,16 +397,17 @@ func (a *applier) bind(cmd *pb.Command, op *pb.BindOp) (*pb.Object, string, erro
 	if cur == nil {
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, ns, name))
 	}
-	if err := preconditions(km, cur.obj.Meta(), op.GetUid(), op.GetResourceVersion()); err != nil {
+	old := cur.mustObject()
+	if err := preconditions(km, old.Meta(), op.GetUid(), op.GetResourceVersion()); err != nil {
 		return nil, "", err
 	}
-	if n := cur.obj.GetPod().GetSpec().GetNodeName(); n != "" {
+	if n := old.GetPod().GetSpec().GetNodeName(); n != "" {
 		return nil, "", errorf(ErrConflict, "%s is already assigned to node %q", describe(km, ns, name), n)
 	}
-	if cur.obj.Meta().GetDeletionTimestamp() != nil {
+	if old.Meta().GetDeletionTimestamp() != nil {
 		return nil, "", errorf(ErrConflict, "%s is being deleted, cannot be assigned to a node", describe(km, ns, name))
 	}
-	next := cur.obj.Clone()
+	next := old.Clone()
 	pod := next.GetPod()
 	if pod.Spec == nil {
 		pod.Spec = &pb.PodSpec{}
@@ -418,26 +426,30 @@ func (a *applier) bind(cmd *pb.Command, op *pb.BindOp) (*pb.Object, string, erro
 	if !replaced {
 		pod.Status.Conditions = append(pod.Status.Conditions, cond)
 	}
-	obj, _, err := a.write(cur, next, false)
+	obj, _, err := a.write(cur, old, next, false)
 	return obj, ActionBound, err
 }
 
-// write stores next, a modified clone of cur's object. An unchanged object
-// keeps its resourceVersion and makes no event. With mayRemove, a deleting
-// object that nothing holds any more (no finalizers, no grace period, not a
-// namespace with contents) is removed instead.
-func (a *applier) write(cur *record, next *pb.Object, mayRemove bool) (*pb.Object, string, error) {
-	if gproto.Equal(cur.obj, next) {
-		return cur.obj, ActionUnchanged, nil
+// write stores next, a modified clone of old, cur's object. An unchanged
+// object keeps its resourceVersion and makes no event. With mayRemove, a
+// deleting object that nothing holds any more (no finalizers, no grace
+// period, not a namespace with contents) is removed instead.
+func (a *applier) write(cur *record, old, next *pb.Object, mayRemove bool) (*pb.Object, string, error) {
+	if gproto.Equal(old, next) {
+		return old, ActionUnchanged, nil
 	}
 	nm := next.Meta()
 	nm.ResourceVersion = a.index
 	if mayRemove && nm.DeletionTimestamp != nil && a.removable(next) {
-		a.remove(cur, next)
+		a.remove(cur, old, next)
 		return next, ActionDeleted, nil
 	}
-	a.insert(next)
-	a.emit(Modified, next, cur.obj)
+	rec, err := newRecord(next)
+	if err != nil {
+		return nil, "", err
+	}
+	a.insert(rec)
+	a.emit(Modified, next, old)
 	return next, ActionConfigured, nil
 }
 
@@ -449,22 +461,34 @@ func (a *applier) removable(obj *pb.Object) bool {
 	return obj.GetNamespace() == nil || !a.hasContents(m.GetName())
 }
 
+// hasContents reports whether any object lives in namespace ns: one prefix
+// lookup per namespaced kind, which spares the store an index over every
+// object by namespace.
 func (a *applier) hasContents(ns string) bool {
-	raw, err := a.txn.First(tableObjects, indexNS, ns)
-	return err == nil && raw != nil
+	for _, km := range a.kinds {
+		if !km.Namespaced {
+			continue
+		}
+		raw, err := a.txn.First(tableObjects, indexID+"_prefix", km.Kind+"\x00"+ns+"\x00")
+		if err != nil || raw != nil {
+			return true // an error keeps the namespace: deleting it would be worse
+		}
+	}
+	return false
 }
 
-// remove deletes cur; last is the state reported in the Deleted event.
-func (a *applier) remove(cur *record, last *pb.Object) {
+// remove deletes cur, whose object is old; last is the state reported in
+// the Deleted event.
+func (a *applier) remove(cur *record, old, last *pb.Object) {
 	last.Meta().ResourceVersion = a.index
 	if err := a.txn.Delete(tableObjects, cur); err != nil {
 		panic(fmt.Sprintf("fsm: delete %q: %v", cur.key, err)) // schema bug; safeCommand recovers
 	}
-	a.emit(Deleted, last, cur.obj)
+	a.emit(Deleted, last, old)
 }
 
-func (a *applier) insert(obj *pb.Object) {
-	if err := a.txn.Insert(tableObjects, newRecord(obj)); err != nil {
+func (a *applier) insert(rec *record) {
+	if err := a.txn.Insert(tableObjects, rec); err != nil {
 		panic(fmt.Sprintf("fsm: insert: %v", err)) // schema bug; safeCommand recovers
 	}
 }

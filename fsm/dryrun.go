@@ -20,8 +20,7 @@ import (
 // The result is Apply's except that a dry run makes no version: Index is 0,
 // and an object the command would change carries the resourceVersion it
 // has in the store now (0 for one it would create), as Kubernetes' dry run
-// does, so no client holds a version that never existed. Objects in the
-// result may be shared with the store: do not modify them.
+// does, so no client holds a version that never existed.
 //
 // It takes the writers' lock, so it is serialised with Apply for the
 // microseconds a command takes. cmd is not modified. A command that panics
@@ -52,8 +51,7 @@ func (f *FSM) DryRun(cmd *pb.Command) *Result {
 // unversion takes out of res (and its batch) the index the dry run ran at:
 // objects it made get the resourceVersion they have in before, or 0. Only
 // objects carrying index were made by the dry run; stored objects (an
-// "unchanged" result) have older versions and are left alone, since they
-// are shared with the store.
+// "unchanged" result) have older versions and are left alone.
 func unversion(res *Result, before *memdb.Txn, index uint64) {
 	if res == nil {
 		return
@@ -63,7 +61,9 @@ func unversion(res *Result, before *memdb.Txn, index uint64) {
 		m := obj.Meta()
 		m.ResourceVersion = 0
 		if r := lookup(before, objectKey(obj.KindName(), m.GetNamespace(), m.GetName())); r != nil {
-			m.ResourceVersion = r.obj.Meta().GetResourceVersion()
+			if prev, err := r.object(); err == nil {
+				m.ResourceVersion = prev.Meta().GetResourceVersion()
+			}
 		}
 	}
 	for _, r := range res.Batch {

@@ -106,8 +106,10 @@ type Query struct {
 }
 
 // FSM is the store. It implements raft.FSM and raft.BatchingFSM. Reads are
-// safe concurrently with Apply. Objects it returns are shared and must not be
-// modified: Clone them first.
+// safe concurrently with Apply. The store keeps objects encoded: Get, List
+// and Dependents decode copies the caller owns. The objects of results and
+// watch events are shared with every watcher and must not be modified:
+// Clone them first.
 type FSM struct {
 	cfg   Config
 	kinds map[string]*kindMeta
@@ -342,13 +344,14 @@ func (f *FSM) Get(kind, namespace, name string) (*pb.Object, error) {
 	}
 	txn, _ := f.read()
 	if r := lookup(txn, objectKey(km.Kind, namespace, name)); r != nil {
-		return r.obj, nil
+		return r.object()
 	}
 	return nil, fmt.Errorf("%w: %s %q", ErrNotFound, km.Plural, displayKey(namespace, name))
 }
 
 // List returns matching objects sorted by namespace and name, and the applied
-// index they reflect. A bad selector is ErrInvalid naming it.
+// index they reflect. A bad selector is ErrInvalid naming it. Selectors are
+// matched against the records, so only the objects returned are decoded.
 func (f *FSM) List(q Query) ([]*pb.Object, uint64, error) {
 	m, err := f.compile(q)
 	if err != nil {
@@ -371,11 +374,34 @@ func (f *FSM) List(q Query) ([]*pb.Object, uint64, error) {
 	}
 	var out []*pb.Object
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if r := raw.(*record); m.matches(r.obj) {
-			out = append(out, r.obj)
+		if r := raw.(*record); m.matchesRecord(r) {
+			obj, err := r.object()
+			if err != nil {
+				return nil, 0, err
+			}
+			out = append(out, obj)
 		}
 	}
 	return out, index, nil
+}
+
+// Count returns how many objects of a kind the store holds, without
+// decoding them.
+func (f *FSM) Count(kind string) (int, error) {
+	km, err := f.kind(kind)
+	if err != nil {
+		return 0, err
+	}
+	txn, _ := f.read()
+	it, err := txn.Get(tableObjects, indexID+"_prefix", km.Kind+"\x00")
+	if err != nil {
+		return 0, fmt.Errorf("fsm: count %s: %w", km.Plural, err)
+	}
+	n := 0
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		n++
+	}
+	return n, nil
 }
 
 // Dependents returns the objects whose ownerReferences name ownerUID, in key
@@ -388,7 +414,9 @@ func (f *FSM) Dependents(ownerUID string) []*pb.Object {
 	}
 	var out []*pb.Object
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*record).obj)
+		if obj, err := raw.(*record).object(); err == nil {
+			out = append(out, obj)
+		}
 	}
 	return out
 }

@@ -69,6 +69,9 @@ func (m *matcher) nodeName() (string, bool) {
 	return m.fields.RequiresExactMatch("spec.nodeName")
 }
 
+// matches decides for a decoded object (a watch event's), matchesRecord
+// for a stored one (a list); both must decide alike, as a watch continues
+// a list.
 func (m *matcher) matches(obj *pb.Object) bool {
 	r := obj.Resource()
 	if r == nil || pb.KindOf(r) != m.kind.Kind {
@@ -82,6 +85,16 @@ func (m *matcher) matches(obj *pb.Object) bool {
 		return false
 	}
 	return m.fields == nil || m.fields.Matches(objectFields{obj})
+}
+
+func (m *matcher) matchesRecord(r *record) bool {
+	if r.kind != m.kind.Kind || (m.namespace != "" && r.namespace != m.namespace) {
+		return false
+	}
+	if m.labels != nil && !m.labels.Matches(&r.labels) { // a pointer: no allocation per record
+		return false
+	}
+	return m.fields == nil || m.fields.Matches(recordFields{r})
 }
 
 // filter turns a store event into what this watch sees. As in Kubernetes, an
@@ -112,8 +125,8 @@ func (m *matcher) filter(ev Event) (Event, bool) {
 	return Event{}, false
 }
 
-// objectFields exposes the selectable fields without building a map per
-// object.
+// objectFields and recordFields expose the selectable fields without
+// building a map per object.
 type objectFields struct{ obj *pb.Object }
 
 func (o objectFields) Has(field string) bool {
@@ -136,6 +149,34 @@ func (o objectFields) Get(field string) string {
 		return o.obj.GetPod().GetSpec().GetNodeName()
 	case "status.phase":
 		return o.obj.GetPod().GetStatus().GetPhase()
+	}
+	return ""
+}
+
+type recordFields struct{ r *record }
+
+func (f recordFields) Has(field string) bool {
+	switch field {
+	case "metadata.name", "metadata.namespace":
+		return true
+	case "spec.nodeName", "status.phase":
+		return f.r.kind == "Pod"
+	}
+	return false
+}
+
+func (f recordFields) Get(field string) string {
+	switch field {
+	case "metadata.name":
+		return f.r.name
+	case "metadata.namespace":
+		return f.r.namespace
+	case "spec.nodeName":
+		return f.r.node
+	case "status.phase":
+		if f.r.kind == "Pod" {
+			return f.r.phase
+		}
 	}
 	return ""
 }

@@ -85,18 +85,14 @@ func writeObjects(w io.Writer, txn *memdb.Txn) error {
 	if err != nil {
 		return err
 	}
-	opts := gproto.MarshalOptions{Deterministic: true}
-	var buf []byte
 	var n [binary.MaxVarintLen64]byte
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		r := raw.(*record)
-		if buf, err = opts.MarshalAppend(buf[:0], r.obj); err != nil {
-			return fmt.Errorf("marshal %q: %w", r.key, err)
-		}
-		if _, err := w.Write(n[:binary.PutUvarint(n[:], uint64(len(buf)))]); err != nil {
+		// The store's bytes are already the deterministic encoding.
+		b := raw.(*record).raw
+		if _, err := w.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))]); err != nil {
 			return err
 		}
-		if _, err := w.Write(buf); err != nil {
+		if _, err := w.Write(b); err != nil {
 			return err
 		}
 	}
@@ -180,7 +176,12 @@ func readSnapshot(r io.Reader, kinds map[string]*kindMeta) (*memdb.MemDB, uint64
 		if _, _, _, err := check.target(obj); err != nil {
 			return nil, 0, fmt.Errorf("object %d: %w", i, err)
 		}
-		rec := newRecord(obj)
+		// Encoded again rather than kept as read, so that every master
+		// holds and hashes this binary's encoding (StateHash).
+		rec, err := newRecord(obj)
+		if err != nil {
+			return nil, 0, fmt.Errorf("object %d: %w", i, err)
+		}
 		if lookup(txn, rec.key) != nil {
 			return nil, 0, fmt.Errorf("object %d: duplicate %s", i, displayKey(rec.namespace, rec.name))
 		}

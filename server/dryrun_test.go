@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	gproto "google.golang.org/protobuf/proto"
 
 	pb "github.com/skiff-sh/skiff/proto"
 )
@@ -171,7 +172,7 @@ func TestDryRunEncryptedSecret(t *testing.T) {
 			t.Fatalf("dry apply of password %q: %v %v, want %s in plaintext", tc.password, resp, err, tc.action)
 		}
 	}
-	if now, err := ts.srv.FSM().Get("Secret", "default", "creds"); err != nil || now != stored {
+	if now, err := ts.srv.FSM().Get("Secret", "default", "creds"); err != nil || !gproto.Equal(now, stored) {
 		t.Fatalf("the dry runs changed the stored Secret: %v %v", now, err)
 	}
 }

@@ -89,7 +89,7 @@ func (m *metrics) registerState(r *raft.Raft, store *fsm.FSM) {
 }
 
 // objectCollector counts objects at scrape time: the store is in memory and
-// lists are cheap, and a counter kept in step with Apply would have to
+// counts are cheap, and a counter kept in step with Apply would have to
 // live inside the FSM.
 type objectCollector struct {
 	store *fsm.FSM
@@ -100,11 +100,11 @@ func (c *objectCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *objectCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range pb.Kinds() {
-		items, _, err := c.store.List(fsm.Query{Kind: k.Kind})
+		n, err := c.store.Count(k.Kind)
 		if err != nil {
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(len(items)), k.Kind)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k.Kind)
 	}
 }
 
