@@ -19,7 +19,8 @@ type InformerFactory struct {
 
 	mu        sync.Mutex
 	informers map[string]*Informer
-	ctx       context.Context // set by Start
+	metadata  map[string]*Informer // ForMetadata's, for kinds For had not been asked for
+	ctx       context.Context      // set by Start
 	wg        sync.WaitGroup
 }
 
@@ -32,12 +33,28 @@ func NewInformerFactory(cluster Cluster, log *slog.Logger, resync time.Duration)
 		log = slog.New(slog.DiscardHandler)
 	}
 	m, _ := newMetrics(nil)
-	return &InformerFactory{cluster: cluster, log: log, resync: resync, metrics: m.informer, informers: make(map[string]*Informer)}
+	return &InformerFactory{cluster: cluster, log: log, resync: resync, metrics: m.informer,
+		informers: make(map[string]*Informer), metadata: make(map[string]*Informer)}
 }
 
 // For returns the informer of kind (any name LookupKind accepts: "Pod",
 // "pods", "po"). An informer asked for after Start starts at once.
 func (f *InformerFactory) For(kind string) *Informer {
+	return f.get(kind, false)
+}
+
+// ForMetadata returns an informer of kind whose objects carry only their
+// apiVersion, kind and metadata (status, spec and data are left out): for
+// controllers that watch every object of a kind but read only metadata.
+// If the full informer of kind was asked for already it is shared instead,
+// rather than watching twice; register controllers that want the full
+// objects first. Handlers and readers must not rely on the objects being
+// either.
+func (f *InformerFactory) ForMetadata(kind string) *Informer {
+	return f.get(kind, true)
+}
+
+func (f *InformerFactory) get(kind string, metadata bool) *Informer {
 	if k, ok := pb.LookupKind(kind); ok {
 		kind = k.Kind
 	}
@@ -46,8 +63,16 @@ func (f *InformerFactory) For(kind string) *Informer {
 	if inf, ok := f.informers[kind]; ok {
 		return inf
 	}
+	into := f.informers
+	if metadata {
+		if inf, ok := f.metadata[kind]; ok {
+			return inf
+		}
+		into = f.metadata
+	}
 	inf := newInformer(kind, f.cluster, f.log, f.metrics, f.resync)
-	f.informers[kind] = inf
+	inf.metadata = metadata
+	into[kind] = inf
 	if f.ctx != nil {
 		f.start(inf)
 	}
@@ -66,6 +91,9 @@ func (f *InformerFactory) Start(ctx context.Context) {
 	for _, inf := range f.informers {
 		f.start(inf)
 	}
+	for _, inf := range f.metadata {
+		f.start(inf)
+	}
 }
 
 func (f *InformerFactory) start(inf *Informer) {
@@ -79,8 +107,11 @@ func (f *InformerFactory) Wait() { f.wg.Wait() }
 func (f *InformerFactory) Informers() []*Informer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]*Informer, 0, len(f.informers))
+	out := make([]*Informer, 0, len(f.informers)+len(f.metadata))
 	for _, inf := range f.informers {
+		out = append(out, inf)
+	}
+	for _, inf := range f.metadata {
 		out = append(out, inf)
 	}
 	return out

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 
@@ -91,8 +92,15 @@ func EnqueueObject(q Queue) Handler {
 // list+watch through a Cluster, and tells handlers about changes. When the
 // watch's history has expired it lists again and tells handlers the
 // difference. Get one from an InformerFactory so controllers share it.
+//
+// A metadata informer (InformerFactory.ForMetadata) keeps only each object's
+// kind and metadata, as Kubernetes' metadata informers keep
+// PartialObjectMetadata: what the garbage collector and the namespace
+// controller need of every object in the cluster, without a second copy of
+// all of it in the leader's memory.
 type Informer struct {
 	kind     string
+	metadata bool // keep and hand out metadataOf(obj)
 	cluster  Cluster
 	log      *slog.Logger
 	metrics  *informerMetrics
@@ -372,6 +380,9 @@ func (inf *Informer) replace(items []*pb.Object, rv uint64) {
 	inf.mu.Lock()
 	seen := make(map[string]struct{}, len(items))
 	for _, obj := range items {
+		if inf.metadata {
+			obj = metadataOf(obj)
+		}
 		key := KeyOf(obj)
 		seen[key] = struct{}{}
 		old := inf.items[key]
@@ -411,6 +422,9 @@ func (inf *Informer) apply(ev *pb.WatchEvent) {
 	if ev.GetType() == EventBookmark || obj.Resource() == nil {
 		inf.mu.Unlock()
 		return
+	}
+	if inf.metadata {
+		obj = metadataOf(obj)
 	}
 	inf.metrics.events.WithLabelValues(inf.kind, ev.GetType()).Inc()
 	key := KeyOf(obj)
@@ -555,3 +569,21 @@ func (b *backoff) wait(ctx context.Context) {
 }
 
 func (b *backoff) reset() { b.cur = 0 }
+
+// metadataOf returns obj reduced to its apiVersion, kind and metadata. The
+// metadata message is shared with obj, which is read only.
+func metadataOf(obj *pb.Object) *pb.Object {
+	r := obj.Resource()
+	ki, ok := pb.LookupKind(pb.KindOf(r))
+	if !ok {
+		return obj
+	}
+	part := ki.New()
+	src, dst := r.ProtoReflect(), part.ProtoReflect()
+	for _, name := range []protoreflect.Name{"api_version", "kind", "metadata"} {
+		if fd := src.Descriptor().Fields().ByName(name); fd != nil && src.Has(fd) {
+			dst.Set(fd, src.Get(fd))
+		}
+	}
+	return pb.Wrap(part)
+}

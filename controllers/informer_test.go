@@ -165,3 +165,69 @@ func sortedHead(s []string, n int) []string {
 	sort.Strings(out[:min(n, len(out))])
 	return out
 }
+
+// A metadata informer keeps and hands out kind and metadata only; one asked
+// for after the full informer of its kind is that informer.
+func TestMetadataInformer(t *testing.T) {
+	full := func(ns, name string) *pb.Object {
+		o := pod(ns, name, map[string]string{"app": "web"}, "rs1")
+		o.GetPod().Spec = &pb.PodSpec{NodeName: "n1", Containers: []*pb.Container{{Name: "c", Image: "busybox"}}}
+		o.GetPod().Status = &pb.PodStatus{Phase: "Running"}
+		return o
+	}
+	h := controllertest.NewHarness(t, full("a", "p1"))
+	meta := h.Informers.ForMetadata("pods")
+	if again := h.Informers.ForMetadata("Pod"); again != meta {
+		t.Fatal("a second ForMetadata made another informer")
+	}
+	fullInf := h.Informers.For("Pod")
+	if fullInf == meta {
+		t.Fatal("For returned the metadata informer")
+	}
+	if shared := h.Informers.ForMetadata("ReplicaSet"); shared == h.Informers.For("ReplicaSet") {
+		t.Fatal("For after ForMetadata returned the metadata informer")
+	}
+	cm := h.Informers.For("ConfigMap")
+	if h.Informers.ForMetadata("configmaps") != cm {
+		t.Fatal("ForMetadata after For did not share the full informer")
+	}
+	seen := make(chan *pb.Object, 10)
+	meta.AddHandler(controllers.HandlerFuncs{
+		AddFunc:    func(o *pb.Object) { seen <- o },
+		UpdateFunc: func(_, o *pb.Object) { seen <- o },
+	})
+	h.Start()
+	h.Fake.Add(full("a", "p2"))
+	h.WaitForCache()
+
+	check := func(what string, o *pb.Object) {
+		t.Helper()
+		p := o.GetPod()
+		if p == nil || p.GetSpec() != nil || p.GetStatus() != nil {
+			t.Errorf("%s: %v, want a Pod with metadata only", what, o)
+		}
+		m := o.Meta()
+		if m.GetName() == "" || m.GetUid() == "" || m.GetResourceVersion() == 0 || m.GetLabels()["app"] != "web" || len(m.GetOwnerReferences()) != 1 {
+			t.Errorf("%s: metadata %v incomplete", what, m)
+		}
+		if p.GetKind() != "Pod" || p.GetApiVersion() != "v1" {
+			t.Errorf("%s: apiVersion %q kind %q", what, p.GetApiVersion(), p.GetKind())
+		}
+	}
+	for _, key := range []string{"a/p1", "a/p2"} {
+		o, ok := meta.Get(key)
+		if !ok {
+			t.Fatalf("%s not cached", key)
+		}
+		check("cached "+key, o)
+		if f, ok := fullInf.Get(key); !ok || f.GetPod().GetSpec().GetNodeName() != "n1" {
+			t.Errorf("full informer's %s: %v", key, f)
+		}
+	}
+	if got := keys(meta.ByIndex(controllers.IndexOwner, "uid-rs1")); !slices.Equal(got, []string{"a/p1", "a/p2"}) {
+		t.Errorf("owner index = %v", got)
+	}
+	for i := 0; i < 2; i++ {
+		check("handed to a handler", <-seen)
+	}
+}

@@ -206,11 +206,10 @@ func (s *Server) prepare(op writeOp, obj *pb.Object, uid string) (*pb.Object, er
 // this master's store does not hold the object.
 func (s *Server) withNewStatus(o *pb.Object) (_ *pb.Object, ok bool) {
 	m := o.Meta()
-	cur, err := s.fsm.Get(o.KindName(), m.GetNamespace(), m.GetName())
+	merged, err := s.fsm.Get(o.KindName(), m.GetNamespace(), m.GetName()) // a copy of our own
 	if err != nil {
 		return nil, false
 	}
-	merged := cur.Clone()
 	dst, src := merged.Resource().ProtoReflect(), o.Resource().ProtoReflect()
 	fd := dst.Descriptor().Fields().ByName("status")
 	if fd == nil {

@@ -19,7 +19,10 @@
 // dependent because its owner looks gone the collector confirms the absence
 // with a live read (a List by name): an informer that lags behind the store
 // may not show an owner created a moment ago. Everything else is decided
-// from the caches.
+// from the caches, which are metadata informers: the collector watches every
+// object in the cluster but reads only metadata. An update (removing owner
+// references or a finalizer) writes the whole object, so it starts from a
+// live read of it.
 package gc
 
 import (
@@ -60,12 +63,12 @@ type Controller struct {
 	order     []string                         // kinds, sorted, for deterministic iteration
 }
 
-// New builds the collector over an informer for every kind.
+// New builds the collector over a metadata informer for every kind.
 func New(env controllers.Env) *Controller {
 	c := &Controller{env: env, informers: map[string]*controllers.Informer{}}
 	var wait []*controllers.Informer
 	for _, k := range pb.Kinds() {
-		inf := env.Informers.For(k.Kind)
+		inf := env.Informers.ForMetadata(k.Kind)
 		c.informers[k.Kind] = inf
 		c.order = append(c.order, k.Kind)
 		wait = append(wait, inf)
@@ -307,7 +310,10 @@ func (c *Controller) delete(ctx context.Context, obj *pb.Object, policy string) 
 
 // removeRefs drops the owner references with the given UIDs from obj.
 func (c *Controller) removeRefs(ctx context.Context, obj *pb.Object, uids []string) error {
-	next := obj.Clone()
+	next, err := c.live(ctx, obj)
+	if next == nil {
+		return err
+	}
 	m := next.Meta()
 	m.OwnerReferences = slices.DeleteFunc(m.OwnerReferences, func(r *pb.OwnerReference) bool {
 		return slices.Contains(uids, r.GetUid())
@@ -369,13 +375,35 @@ func refTo(obj *pb.Object, uid string) *pb.OwnerReference {
 }
 
 func (c *Controller) removeFinalizer(ctx context.Context, obj *pb.Object, finalizer string) error {
-	next := obj.Clone()
+	next, err := c.live(ctx, obj)
+	if next == nil {
+		return err
+	}
 	m := next.Meta()
 	m.Finalizers = slices.DeleteFunc(m.Finalizers, func(f string) bool { return f == finalizer })
 	if _, err := c.env.Cluster.Update(ctx, next); err != nil && !controllers.IsNotFound(err) {
 		return fmt.Errorf("remove finalizer %s from %s %s: %w", finalizer, obj.KindName(), m.Key(), err)
 	}
 	return nil
+}
+
+// live returns a copy of the whole object the cached obj (metadata only)
+// stands for, read from the store; nil if it is gone or was replaced by
+// another of the same name. The copy keeps the store's resourceVersion, so
+// an update from it fails with a conflict if the object changed meanwhile,
+// and the key is retried.
+func (c *Controller) live(ctx context.Context, obj *pb.Object) (*pb.Object, error) {
+	m := obj.Meta()
+	resp, err := c.env.Cluster.List(ctx, &pb.ListRequest{Kind: obj.KindName(), Namespace: m.GetNamespace(), FieldSelector: "metadata.name=" + m.GetName()})
+	if err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", obj.KindName(), m.Key(), err)
+	}
+	for _, o := range resp.GetItems() {
+		if o.Meta().GetUid() == m.GetUid() {
+			return o.Clone(), nil
+		}
+	}
+	return nil, nil
 }
 
 var _ controllers.Reconciler = (*Controller)(nil)

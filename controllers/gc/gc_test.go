@@ -284,3 +284,37 @@ func TestCascades(t *testing.T) {
 		})
 	}
 }
+
+// The collector's caches hold metadata only, while an update writes the
+// whole object: removing owner references or a finalizer must keep the
+// object's spec and status as the store has them.
+func TestUpdatesKeepTheWholeObject(t *testing.T) {
+	withSpec := func(o *pb.Object) *pb.Object {
+		switch r := o.Resource().(type) {
+		case *pb.Pod:
+			r.Spec = &pb.PodSpec{NodeName: "n1", Containers: []*pb.Container{{Name: "c", Image: "busybox"}}}
+			r.Status = &pb.PodStatus{Phase: "Running"}
+		case *pb.ReplicaSet:
+			r.Spec = &pb.ReplicaSetSpec{Replicas: ptr(int32(3))}
+		}
+		return o
+	}
+	h, c := start(t,
+		withSpec(deleting(deleting(replicaSet("web-1"), FinalizerOrphan), "test/hold")),
+		replicaSet("b"),
+		withSpec(pod("p1", ref("ReplicaSet", "web-1", "uid-web-1", true), ref("ReplicaSet", "b", "uid-b", false))),
+	)
+	if cached, _ := c.informers["Pod"].Get("default/p1"); cached.GetPod().GetSpec() != nil {
+		t.Fatalf("the collector caches whole objects: %v", cached)
+	}
+	h.Reconcile(c, "ReplicaSet/default/web-1") // releases p1
+	h.Reconcile(c, "ReplicaSet/default/web-1") // removes the orphan finalizer
+	p := h.Fake.Get("Pod", "default", "p1").GetPod()
+	if len(p.GetMetadata().GetOwnerReferences()) != 1 || p.GetSpec().GetNodeName() != "n1" || len(p.GetSpec().GetContainers()) != 1 || p.GetStatus().GetPhase() != "Running" {
+		t.Errorf("pod after its reference was removed: %v", p)
+	}
+	rs := h.Fake.Get("ReplicaSet", "default", "web-1").GetReplicaSet()
+	if f := rs.GetMetadata().GetFinalizers(); !slices.Equal(f, []string{"test/hold"}) || rs.GetSpec().GetReplicas() != 3 {
+		t.Errorf("ReplicaSet after its finalizer was removed: finalizers %v, spec %v", f, rs.GetSpec())
+	}
+}

@@ -55,7 +55,7 @@ func New(env controllers.Env) *Controller {
 		if !k.Namespaced {
 			continue
 		}
-		inf := env.Informers.For(k.Kind)
+		inf := env.Informers.ForMetadata(k.Kind) // names, uids and deletion state are all it reads
 		c.kinds = append(c.kinds, k.Kind)
 		c.contents[k.Kind] = inf
 		wait = append(wait, inf)
