@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -219,5 +220,34 @@ func TestStoreHeapPerObject(t *testing.T) {
 	}
 	if stored, err := c.f.Count("ConfigMap"); err != nil || stored != n {
 		t.Fatalf("stored %d, %v", stored, err)
+	}
+}
+
+// ListEncoded returns what List does, as the store's bytes.
+func TestListEncoded(t *testing.T) {
+	c := newCluster(t, 0)
+	c.must(createCmd(namespace("a")))
+	for i := 0; i < 5; i++ {
+		c.must(createCmd(pod("a", fmt.Sprint("p", i), map[string]string{"app": fmt.Sprint("web-", i%2), "x": "y"})))
+	}
+	c.must(bindCmd("a", "p3", "n1"))
+	for _, q := range []fsm.Query{{Kind: "Pod"}, {Kind: "Pod", LabelSelector: "app=web-1"}, {Kind: "Pod", FieldSelector: "spec.nodeName=n1"}, {Kind: "Node"}} {
+		objs, idx, err := c.f.List(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws, ridx, err := c.f.ListEncoded(q)
+		if err != nil || ridx != idx || len(raws) != len(objs) {
+			t.Fatalf("%+v: %d encoded at %d (%v), want %d at %d", q, len(raws), ridx, err, len(objs), idx)
+		}
+		for i, b := range raws {
+			o := &pb.Object{}
+			if err := pb.Unmarshal(b, o); err != nil || !equal(o, objs[i]) {
+				t.Fatalf("%+v item %d: %v %v, want %v", q, i, o, err, objs[i])
+			}
+		}
+	}
+	if _, _, err := c.f.ListEncoded(fsm.Query{Kind: "Pod", LabelSelector: "a=(b"}); !errors.Is(err, fsm.ErrInvalid) {
+		t.Fatalf("bad selector: %v", err)
 	}
 }

@@ -353,9 +353,41 @@ func (f *FSM) Get(kind, namespace, name string) (*pb.Object, error) {
 // index they reflect. A bad selector is ErrInvalid naming it. Selectors are
 // matched against the records, so only the objects returned are decoded.
 func (f *FSM) List(q Query) ([]*pb.Object, uint64, error) {
-	m, err := f.compile(q)
+	var out []*pb.Object
+	index, err := f.scan(q, func(r *record) error {
+		obj, err := r.object()
+		if err == nil {
+			out = append(out, obj)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, 0, err
+	}
+	return out, index, nil
+}
+
+// ListEncoded is List returning each object as the store holds it,
+// deterministically marshalled, without decoding anything: what a server
+// sends as a list's items. The slices are the store's: do not modify them.
+func (f *FSM) ListEncoded(q Query) ([][]byte, uint64, error) {
+	var out [][]byte
+	index, err := f.scan(q, func(r *record) error {
+		out = append(out, r.raw)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, index, nil
+}
+
+// scan calls fn for every record q selects, in key order, and returns the
+// applied index they reflect.
+func (f *FSM) scan(q Query, fn func(*record) error) (uint64, error) {
+	m, err := f.compile(q)
+	if err != nil {
+		return 0, err
 	}
 	txn, index := f.read()
 	var it memdb.ResultIterator
@@ -370,19 +402,16 @@ func (f *FSM) List(q Query) ([]*pb.Object, uint64, error) {
 		it, err = txn.Get(tableObjects, indexID+"_prefix", prefix)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("fsm: list %s: %w", m.kind.Plural, err)
+		return 0, fmt.Errorf("fsm: list %s: %w", m.kind.Plural, err)
 	}
-	var out []*pb.Object
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		if r := raw.(*record); m.matchesRecord(r) {
-			obj, err := r.object()
-			if err != nil {
-				return nil, 0, err
+			if err := fn(r); err != nil {
+				return 0, err
 			}
-			out = append(out, obj)
 		}
 	}
-	return out, index, nil
+	return index, nil
 }
 
 // Count returns how many objects of a kind the store holds, without

@@ -107,23 +107,35 @@ type grpcCodec struct {
 func (grpcCodec) Name() string { return grpcproto.Name }
 
 func (c grpcCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if e, ok := v.(*EncodedListResponse); ok {
+		return marshalPooled(e.size(), func(b []byte) error {
+			if n := len(e.appendWire(b[:0])); n != len(b) {
+				return fmt.Errorf("marshal EncodedListResponse: wrote %d bytes, its size is %d", n, len(b))
+			}
+			return nil
+		})
+	}
 	vt, ok := v.(vtMessage)
 	if !ok {
 		return c.fallback.Marshal(v)
 	}
-	size := vt.SizeVT()
+	return marshalPooled(vt.SizeVT(), func(b []byte) error { return marshalSized(vt, b) })
+}
+
+// marshalPooled has write fill a buffer of size bytes: a plain slice for a
+// small message, else, as gRPC's codec does for large ones, a pooled buffer
+// the transport returns after writing it.
+func marshalPooled(size int, write func([]byte) error) (mem.BufferSlice, error) {
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		buf := make([]byte, size)
-		if err := marshalSized(vt, buf); err != nil {
+		if err := write(buf); err != nil {
 			return nil, err
 		}
 		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
 	}
-	// As gRPC's codec does for large messages: a pooled buffer the
-	// transport returns after writing it.
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(size)
-	if err := marshalSized(vt, (*buf)[:size]); err != nil {
+	if err := write((*buf)[:size]); err != nil {
 		pool.Put(buf)
 		return nil, err
 	}

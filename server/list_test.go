@@ -200,7 +200,7 @@ func TestListChunks(t *testing.T) {
 		{"an object over the limit goes alone", []*pb.Object{many[0], obj("huge", 5000), many[1]}, 3 * one, []int{1, 1, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := listChunks(tc.items, tc.limit)
+			got := listChunks(tc.items, (*pb.Object).SizeVT, tc.limit)
 			var counts []int
 			var all []*pb.Object
 			for _, c := range got {

@@ -198,17 +198,32 @@ func (a *clusterAPI) List(req *pb.ListRequest, stream grpc.ServerStreamingServer
 			return err
 		}
 	}
-	items, idx, err := a.s.fsm.List(fsm.Query{
+	q := fsm.Query{
 		Kind: k.Kind, Namespace: req.GetNamespace(),
 		LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
-	})
+	}
+	if k.Kind != "Secret" {
+		// The store's bytes go out as they are: nothing is decoded and
+		// encoded again. (Secrets are decrypted on the way out.)
+		items, idx, err := a.s.fsm.ListEncoded(q)
+		if err != nil {
+			return fsmStatus(err)
+		}
+		for _, chunk := range listChunks(items, func(b []byte) int { return len(b) }, listChunkBytes) {
+			if err := stream.SendMsg(&pb.EncodedListResponse{Items: chunk, ResourceVersion: idx}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	items, idx, err := a.s.fsm.List(q)
 	if err != nil {
 		return fsmStatus(err)
 	}
 	if err := a.s.secrets.openAll(items); err != nil {
 		return err
 	}
-	for _, chunk := range listChunks(items, listChunkBytes) {
+	for _, chunk := range listChunks(items, (*pb.Object).SizeVT, listChunkBytes) {
 		if err := stream.Send(&pb.ListResponse{Items: chunk, ResourceVersion: idx}); err != nil {
 			return err
 		}
@@ -220,13 +235,13 @@ func (a *clusterAPI) List(req *pb.ListRequest, stream grpc.ServerStreamingServer
 // stays within limit, each run holding at least one item. No items is one
 // empty run: the answer still needs a message carrying its
 // resourceVersion.
-func listChunks(items []*pb.Object, limit int) [][]*pb.Object {
-	chunks := [][]*pb.Object{}
+func listChunks[T any](items []T, sizeOf func(T) int, limit int) [][]T {
+	chunks := [][]T{}
 	start, size := 0, 0
 	for i, o := range items {
 		// What the item adds to the message: its field tag, its length
 		// and its bytes.
-		n := o.SizeVT()
+		n := sizeOf(o)
 		n += protowire.SizeTag(1) + protowire.SizeVarint(uint64(n))
 		if i > start && size+n > limit {
 			chunks = append(chunks, items[start:i:i])
