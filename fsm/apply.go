@@ -168,7 +168,7 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 		return nil, "", err
 	}
 	a.insert(rec)
-	a.emit(Added, obj, nil)
+	a.emit(Added, obj, nil, rec.raw)
 	return obj, ActionCreated, nil
 }
 
@@ -449,7 +449,7 @@ func (a *applier) write(cur *record, old, next *pb.Object, mayRemove bool) (*pb.
 		return nil, "", err
 	}
 	a.insert(rec)
-	a.emit(Modified, next, old)
+	a.emit(Modified, next, old, rec.raw)
 	return next, ActionConfigured, nil
 }
 
@@ -484,7 +484,7 @@ func (a *applier) remove(cur *record, old, last *pb.Object) {
 	if err := a.txn.Delete(tableObjects, cur); err != nil {
 		panic(fmt.Sprintf("fsm: delete %q: %v", cur.key, err)) // schema bug; safeCommand recovers
 	}
-	a.emit(Deleted, last, old)
+	a.emit(Deleted, last, old, nil)
 }
 
 func (a *applier) insert(rec *record) {
@@ -493,8 +493,10 @@ func (a *applier) insert(rec *record) {
 	}
 }
 
-func (a *applier) emit(typ string, obj, old *pb.Object) {
-	a.events = append(a.events, Event{Type: typ, Object: obj, Old: old, Index: a.index})
+// emit records an event; encoded is the store's encoding of obj, if the
+// store holds obj exactly (nil for a deletion's last state).
+func (a *applier) emit(typ string, obj, old *pb.Object, encoded []byte) {
+	a.events = append(a.events, Event{Type: typ, Object: obj, Old: old, Encoded: encoded, Index: a.index})
 }
 
 func preconditions(km *kindMeta, m *pb.ObjectMeta, uid string, rv uint64) error {

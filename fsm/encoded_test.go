@@ -251,3 +251,45 @@ func TestListEncoded(t *testing.T) {
 		t.Fatalf("bad selector: %v", err)
 	}
 }
+
+// Events carry the store's encoding of their object when the store holds
+// exactly that object: Added and Modified, also when a watch's selector
+// turns a Modified into an Added; never for a Deleted, whose last state
+// carries the deletion's index.
+func TestEventsCarryTheStoredEncoding(t *testing.T) {
+	c := newCluster(t, 0)
+	c.must(createCmd(namespace("a")))
+	all, err := c.f.Watch(context.Background(), fsm.Query{Kind: "Pod"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, err := c.f.Watch(context.Background(), fsm.Query{Kind: "Pod", LabelSelector: "app=web"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.must(createCmd(pod("a", "p", map[string]string{"app": "db"})))
+	c.must(updateCmd(edit(c.get("Pod", "a", "p"), func(o *pb.Object) { o.Meta().Labels = map[string]string{"app": "web"} })))
+	c.must(updateCmd(edit(c.get("Pod", "a", "p"), func(o *pb.Object) { o.Meta().Labels = map[string]string{"app": "db"} })))
+	c.must(deleteCmd(&pb.DeleteOp{Kind: "Pod", Namespace: "a", Name: "p"}))
+	check := func(w *fsm.Watcher, types ...string) {
+		t.Helper()
+		for _, typ := range types {
+			ev := next(t, w)
+			if ev.Type != typ {
+				t.Fatalf("event %s, want %s", ev.Type, typ)
+			}
+			if typ == fsm.Deleted {
+				if ev.Encoded != nil {
+					t.Fatalf("Deleted event carries an encoding")
+				}
+				continue
+			}
+			o := &pb.Object{}
+			if err := pb.Unmarshal(ev.Encoded, o); err != nil || !equal(o, ev.Object) {
+				t.Fatalf("%s event: encoding decodes to %v (%v), object %v", typ, o, err, ev.Object)
+			}
+		}
+	}
+	check(all, fsm.Added, fsm.Modified, fsm.Modified, fsm.Deleted)
+	check(web, fsm.Added, fsm.Deleted) // Modified into and out of the selection
+}

@@ -90,6 +90,10 @@ type Event struct {
 	Object *pb.Object // state after the change (last state for Deleted)
 	Old    *pb.Object // state before the change, nil for Added
 	Index  uint64
+	// Encoded is the store's deterministic encoding of Object when it has
+	// one (Added and Modified; nil for Deleted): what a server can send
+	// without encoding Object again. Shared: do not modify.
+	Encoded []byte
 
 	// Set when the event enters the log, so watchers skipping events that
 	// are not theirs read the ring, not the objects.

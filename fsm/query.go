@@ -116,7 +116,7 @@ func (m *matcher) filter(ev Event) (Event, bool) {
 	case now && was:
 		return ev, true
 	case now:
-		return Event{Type: Added, Object: ev.Object, Index: ev.Index}, true
+		return Event{Type: Added, Object: ev.Object, Encoded: ev.Encoded, Index: ev.Index}, true
 	case was:
 		last := ev.Old.Clone()
 		last.Meta().ResourceVersion = ev.Index

@@ -106,11 +106,18 @@ type grpcCodec struct {
 
 func (grpcCodec) Name() string { return grpcproto.Name }
 
+// preEncoded is a message whose parts were encoded before
+// (EncodedListResponse, EncodedWatchEvent): the codec writes its wire form.
+type preEncoded interface {
+	wireSize() int
+	appendWire(b []byte) []byte
+}
+
 func (c grpcCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if e, ok := v.(*EncodedListResponse); ok {
-		return marshalPooled(e.size(), func(b []byte) error {
+	if e, ok := v.(preEncoded); ok {
+		return marshalPooled(e.wireSize(), func(b []byte) error {
 			if n := len(e.appendWire(b[:0])); n != len(b) {
-				return fmt.Errorf("marshal EncodedListResponse: wrote %d bytes, its size is %d", n, len(b))
+				return fmt.Errorf("marshal %T: wrote %d bytes, its size is %d", e, n, len(b))
 			}
 			return nil
 		})

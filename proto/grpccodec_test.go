@@ -344,9 +344,39 @@ func TestGRPCCodecEncodedList(t *testing.T) {
 			if !gproto.Equal(got, want) {
 				t.Fatalf("decoded %v\nwant %v", got, want)
 			}
-			if n := gproto.Size(want); n != enc.size() {
-				t.Fatalf("size %d, the ListResponse's %d", enc.size(), n)
+			if n := gproto.Size(want); n != enc.wireSize() {
+				t.Fatalf("size %d, the ListResponse's %d", enc.wireSize(), n)
 			}
 		})
+	}
+}
+
+// An EncodedWatchEvent is written as the WatchEvent it stands for.
+func TestGRPCCodecEncodedWatchEvent(t *testing.T) {
+	codec := GRPCCodec()
+	pod := loadPod(t)
+	raw, err := gproto.MarshalOptions{Deterministic: true}.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		enc  *EncodedWatchEvent
+		want *WatchEvent
+	}{
+		{&EncodedWatchEvent{Type: "ADDED", Object: raw, ResourceVersion: 9}, &WatchEvent{Type: "ADDED", Object: pod, ResourceVersion: 9}},
+		{&EncodedWatchEvent{Type: "BOOKMARK", ResourceVersion: 1 << 50}, &WatchEvent{Type: "BOOKMARK", ResourceVersion: 1 << 50}},
+		{&EncodedWatchEvent{Object: raw}, &WatchEvent{Object: pod}},
+	} {
+		data, err := codec.Marshal(tc.enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &WatchEvent{}
+		if err := codec.Unmarshal(data, got); err != nil {
+			t.Fatal(err)
+		}
+		if !gproto.Equal(got, tc.want) || gproto.Size(tc.want) != tc.enc.wireSize() {
+			t.Fatalf("decoded %v (size %d), want %v (size %d)", got, tc.enc.wireSize(), tc.want, gproto.Size(tc.want))
+		}
 	}
 }

@@ -72,8 +72,7 @@ type EncodedListResponse struct {
 	ResourceVersion uint64
 }
 
-// size is the length of the wire form.
-func (m *EncodedListResponse) size() int {
+func (m *EncodedListResponse) wireSize() int {
 	n := 0
 	for _, b := range m.Items {
 		n += protowire.SizeTag(1) + protowire.SizeBytes(len(b))
@@ -93,6 +92,47 @@ func (m *EncodedListResponse) appendWire(b []byte) []byte {
 	}
 	if m.ResourceVersion != 0 {
 		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, m.ResourceVersion)
+	}
+	return b
+}
+
+// EncodedWatchEvent is a WatchEvent whose object is already encoded (a
+// store's bytes): encoded once for every watcher it goes to. A server
+// sends it with SendMsg on a Watch stream; clients receive a WatchEvent.
+type EncodedWatchEvent struct {
+	Type            string
+	Object          []byte // nil for none
+	ResourceVersion uint64
+}
+
+func (m *EncodedWatchEvent) wireSize() int {
+	n := 0
+	if m.Type != "" {
+		n += protowire.SizeTag(1) + protowire.SizeBytes(len(m.Type))
+	}
+	if m.Object != nil {
+		n += protowire.SizeTag(2) + protowire.SizeBytes(len(m.Object))
+	}
+	if m.ResourceVersion != 0 {
+		n += protowire.SizeTag(3) + protowire.SizeVarint(m.ResourceVersion)
+	}
+	return n
+}
+
+// appendWire appends the wire form of WatchEvent{type, object,
+// resource_version} to b, fields in number order.
+func (m *EncodedWatchEvent) appendWire(b []byte) []byte {
+	if m.Type != "" {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, m.Type)
+	}
+	if m.Object != nil {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendBytes(b, m.Object)
+	}
+	if m.ResourceVersion != 0 {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
 		b = protowire.AppendVarint(b, m.ResourceVersion)
 	}
 	return b

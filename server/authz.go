@@ -423,8 +423,8 @@ func redactSecrets(resp any) any {
 		return &pb.WatchEvent{Type: r.GetType(), Object: strip(r.GetObject()), ResourceVersion: r.GetResourceVersion()}
 	case *pb.WriteResponse:
 		return &pb.WriteResponse{Object: strip(r.GetObject()), Action: r.GetAction()}
-	case *pb.EncodedListResponse:
-		return r // never Secrets: List sends those decoded (reads.go)
+	case *pb.EncodedListResponse, *pb.EncodedWatchEvent:
+		return r // never Secrets: List and Watch send those decoded (reads.go)
 	}
 	return resp
 }

@@ -318,6 +318,13 @@ func (a *clusterAPI) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServ
 		switch {
 		case err == nil && ev.Index <= from:
 			// Already seen by the client (see the wait above).
+		case err == nil && ev.Encoded != nil && ev.Object.GetSecret() == nil:
+			// The store's bytes of the object, encoded once for every
+			// watcher. (Secrets are decrypted on the way out.)
+			last = ev.Index
+			if err := stream.SendMsg(&pb.EncodedWatchEvent{Type: ev.Type, Object: ev.Encoded, ResourceVersion: ev.Index}); err != nil {
+				return err
+			}
 		case err == nil:
 			last = ev.Index
 			obj, err := s.secrets.open(ev.Object)
