@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync"
 
-	gproto "google.golang.org/protobuf/proto"
-
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -30,17 +28,19 @@ func ConfigMap(namespace, name string, size int, labels ...map[string]string) *p
 		cm.Metadata.Labels = labels[0]
 	}
 	obj := pb.Wrap(cm)
-	base := gproto.Size(obj)
+	base := obj.SizeVT()
 	pad := size - base
 	if pad <= 0 {
 		return obj
 	}
 	// The value's length prefix may grow with it: shrink by the excess
-	// (at most a couple of rounds).
-	n := pad
+	// (at most a couple of rounds). The padding is a slice of one shared
+	// string, so building a write costs the client little more than an
+	// etcd Put of a fixed value does.
+	n := min(pad, len(padding))
 	for {
-		cm.Data["v"] = strings.Repeat("x", n)
-		over := gproto.Size(obj) - size
+		cm.Data["v"] = padding[:n]
+		over := obj.SizeVT() - size
 		if over <= 0 || n == 0 {
 			break
 		}
@@ -48,6 +48,9 @@ func ConfigMap(namespace, name string, size int, labels ...map[string]string) *p
 	}
 	return obj
 }
+
+// padding is what ConfigMap pads with.
+var padding = strings.Repeat("x", 64<<10)
 
 // Value returns an etcd value of n bytes.
 func Value(n int) []byte { return []byte(strings.Repeat("x", n)) }
