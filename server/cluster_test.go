@@ -270,6 +270,10 @@ func TestThreeMasters(t *testing.T) {
 							t.Errorf("%s /metrics lacks %s", ts.cfg.Name, m)
 						}
 					}
+					// Every master has written raft entries by now.
+					if strings.Contains(body, "\nskiff_raft_log_write_entries_count 0\n") || !strings.Contains(body, "\nskiff_raft_log_write_entries_count ") {
+						t.Errorf("%s /metrics counts no raft log writes", ts.cfg.Name)
+					}
 				}
 			}
 		}

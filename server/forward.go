@@ -26,8 +26,9 @@ import (
 const forwardedKey = "skiff-forwarded-by"
 
 func isForwarded(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	return ok && len(md.Get(forwardedKey)) > 0
+	// ValueFromIncomingContext, unlike FromIncomingContext, does not copy
+	// the whole metadata: this runs on every write.
+	return len(metadata.ValueFromIncomingContext(ctx, forwardedKey)) > 0
 }
 
 // leaderInfo is where requests that need the leader go right now.
@@ -77,7 +78,7 @@ func routeCall[T any](s *Server, ctx context.Context, method string, idempotent 
 			res, err := local(ctx)
 			if err == nil || !pb.IsNotApplied(err) {
 				if !forwarded {
-					_ = grpc.SetHeader(ctx, metadata.Pairs(pb.LeaderHeader, s.apiAddr))
+					_ = grpc.SetHeader(ctx, s.leaderHeader)
 				}
 				return res, err
 			}

@@ -103,6 +103,9 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
+	if s.metrics != nil {
+		s.metrics.logBatch.Observe(float64(len(logs)))
+	}
 	if !s.leading() {
 		s.busy <- struct{}{}
 		defer func() { <-s.busy }()

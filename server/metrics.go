@@ -25,6 +25,7 @@ type metrics struct {
 	forwarded      *prometheus.CounterVec
 	watchers       prometheus.Gauge
 	logStoreStalls prometheus.Counter
+	logBatch       prometheus.Histogram
 	leaderChanges  prometheus.Counter
 }
 
@@ -57,13 +58,18 @@ func newMetrics() *metrics {
 			Name: "skiff_raft_log_store_stalls_total",
 			Help: "Leader log writes refused because the one before had not landed in LogStoreStallTimeout (the master steps down).",
 		}),
+		logBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "skiff_raft_log_write_entries",
+			Help:    "Entries per raft log write (one fsynced bolt commit): how well group commit batches.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
 		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_raft_leadership_gained_total",
 			Help: "Times this master became leader.",
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.requestSeconds, m.applySeconds, m.forwarded, m.watchers,
-		m.logStoreStalls, m.leaderChanges,
+		m.logStoreStalls, m.logBatch, m.leaderChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -16,8 +16,15 @@ import (
 )
 
 // logCacheEntries is how many recent log entries are kept in memory: more
-// than one full group-committed batch (MaxAppendEntries) in flight.
+// than a few full group-committed batches (maxAppendEntries) in flight.
 const logCacheEntries = 4096
+
+// maxAppendEntries bounds a group-committed batch and the entries of one
+// AppendEntries. raft allocates a slice of this many pointers for every
+// AppendEntries it sends (heartbeats included) and for every batch it
+// applies: 1,024 made those two slices the largest allocations per write
+// on the leader, while batches under load stay far below 128.
+const maxAppendEntries = 128
 
 // raftStores is everything raft persists, opened before raft itself so that
 // New can tell whether this master already has state.
@@ -124,10 +131,10 @@ func raftConfig(cfg Config) *raft.Config {
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = cfg.raftTimeouts()
 	rc.CommitTimeout = baseCommitTimeout
 	// Group commit: the leader takes every queued apply at once and writes
-	// them with one fsync, and followers receive up to 1024 per RPC. This is
-	// worth about 6x pipelined throughput on this hardware.
+	// them with one fsync, and followers receive up to maxAppendEntries per
+	// RPC. This is worth about 6x pipelined throughput on this hardware.
 	rc.BatchApplyCh = true
-	rc.MaxAppendEntries = 1024
+	rc.MaxAppendEntries = maxAppendEntries
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs

@@ -20,8 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/skiff-sh/skiff/controllers"
-	"github.com/skiff-sh/skiff/controllers/builtin"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,11 +27,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/builtin"
+
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/skiff-sh/skiff/fsm"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -58,9 +60,12 @@ type Server struct {
 
 	apiLn   net.Listener
 	apiAddr string // advertised API address
-	grpc    *grpc.Server
-	httpLn  net.Listener
-	http    *http.Server
+	// leaderHeader names apiAddr in pb.LeaderHeader, as the leader answers
+	// every write (built once; gRPC copies it into each response).
+	leaderHeader metadata.MD
+	grpc         *grpc.Server
+	httpLn       net.Listener
+	http         *http.Server
 
 	// tls is the master's key material, nil with Config.Insecure.
 	tls *serverTLS
@@ -162,6 +167,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("listen for the API on %s: %w", cfg.APIAddr, err)
 	}
 	s.apiAddr = advertiseAddr(s.apiLn.Addr().String(), cfg.RaftAddr)
+	s.leaderHeader = metadata.Pairs(pb.LeaderHeader, s.apiAddr)
 	if cfg.HTTPAddr != "" {
 		s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
