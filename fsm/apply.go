@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"runtime/debug"
 
-	"github.com/hashicorp/go-memdb"
 	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -28,7 +27,7 @@ const defaultPodGrace = 30
 // randomness, and no map iteration whose order could reach the state.
 type applier struct {
 	kinds  map[string]*kindMeta
-	txn    *memdb.Txn
+	txn    *tables
 	index  uint64
 	log    *slog.Logger
 	events []Event
@@ -132,7 +131,7 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 	if cmd.GetUid() == "" {
 		return nil, "", errorf(ErrInvalid, "%s: command uid is required to create", describe(km, m.Namespace, m.Name))
 	}
-	if lookup(a.txn, objectKey(km.Kind, m.Namespace, m.Name)) != nil {
+	if a.txn.get(objectKey(km.Kind, m.Namespace, m.Name)) != nil {
 		return nil, "", errorf(ErrAlreadyExists, "%s", describe(km, m.Namespace, m.Name))
 	}
 	if km.Namespaced {
@@ -173,7 +172,7 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 }
 
 func (a *applier) namespaceActive(ns string) error {
-	r := lookup(a.txn, objectKey("Namespace", "", ns))
+	r := a.txn.get(objectKey("Namespace", "", ns))
 	if r == nil {
 		return errorf(ErrFailedPrecondition, "namespace %q not found", ns)
 	}
@@ -194,7 +193,7 @@ func (a *applier) update(cmd *pb.Command, obj *pb.Object, apply bool) (*pb.Objec
 	if err != nil {
 		return nil, "", err
 	}
-	cur := lookup(a.txn, objectKey(km.Kind, m.Namespace, m.Name))
+	cur := a.txn.get(objectKey(km.Kind, m.Namespace, m.Name))
 	if cur == nil {
 		if apply {
 			return a.create(cmd, obj)
@@ -273,7 +272,7 @@ func (a *applier) updateStatus(obj *pb.Object) (*pb.Object, string, error) {
 	if km.status == nil {
 		return nil, "", errorf(ErrInvalid, "%s have no status", km.Plural)
 	}
-	cur := lookup(a.txn, objectKey(km.Kind, m.Namespace, m.Name))
+	cur := a.txn.get(objectKey(km.Kind, m.Namespace, m.Name))
 	if cur == nil {
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, m.Namespace, m.Name))
 	}
@@ -305,7 +304,7 @@ func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, 
 	case km.Namespaced && ns == "":
 		return nil, "", errorf(ErrInvalid, "%s %q: namespace is required", km.Plural, name)
 	}
-	cur := lookup(a.txn, objectKey(km.Kind, ns, name))
+	cur := a.txn.get(objectKey(km.Kind, ns, name))
 	if cur == nil {
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, ns, name))
 	}
@@ -393,7 +392,7 @@ func (a *applier) bind(cmd *pb.Command, op *pb.BindOp) (*pb.Object, string, erro
 	case op.GetNodeName() == "":
 		return nil, "", errorf(ErrInvalid, "bind %s: node_name is required", describe(km, ns, name))
 	}
-	cur := lookup(a.txn, objectKey(km.Kind, ns, name))
+	cur := a.txn.get(objectKey(km.Kind, ns, name))
 	if cur == nil {
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, ns, name))
 	}
@@ -469,9 +468,8 @@ func (a *applier) hasContents(ns string) bool {
 		if !km.Namespaced {
 			continue
 		}
-		raw, err := a.txn.First(tableObjects, indexID+"_prefix", km.Kind+"\x00"+ns+"\x00")
-		if err != nil || raw != nil {
-			return true // an error keeps the namespace: deleting it would be worse
+		if a.txn.firstWithPrefix(km.Kind+"\x00"+ns+"\x00") != nil {
+			return true
 		}
 	}
 	return false
@@ -481,17 +479,11 @@ func (a *applier) hasContents(ns string) bool {
 // the Deleted event.
 func (a *applier) remove(cur *record, old, last *pb.Object) {
 	last.Meta().ResourceVersion = a.index
-	if err := a.txn.Delete(tableObjects, cur); err != nil {
-		panic(fmt.Sprintf("fsm: delete %q: %v", cur.key, err)) // schema bug; safeCommand recovers
-	}
+	a.txn.remove(cur)
 	a.emit(Deleted, last, old, nil)
 }
 
-func (a *applier) insert(rec *record) {
-	if err := a.txn.Insert(tableObjects, rec); err != nil {
-		panic(fmt.Sprintf("fsm: insert: %v", err)) // schema bug; safeCommand recovers
-	}
-}
+func (a *applier) insert(rec *record) { a.txn.put(rec) }
 
 // emit records an event; encoded is the store's encoding of obj, if the
 // store holds obj exactly (nil for a deletion's last state).

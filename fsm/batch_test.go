@@ -1,8 +1,10 @@
 package fsm_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -263,6 +265,110 @@ func TestCASBatchEqualsApply(t *testing.T) {
 		}
 		if h1, h2 := one.f.StateHash(), batched.f.StateHash(); h1 != h2 {
 			t.Fatalf("seed %d: state hashes differ", seed)
+		}
+	}
+}
+
+// TestReadsDuringWrites: lists, counts and snapshots taken while batches
+// are applied each see exactly the objects of the index they report, and
+// a snapshot written out while writes go on restores to its index's state.
+// Run with -race: readers share the store's trees with the writer's
+// copy-on-write transactions.
+func TestReadsDuringWrites(t *testing.T) {
+	const n = 3000
+	c := newCluster(t, 0)
+	c.must(createCmd(namespace("default"))) // index 1
+	logs := make([]*raft.Log, n)
+	for i := range logs {
+		idx := uint64(2 + i)
+		cmd := createCmd(configMap("default", fmt.Sprintf("cm-%05d", i), map[string]string{"v": "x"}))
+		cmd.Time, cmd.Uid = timeAt(idx), fmt.Sprint("uid-", idx)
+		data, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs[i] = &raft.Log{Index: idx, Type: raft.LogCommand, Data: data}
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 3)
+	reader := func(read func() error) {
+		for {
+			select {
+			case <-done:
+				errs <- nil
+				return
+			default:
+			}
+			if err := read(); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}
+	// The objects created up to index are cm-00000 .. cm-(index-2).
+	go reader(func() error {
+		items, index, err := c.f.List(fsm.Query{Kind: "ConfigMap", Namespace: "default"})
+		if err != nil {
+			return err
+		}
+		if want := int(index) - 1; len(items) != want {
+			return fmt.Errorf("list at index %d: %d objects, want %d", index, len(items), want)
+		}
+		for i, o := range items {
+			if name := fmt.Sprintf("cm-%05d", i); o.Meta().GetName() != name {
+				return fmt.Errorf("list at index %d: item %d is %s, want %s", index, i, o.Meta().GetName(), name)
+			}
+		}
+		return nil
+	})
+	go reader(func() error {
+		before := c.f.AppliedIndex()
+		got, err := c.f.Count("ConfigMap")
+		after := c.f.AppliedIndex()
+		if err != nil {
+			return err
+		}
+		if got < int(before)-1 || got > int(after)-1 {
+			return fmt.Errorf("count %d between indexes %d and %d", got, before, after)
+		}
+		return nil
+	})
+	go reader(func() error {
+		snap, err := c.f.Snapshot()
+		if err != nil {
+			return err
+		}
+		sink := &memSink{}
+		if err := snap.Persist(sink); err != nil {
+			return err
+		}
+		index, err := fsm.SnapshotIndex(bytes.NewReader(sink.Bytes()))
+		if err != nil {
+			return err
+		}
+		fresh, err := fsm.New(fsm.DefaultConfig()) // not newCluster: no t.Fatal off the test goroutine
+		if err != nil {
+			return err
+		}
+		if err := fresh.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+			return err
+		}
+		if got, _ := fresh.Count("ConfigMap"); got != int(index)-1 {
+			return fmt.Errorf("snapshot at index %d restores %d objects, want %d", index, got, index-1)
+		}
+		return nil
+	})
+	for i := 0; i < n; i += 16 {
+		for _, res := range c.f.ApplyBatch(logs[i:min(i+16, n)]) {
+			if err := res.(*fsm.Result).Err; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(done)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
 		}
 	}
 }

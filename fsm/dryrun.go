@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"github.com/hashicorp/go-memdb"
 	gproto "google.golang.org/protobuf/proto"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -37,10 +36,9 @@ func (f *FSM) DryRun(cmd *pb.Command) *Result {
 	defer f.wmu.Unlock()
 	// Writers hold wmu, so applied and the store cannot change until we
 	// are done: before is the state the command is checked against.
-	before := f.db.Txn(false)
+	before := f.w
 	index := f.applied + 1
-	txn := f.db.Txn(true)
-	defer txn.Abort()
+	txn := f.w.clone()                       // dropped when done
 	log := f.cfg.Logger.With("dryRun", true) // a panic's log line names no real index
 	a := &applier{kinds: f.kinds, txn: txn, index: index, log: log}
 	res, _ := a.safeCommand(cmd)
@@ -52,7 +50,7 @@ func (f *FSM) DryRun(cmd *pb.Command) *Result {
 // objects it made get the resourceVersion they have in before, or 0. Only
 // objects carrying index were made by the dry run; stored objects (an
 // "unchanged" result) have older versions and are left alone.
-func unversion(res *Result, before *memdb.Txn, index uint64) {
+func unversion(res *Result, before *tables, index uint64) {
 	if res == nil {
 		return
 	}
@@ -60,7 +58,7 @@ func unversion(res *Result, before *memdb.Txn, index uint64) {
 	if obj := res.Object; obj != nil && obj.Meta().GetResourceVersion() == index {
 		m := obj.Meta()
 		m.ResourceVersion = 0
-		if r := lookup(before, objectKey(obj.KindName(), m.GetNamespace(), m.GetName())); r != nil {
+		if r := before.get(objectKey(obj.KindName(), m.GetNamespace(), m.GetName())); r != nil {
 			if prev, err := r.object(); err == nil {
 				m.ResourceVersion = prev.Meta().GetResourceVersion()
 			}

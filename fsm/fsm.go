@@ -1,6 +1,6 @@
 // Package fsm is skiff's replicated cluster store: the Raft state machine.
 //
-// Every object lives in a copy-on-write in-memory table (hashicorp/go-memdb),
+// Every object lives in copy-on-write in-memory B-trees (tables.go),
 // so a snapshot is O(1) to take. Apply is deterministic: it reads only the
 // store and the command (time and UIDs are chosen by the leader before it
 // proposes), so every master that applies the same log holds byte-identical
@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 	gproto "google.golang.org/protobuf/proto"
 
@@ -122,12 +121,17 @@ type FSM struct {
 	// concurrently, but ApplyCommand is public.
 	wmu sync.Mutex
 
+	// w is the writer's copy of the tables: every write transaction is a
+	// clone of it (tables.go). Guarded by wmu.
+	w *tables
+
 	// mu makes a commit, its applied index and its watch events visible
 	// together, so a List at index i followed by a Watch from i neither misses
-	// nor repeats an event. It is held only briefly: a memdb commit swaps
-	// roots, it copies nothing.
-	mu      sync.RWMutex
-	db      *memdb.MemDB
+	// nor repeats an event. It is held only briefly: a commit swaps tables,
+	// it copies nothing.
+	mu sync.RWMutex
+	// cur is the published tables, which readers share; never changed.
+	cur     *tables
 	applied uint64
 	events  eventLog
 	// notify is closed and replaced whenever applied or events change: one
@@ -148,14 +152,12 @@ func New(cfg Config) (*FSM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := newDB()
-	if err != nil {
-		return nil, fmt.Errorf("fsm: create store: %w", err)
-	}
+	t := newTables()
 	return &FSM{
 		cfg:    cfg,
 		kinds:  newKindTable(),
-		db:     db,
+		w:      t,
+		cur:    t.clone(),
 		events: newEventLog(cfg.EventWindow, 0, 0),
 		notify: make(chan struct{}),
 	}, nil
@@ -176,9 +178,9 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 }
 
 // ApplyBatch implements raft.BatchingFSM; it returns one *Result per log.
-// A group-committed batch is applied in one memdb write transaction (each
-// transaction copies the radix-tree paths it touches, so one per command
-// was most of the store's cost) and published at once: readers and
+// A group-committed batch is applied in one write transaction (each
+// transaction copies the tree nodes it touches once, so a transaction per
+// command would copy them per command) and published at once: readers and
 // watchers see the whole batch or none of it. Each command still gets its
 // own index and result, and a failing command writes nothing (every
 // command checks before it writes), exactly as in a Batch command. A
@@ -192,7 +194,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
-	txn := f.db.Txn(true)
+	txn := f.w.clone()
 	var events []Event
 	last := f.applied
 	for i, l := range logs {
@@ -215,7 +217,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		a := &applier{kinds: f.kinds, txn: txn, index: l.Index, log: f.cfg.Logger}
 		r, ok := a.safeCommand(cmd)
 		if !ok {
-			txn.Abort()
+			// txn is dropped: nothing of the batch is kept.
 			for j, l := range logs {
 				out[j] = f.applyLog(l)
 			}
@@ -250,7 +252,7 @@ func (f *FSM) ApplyCommand(index uint64, cmd *pb.Command) *Result {
 	return f.apply(index, gproto.Clone(cmd).(*pb.Command), nil)
 }
 
-// apply runs cmd (which the store now owns) at index in one memdb write
+// apply runs cmd (which the store now owns) at index in one write
 // transaction. A nil cmd with a nil err only advances the index.
 func (f *FSM) apply(index uint64, cmd *pb.Command, err error) *Result {
 	f.wmu.Lock()
@@ -266,19 +268,18 @@ func (f *FSM) applyLocked(index uint64, cmd *pb.Command, err error) *Result {
 		res.Err = fmt.Errorf("%w: index %d is not after the applied index %d", ErrInvalid, index, f.applied)
 		return res
 	}
-	var txn *memdb.Txn
+	var txn *tables
 	var events []Event
 	if err != nil {
 		f.cfg.Logger.Warn("fsm: skipping undecodable log entry", "index", index, "err", err)
 	} else if cmd != nil {
-		txn = f.db.Txn(true)
+		txn = f.w.clone()
 		a := &applier{kinds: f.kinds, txn: txn, index: index, log: f.cfg.Logger}
 		var ok bool
 		if res, ok = a.safeCommand(cmd); ok {
 			events = a.events
 		} else {
-			txn.Abort() // nothing of a command that panicked is kept
-			txn = nil
+			txn = nil // dropped: nothing of a command that panicked is kept
 		}
 	}
 	f.publish(txn, index, events)
@@ -286,12 +287,18 @@ func (f *FSM) applyLocked(index uint64, cmd *pb.Command, err error) *Result {
 }
 
 // publish commits txn (if any), advances the applied index and wakes every
-// waiter and watcher, atomically for readers.
-func (f *FSM) publish(txn *memdb.Txn, index uint64, events []Event) {
+// waiter and watcher, atomically for readers. The caller holds wmu.
+func (f *FSM) publish(txn *tables, index uint64, events []Event) {
+	var pub *tables
+	if txn != nil {
+		// Readers get their own clone, so that the writer's next clone of
+		// txn changes nothing they read.
+		f.w, pub = txn, txn.clone()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if txn != nil {
-		txn.Commit()
+	if pub != nil {
+		f.cur = pub
 	}
 	f.applied = index
 	f.events.append(events)
@@ -324,11 +331,11 @@ func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 	}
 }
 
-// read returns a read transaction and the index it reflects.
-func (f *FSM) read() (*memdb.Txn, uint64) {
+// read returns the published tables and the index they reflect.
+func (f *FSM) read() (*tables, uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.db.Txn(false), f.applied
+	return f.cur, f.applied
 }
 
 // kind resolves a kind name; besides "Pod" it accepts what kubectl does
@@ -346,8 +353,8 @@ func (f *FSM) Get(kind, namespace, name string) (*pb.Object, error) {
 	if !km.Namespaced {
 		namespace = ""
 	}
-	txn, _ := f.read()
-	if r := lookup(txn, objectKey(km.Kind, namespace, name)); r != nil {
+	t, _ := f.read()
+	if r := t.get(objectKey(km.Kind, namespace, name)); r != nil {
 		return r.object()
 	}
 	return nil, fmt.Errorf("%w: %s %q", ErrNotFound, km.Plural, displayKey(namespace, name))
@@ -393,27 +400,25 @@ func (f *FSM) scan(q Query, fn func(*record) error) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	txn, index := f.read()
-	var it memdb.ResultIterator
+	t, index := f.read()
+	visit := func(r *record) bool {
+		if m.matchesRecord(r) {
+			err = fn(r)
+		}
+		return err == nil
+	}
 	if node, ok := m.nodeName(); ok {
 		// Pods on one node come from the node index, already in key order.
-		it, err = txn.Get(tableObjects, indexNode, node)
+		t.ascendIndex(indexNode, node, visit)
 	} else {
 		prefix := m.kind.Kind + "\x00"
 		if m.namespace != "" {
 			prefix += m.namespace + "\x00"
 		}
-		it, err = txn.Get(tableObjects, indexID+"_prefix", prefix)
+		t.ascendPrefix(prefix, visit)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("fsm: list %s: %w", m.kind.Plural, err)
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if r := raw.(*record); m.matchesRecord(r) {
-			if err := fn(r); err != nil {
-				return 0, err
-			}
-		}
+		return 0, err
 	}
 	return index, nil
 }
@@ -425,53 +430,36 @@ func (f *FSM) Count(kind string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	txn, _ := f.read()
-	it, err := txn.Get(tableObjects, indexID+"_prefix", km.Kind+"\x00")
-	if err != nil {
-		return 0, fmt.Errorf("fsm: count %s: %w", km.Plural, err)
-	}
+	t, _ := f.read()
 	n := 0
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		n++
-	}
+	t.ascendPrefix(km.Kind+"\x00", func(*record) bool { n++; return true })
 	return n, nil
 }
 
 // Dependents returns the objects whose ownerReferences name ownerUID, in key
 // order: the garbage collector's lookup.
 func (f *FSM) Dependents(ownerUID string) []*pb.Object {
-	txn, _ := f.read()
-	it, err := txn.Get(tableObjects, indexOwner, ownerUID)
-	if err != nil {
-		return nil
-	}
+	t, _ := f.read()
 	var out []*pb.Object
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if obj, err := raw.(*record).object(); err == nil {
+	t.ascendIndex(indexOwner, ownerUID, func(r *record) bool {
+		if obj, err := r.object(); err == nil {
 			out = append(out, obj)
 		}
-	}
+		return true
+	})
 	return out
 }
 
 // StateHash returns a SHA-256 over every object in key order, encoded
 // deterministically: equal on every master that applied the same log.
 func (f *FSM) StateHash() string {
-	txn, _ := f.read()
+	t, _ := f.read()
 	h := sha256.New()
-	if err := writeObjects(h, txn); err != nil {
+	if err := writeObjects(h, t); err != nil {
 		// Only a marshalling bug can get here; make it visible in the hash.
 		return "error: " + err.Error()
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-func lookup(txn *memdb.Txn, key string) *record {
-	raw, err := txn.First(tableObjects, indexID, key)
-	if err != nil || raw == nil {
-		return nil
-	}
-	return raw.(*record)
 }
 
 func displayKey(namespace, name string) string {

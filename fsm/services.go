@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/hashicorp/go-memdb"
-
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -55,12 +53,6 @@ type fieldError struct{ msg string }
 
 func (e *fieldError) Error() string        { return e.msg }
 func (e *fieldError) Is(target error) bool { return target == ErrInvalid }
-
-// Index names of the allocation indexes (see newDB).
-const (
-	indexClusterIP = "clusterip" // Services by canonical spec.clusterIP ("" and "None" hold none)
-	indexNodePort  = "nodeport"  // Services by each spec.ports[].nodePort, protocol-agnostic as in Kubernetes
-)
 
 // ClusterIPKey returns the form a clusterIP is indexed under: the canonical
 // text of the address (IPv4-mapped IPv6 unmapped), so that two spellings
@@ -186,7 +178,7 @@ func (a *applier) checkService(km *kindMeta, svc *pb.Service, cur *pb.Service, s
 	if err := MergeServiceUpdate(cur.GetSpec(), svc.Spec); err != nil {
 		return errorf(ErrInvalid, "%s: %v", describe(km, m.GetNamespace(), m.GetName()), err)
 	}
-	view := ServiceAllocations{txn: a.txn}
+	view := ServiceAllocations{t: a.txn}
 	if key, ok := ClusterIPKey(svc.Spec.GetClusterIp()); ok {
 		if holder := view.holder(indexClusterIP, key, self); holder != "" {
 			return &AllocationError{Object: describe(km, m.GetNamespace(), m.GetName()), Field: "spec.clusterIP", Value: strconv.Quote(svc.Spec.GetClusterIp())}
@@ -206,13 +198,13 @@ func (a *applier) checkService(km *kindMeta, svc *pb.Service, cur *pb.Service, s
 // nodePorts that stored Services hold, for the leader's allocator: each
 // lookup is one index probe.
 type ServiceAllocations struct {
-	txn *memdb.Txn
+	t *tables
 }
 
 // ServiceAllocations returns a view of the store as of now.
 func (f *FSM) ServiceAllocations() ServiceAllocations {
-	txn, _ := f.read()
-	return ServiceAllocations{txn: txn}
+	t, _ := f.read()
+	return ServiceAllocations{t: t}
 }
 
 // ClusterIPHolder returns "namespace/name" of a Service holding ip, or "".
@@ -233,18 +225,16 @@ func (v ServiceAllocations) NodePortHolder(port int32) string {
 // indexed under value. The indexes are not unique on purpose: a store
 // restored from before these rules may hold duplicates, which must stay
 // readable and deletable.
-func (v ServiceAllocations) holder(index, value, self string) string {
-	if v.txn == nil {
+func (v ServiceAllocations) holder(index indexName, value, self string) string {
+	if v.t == nil {
 		return ""
 	}
-	it, err := v.txn.Get(tableObjects, index, value)
-	if err != nil {
-		return ""
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if r := raw.(*record); r.key != self {
-			return displayKey(r.namespace, r.name)
+	holder := ""
+	v.t.ascendIndex(index, value, func(r *record) bool {
+		if r.key != self {
+			holder = displayKey(r.namespace, r.name)
 		}
-	}
-	return ""
+		return holder == ""
+	})
+	return holder
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 	gproto "google.golang.org/protobuf/proto"
 
@@ -35,21 +34,20 @@ const (
 
 // Snapshot implements raft.FSM; it is O(1).
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	// memdb's snapshot shares the immutable radix tree: no copying here, and
-	// Apply goes on while Persist writes it out.
-	return &snapshot{db: f.db.Snapshot(), index: f.applied}, nil
+	// The published tables never change: no copying here, and Apply goes
+	// on while Persist writes them out.
+	t, index := f.read()
+	return &snapshot{t: t, index: index}, nil
 }
 
 type snapshot struct {
-	db    *memdb.MemDB
+	t     *tables
 	index uint64
 }
 
 // Persist implements raft.FSMSnapshot.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := writeSnapshot(sink, s.db.Txn(false), s.index); err != nil {
+	if err := writeSnapshot(sink, s.t, s.index); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("fsm: persist snapshot at index %d: %w", s.index, err)
 	}
@@ -60,7 +58,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // garbage collector reclaims.
 func (s *snapshot) Release() {}
 
-func writeSnapshot(w io.Writer, txn *memdb.Txn, index uint64) error {
+func writeSnapshot(w io.Writer, t *tables, index uint64) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var hdr [len(snapshotMagic) + 4 + 8]byte
 	copy(hdr[:], snapshotMagic)
@@ -69,7 +67,7 @@ func writeSnapshot(w io.Writer, txn *memdb.Txn, index uint64) error {
 	if _, err := bw.Write(hdr[:]); err != nil {
 		return err
 	}
-	if err := writeObjects(bw, txn); err != nil {
+	if err := writeObjects(bw, t); err != nil {
 		return err
 	}
 	if err := bw.WriteByte(0); err != nil {
@@ -80,38 +78,34 @@ func writeSnapshot(w io.Writer, txn *memdb.Txn, index uint64) error {
 
 // writeObjects writes every object, length-prefixed, in key order: the body
 // of a snapshot and the input of StateHash.
-func writeObjects(w io.Writer, txn *memdb.Txn) error {
-	it, err := txn.Get(tableObjects, indexID)
-	if err != nil {
-		return err
-	}
+func writeObjects(w io.Writer, t *tables) error {
 	var n [binary.MaxVarintLen64]byte
-	for raw := it.Next(); raw != nil; raw = it.Next() {
+	var err error
+	t.ascend(func(r *record) bool {
 		// The store's bytes are already the deterministic encoding.
-		b := raw.(*record).raw
-		if _, err := w.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))]); err != nil {
-			return err
+		if _, err = w.Write(n[:binary.PutUvarint(n[:], uint64(len(r.raw)))]); err == nil {
+			_, err = w.Write(r.raw)
 		}
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-	}
-	return nil
+		return err == nil
+	})
+	return err
 }
 
 // Restore implements raft.FSM, replacing the whole state. On error the state
 // is left as it was.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	db, index, err := readSnapshot(rc, f.kinds)
+	t, index, err := readSnapshot(rc, f.kinds)
 	if err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
+	f.w = t
+	pub := t.clone()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.db = db
+	f.cur = pub
 	f.applied = index
 	// The history before the snapshot is unknown here: watches resume from
 	// the snapshot's index at the earliest, and running ones expire.
@@ -140,19 +134,14 @@ func SnapshotIndex(r io.Reader) (uint64, error) {
 	return binary.BigEndian.Uint64(hdr[len(snapshotMagic)+4:]), nil
 }
 
-func readSnapshot(r io.Reader, kinds map[string]*kindMeta) (*memdb.MemDB, uint64, error) {
+func readSnapshot(r io.Reader, kinds map[string]*kindMeta) (*tables, uint64, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	index, err := SnapshotIndex(br)
 	if err != nil {
 		return nil, 0, err
 	}
 
-	db, err := newDB()
-	if err != nil {
-		return nil, 0, err
-	}
-	txn := db.Txn(true)
-	defer txn.Abort() // no-op after Commit
+	t := newTables()
 	check := &applier{kinds: kinds}
 	for i := 0; ; i++ {
 		n, err := binary.ReadUvarint(br)
@@ -182,18 +171,15 @@ func readSnapshot(r io.Reader, kinds map[string]*kindMeta) (*memdb.MemDB, uint64
 		if err != nil {
 			return nil, 0, fmt.Errorf("object %d: %w", i, err)
 		}
-		if lookup(txn, rec.key) != nil {
+		if t.get(rec.key) != nil {
 			return nil, 0, fmt.Errorf("object %d: duplicate %s", i, displayKey(rec.namespace, rec.name))
 		}
-		if err := txn.Insert(tableObjects, rec); err != nil {
-			return nil, 0, fmt.Errorf("object %d: %w", i, err)
-		}
+		t.put(rec)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		return nil, 0, errors.New("data after the end of the snapshot")
 	}
-	txn.Commit()
-	return db, index, nil
+	return t, index, nil
 }
 
 // noEOF reports a snapshot that ends before its end marker as truncated.
