@@ -70,8 +70,7 @@ func (f *InformerFactory) get(kind string, metadata bool) *Informer {
 		}
 		into = f.metadata
 	}
-	inf := newInformer(kind, f.cluster, f.log, f.metrics, f.resync)
-	inf.metadata = metadata
+	inf := newInformer(kind, metadata, f.cluster, f.log, f.metrics, f.resync)
 	into[kind] = inf
 	if f.ctx != nil {
 		f.start(inf)

@@ -97,10 +97,11 @@ func EnqueueObject(q Queue) Handler {
 // kind and metadata, as Kubernetes' metadata informers keep
 // PartialObjectMetadata: what the garbage collector and the namespace
 // controller need of every object in the cluster, without a second copy of
-// all of it in the leader's memory.
+// all of it in the leader's memory. It keeps them encoded (itemStore), and
+// hands out decoded copies.
 type Informer struct {
 	kind     string
-	metadata bool // keep and hand out metadataOf(obj)
+	metadata bool // keep and hand out metadataOf(obj), encoded (itemStore)
 	cluster  Cluster
 	log      *slog.Logger
 	metrics  *informerMetrics
@@ -108,7 +109,7 @@ type Informer struct {
 	bookmark int32
 
 	mu       sync.RWMutex
-	items    map[string]*pb.Object
+	items    itemStore
 	indexers map[string]IndexFunc
 	indices  map[string]map[string]map[string]struct{} // index -> value -> keys
 	rv       uint64                                    // last resourceVersion seen
@@ -123,16 +124,16 @@ type Informer struct {
 	nextID     int
 }
 
-func newInformer(kind string, cluster Cluster, log *slog.Logger, m *informerMetrics, resync time.Duration) *Informer {
+func newInformer(kind string, metadata bool, cluster Cluster, log *slog.Logger, m *informerMetrics, resync time.Duration) *Informer {
 	inf := &Informer{
-		kind: kind, cluster: cluster, log: log.With("informer", kind), metrics: m, resync: resync,
+		kind: kind, metadata: metadata, cluster: cluster, log: log.With("informer", kind), metrics: m, resync: resync,
 		bookmark: 30,
-		items:    make(map[string]*pb.Object),
 		indexers: make(map[string]IndexFunc),
 		indices:  make(map[string]map[string]map[string]struct{}),
 		synced:   make(chan struct{}),
 		handlers: make(map[int]Handler),
 	}
+	inf.items.init(metadata)
 	inf.AddIndexer(IndexNamespace, func(o *pb.Object) []string { return []string{o.Meta().GetNamespace()} })
 	inf.AddIndexer(IndexOwner, func(o *pb.Object) []string {
 		refs := o.Meta().GetOwnerReferences()
@@ -164,11 +165,11 @@ func (inf *Informer) AddIndexer(name string, fn IndexFunc) {
 	inf.indexers[name] = fn
 	idx := make(map[string]map[string]struct{})
 	inf.indices[name] = idx
-	for key, obj := range inf.items {
+	inf.items.each(func(key string, obj *pb.Object) {
 		for _, v := range fn(obj) {
 			addToIndex(idx, v, key)
 		}
-	}
+	})
 }
 
 // AddHandler registers h and calls h.OnAdd for every object already
@@ -219,25 +220,23 @@ func (inf *Informer) ResourceVersion() uint64 {
 func (inf *Informer) Get(key string) (*pb.Object, bool) {
 	inf.mu.RLock()
 	defer inf.mu.RUnlock()
-	o, ok := inf.items[key]
-	return o, ok
+	o := inf.items.get(key)
+	return o, o != nil
 }
 
 // Len is the number of cached objects.
 func (inf *Informer) Len() int {
 	inf.mu.RLock()
 	defer inf.mu.RUnlock()
-	return len(inf.items)
+	return inf.items.len()
 }
 
 // List returns every cached object, in no particular order.
 func (inf *Informer) List() []*pb.Object {
 	inf.mu.RLock()
 	defer inf.mu.RUnlock()
-	out := make([]*pb.Object, 0, len(inf.items))
-	for _, o := range inf.items {
-		out = append(out, o)
-	}
+	out := make([]*pb.Object, 0, inf.items.len())
+	inf.items.each(func(_ string, o *pb.Object) { out = append(out, o) })
 	return out
 }
 
@@ -249,7 +248,7 @@ func (inf *Informer) ByIndex(name, value string) []*pb.Object {
 	keys := inf.indices[name][value]
 	out := make([]*pb.Object, 0, len(keys))
 	for _, k := range slices.Sorted(maps.Keys(keys)) {
-		out = append(out, inf.items[k])
+		out = append(out, inf.items.get(k))
 	}
 	return out
 }
@@ -280,14 +279,12 @@ func (inf *Informer) Select(namespace string, sel labels.Selector) []*pb.Object 
 		}
 	}
 	if !indexed {
-		for _, o := range inf.items {
-			match(o)
-		}
+		inf.items.each(func(_ string, o *pb.Object) { match(o) })
 		slices.SortFunc(out, func(a, b *pb.Object) int { return strings.Compare(KeyOf(a), KeyOf(b)) })
 		return out
 	}
 	for _, k := range slices.Sorted(maps.Keys(keys)) {
-		match(inf.items[k])
+		match(inf.items.get(k))
 	}
 	return out
 }
@@ -385,21 +382,26 @@ func (inf *Informer) replace(items []*pb.Object, rv uint64) {
 		}
 		key := KeyOf(obj)
 		seen[key] = struct{}{}
-		old := inf.items[key]
+		old := inf.items.get(key)
 		if old != nil && old.Meta().GetResourceVersion() == obj.Meta().GetResourceVersion() && old.Meta().GetUid() == obj.Meta().GetUid() {
 			continue
 		}
 		inf.store(key, old, obj)
 		changes = append(changes, change{old, obj})
 	}
-	for key, old := range inf.items {
+	var gone []string
+	inf.items.each(func(key string, _ *pb.Object) {
 		if _, ok := seen[key]; !ok {
-			inf.store(key, old, nil)
-			changes = append(changes, change{old, nil})
+			gone = append(gone, key)
 		}
+	})
+	for _, key := range gone {
+		old := inf.items.get(key)
+		inf.store(key, old, nil)
+		changes = append(changes, change{old, nil})
 	}
 	inf.rv = rv
-	n := len(inf.items)
+	n := inf.items.len()
 	inf.mu.Unlock()
 	inf.metrics.objects.WithLabelValues(inf.kind).Set(float64(n))
 
@@ -428,7 +430,7 @@ func (inf *Informer) apply(ev *pb.WatchEvent) {
 	}
 	inf.metrics.events.WithLabelValues(inf.kind, ev.GetType()).Inc()
 	key := KeyOf(obj)
-	old := inf.items[key]
+	old := inf.items.get(key)
 	var next *pb.Object
 	switch {
 	case ev.GetType() == EventDeleted:
@@ -447,7 +449,7 @@ func (inf *Informer) apply(ev *pb.WatchEvent) {
 		next = obj
 	}
 	inf.store(key, old, next)
-	n := len(inf.items)
+	n := inf.items.len()
 	inf.mu.Unlock()
 	inf.metrics.objects.WithLabelValues(inf.kind).Set(float64(n))
 
@@ -472,11 +474,7 @@ func (inf *Informer) store(key string, old, obj *pb.Object) {
 			}
 		}
 	}
-	if obj == nil {
-		delete(inf.items, key)
-	} else {
-		inf.items[key] = obj
-	}
+	inf.items.put(key, obj)
 }
 
 // dispatch tells every handler; the caller holds dispatchMu.
@@ -586,4 +584,75 @@ func metadataOf(obj *pb.Object) *pb.Object {
 		}
 	}
 	return pb.Wrap(part)
+}
+
+// itemStore is an informer's cache, by key. A full informer keeps the
+// objects as the watch delivered them. A metadata informer keeps its
+// reduced objects encoded, since it holds one for every object of its kind
+// in the cluster: a decoded object is a tree of small heap objects that
+// the garbage collector marks on every cycle, bytes are not scanned. Each
+// read decodes a copy (about a microsecond for metadata).
+type itemStore struct {
+	decoded map[string]*pb.Object // full informers
+	encoded map[string][]byte     // metadata informers
+}
+
+func (s *itemStore) init(encode bool) {
+	if encode {
+		s.encoded = make(map[string][]byte)
+	} else {
+		s.decoded = make(map[string]*pb.Object)
+	}
+}
+
+// get returns the object of key, or nil.
+func (s *itemStore) get(key string) *pb.Object {
+	if s.decoded != nil {
+		return s.decoded[key]
+	}
+	raw, ok := s.encoded[key]
+	if !ok {
+		return nil
+	}
+	return decodeItem(raw)
+}
+
+// put stores obj under key; nil removes key.
+func (s *itemStore) put(key string, obj *pb.Object) {
+	switch {
+	case obj == nil:
+		delete(s.decoded, key)
+		delete(s.encoded, key)
+	case s.decoded != nil:
+		s.decoded[key] = obj
+	default:
+		raw, err := obj.MarshalVT()
+		if err != nil {
+			// Only a bug can get here: an object the store encoded once
+			// already. Keep the key, as absent would tell the collector
+			// the object is gone.
+			panic(fmt.Sprintf("informer: encode %s: %v", key, err))
+		}
+		s.encoded[key] = raw
+	}
+}
+
+func (s *itemStore) len() int { return len(s.decoded) + len(s.encoded) }
+
+// each calls fn for every object, in no particular order.
+func (s *itemStore) each(fn func(key string, obj *pb.Object)) {
+	for k, o := range s.decoded {
+		fn(k, o)
+	}
+	for k, raw := range s.encoded {
+		fn(k, decodeItem(raw))
+	}
+}
+
+func decodeItem(raw []byte) *pb.Object {
+	obj := &pb.Object{}
+	if err := obj.UnmarshalVT(raw); err != nil {
+		panic(fmt.Sprintf("informer: decode a cached object: %v", err)) // its own encoding: a bug
+	}
+	return obj
 }
