@@ -390,7 +390,7 @@ func (inf *Informer) replace(items []*pb.Object, rv uint64) {
 		changes = append(changes, change{old, obj})
 	}
 	var gone []string
-	inf.items.each(func(key string, _ *pb.Object) {
+	inf.items.eachKey(func(key string) {
 		if _, ok := seen[key]; !ok {
 			gone = append(gone, key)
 		}
@@ -646,6 +646,16 @@ func (s *itemStore) each(fn func(key string, obj *pb.Object)) {
 	}
 	for k, raw := range s.encoded {
 		fn(k, decodeItem(raw))
+	}
+}
+
+// eachKey calls fn for every key, decoding nothing.
+func (s *itemStore) eachKey(fn func(key string)) {
+	for k := range s.decoded {
+		fn(k)
+	}
+	for k := range s.encoded {
+		fn(k)
 	}
 }
 

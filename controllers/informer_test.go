@@ -49,14 +49,29 @@ func (r *recorder) get() []string {
 	return append([]string(nil), r.log...)
 }
 
+// informerFor returns the full informer of kind, or its metadata informer:
+// the tests below hold for both.
+func informerFor(h *controllertest.Harness, kind string, metadata bool) *controllers.Informer {
+	if metadata {
+		return h.Informers.ForMetadata(kind)
+	}
+	return h.Informers.For(kind)
+}
+
 func TestInformerIndexesAndSelects(t *testing.T) {
+	for _, metadata := range []bool{false, true} {
+		t.Run(fmt.Sprint("metadata=", metadata), func(t *testing.T) { testInformerIndexesAndSelects(t, metadata) })
+	}
+}
+
+func testInformerIndexesAndSelects(t *testing.T, metadata bool) {
 	h := controllertest.NewHarness(t,
 		pod("a", "p1", map[string]string{"app": "web", "tier": "fe"}, "rs1"),
 		pod("a", "p2", map[string]string{"app": "web"}, "rs1"),
 		pod("a", "p3", map[string]string{"app": "db"}, ""),
 		pod("b", "p4", map[string]string{"app": "web"}, "rs2"),
 	)
-	inf := h.Informers.For("pods") // any name LookupKind knows
+	inf := informerFor(h, "pods", metadata) // any name LookupKind knows
 	inf.AddIndexer("app", func(o *pb.Object) []string { return []string{o.Meta().GetLabels()["app"]} })
 	h.Start()
 
@@ -105,8 +120,14 @@ func TestInformerIndexesAndSelects(t *testing.T) {
 }
 
 func TestInformerHandlersAndRelist(t *testing.T) {
+	for _, metadata := range []bool{false, true} {
+		t.Run(fmt.Sprint("metadata=", metadata), func(t *testing.T) { testInformerHandlersAndRelist(t, metadata) })
+	}
+}
+
+func testInformerHandlersAndRelist(t *testing.T, metadata bool) {
 	h := controllertest.NewHarness(t, pod("a", "p1", nil, ""), pod("a", "p2", nil, ""))
-	inf := h.Informers.For("Pod")
+	inf := informerFor(h, "Pod", metadata)
 	early := &recorder{}
 	inf.AddHandler(early)
 	h.Start()
