@@ -153,11 +153,13 @@ func benchWrites(ctx context.Context, e *env, o options, rep *Report) error {
 	t := &skiffTarget{c: c, namespace: "default"}
 	for _, n := range o.clients {
 		stopPerf := perfLeader(ctx, c, o.perfDir, fmt.Sprintf("writes-%d", n), o.duration)
+		before := c.scrapeAll(ctx)
 		res, err := runWrites(ctx, t, n, o.duration)
 		stopPerf()
 		if err != nil {
 			return err
 		}
+		logBatches(ctx, rep, c, "API", n, before)
 		var g *goal
 		if n >= 64 {
 			g = atMost(30, "ms")

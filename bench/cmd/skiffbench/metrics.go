@@ -82,3 +82,43 @@ func leaderBreakdown(rep *Report, what string, clients int, clientMean time.Dura
 	rep.add("writes", fmt.Sprintf("%s mean latency split, %d clients", what, clients), ms(clientMean), "ms", nil, "",
 		fmt.Sprintf("leader: Create handler %.2fms, of which raft.Apply->applied %.2fms; the rest is client+gRPC(+forwarding)", handler, apply))
 }
+
+// scrapeAll is promSums of every master (nil where a scrape failed).
+func (c *skiffCluster) scrapeAll(ctx context.Context) []map[string]float64 {
+	out := make([]map[string]float64, len(c.masters))
+	for i, m := range c.masters {
+		out[i], _ = promSums(ctx, m.httpAddr)
+	}
+	return out
+}
+
+// logBatches reports how many entries each master wrote per raft log write
+// (one bolt commit, two fdatasyncs) during a run: the group commit that
+// per-batch costs are divided by.
+func logBatches(ctx context.Context, rep *Report, c *skiffCluster, what string, clients int, before []map[string]float64) {
+	l, err := c.leader(ctx)
+	if err != nil {
+		return
+	}
+	after := c.scrapeAll(ctx)
+	var parts []string
+	var leader float64
+	for i := range c.masters {
+		if before[i] == nil || after[i] == nil {
+			return
+		}
+		const h = "skiff_raft_log_write_entries"
+		n := after[i][h+"_count"] - before[i][h+"_count"]
+		if n <= 0 {
+			return
+		}
+		mean := (after[i][h+"_sum"] - before[i][h+"_sum"]) / n
+		role := "follower"
+		if i == l {
+			role, leader = "leader", mean
+		}
+		parts = append(parts, fmt.Sprintf("m%d (%s) %.1f entries in %.0f writes", i+1, role, mean, n))
+	}
+	rep.add("writes", fmt.Sprintf("%s entries per log write on the leader, %d clients", what, clients), leader, "", nil, "",
+		strings.Join(parts, "; "))
+}
