@@ -416,9 +416,16 @@ func (s *Server) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, err
 		return nil, status.Errorf(codes.Internal, "encode command: %v", err)
 	}
 	start := time.Now()
-	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
+	f, b, ok := s.batches.apply(ctx, data, s.cfg.ApplyTimeout)
+	if !ok {
+		return nil, pb.NotAppliedError(fmt.Sprintf("not applied (%v while waiting for the writes before it): safe to retry", ctx.Err()))
+	}
 	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
+	go func() {
+		err := f.Error()
+		s.batches.done(b)
+		done <- err
+	}()
 	select {
 	case err = <-done:
 	case <-ctx.Done():

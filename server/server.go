@@ -57,6 +57,8 @@ type Server struct {
 	stores *raftStores
 	raft   *raft.Raft
 	gossip *gossip
+	// batches keeps Config.MaxInflightBatches batches of writes in raft.
+	batches *inflightBatches
 
 	apiLn   net.Listener
 	apiAddr string // advertised API address
@@ -179,6 +181,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	s.batches = newInflightBatches(s.raft, cfg.MaxInflightBatches)
 	s.stores.own.raft.Store(raftState(s.raft))
 	s.stores.trans.raft.Store(termState(s.raft))
 	s.metrics.registerState(s.raft, s.fsm)

@@ -107,6 +107,8 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 		"file of NAME:BASE64 lines of 32-byte AES-256 keys that encrypt Secrets at rest; the first encrypts, all decrypt; the same file on every master")
 	f.StringVar(&cfg.AuditLogFile, "audit-log", "", "file to append one JSON line per mutating request to (empty disables)")
 	f.Int64Var(&cfg.AuditLogMaxBytes, "audit-log-max-bytes", cfg.AuditLogMaxBytes, "size at which the audit log is rotated to FILE.1")
+	f.IntVar(&cfg.MaxInflightBatches, "max-inflight-batches", cfg.MaxInflightBatches,
+		"batches of writes the leader keeps in Raft at once; writes arriving meanwhile go together as the next batch (1: the fewest log syncs per write; 0: no limit, lower latency at low load when fsync is cheap)")
 	f.Float64Var(&cfg.MaxRequestsPerSecond, "max-requests-per-second", cfg.MaxRequestsPerSecond, "API requests per second each client may make to this master (0: no limit)")
 	f.IntVar(&cfg.MaxRequestBurst, "max-request-burst", cfg.MaxRequestBurst, "requests a client may make at once above --max-requests-per-second")
 	f.IntVar(&cfg.MaxWatchesPerClient, "max-watches-per-client", cfg.MaxWatchesPerClient, "open watches each client may have on this master (0: no cap)")
