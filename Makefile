@@ -16,8 +16,9 @@ export GOFLAGS := -tags=seccomp
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-deps: ## install the C library the build needs (libseccomp-dev), if missing
-	@command -v pkg-config >/dev/null && pkg-config --exists libseccomp || { apt-get update -qq && apt-get install -y -qq pkg-config libseccomp-dev; }
+deps: ## install what the build and tests need (libseccomp-dev; nftables and iproute2 for the e2e network tests), if missing
+	@command -v pkg-config >/dev/null && pkg-config --exists libseccomp && command -v nft >/dev/null && command -v ip >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq pkg-config libseccomp-dev nftables iproute2; }
 
 build: deps ## build bin/skiff
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/skiff
