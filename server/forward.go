@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -117,6 +118,11 @@ func routeCall[T any](s *Server, ctx context.Context, method string, idempotent 
 	}
 }
 
+// forwardGrace is how long a write forwarded to a leader that has since
+// lost leadership may still take to answer before it is given up as of
+// unknown outcome.
+const forwardGrace = time.Second
+
 // forward sends one request to the leader. retry reports that it certainly
 // did not run there.
 func forward[T any](s *Server, ctx context.Context, li leaderInfo, method string, idempotent bool,
@@ -138,32 +144,47 @@ func forward[T any](s *Server, ctx context.Context, li leaderInfo, method string
 		return res, pb.NotAppliedError(fmt.Sprintf("cannot connect to the leader %s at %s", li.name, li.apiAddr)), true
 	}
 	s.metrics.forwarded.WithLabelValues(method).Inc()
-	callCtx := ctx
-	if idempotent {
-		// A read may be asked again anywhere: if the leader changes while
-		// it is out (the old one paused or cut off), give up on the old one
-		// rather than wait for it, and let routeCall find the new one.
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			for {
-				wake := s.changed.wait()
-				if now := s.leaderInfo(); now.self || now.name != li.name {
-					cancel()
-					return
+	// If the leader changes while the request is out (the old one paused or
+	// cut off), stop waiting for the old one and let routeCall find the new
+	// one: at once for a read, which may be asked again anywhere; after
+	// forwardGrace for a write, which the old leader may be applying (a
+	// graceful handover answers within it). A write abandoned so has an
+	// unknown outcome, as etcd's "request timed out, possibly due to
+	// previous leader failure": without this, a write forwarded to a leader
+	// cut off from the network waits until the partition heals.
+	callCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var moved atomic.Bool
+	go func() {
+		for {
+			wake := s.changed.wait()
+			if now := s.leaderInfo(); now.self || now.name != li.name {
+				if !idempotent {
+					select {
+					case <-time.After(forwardGrace):
+					case <-callCtx.Done():
+						return
+					}
 				}
-				select {
-				case <-wake:
-				case <-callCtx.Done():
-					return
-				}
+				moved.Store(true)
+				cancel()
+				return
 			}
-		}()
-	}
+			select {
+			case <-wake:
+			case <-callCtx.Done():
+				return
+			}
+		}
+	}()
 	res, err = remote(metadata.AppendToOutgoingContext(callCtx, forwardedKey, s.cfg.Name), conn)
-	if err != nil && idempotent && callCtx.Err() != nil && ctx.Err() == nil {
-		return res, pb.NotAppliedError(fmt.Sprintf("the leader changed from %s while the request was out", li.name)), true
+	if err != nil && moved.Load() && ctx.Err() == nil {
+		if idempotent {
+			return res, pb.NotAppliedError(fmt.Sprintf("the leader changed from %s while the request was out", li.name)), true
+		}
+		return res, status.Errorf(codes.Unknown,
+			"outcome unknown: forwarded to the leader %s, which lost leadership without answering within %s; the write may or may not have been applied: read the object to find out",
+			li.name, forwardGrace), false
 	}
 	switch {
 	case err == nil:
