@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -73,23 +74,15 @@ func propose(t *testing.T, ctx context.Context, g *inflightBatches, r *recording
 		_, b, ok := g.apply(ctx, []byte(cmd), time.Second)
 		out <- started{cmd, b, ok}
 	}()
-	waitFor(t, cmd+" proposed or queued", func() bool {
+	eventually(t, 5*time.Second, cmd+" proposed or queued", func() error {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		return len(g.waiting) > queued || slices.Contains(r.proposed(), cmd)
+		if len(g.waiting) > queued || slices.Contains(r.proposed(), cmd) {
+			return nil
+		}
+		return errors.New("neither")
 	})
 	return out
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func receive(t *testing.T, ch <-chan started) started {
