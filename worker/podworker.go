@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -77,7 +78,12 @@ type podWorker struct {
 	// lastWritten is the status last handed to sw (written, or being
 	// written), or found in the API.
 	lastWritten *pb.PodStatus
-	sw          statusWriter
+	// memo is the input and result of the last status computed: most
+	// syncs (every SyncInterval, every echo of our own write) find nothing
+	// changed, and on a node with many pods computing it again is most of
+	// the agent's CPU.
+	memo statusMemo
+	sw   statusWriter
 	// saved is a copy of the record as last saved (nil: not saved by this
 	// process yet).
 	saved        *podRecord
@@ -138,18 +144,21 @@ func (w *podWorker) run(ctx context.Context) {
 			cs.probes.stop()
 		}
 	}()
+	// One timer for the worker's life: a node's pods each sync every
+	// SyncInterval, and a new timer per sync was most of what they
+	// allocated. (Since Go 1.23 Reset needs no Stop or drain first.)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
 	for {
 		next, finished := w.sync(ctx)
 		if finished || ctx.Err() != nil {
 			return
 		}
-		t := time.NewTimer(next)
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-w.wake:
-			t.Stop()
 		case <-t.C:
 		}
 	}
@@ -592,14 +601,12 @@ func (w *podWorker) removeExtra(ctx context.Context) {
 	}
 }
 
-// status computes the pod's status from the containers' state.
+// status computes the pod's status from the containers' state. The result
+// is shared (the memo, lastWritten, the status writer): nobody changes it.
 func (w *podWorker) status(pod *pb.Pod, initDone, initFailed bool, now time.Time) *pb.PodStatus {
 	in := statusInput{
 		pod: pod, initDone: initDone, initFailed: initFailed, hostIP: w.a.desc.hostIP(), now: now,
 		prev: w.lastWritten,
-	}
-	if w.podIP != nil {
-		in.podIP = w.podIP.String()
 	}
 	if in.prev == nil {
 		in.prev = pod.GetStatus()
@@ -611,49 +618,96 @@ func (w *podWorker) status(pod *pb.Pod, initDone, initFailed bool, now time.Time
 		// A finished pod keeps its phase; recompute only the containers.
 		in.initDone = true
 	}
+	m := &w.memo
 	w.mu.Lock()
-	view := func(c *pb.Container, init bool) ctrView {
-		v := ctrView{name: c.GetName(), image: c.GetImage()}
-		cs := w.ctrs[c.GetName()]
-		if cs == nil {
-			return v
-		}
-		v.restartCount = cs.restartCount
-		v.waitReason, v.waitMessage = cs.waitReason, cs.waitMessage
-		if cs.cur != nil {
-			st := cs.cur.st
-			v.cur, v.curID = &st, cs.cur.id
-			if st.State == wrt.StateRunning {
-				started, ready, _ := cs.probes.results()
-				v.started, v.ready = started, ready
-				if init {
-					v.started, v.ready = false, false
-				}
-			}
-			if init && st.State == wrt.StateExited && st.ExitCode == 0 {
-				v.ready = true
-			}
-		}
-		if cs.prev != nil {
-			st := cs.prev.st
-			v.prev, v.prevID = &st, cs.prev.id
-		}
-		return v
-	}
-	in.init = make([]ctrView, 0, len(pod.GetSpec().GetInitContainers()))
-	for _, c := range pod.GetSpec().GetInitContainers() {
-		in.init = append(in.init, view(c, true))
-	}
-	in.app = make([]ctrView, 0, len(pod.GetSpec().GetContainers()))
-	for _, c := range pod.GetSpec().GetContainers() {
-		in.app = append(in.app, view(c, false))
-	}
+	m.init = w.views(m.init[:0], pod.GetSpec().GetInitContainers(), true)
+	m.app = w.views(m.app[:0], pod.GetSpec().GetContainers(), false)
 	w.mu.Unlock()
+	// The same input gives the same status, except that a condition that
+	// changed takes now as its transition time: none changes when the
+	// previous status is the one computed last.
+	if m.out != nil && in.prev == m.out && m.same(&in, w.podIP, w.terminal) {
+		m.init, m.lastInit = m.lastInit, m.init
+		m.app, m.lastApp = m.lastApp, m.app
+		return m.out
+	}
+	if w.podIP != nil {
+		in.podIP = w.podIP.String()
+	}
+	in.init, in.app = m.init, m.app
 	st := buildPodStatus(in)
 	if w.terminal && w.lastWritten != nil {
 		st.Phase = w.lastWritten.GetPhase()
 	}
+	m.pod, m.podIP, m.hostIP, m.startTime = pod, w.podIP, in.hostIP, in.startTime
+	m.initDone, m.initFailed, m.terminal = in.initDone, initFailed, w.terminal
+	m.out = st
+	// Keep this input's views; the next call fills the other buffers.
+	m.init, m.lastInit = m.lastInit, m.init
+	m.app, m.lastApp = m.lastApp, m.app
 	return st
+}
+
+// views appends what status needs of each of cs's containers to dst.
+// w.mu is held.
+func (w *podWorker) views(dst []ctrView, cs []*pb.Container, init bool) []ctrView {
+	for _, c := range cs {
+		v := ctrView{name: c.GetName(), image: c.GetImage()}
+		if s := w.ctrs[c.GetName()]; s != nil {
+			v.restartCount = s.restartCount
+			v.waitReason, v.waitMessage = s.waitReason, s.waitMessage
+			if s.cur != nil {
+				v.curSt, v.curID = s.cur.st, s.cur.id
+				v.hasCur = true
+				if s.cur.st.State == wrt.StateRunning {
+					started, ready, _ := s.probes.results()
+					v.started, v.ready = started, ready
+					if init {
+						v.started, v.ready = false, false
+					}
+				}
+				if init && s.cur.st.State == wrt.StateExited && s.cur.st.ExitCode == 0 {
+					v.ready = true
+				}
+			}
+			if s.prev != nil {
+				v.prevSt, v.prevID = s.prev.st, s.prev.id
+				v.hasPrev = true
+			}
+		}
+		dst = append(dst, v)
+	}
+	// cur and prev point into dst, now that it has stopped moving.
+	for i := range dst {
+		if dst[i].hasCur {
+			dst[i].cur = &dst[i].curSt
+		}
+		if dst[i].hasPrev {
+			dst[i].prev = &dst[i].prevSt
+		}
+	}
+	return dst
+}
+
+// statusMemo is the last status a pod worker computed and what from.
+type statusMemo struct {
+	out                            *pb.PodStatus
+	pod                            *pb.Pod
+	podIP                          net.IP
+	hostIP                         string
+	startTime                      time.Time
+	initDone, initFailed, terminal bool
+	// lastInit and lastApp are out's container views; init and app are
+	// buffers for the next input's.
+	lastInit, lastApp, init, app []ctrView
+}
+
+// same reports whether in (with the views in m.init and m.app) is the
+// input m.out was computed from.
+func (m *statusMemo) same(in *statusInput, podIP net.IP, terminal bool) bool {
+	return in.pod == m.pod && podIP.Equal(m.podIP) && in.hostIP == m.hostIP && in.startTime.Equal(m.startTime) &&
+		in.initDone == m.initDone && in.initFailed == m.initFailed && terminal == m.terminal &&
+		slices.EqualFunc(m.init, m.lastInit, sameView) && slices.EqualFunc(m.app, m.lastApp, sameView)
 }
 
 // lastWrittenOrAPI reports whether the pod already has a status from this

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"fmt"
+	"maps"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -49,13 +51,40 @@ type ctrView struct {
 	image        string
 	restartCount int32
 	// cur is the latest instance (nil before the first start), prev the
-	// one before it.
-	cur, prev     *wrt.ContainerStatus
-	curID, prevID string
+	// one before it; they point at curSt and prevSt.
+	cur, prev       *wrt.ContainerStatus
+	curSt, prevSt   wrt.ContainerStatus
+	hasCur, hasPrev bool
+	curID, prevID   string
 	// waitReason is set when the next instance cannot start yet (crash
 	// loop backoff, image pull failure, bad config), with waitMessage.
 	waitReason, waitMessage string
 	ready, started          bool
+}
+
+// sameView reports whether a and b give the same container status.
+func sameView(a, b ctrView) bool {
+	return a.name == b.name && a.image == b.image && a.restartCount == b.restartCount &&
+		a.curID == b.curID && a.prevID == b.prevID && a.waitReason == b.waitReason && a.waitMessage == b.waitMessage &&
+		a.ready == b.ready && a.started == b.started &&
+		(a.cur == nil) == (b.cur == nil) && (a.prev == nil) == (b.prev == nil) &&
+		(a.cur == nil || sameRuntimeStatus(a.cur, b.cur)) && (a.prev == nil || sameRuntimeStatus(a.prev, b.prev))
+}
+
+// sameRuntimeStatus compares every field (TestSameRuntimeStatusFields
+// checks that none is left out).
+func sameRuntimeStatus(a, b *wrt.ContainerStatus) bool {
+	return a.ID == b.ID && a.PodUID == b.PodUID && a.Name == b.Name && sameLabels(a.Labels, b.Labels) &&
+		a.Image == b.Image && a.ImageID == b.ImageID && a.State == b.State && a.Pid == b.Pid &&
+		a.ExitCode == b.ExitCode && a.Signal == b.Signal && a.OOMKilled == b.OOMKilled &&
+		a.Reason == b.Reason && a.Message == b.Message && a.CreatedAt.Equal(b.CreatedAt) &&
+		a.StartedAt.Equal(b.StartedAt) && a.FinishedAt.Equal(b.FinishedAt) && a.LogPath == b.LogPath
+}
+
+// sameLabels is maps.Equal with a shortcut for the usual case: the same map
+// (the runtime's copy of the container's labels, read again).
+func sameLabels(a, b map[string]string) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() || maps.Equal(a, b)
 }
 
 // statusInput is everything the pod's status is computed from.

@@ -1,9 +1,12 @@
 package worker
 
 import (
+	"context"
+	"reflect"
 	"testing"
 	"time"
 
+	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -191,5 +194,83 @@ func TestPodConditionHelper(t *testing.T) {
 	st := &pb.PodStatus{Conditions: []*pb.PodCondition{{Type: "Ready", Status: "True", LastTransitionTime: timestamppb.Now()}}}
 	if podCondition(st, "Ready") == nil || podCondition(st, "Initialized") != nil || podCondition(nil, "Ready") != nil {
 		t.Error("podCondition")
+	}
+}
+
+// TestSameRuntimeStatusFields fails when a field is added to the runtime's
+// ContainerStatus that the status memo would not notice changing.
+func TestSameRuntimeStatusFields(t *testing.T) {
+	now := time.Now()
+	base := wrt.ContainerStatus{
+		ID: "c1", PodUID: "u1", Name: "app", Labels: map[string]string{"a": "1"}, Image: "img", ImageID: "sha",
+		State: wrt.StateRunning, Pid: 10, ExitCode: 1, Signal: 2, Reason: "r", Message: "m",
+		CreatedAt: now, StartedAt: now, FinishedAt: now, LogPath: "/l",
+	}
+	if cp := base; !sameRuntimeStatus(&base, &cp) {
+		t.Fatal("a copy differs")
+	}
+	if cp := base; func() bool { cp.Labels = map[string]string{"a": "1"}; return !sameRuntimeStatus(&base, &cp) }() {
+		t.Fatal("equal labels in another map differ")
+	}
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		cp := base
+		v := reflect.ValueOf(&cp).Elem().Field(i)
+		switch f.Type.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Int:
+			v.SetInt(v.Int() + 1)
+		case reflect.Bool:
+			v.SetBool(!v.Bool())
+		case reflect.Map:
+			v.Set(reflect.ValueOf(map[string]string{"a": "2"}))
+		default:
+			if f.Type != reflect.TypeOf(time.Time{}) {
+				t.Fatalf("field %s of type %s: teach this test (and sameRuntimeStatus) about it", f.Name, f.Type)
+			}
+			v.Set(reflect.ValueOf(now.Add(time.Second)))
+		}
+		if sameRuntimeStatus(&base, &cp) {
+			t.Errorf("a change of %s goes unnoticed", f.Name)
+		}
+	}
+}
+
+// TestStatusMemo: a sync that finds nothing changed reuses the status it
+// computed last; anything the status is computed from makes a new one.
+func TestStatusMemo(t *testing.T) {
+	w, _ := runningPodWorker(t)
+	ctx := context.Background()
+	w.sync(ctx)
+	pod, _ := w.snapshot()
+	first := w.lastWritten
+	w.sync(ctx)
+	if w.lastWritten != first {
+		t.Fatal("an unchanged pod's status was computed again")
+	}
+	w.mu.Lock()
+	w.ctrs["app"].restartCount = 5
+	w.mu.Unlock()
+	st := w.status(pod, true, false, time.Now())
+	if st == first || st.GetContainerStatuses()[0].GetRestartCount() != 5 {
+		t.Fatalf("after a restart count change: status %v, want a new one with 5 restarts", st.GetContainerStatuses()[0])
+	}
+	w.lastWritten = st
+	if again := w.status(pod, true, false, time.Now()); again != st {
+		t.Fatal("the same input gave a new status")
+	}
+	// A status written by someone else is what the next one starts from.
+	w.lastWritten = gproto.Clone(st).(*pb.PodStatus)
+	if again := w.status(pod, true, false, time.Now()); again == st {
+		t.Fatal("a status computed from another previous status was reused")
+	}
+	// So is the pod.
+	w.lastWritten = w.memo.out
+	newPod := gproto.Clone(pod).(*pb.Pod)
+	newPod.Status.HostIp = "x"
+	if again := w.status(newPod, true, false, time.Now()); again == w.lastWritten {
+		t.Fatal("a status computed from another pod was reused")
 	}
 }
