@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -193,8 +194,29 @@ func (tc *testCluster) stopServer(i int) {
 	select {
 	case <-tc.dones[i]:
 	case <-time.After(30 * time.Second):
-		tc.t.Errorf("master %d did not stop", i)
+		tc.t.Errorf("master %d did not stop; the masters' goroutines:\n%s", i, mastersGoroutines())
 	}
+}
+
+// mastersGoroutines is the stacks of this process's goroutines that run
+// master code (the server, raft, gossip, gRPC serving), for a master that
+// does not stop.
+func mastersGoroutines() string {
+	var all bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&all, 2)
+	var out strings.Builder
+	for _, g := range strings.Split(all.String(), "\n\n") {
+		if strings.Contains(g, "skiff/server.") || strings.Contains(g, "hashicorp/raft") ||
+			strings.Contains(g, "hashicorp/memberlist") || strings.Contains(g, "grpc.(*Server)") {
+			out.WriteString(g)
+			out.WriteString("\n\n")
+		}
+		if out.Len() > 512<<10 {
+			out.WriteString("(truncated)\n")
+			break
+		}
+	}
+	return out.String()
 }
 
 func (tc *testCluster) stop() {
