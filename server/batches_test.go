@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -98,7 +99,7 @@ func receive(t *testing.T, ch <-chan started) started {
 
 func TestInflightBatchesOneAtATime(t *testing.T) {
 	r := &recordingRaft{}
-	g := newInflightBatches(r, 1)
+	g := newInflightBatches(r, 1, 0)
 	ctx := context.Background()
 
 	a := receive(t, propose(t, ctx, g, r, "a"))
@@ -145,7 +146,7 @@ func TestInflightBatchesOneAtATime(t *testing.T) {
 
 func TestInflightBatchesWithdrawn(t *testing.T) {
 	r := &recordingRaft{}
-	g := newInflightBatches(r, 1)
+	g := newInflightBatches(r, 1, 0)
 	a := receive(t, propose(t, context.Background(), g, r, "a"))
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -173,12 +174,180 @@ func TestInflightBatchesLimit(t *testing.T) {
 		max, immediate int
 	}{{0, 5}, {2, 2}} {
 		r := &recordingRaft{}
-		g := newInflightBatches(r, tc.max)
+		g := newInflightBatches(r, tc.max, 0)
 		for _, cmd := range []string{"a", "b", "c", "d", "e"} {
 			propose(t, context.Background(), g, r, cmd)
 		}
 		if got := len(r.proposed()); got != tc.immediate {
 			t.Errorf("max %d: %d of 5 writes proposed with none completed, want %d", tc.max, got, tc.immediate)
 		}
+	}
+}
+
+// fakeClock is a settable clock for the gate's linger.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// lingeringGate is a gate of one batch with linger, on a fake clock.
+func lingeringGate(linger time.Duration) (*recordingRaft, *inflightBatches, *fakeClock) {
+	r := &recordingRaft{}
+	g := newInflightBatches(r, 1, linger)
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	g.now = clock.now
+	return r, g, clock
+}
+
+func TestInflightBatchesLinger(t *testing.T) {
+	r, g, clock := lingeringGate(time.Hour)
+	ctx := context.Background()
+
+	// A batch of three is in flight and one write waits.
+	a := receive(t, propose(t, ctx, g, r, "a"))
+	bcd := []<-chan started{propose(t, ctx, g, r, "b"), propose(t, ctx, g, r, "c"), propose(t, ctx, g, r, "d")}
+	r.complete(t, g, "a", a.b)
+	var batch3 []started
+	for _, ch := range bcd {
+		batch3 = append(batch3, receive(t, ch))
+	}
+	e := propose(t, ctx, g, r, "e")
+	// The batch took two hours in raft: the linger may last its hour.
+	clock.advance(2 * time.Hour)
+	for i, s := range batch3 {
+		r.complete(t, g, string(rune('b'+i)), s.b)
+	}
+	// Four writers were seen (b, c, d and e): e waits for three more.
+	f := propose(t, ctx, g, r, "f")
+	gg := propose(t, ctx, g, r, "g")
+	if got := r.proposed(); len(got) != 4 {
+		t.Fatalf("proposed %v while lingering for the batch's writers", got)
+	}
+	h := propose(t, ctx, g, r, "h")
+	se, sf, sg, sh := receive(t, e), receive(t, f), receive(t, gg), receive(t, h)
+	if got := r.proposed(); !slices.Equal(got, []string{"a", "b", "c", "d", "e", "f", "g", "h"}) {
+		t.Fatalf("proposed %v, want e, f, g, h in arrival order once h arrived", got)
+	}
+	if se.b != sf.b || sf.b != sg.b || sg.b != sh.b {
+		t.Fatal("e, f, g and h were not released as one batch")
+	}
+}
+
+func TestInflightBatchesLingerTimesOut(t *testing.T) {
+	r, g, clock := lingeringGate(300 * time.Millisecond)
+	ctx := context.Background()
+
+	a := receive(t, propose(t, ctx, g, r, "a"))
+	b := propose(t, ctx, g, r, "b")
+	clock.advance(time.Second) // a's time in raft does not bound the linger
+	r.complete(t, g, "a", a.b)
+	// Two writers seen, one came back: b waits for the other, then goes
+	// alone when the linger times out.
+	if got := r.proposed(); len(got) != 1 {
+		t.Fatalf("proposed %v at once; want b held", got)
+	}
+	sb := receive(t, b)
+	if got := r.proposed(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("proposed %v, want b after the linger", got)
+	}
+	// After a time-out the next lingerSkip batches go at once.
+	for i := range lingerSkip {
+		cmd := fmt.Sprint("skip", i)
+		ch := propose(t, ctx, g, r, cmd)
+		clock.advance(time.Second)
+		r.complete(t, g, r.proposed()[len(r.proposed())-1], sb.b)
+		if got := r.proposed(); got[len(got)-1] != cmd {
+			t.Fatalf("batch %d after a time-out: proposed %v, want %s at once", i, got, cmd)
+		}
+		sb = receive(t, ch)
+	}
+}
+
+func TestInflightBatchesNoLinger(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		linger, took time.Duration
+		waiting      int
+	}{
+		{"no linger configured", 0, time.Hour, 1},
+		{"a batch that was fast", time.Hour, 0, 1},
+		{"enough waiting", time.Hour, time.Hour, lingerBatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, g, clock := lingeringGate(tc.linger)
+			ctx := context.Background()
+			a := receive(t, propose(t, ctx, g, r, "a"))
+			var chans []<-chan started
+			for i := range tc.waiting {
+				chans = append(chans, propose(t, ctx, g, r, fmt.Sprint("w", i)))
+			}
+			clock.advance(tc.took)
+			r.complete(t, g, "a", a.b)
+			for _, ch := range chans {
+				receive(t, ch)
+			}
+			if got := len(r.proposed()); got != 1+tc.waiting {
+				t.Fatalf("proposed %d writes, want all %d", got, 1+tc.waiting)
+			}
+		})
+	}
+}
+
+// TestInflightBatchesLingerSkip: a linger that times out with fewer than
+// half the writers back lets the next batch go at once; one with half of
+// them back does not.
+func TestInflightBatchesLingerSkip(t *testing.T) {
+	r, g, clock := lingeringGate(300 * time.Millisecond)
+	ctx := context.Background()
+	completeAll := func(ss ...started) {
+		t.Helper()
+		clock.advance(time.Second)
+		for _, s := range ss {
+			g.done(s.b)
+		}
+	}
+	held := func(cmd string) {
+		t.Helper()
+		if slices.Contains(r.proposed(), cmd) {
+			t.Fatalf("%s went at once; want it held by a linger", cmd)
+		}
+	}
+
+	a := receive(t, propose(t, ctx, g, r, "a"))
+	b, c := propose(t, ctx, g, r, "b"), propose(t, ctx, g, r, "c")
+	completeAll(a)
+	held("b")
+	sb, sc := receive(t, b), receive(t, c) // timed out, none of a's writer back
+	d := propose(t, ctx, g, r, "d")
+	completeAll(sb, sc)
+	sd := receive(t, d) // the skip: at once
+	e := propose(t, ctx, g, r, "e")
+	completeAll(sd)
+	held("e")
+	f := propose(t, ctx, g, r, "f") // d's writer is back: e and f go
+	se, sf := receive(t, e), receive(t, f)
+	gw := propose(t, ctx, g, r, "g")
+	completeAll(se, sf)
+	held("g")
+	h := propose(t, ctx, g, r, "h") // one of e's and f's two writers back
+	sg, sh := receive(t, gw), receive(t, h)
+	i := propose(t, ctx, g, r, "i")
+	completeAll(sg, sh)
+	held("i") // half were back: no skip
+	receive(t, i)
+	if got := r.proposed(); !slices.Equal(got, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}) {
+		t.Fatalf("proposed %v", got)
 	}
 }

@@ -142,6 +142,12 @@ type Config struct {
 	// pipelines every batch: lower latency at low concurrency, when fsync
 	// is cheap and the masters are far apart). See inflightBatches.
 	MaxInflightBatches int
+	// BatchLinger is the most the leader holds a small batch of writes
+	// for the writers of the batch before it to come back (with
+	// MaxInflightBatches 1; never more than half the batch before's time
+	// in Raft): fewer, larger batches from closed-loop writers, at up to
+	// this much latency for others. 0 never waits. See inflightBatches.
+	BatchLinger time.Duration
 	// NoLeaderWait is how long a request waits for a leader (election in
 	// progress, new leader not yet ready) before failing with Unavailable.
 	NoLeaderWait time.Duration
@@ -273,6 +279,7 @@ func DefaultConfig() Config {
 		LogStoreStallTimeout: 5 * time.Second,
 		ApplyTimeout:         10 * time.Second,
 		MaxInflightBatches:   1,
+		BatchLinger:          2 * time.Millisecond,
 		NoLeaderWait:         5 * time.Second,
 		ShutdownTimeout:      5 * time.Second,
 		ReconcileInterval:    10 * time.Second,
@@ -365,6 +372,9 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotThreshold == 0 {
 		return bad("SnapshotThreshold", "must be positive")
+	}
+	if c.BatchLinger < 0 {
+		return bad("BatchLinger", "%s is negative: use 0 to never wait", c.BatchLinger)
 	}
 	if c.MaxInflightBatches < 0 {
 		return bad("MaxInflightBatches", "%d is negative: use 0 for no limit", c.MaxInflightBatches)

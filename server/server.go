@@ -181,7 +181,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	s.batches = newInflightBatches(s.raft, cfg.MaxInflightBatches)
+	s.batches = newInflightBatches(s.raft, cfg.MaxInflightBatches, cfg.BatchLinger)
 	s.stores.own.raft.Store(raftState(s.raft))
 	s.stores.trans.raft.Store(termState(s.raft))
 	s.metrics.registerState(s.raft, s.fsm)
