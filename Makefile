@@ -72,6 +72,7 @@ proto: ## regenerate the protobuf, gRPC and vtprotobuf code (installs protoc fro
 	cd proto && PATH=$(PROTOC_GEN):$$PATH protoc -I . --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		--go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size+clone $(PROTOS)
+	$(GO) run ./proto/internal/vtsortmaps proto/*_vtproto.pb.go
 
 verify: ## formatting, vet, and that generated code matches the .proto files
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "run gofmt -w"; exit 1; }

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	gproto "google.golang.org/protobuf/proto"
-
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -20,11 +18,9 @@ func EncodeCommand(cmd *pb.Command) ([]byte, error) {
 	if cmd == nil {
 		return nil, errors.New("fsm: encode command: nil command")
 	}
-	// Deterministic so that equal commands are equal log entries (maps would
-	// otherwise be written in random order). This stays on the standard
-	// library: vtprotobuf v0.6.0 has no deterministic map order, and this
-	// runs once per write, on the leader only.
-	b, err := gproto.MarshalOptions{Deterministic: true}.MarshalAppend([]byte{commandVersion}, cmd)
+	// Deterministic (pb.Marshal writes map entries in key order) so that
+	// equal commands are equal log entries.
+	b, err := pb.MarshalAppend([]byte{commandVersion}, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: encode command: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 
-	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/skiff-sh/skiff/proto"
@@ -40,11 +39,6 @@ type record struct {
 	raw       []byte   // the object, deterministically marshalled
 }
 
-// canonical is how the store encodes objects. Deterministic marshalling
-// (map entries in key order) makes equal objects equal bytes on every
-// master, which the no-op check, snapshots and StateHash rely on.
-var canonical = gproto.MarshalOptions{Deterministic: true}
-
 func objectKey(kind, namespace, name string) string {
 	return kind + "\x00" + namespace + "\x00" + name
 }
@@ -52,7 +46,10 @@ func objectKey(kind, namespace, name string) string {
 // newRecord encodes obj for the store. obj is not kept: the caller may go
 // on using it (as the object of a result or an event), but not change it.
 func newRecord(obj *pb.Object) (*record, error) {
-	raw, err := canonical.Marshal(obj)
+	// Deterministic (pb.Marshal writes map entries in key order): equal
+	// objects are equal bytes on every master, which the no-op check,
+	// snapshots and StateHash rely on.
+	raw, err := pb.Marshal(obj)
 	if err != nil {
 		return nil, errorf(ErrInvalid, "%s: cannot encode the object: %v", obj.KindName(), err)
 	}

@@ -2376,7 +2376,7 @@ func (m *NodeStatus) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 	}
 	if len(m.Allocatable) > 0 {
-		for k := range m.Allocatable {
+		for k := range descendingKeys(m.Allocatable) {
 			v := m.Allocatable[k]
 			baseI := i
 			i -= len(v)
@@ -2395,7 +2395,7 @@ func (m *NodeStatus) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 	}
 	if len(m.Capacity) > 0 {
-		for k := range m.Capacity {
+		for k := range descendingKeys(m.Capacity) {
 			v := m.Capacity[k]
 			baseI := i
 			i -= len(v)
@@ -3050,7 +3050,7 @@ func (m *PodSpec) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x32
 	}
 	if len(m.NodeSelector) > 0 {
-		for k := range m.NodeSelector {
+		for k := range descendingKeys(m.NodeSelector) {
 			v := m.NodeSelector[k]
 			baseI := i
 			i -= len(v)
@@ -4156,7 +4156,7 @@ func (m *ResourceRequirements) MarshalToSizedBufferVT(dAtA []byte) (int, error) 
 		copy(dAtA[i:], m.unknownFields)
 	}
 	if len(m.Requests) > 0 {
-		for k := range m.Requests {
+		for k := range descendingKeys(m.Requests) {
 			v := m.Requests[k]
 			baseI := i
 			i -= len(v)
@@ -4175,7 +4175,7 @@ func (m *ResourceRequirements) MarshalToSizedBufferVT(dAtA []byte) (int, error) 
 		}
 	}
 	if len(m.Limits) > 0 {
-		for k := range m.Limits {
+		for k := range descendingKeys(m.Limits) {
 			v := m.Limits[k]
 			baseI := i
 			i -= len(v)
@@ -6364,7 +6364,7 @@ func (m *ServiceSpec) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x1a
 	}
 	if len(m.Selector) > 0 {
-		for k := range m.Selector {
+		for k := range descendingKeys(m.Selector) {
 			v := m.Selector[k]
 			baseI := i
 			i -= len(v)
@@ -6891,7 +6891,7 @@ func (m *ConfigMap) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x30
 	}
 	if len(m.BinaryData) > 0 {
-		for k := range m.BinaryData {
+		for k := range descendingKeys(m.BinaryData) {
 			v := m.BinaryData[k]
 			baseI := i
 			i -= len(v)
@@ -6910,7 +6910,7 @@ func (m *ConfigMap) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 	}
 	if len(m.Data) > 0 {
-		for k := range m.Data {
+		for k := range descendingKeys(m.Data) {
 			v := m.Data[k]
 			baseI := i
 			i -= len(v)
@@ -7003,7 +7003,7 @@ func (m *Secret) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		dAtA[i] = 0x32
 	}
 	if len(m.StringData) > 0 {
-		for k := range m.StringData {
+		for k := range descendingKeys(m.StringData) {
 			v := m.StringData[k]
 			baseI := i
 			i -= len(v)
@@ -7022,7 +7022,7 @@ func (m *Secret) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 	}
 	if len(m.Data) > 0 {
-		for k := range m.Data {
+		for k := range descendingKeys(m.Data) {
 			v := m.Data[k]
 			baseI := i
 			i -= len(v)

@@ -231,7 +231,7 @@ func (m *ObjectMeta) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 	}
 	if len(m.Annotations) > 0 {
-		for k := range m.Annotations {
+		for k := range descendingKeys(m.Annotations) {
 			v := m.Annotations[k]
 			baseI := i
 			i -= len(v)
@@ -250,7 +250,7 @@ func (m *ObjectMeta) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 	}
 	if len(m.Labels) > 0 {
-		for k := range m.Labels {
+		for k := range descendingKeys(m.Labels) {
 			v := m.Labels[k]
 			baseI := i
 			i -= len(v)
@@ -458,7 +458,7 @@ func (m *LabelSelector) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 	}
 	if len(m.MatchLabels) > 0 {
-		for k := range m.MatchLabels {
+		for k := range descendingKeys(m.MatchLabels) {
 			v := m.MatchLabels[k]
 			baseI := i
 			i -= len(v)
