@@ -59,19 +59,38 @@ func Kinds() []KindInfo {
 // LookupKind finds a kind by its name, plural, singular or short name, in any
 // case: "Pod", "pods", "po" and "pod" all name Pod.
 func LookupKind(name string) (KindInfo, bool) {
-	n := strings.ToLower(name)
-	for _, k := range kindTable {
-		if n == strings.ToLower(k.Kind) || n == k.Plural {
-			return k, true
-		}
-		for _, s := range k.Short {
-			if n == s {
-				return k, true
-			}
+	i, ok := kindNames[name]
+	if !ok {
+		i, ok = kindNames[strings.ToLower(name)]
+	}
+	if !ok {
+		return KindInfo{}, false
+	}
+	return kindTable[i], true
+}
+
+// kindNames indexes kindTable by every name LookupKind accepts in lower
+// case, and by each kind's own name: writes look their kind up on every
+// master, by its name.
+var kindNames = func() map[string]int {
+	m := make(map[string]int)
+	add := func(name string, i int) {
+		if _, dup := m[name]; !dup {
+			m[name] = i
 		}
 	}
-	return KindInfo{}, false
-}
+	for i, k := range kindTable {
+		add(strings.ToLower(k.Kind), i)
+		add(k.Plural, i)
+		for _, s := range k.Short {
+			add(s, i)
+		}
+	}
+	for i, k := range kindTable {
+		add(k.Kind, i)
+	}
+	return m
+}()
 
 // Wrap puts a typed object into an Object. It returns nil for a type that is
 // not a kind.
