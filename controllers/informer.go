@@ -572,18 +572,37 @@ func (b *backoff) reset() { b.cur = 0 }
 // metadata message is shared with obj, which is read only.
 func metadataOf(obj *pb.Object) *pb.Object {
 	r := obj.Resource()
-	ki, ok := pb.LookupKind(pb.KindOf(r))
-	if !ok {
+	if r == nil {
 		return obj
 	}
-	part := ki.New()
-	src, dst := r.ProtoReflect(), part.ProtoReflect()
-	for _, name := range []protoreflect.Name{"api_version", "kind", "metadata"} {
-		if fd := src.Descriptor().Fields().ByName(name); fd != nil && src.Has(fd) {
+	src := r.ProtoReflect()
+	fields := metadataFields(src.Descriptor())
+	dst := src.New()
+	for _, fd := range fields {
+		if src.Has(fd) {
 			dst.Set(fd, src.Get(fd))
 		}
 	}
-	return pb.Wrap(part)
+	return pb.Wrap(dst.Interface().(pb.Resource))
+}
+
+// metadataFieldsOf caches, per message type, the fields metadataOf keeps:
+// looking them up by name was most of its time, once per watch event of
+// every metadata informer.
+var metadataFieldsOf sync.Map // protoreflect.FullName -> []protoreflect.FieldDescriptor
+
+func metadataFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if f, ok := metadataFieldsOf.Load(md.FullName()); ok {
+		return f.([]protoreflect.FieldDescriptor)
+	}
+	var fields []protoreflect.FieldDescriptor
+	for _, name := range []protoreflect.Name{"api_version", "kind", "metadata"} {
+		if fd := md.Fields().ByName(name); fd != nil {
+			fields = append(fields, fd)
+		}
+	}
+	metadataFieldsOf.Store(md.FullName(), fields)
+	return fields
 }
 
 // itemStore is an informer's cache, by key. A full informer keeps the

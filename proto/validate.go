@@ -922,7 +922,7 @@ func validateToleration(t *Toleration, p *field.Path) field.ErrorList {
 	}
 	switch t.GetOperator() {
 	case "", "Equal":
-		for _, msg := range content.IsLabelValue(t.GetValue()) {
+		for _, msg := range isLabelValue(t.GetValue()) {
 			errs = append(errs, field.Invalid(p.Child("value"), t.GetValue(), msg))
 		}
 	case "Exists":
@@ -1037,7 +1037,7 @@ func validateLabelSelector(s *LabelSelector, p *field.Path) field.ErrorList {
 		errs = append(errs, qualifiedName(rp.Child("key"), r.GetKey())...)
 		errs = append(errs, selectorRequirement(rp, r.GetOperator(), r.GetValues(), labelSelectorOps)...)
 		for j, v := range r.GetValues() {
-			for _, msg := range content.IsLabelValue(v) {
+			for _, msg := range isLabelValue(v) {
 				errs = append(errs, field.Invalid(rp.Child("values").Index(j), v, msg))
 			}
 		}
@@ -1334,7 +1334,7 @@ func validateNodeSpec(s *NodeSpec, p *field.Path) field.ErrorList {
 		} else {
 			errs = append(errs, qualifiedName(tp.Child("key"), t.GetKey())...)
 		}
-		for _, msg := range content.IsLabelValue(t.GetValue()) {
+		for _, msg := range isLabelValue(t.GetValue()) {
 			errs = append(errs, field.Invalid(tp.Child("value"), t.GetValue(), msg))
 		}
 		if t.GetEffect() == "" {
