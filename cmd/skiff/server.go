@@ -99,6 +99,8 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 		"how long pods without their own toleration stay on a not-ready or unreachable node before eviction")
 	f.StringVar(&strategy, "scheduler-strategy", strategy,
 		"how the scheduler scores a node's resource use: LeastAllocated spreads pods over the emptiest nodes, MostAllocated packs them onto the fullest nodes that fit (bin packing)")
+	f.Int32Var(&cfg.ControllerConfig.Scheduler.Policy.PercentageOfNodesToScore, "scheduler-percentage-of-nodes-to-score", cfg.ControllerConfig.Scheduler.Policy.PercentageOfNodesToScore,
+		"in clusters of more than 100 nodes, the share of nodes that must fit a pod before the scheduler stops searching and scores them, as Kubernetes' percentageOfNodesToScore: 0 adapts to the cluster's size (42% of 1,000 nodes), 100 scores every node")
 	f.DurationVar(&cfg.ControllerConfig.EventTTL.TTL, "event-ttl", cfg.ControllerConfig.EventTTL.TTL,
 		"how long an Event is kept after it last happened")
 	f.IntVar(&cfg.ControllerConfig.EventTTL.MaxEvents, "max-events", cfg.ControllerConfig.EventTTL.MaxEvents,
@@ -153,9 +155,15 @@ func setGCPercent(percent int, flagGiven bool) error {
 // (server.Config.Validate would name the config field instead).
 func checkControllerFlags(cfg server.Config) error {
 	cc := cfg.ControllerConfig
-	if err := cc.Scheduler.Policy.Validate(); err != nil {
+	if p := cc.Scheduler.Policy; p.Strategy != scheduler.LeastAllocated && p.Strategy != scheduler.MostAllocated {
 		return fmt.Errorf("--scheduler-strategy %q: use %s (spread, the default) or %s (bin packing)",
-			cc.Scheduler.Policy.Strategy, scheduler.LeastAllocated, scheduler.MostAllocated)
+			p.Strategy, scheduler.LeastAllocated, scheduler.MostAllocated)
+	}
+	if pct := cc.Scheduler.Policy.PercentageOfNodesToScore; pct < 0 || pct > 100 {
+		return fmt.Errorf("--scheduler-percentage-of-nodes-to-score %d: use 0 (adapts to the cluster's size, the default) to 100 (every node)", pct)
+	}
+	if err := cc.Scheduler.Policy.Validate(); err != nil {
+		return err
 	}
 	if cc.EventTTL.TTL <= 0 {
 		return fmt.Errorf("--event-ttl %s: must be positive, e.g. 1h", cc.EventTTL.TTL)

@@ -102,6 +102,9 @@ type Scheduler struct {
 	// moves counts the times unschedulable pods were requeued, so a batch
 	// that overlapped one requeues its failures at once.
 	moves uint64
+	// nextNode is where the next batch's placement starts its search
+	// (Policy.PercentageOfNodesToScore).
+	nextNode int
 	// infos caches parsed pods by UID.
 	infos map[string]*podInfo
 	// cache counts the bound pods on each node.
@@ -373,6 +376,7 @@ func (s *Scheduler) snapshot() (*Snapshot, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap := s.cache.snapshot()
+	snap.next = s.nextNode
 	// A pod leaves assumed in the same step that the cache counts it, so
 	// each is counted once.
 	for _, a := range s.assumed {
@@ -438,6 +442,7 @@ func (s *Scheduler) placeBatch(ctx context.Context, keys []string) ([]placement,
 	// is in flight, must count these pods on their nodes.
 	now := s.env.Clock.Now()
 	s.mu.Lock()
+	s.nextNode = snap.next
 	for _, p := range placed {
 		s.assumed[p.key] = assumedPod{uid: p.obj.Meta().GetUid(), node: p.node, info: p.info, at: now, binding: true}
 	}

@@ -119,6 +119,33 @@ func TestSchedulerBindsPendingPodsInOneBatch(t *testing.T) {
 	}, "a Scheduled event per pod")
 }
 
+// The search over a large cluster goes on across batches where the last
+// one stopped (Policy.PercentageOfNodesToScore): of three pods created one
+// after another, the third finds the only empty node, past the first two
+// windows of 420 nodes.
+func TestSchedulerSearchContinuesAcrossBatches(t *testing.T) {
+	var items []*pb.Object
+	for i := range 1000 {
+		name := fmt.Sprintf("n%04d", i)
+		items = append(items, pb.Wrap(node(name, "8", "16Gi")))
+		if i != 900 {
+			busy := pod("busy-"+name, "2", "4Gi")
+			busy.Spec.NodeName = name
+			items = append(items, pb.Wrap(busy))
+		}
+	}
+	h := controllertest.NewHarness(t, items...)
+	runScheduler(t, h, DefaultConfig())
+	for i, onEmpty := range []bool{false, false, true} {
+		name := fmt.Sprintf("p%d", i)
+		h.Fake.Add(pb.Wrap(pod(name, "100m", "128Mi")))
+		h.Eventually(func() bool { return boundTo(h)[name] != "" }, name+" to be bound")
+		if got := boundTo(h)[name]; (got == "n0900") != onEmpty {
+			t.Errorf("%s bound to %s; on the empty node n0900: %v, want %v", name, got, got == "n0900", onEmpty)
+		}
+	}
+}
+
 func TestSchedulerReportsUnschedulableAndRetriesWhenANodeAppears(t *testing.T) {
 	h := controllertest.NewHarness(t, objs(node("small", "1", "1Gi"), node("tainted", "8", "8Gi", taint("dedicated", "db", "NoSchedule")))...)
 	h.Fake.Add(pb.Wrap(pod("big", "2", "2Gi")))

@@ -264,9 +264,78 @@ func TestSnapshotAccountsPlacedPods(t *testing.T) {
 	}
 }
 
+func TestFeasibleNodesToFind(t *testing.T) {
+	for _, tc := range []struct {
+		nodes      int
+		percentage int32
+		want       int
+	}{
+		{3, 0, 3}, {99, 0, 99}, {99, 10, 99}, {100, 0, 100}, {200, 0, 100}, {500, 0, 230}, {1000, 0, 420},
+		{5000, 0, 500}, {10000, 0, 500}, {1000, 100, 1000}, {1000, 30, 300}, {1000, 1, 100},
+	} {
+		if got := feasibleNodesToFind(tc.nodes, tc.percentage); got != tc.want {
+			t.Errorf("feasibleNodesToFind(%d, %d) = %d, want %d", tc.nodes, tc.percentage, got, tc.want)
+		}
+	}
+}
+
+// In a large cluster the search stops once enough nodes fit (420 of 1,000
+// by default), and the next pod searches on from there: the emptiest node,
+// past the first window, is found by the third pod, or by the first when
+// every node is scored. A pod that fits nowhere is checked everywhere.
+func TestScheduleSamplesLargeClusters(t *testing.T) {
+	var nodes []*pb.Node
+	bound := map[string][]*pb.Pod{}
+	for i := range 1000 {
+		name := fmt.Sprintf("n%04d", i)
+		nodes = append(nodes, node(name, "8", "16Gi"))
+		if i != 900 {
+			bound[name] = []*pb.Pod{pod("busy-"+name, "2", "4Gi")}
+		}
+	}
+	for _, tc := range []struct {
+		percentage int32
+		want       []string
+	}{
+		{0, []string{"", "", "n0900"}},
+		{100, []string{"n0900"}},
+	} {
+		s := NewSnapshot(nodes)
+		for n, pods := range bound {
+			for _, p := range pods {
+				if err := s.AddPod(p, n); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		policy := DefaultPolicy()
+		policy.PercentageOfNodesToScore = tc.percentage
+		for i, want := range tc.want {
+			p := pod(fmt.Sprintf("p%d", i), "100m", "128Mi")
+			res := s.Schedule(p, policy)
+			if res.Node == "" {
+				t.Fatalf("percentage %d, pod %d: unschedulable: %s", tc.percentage, i, res.Message)
+			}
+			if (want == "") == (res.Node == "n0900") || want != "" && res.Node != want {
+				t.Errorf("percentage %d, pod %d: placed on %s, want %q (empty: any node but n0900)", tc.percentage, i, res.Node, want)
+			}
+		}
+		if res := s.Schedule(pod("huge", "64", "1Gi"), policy); res.Node != "" || !strings.HasPrefix(res.Message, "0/1000 nodes are available: 1000 Insufficient cpu") {
+			t.Errorf("percentage %d: a pod that fits nowhere: %+v", tc.percentage, res)
+		}
+	}
+}
+
 func TestPolicyValidate(t *testing.T) {
 	if err := (Policy{Strategy: "Random"}).Validate(); err == nil || !strings.Contains(err.Error(), "Strategy") {
 		t.Errorf("Validate = %v, want an error naming Strategy", err)
+	}
+	for _, pct := range []int32{-1, 101} {
+		p := DefaultPolicy()
+		p.PercentageOfNodesToScore = pct
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "PercentageOfNodesToScore") {
+			t.Errorf("Validate with PercentageOfNodesToScore %d = %v, want an error naming it", pct, err)
+		}
 	}
 	if err := DefaultPolicy().Validate(); err != nil {
 		t.Errorf("DefaultPolicy().Validate() = %v", err)
