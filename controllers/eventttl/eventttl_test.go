@@ -119,6 +119,77 @@ func TestDeletesOldestEventsBeyondMaxEvents(t *testing.T) {
 	}, "the new events kept and the oldest deleted down to 9 or 10")
 }
 
+// tenEventsAtTheCap starts a controller with a cap of 10 over events e00
+// (the oldest, 10 minutes old) to e09 (1 minute old).
+func tenEventsAtTheCap(t *testing.T) (*controllertest.Harness, *Controller, time.Time) {
+	t.Helper()
+	h := controllertest.NewHarness(t)
+	now := h.Clock.Now()
+	for i := range 10 {
+		h.Fake.Add(event(fmt.Sprintf("e%02d", i), now.Add(-time.Duration(10-i)*time.Minute)))
+	}
+	cfg := DefaultConfig()
+	cfg.MaxEvents = 10
+	c, err := New(h.Env(Name), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Start()
+	return h, c, now
+}
+
+// An event that happens again becomes young: the next trim deletes the
+// events that are now the oldest, not it.
+func TestTrimFollowsEventsThatHappenAgain(t *testing.T) {
+	h, c, now := tenEventsAtTheCap(t)
+	again := h.Fake.Get("Event", "default", "e00").Clone()
+	again.GetEvent().Count = 2
+	again.GetEvent().LastTimestamp = timestamppb.New(now)
+	h.Fake.Add(again)
+	h.Fake.Add(event("new", now))
+	h.Reconcile(c, capKey)
+	var left []string
+	for _, o := range h.Fake.Objects("Event") {
+		left = append(left, o.Meta().GetName())
+	}
+	slices.Sort(left)
+	if want := []string{"e00", "e03", "e04", "e05", "e06", "e07", "e08", "e09", "new"}; !slices.Equal(left, want) {
+		t.Errorf("events left %q, want %q (e01 and e02 the oldest)", left, want)
+	}
+}
+
+// Events deleted by others (or expired) no longer count toward the cap,
+// and events a trim deleted are not deleted again by the next trim, even
+// before the cache shows them gone.
+func TestTrimCountsOnlyLiveEvents(t *testing.T) {
+	h, c, now := tenEventsAtTheCap(t)
+	deletes := func() int {
+		return len(slices.DeleteFunc(h.Fake.ActionStrings(), func(a string) bool { return !strings.HasPrefix(a, "delete Event") }))
+	}
+	for i := 5; i < 10; i++ { // the five youngest go
+		if err := h.Fake.Delete(h.Context(), &pb.DeleteOp{Kind: "Event", Namespace: "default", Name: fmt.Sprintf("e%02d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		h.Fake.Add(event(fmt.Sprintf("new%d", i), now))
+	}
+	h.Reconcile(c, capKey)
+	if n := len(h.Fake.Objects("Event")); n != 8 || deletes() != 5 {
+		t.Errorf("8 live events under a cap of 10: %d left after a trim, %d deletes (want 8, 5)", n, deletes())
+	}
+	for i := range 5 {
+		h.Fake.Add(event(fmt.Sprintf("more%d", i), now))
+	}
+	h.Reconcile(c, capKey)                      // 13 events: the 4 oldest go
+	if err := c.trim(h.Context()); err != nil { // at once: nothing more to delete
+		t.Fatal(err)
+	}
+	if n := len(h.Fake.Objects("Event")); n != 9 || deletes() != 9 {
+		t.Errorf("after two trims of 13 events: %d left, %d deletes (want 9, 5+4)", n, deletes())
+	}
+}
+
 func TestUncappedKeepsEveryYoungEvent(t *testing.T) {
 	h := controllertest.NewHarness(t)
 	for i := range 20 {
