@@ -143,6 +143,24 @@ func ValidateWithLimit(o *Object, maxBytes int) error {
 	for _, e := range errs {
 		out = append(out, FieldError{Path: e.Field, Message: e.ErrorBody()})
 	}
+	return validationError(o, ki, out, maxBytes)
+}
+
+// ValidateStatusUpdate checks what a status write stores: o is the stored
+// object with the new status. As Kubernetes checks a status update, the
+// rest of the object is not checked again (it was when it was written), and
+// Validate has no rules for a status, so only the size limit applies.
+func ValidateStatusUpdate(o *Object, maxBytes int) error {
+	ki, ok := kindByName(KindOf(o.Resource()))
+	if !ok {
+		return ValidateWithLimit(o, maxBytes)
+	}
+	return validationError(o, ki, nil, maxBytes)
+}
+
+// validationError adds the size limit's error to out, if o is over
+// maxBytes, and returns out as o's ValidationError, nil if it is empty.
+func validationError(o *Object, ki KindInfo, out []FieldError, maxBytes int) error {
 	if n := o.SizeVT(); maxBytes > 0 && n > maxBytes {
 		out = append(out, FieldError{Message: fmt.Sprintf(
 			"Too long: the object is %d bytes, more than MaxObjectBytes (%d)", n, maxBytes)})
@@ -150,6 +168,7 @@ func ValidateWithLimit(o *Object, maxBytes int) error {
 	if len(out) == 0 {
 		return nil
 	}
+	meta := o.Resource().GetMetadata()
 	name := meta.GetName()
 	if name == "" {
 		name = meta.GetGenerateName()

@@ -184,6 +184,9 @@ func (s *Server) prepare(op writeOp, obj *pb.Object, uid string) (*pb.Object, er
 	if m := o.Meta(); op == opCreate && m.GetName() == "" && m.GetGenerateName() != "" {
 		m.Name = m.GetGenerateName() + randomSuffix()
 	}
+	// The limit is this master's, so that a cluster started with another
+	// --max-object-bytes stores what it accepted above (defaults add bytes).
+	validate := pb.ValidateWithLimit
 	check := o
 	if op == opUpdateStatus {
 		// Only the status is written, so a status-only object is fine: check
@@ -193,10 +196,9 @@ func (s *Server) prepare(op writeOp, obj *pb.Object, uid string) (*pb.Object, er
 		if check, ok = s.withNewStatus(o); !ok {
 			return o, nil
 		}
+		validate = pb.ValidateStatusUpdate
 	}
-	// The limit is this master's, so that a cluster started with another
-	// --max-object-bytes stores what it accepted above (defaults add bytes).
-	if err := pb.ValidateWithLimit(check, s.cfg.MaxObjectBytes); err != nil {
+	if err := validate(check, s.cfg.MaxObjectBytes); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return o, nil

@@ -48,6 +48,28 @@ func TestMaxObjectBytesConfigurable(t *testing.T) {
 		if _, err := ts.srv.FSM().Get("ConfigMap", "default", "big"); err == nil {
 			t.Error("the oversized object was stored")
 		}
+
+		// A status that would take the stored object over the limit is
+		// refused, though the request alone is under it.
+		pod := pb.Wrap(&pb.Pod{
+			Metadata: &pb.ObjectMeta{Name: "p", Namespace: "default", Annotations: map[string]string{"note": strings.Repeat("a", 10<<10)}},
+			Spec:     &pb.PodSpec{Containers: []*pb.Container{{Name: "c", Image: "busybox"}}},
+		})
+		if _, err := c.Create(ctx, &pb.WriteRequest{Object: pod}); err != nil {
+			t.Fatalf("10 KiB pod: %v", err)
+		}
+		st := pb.Wrap(&pb.Pod{Metadata: &pb.ObjectMeta{Name: "p", Namespace: "default"}, Status: &pb.PodStatus{Phase: "Running", Message: strings.Repeat("m", 8<<10)}})
+		_, err := c.UpdateStatus(ctx, &pb.WriteRequest{Object: st})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "more than MaxObjectBytes (16384)") {
+			t.Errorf("status taking a 10 KiB pod over a 16 KiB limit: %v", err)
+		}
+		if got, err := ts.srv.FSM().Get("Pod", "default", "p"); err != nil || got.GetPod().GetStatus().GetPhase() == "Running" {
+			t.Errorf("the oversized status was stored: %v", err)
+		}
+		st.GetPod().Status.Message = "small"
+		if _, err := c.UpdateStatus(ctx, &pb.WriteRequest{Object: st}); err != nil {
+			t.Errorf("a small status: %v", err)
+		}
 	})
 	t.Run("larger", func(t *testing.T) {
 		t.Parallel()
