@@ -413,6 +413,10 @@ func (s *Server) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, err
 	if s.handingOff.Load() {
 		return nil, pb.NotAppliedError("not applied (leadership transfer in progress): safe to retry")
 	}
+	if err := ctx.Err(); err != nil {
+		// The caller gave up, or is a leader task of a term that ended.
+		return nil, pb.NotAppliedError(fmt.Sprintf("not applied (%v before it was proposed): safe to retry", err))
+	}
 	data, err := fsm.EncodeCommand(cmd)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode command: %v", err)

@@ -12,15 +12,25 @@ import (
 
 // leaderLoop follows raft's leadership signal. Each time this master wins,
 // it starts one leadership term (lead) with its own context; when it loses,
-// it cancels that context at once and waits for everything started under it
-// to return before it does anything else, so two terms never overlap. Losing
+// it cancels that context at once. The leader tasks of two terms never
+// overlap: a term starts its tasks only once everything started under the
+// terms before it has returned. Serving writes does not wait for that: a
+// master that regains leadership while its last term's tasks are still
+// stopping (an informer in the middle of listing every object, say) commits
+// its barrier and serves at once; the stopping tasks' writes are refused
+// (their context is cancelled, controllers' fencedCluster). Losing
 // leadership never stops the process.
 func (s *Server) leaderLoop(ctx context.Context) {
-	var stop func()
+	var cur *leadership
+	// stopped is closed once every term started so far has returned.
+	stopped := make(chan struct{})
+	close(stopped)
 	defer func() {
-		if stop != nil {
-			stop()
+		if cur != nil {
+			s.setReady(0)
+			cur.cancel()
 		}
+		<-stopped
 	}()
 	leaderCh := s.raft.LeaderCh()
 	for {
@@ -30,36 +40,44 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		case isLeader := <-leaderCh:
 			// LeaderCh keeps only the latest value: true while a term is
 			// running means we lost and regained leadership in between.
-			if stop != nil {
+			if cur != nil {
 				s.log.Info("leadership lost: stopping leader tasks")
-				stop()
-				stop = nil
+				s.setReady(0)
+				cur.cancel()
+				cur = nil
 			}
 			if isLeader {
-				stop = s.startLeadership()
+				cur = s.startLeadership(stopped)
+				stopped = cur.done
 			}
 		}
 	}
 }
 
-func (s *Server) startLeadership() (stop func()) {
+// leadership is one running term.
+type leadership struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed once it and every term before it returned
+}
+
+func (s *Server) startLeadership(before <-chan struct{}) *leadership {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	l := &leadership{cancel: cancel, done: make(chan struct{})}
 	go func() {
-		defer close(done)
-		s.lead(ctx)
+		defer func() {
+			<-before
+			close(l.done)
+		}()
+		s.lead(ctx, before)
 	}()
-	return func() {
-		s.setReady(0)
-		cancel()
-		<-done
-	}
+	return l
 }
 
 // lead is one leadership term: make the store current, make sure the
-// default namespace exists, declare readiness, then run the leader tasks and
-// keep the Raft configuration in step with gossip until ctx ends.
-func (s *Server) lead(ctx context.Context) {
+// default namespace exists, declare readiness, then, once the terms before
+// (before) have returned, run the leader tasks and keep the Raft
+// configuration in step with gossip until ctx ends.
+func (s *Server) lead(ctx context.Context, before <-chan struct{}) {
 	s.metrics.leaderChanges.Inc()
 	term := s.raft.CurrentTerm()
 	s.log.Info("became leader", "term", term)
@@ -80,6 +98,11 @@ func (s *Server) lead(ctx context.Context) {
 	s.setReady(term)
 	s.log.Info("leader ready", "term", term, "applied_index", s.fsm.AppliedIndex())
 
+	select {
+	case <-before:
+	case <-ctx.Done():
+		return
+	}
 	var wg sync.WaitGroup
 	for _, t := range s.leaderTasks {
 		wg.Add(1)

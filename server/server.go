@@ -559,8 +559,19 @@ func (s *Server) isReady() bool {
 	return t != 0 && t == s.raft.CurrentTerm()
 }
 
+// setReady records that this master is ready as leader of term, or, with
+// 0, that it is not. A term's readiness never replaces a later term's: the
+// term before may still be finishing when this one starts (leaderLoop).
 func (s *Server) setReady(term uint64) {
-	s.readyTerm.Store(term)
+	for {
+		old := s.readyTerm.Load()
+		if term != 0 && term < old {
+			return
+		}
+		if s.readyTerm.CompareAndSwap(old, term) {
+			break
+		}
+	}
 	s.changed.notify()
 }
 
