@@ -329,7 +329,9 @@ func (inf *Informer) list(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list %s: %w", inf.kind, err)
 	}
-	inf.replace(resp.GetItems(), resp.GetResourceVersion())
+	if !inf.replace(ctx, resp.GetItems(), resp.GetResourceVersion()) {
+		return ctx.Err()
+	}
 	inf.markHandled()
 	return nil
 }
@@ -370,13 +372,23 @@ func (inf *Informer) markHandled() {
 }
 
 // replace makes the cache hold exactly items and tells handlers the
-// difference.
-func (inf *Informer) replace(items []*pb.Object, rv uint64) {
+// difference. It gives up, reporting false, once ctx ends: a leader that
+// lost leadership while listing a large store (every object, for the
+// garbage collector's informers) must not spend seconds filling a cache it
+// will throw away.
+func (inf *Informer) replace(ctx context.Context, items []*pb.Object, rv uint64) bool {
 	type change struct{ old, obj *pb.Object }
 	var changes []change
+	if ctx.Err() != nil {
+		return false
+	}
 	inf.mu.Lock()
 	seen := make(map[string]struct{}, len(items))
-	for _, obj := range items {
+	for i, obj := range items {
+		if i%256 == 255 && ctx.Err() != nil {
+			inf.mu.Unlock()
+			return false
+		}
 		if inf.metadata {
 			obj = metadataOf(obj)
 		}
@@ -413,6 +425,7 @@ func (inf *Informer) replace(items []*pb.Object, rv uint64) {
 	if !inf.HasSynced() {
 		close(inf.synced)
 	}
+	return true
 }
 
 func (inf *Informer) apply(ev *pb.WatchEvent) {

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"slices"
@@ -309,5 +310,37 @@ func TestMetadataInformerHeapPerObject(t *testing.T) {
 	}
 	if o, ok := meta.Get("a/p-7"); !ok || o.Meta().GetLabels()["tier"] != "backend" || len(o.Meta().GetOwnerReferences()) != 1 {
 		t.Fatalf("decoded from the cache: %v", o)
+	}
+}
+
+// cancellingLister ends the informers' run (leadership lost) while their
+// list is out, as a leader listing a large store may lose leadership.
+type cancellingLister struct {
+	controllers.Cluster
+	cancel context.CancelFunc
+}
+
+func (c cancellingLister) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+	resp, err := c.Cluster.List(ctx, req)
+	c.cancel()
+	return resp, err
+}
+
+// A list that comes back after the informers' context ended fills no cache
+// and reaches no handler: the run stops instead.
+func TestInformerDropsAListAnsweredAfterItsEnd(t *testing.T) {
+	h := controllertest.NewHarness(t, pod("a", "p1", nil, ""), pod("a", "p2", nil, ""))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := controllers.NewInformerFactory(cancellingLister{h.Fake, cancel}, nil, 0)
+	for _, inf := range []*controllers.Informer{f.For("Pod"), f.ForMetadata("ConfigMap")} {
+		inf.AddHandler(controllers.HandlerFuncs{AddFunc: func(o *pb.Object) { t.Errorf("handler saw %s", controllers.KeyOf(o)) }})
+	}
+	f.Start(ctx)
+	f.Wait()
+	for _, inf := range f.Informers() {
+		if inf.HasSynced() || inf.Len() != 0 {
+			t.Errorf("%s informer: synced %v, %d objects; want neither", inf.Kind(), inf.HasSynced(), inf.Len())
+		}
 	}
 }
