@@ -76,6 +76,11 @@ func testInformerIndexesAndSelects(t *testing.T, metadata bool) {
 	inf.AddIndexer("app", func(o *pb.Object) []string { return []string{o.Meta().GetLabels()["app"]} })
 	h.Start()
 
+	// Before any index is asked for (a metadata informer builds its
+	// namespace and label indexes then).
+	if got := keys(inf.Select("a", labels.SelectorFromSet(labels.Set{"app": "web"}))); !slices.Equal(got, []string{"a/p1", "a/p2"}) {
+		t.Errorf("first Select(a, app=web) = %v", got)
+	}
 	if got := keys(inf.ByIndex(controllers.IndexNamespace, "a")); !slices.Equal(got, []string{"a/p1", "a/p2", "a/p3"}) {
 		t.Errorf("namespace a = %v", got)
 	}
