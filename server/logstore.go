@@ -66,6 +66,9 @@ type logStore struct {
 	// fatal ends the master after a failed write raft counted as stored
 	// (tests replace it).
 	fatal func(error)
+	// newsCh is closed, and replaced, whenever the log or the commit index
+	// may have moved (the transport's quiet pipeline waits for it).
+	newsCh atomic.Pointer[chan struct{}]
 }
 
 // pendingWrite is a leader write that raft counts as stored and that is
@@ -80,7 +83,7 @@ type pendingWrite struct {
 type raftState interface{ State() raft.RaftState }
 
 func newLogStore(inner raft.LogStore, timeout time.Duration, log *slog.Logger, m *metrics) *logStore {
-	return &logStore{
+	s := &logStore{
 		LogStore: inner, timeout: timeout, log: log, metrics: m,
 		busy: make(chan struct{}, 1),
 		fatal: func(err error) {
@@ -88,6 +91,18 @@ func newLogStore(inner raft.LogStore, timeout time.Duration, log *slog.Logger, m
 			os.Exit(1)
 		},
 	}
+	ch := make(chan struct{})
+	s.newsCh.Store(&ch)
+	return s
+}
+
+// news returns a channel that is closed at the next ring.
+func (s *logStore) news() <-chan struct{} { return *s.newsCh.Load() }
+
+// ring wakes whoever waits for news.
+func (s *logStore) ring() {
+	ch := make(chan struct{})
+	close(*s.newsCh.Swap(&ch))
 }
 
 func (s *logStore) leading() bool {
@@ -103,6 +118,7 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
+	defer s.ring()
 	if s.metrics != nil {
 		s.metrics.logBatch.Observe(float64(len(logs)))
 	}
@@ -225,9 +241,11 @@ type syncedFSM struct {
 	logs *logStore
 }
 
-// Apply implements raft.FSM.
+// Apply implements raft.FSM. Applying follows a commit, which followers
+// should hear of: it rings the log store's news.
 func (f syncedFSM) Apply(l *raft.Log) interface{} {
 	f.logs.waitSynced(l.Index)
+	f.logs.ring()
 	return f.BatchingFSM.Apply(l)
 }
 
@@ -235,6 +253,7 @@ func (f syncedFSM) Apply(l *raft.Log) interface{} {
 func (f syncedFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if len(logs) > 0 {
 		f.logs.waitSynced(logs[len(logs)-1].Index)
+		f.logs.ring()
 	}
 	return f.BatchingFSM.ApplyBatch(logs)
 }

@@ -19,6 +19,7 @@ type noPending struct{}
 
 func (noPending) waitPending()                 {}
 func (noPending) syncedCommit(c uint64) uint64 { return c }
+func (noPending) news() <-chan struct{}        { return nil }
 
 func newTestLogStore(t *testing.T, inner raft.LogStore, timeout time.Duration, state raft.RaftState) (*logStore, *fixedState) {
 	t.Helper()
@@ -166,6 +167,7 @@ func (c *clampLog) waitPending() {
 }
 
 func (c *clampLog) syncedCommit(commit uint64) uint64 { return min(commit, c.max) }
+func (c *clampLog) news() <-chan struct{}             { return nil }
 
 // TestSerialTransportSyncsAppends: the commit index a leader sends is at
 // most what it has synced, plain and pipelined; and a master hands raft an

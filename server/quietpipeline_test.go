@@ -1,0 +1,172 @@
+package server
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// quietLog is a syncedLog whose news the test rings.
+type quietLog struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newQuietLog() *quietLog                     { return &quietLog{ch: make(chan struct{})} }
+func (q *quietLog) waitPending()                 {}
+func (q *quietLog) syncedCommit(c uint64) uint64 { return c }
+
+func (q *quietLog) news() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ch
+}
+
+func (q *quietLog) ring() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	close(q.ch)
+	q.ch = make(chan struct{})
+}
+
+// leaderCommit is a leader's termState and commitState.
+type leaderCommit struct{ commit atomic.Uint64 }
+
+func (*leaderCommit) State() raft.RaftState { return raft.Leader }
+func (*leaderCommit) CurrentTerm() uint64   { return 3 }
+func (l *leaderCommit) CommitIndex() uint64 { return l.commit.Load() }
+
+// sendRecorder is an AppendPipeline that records what it sends.
+type sendRecorder struct {
+	sent chan *raft.AppendEntriesRequest
+}
+
+func (r *sendRecorder) AppendEntries(args *raft.AppendEntriesRequest, _ *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	r.sent <- args
+	return nil, nil
+}
+func (r *sendRecorder) Consumer() <-chan raft.AppendFuture { return nil }
+func (r *sendRecorder) Close() error                       { return nil }
+
+// TestPipelineHoldsIdleAppends: a pipelined AppendEntries that repeats the
+// last one, with the commit index where it was, waits for the log store's
+// news, the resend interval or the transport's end; anything that tells the
+// follower something (entries, a commit index, a term) goes at once.
+func TestPipelineHoldsIdleAppends(t *testing.T) {
+	q := newQuietLog()
+	rc := &leaderCommit{}
+	rc.commit.Store(5)
+	tr := &serialTransport{logs: q, stop: make(chan struct{})}
+	tr.raft.Store(termState(rc))
+	rec := &sendRecorder{sent: make(chan *raft.AppendEntriesRequest, 1)}
+	p := &syncedPipeline{AppendPipeline: rec, t: tr, resend: time.Hour}
+
+	idle := func(term, commit uint64) *raft.AppendEntriesRequest {
+		return &raft.AppendEntriesRequest{Term: term, PrevLogEntry: 9, PrevLogTerm: term, LeaderCommitIndex: commit}
+	}
+	// start sends args from another goroutine; done is closed once
+	// AppendEntries returned.
+	start := func(args *raft.AppendEntriesRequest) (done chan struct{}) {
+		done = make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = p.AppendEntries(args, new(raft.AppendEntriesResponse))
+		}()
+		return done
+	}
+	sentNow := func(what string, args *raft.AppendEntriesRequest) {
+		t.Helper()
+		done := start(args)
+		select {
+		case <-rec.sent:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: not sent", what)
+		}
+		<-done
+	}
+	held := func(what string, args *raft.AppendEntriesRequest) (done chan struct{}) {
+		t.Helper()
+		done = start(args)
+		select {
+		case <-rec.sent:
+			t.Fatalf("%s: sent at once, want it held", what)
+		case <-time.After(100 * time.Millisecond):
+		}
+		return done
+	}
+	waitSent := func(what string, done chan struct{}) {
+		t.Helper()
+		select {
+		case <-rec.sent:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: still held", what)
+		}
+		<-done
+	}
+
+	sentNow("the first request", idle(3, 5))
+	done := held("a repeat", idle(3, 5))
+	q.ring()
+	waitSent("after news", done)
+
+	// The leader committed more after raft built the request: not a repeat.
+	rc.commit.Store(6)
+	sentNow("a repeat built before a commit", idle(3, 5))
+	sentNow("a new commit index", idle(3, 6))
+	withEntries := idle(3, 6)
+	withEntries.Entries = []*raft.Log{{Index: 10, Term: 3}}
+	sentNow("entries", withEntries)
+	sentNow("a new previous entry", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 6})
+	sentNow("a new term", &raft.AppendEntriesRequest{Term: 4, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 6})
+
+	repeat := &raft.AppendEntriesRequest{Term: 4, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 6}
+	done = held("a repeat", repeat)
+	q.ring()
+	waitSent("after news", done)
+
+	p.resend = 50 * time.Millisecond
+	sentNow("a repeat after the resend interval", repeat)
+
+	p.resend = time.Hour
+	done = held("a repeat", repeat)
+	close(tr.stop)
+	waitSent("after the transport closed", done)
+}
+
+// TestLogStoreRingsNews: a log write and an applied commit wake whoever
+// waits for the log store's news.
+func TestLogStoreRingsNews(t *testing.T) {
+	s, _ := newTestLogStore(t, raft.NewInmemStore(), time.Second, raft.Follower)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	news := s.news()
+	if closed(news) {
+		t.Fatal("news before anything happened")
+	}
+	if err := s.StoreLogs([]*raft.Log{{Index: 1, Term: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(news) {
+		t.Error("a log write rang no news")
+	}
+	fsm := syncedFSM{&checkFSM{leaderDisk: &atomic.Pointer[heldStore]{}}, s}
+	news = s.news()
+	fsm.ApplyBatch([]*raft.Log{{Index: 1, Term: 1}})
+	if !closed(news) {
+		t.Error("an applied batch rang no news")
+	}
+	news = s.news()
+	fsm.Apply(&raft.Log{Index: 2, Term: 1})
+	if !closed(news) {
+		t.Error("an applied entry rang no news")
+	}
+}
