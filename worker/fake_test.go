@@ -127,6 +127,11 @@ func (f *fakeRuntime) List() ([]wrt.ContainerStatus, error) {
 	return f.HollowRuntime.List()
 }
 
+func (f *fakeRuntime) ListPod(podUID string) ([]wrt.ContainerStatus, error) {
+	f.settle()
+	return f.HollowRuntime.ListPod(podUID)
+}
+
 func (f *fakeRuntime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	start := time.Now()
 	f.mu.Lock()

@@ -117,6 +117,18 @@ func (h *HollowRuntime) List() ([]wrt.ContainerStatus, error) {
 	return out, nil
 }
 
+func (h *HollowRuntime) ListPod(podUID string) ([]wrt.ContainerStatus, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []wrt.ContainerStatus
+	for _, c := range h.containers {
+		if c.PodUID == podUID {
+			out = append(out, *c)
+		}
+	}
+	return out, nil
+}
+
 func (h *HollowRuntime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

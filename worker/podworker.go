@@ -577,7 +577,7 @@ func (w *podWorker) probeTarget(pod *pb.Pod, c *pb.Container, id string) probeTa
 // container (left by a crash between a start and the removal of the oldest
 // instance).
 func (w *podWorker) removeExtra(ctx context.Context) {
-	all, err := w.a.rt.List()
+	all, err := w.a.rt.ListPod(w.uid)
 	if err != nil {
 		return
 	}
@@ -592,7 +592,7 @@ func (w *podWorker) removeExtra(ctx context.Context) {
 	}
 	w.mu.Unlock()
 	for _, c := range all {
-		if c.PodUID == w.uid && !keep[c.ID] {
+		if !keep[c.ID] {
 			w.log.Info("removing stray container", "id", shortID(c.ID), "container", c.Name)
 			if err := w.a.rt.Remove(ctx, c.ID); err != nil {
 				w.log.Warn("remove stray container", "id", shortID(c.ID), "err", err)
@@ -825,11 +825,9 @@ func (w *podWorker) terminate(ctx context.Context) (time.Duration, bool) {
 			errs = append(errs, err)
 		}
 		// Containers without a sandbox (a crash between the two removals).
-		if all, err := a.rt.List(); err == nil {
+		if all, err := a.rt.ListPod(w.uid); err == nil {
 			for _, c := range all {
-				if c.PodUID == w.uid {
-					errs = append(errs, a.rt.Remove(ctx, c.ID))
-				}
+				errs = append(errs, a.rt.Remove(ctx, c.ID))
 			}
 		}
 		errs = append(errs, a.removePodDir(w.uid))
@@ -874,9 +872,9 @@ func (w *podWorker) terminate(ctx context.Context) (time.Duration, bool) {
 func (w *podWorker) stopAll(ctx context.Context) bool {
 	a := w.a
 	var ids []string
-	if all, err := a.rt.List(); err == nil {
+	if all, err := a.rt.ListPod(w.uid); err == nil {
 		for _, c := range all {
-			if c.PodUID == w.uid && c.State != wrt.StateExited {
+			if c.State != wrt.StateExited {
 				ids = append(ids, c.ID)
 			}
 		}

@@ -30,6 +30,9 @@ type Runtime interface {
 	StartContainer(ctx context.Context, sb *wrt.Sandbox, spec wrt.ContainerSpec) (string, error)
 	Status(id string) (wrt.ContainerStatus, error)
 	List() ([]wrt.ContainerStatus, error)
+	// ListPod is List restricted to the containers of pod podUID, without
+	// the cost of reading the others' state.
+	ListPod(podUID string) ([]wrt.ContainerStatus, error)
 	Stop(ctx context.Context, id string, grace time.Duration) error
 	Remove(ctx context.Context, id string) error
 	Exec(ctx context.Context, id string, cmd []string, stdio wrt.ExecIO, tty bool) (int, error)

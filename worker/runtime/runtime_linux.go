@@ -147,6 +147,7 @@ func New(cfg Config) (*Runtime, error) {
 			r.memsw = err == nil
 		}
 	}
+	r.probeExeSeal()
 	return r, nil
 }
 
@@ -353,6 +354,11 @@ func (r *Runtime) Status(id string) (ContainerStatus, error) {
 	if err != nil {
 		return ContainerStatus{}, err
 	}
+	return r.statusOf(id, rec), nil
+}
+
+// statusOf returns the state of container id, whose summary is rec.
+func (r *Runtime) statusOf(id string, rec *containerSummary) ContainerStatus {
 	st := ContainerStatus{
 		ID:        rec.ID,
 		PodUID:    rec.PodUID,
@@ -393,32 +399,44 @@ func (r *Runtime) Status(id string) (ContainerStatus, error) {
 			if s, err := c.Status(); err == nil && s == libcontainer.Running {
 				st.State, st.Pid = StateRunning, ss.InitPid
 				st.Message = "shim is gone: exit status will not be recorded"
-				return st, nil
+				return st
 			}
 		}
 		st.State, st.ExitCode, st.Reason = StateExited, 255, ReasonUnknown
 		st.Message = "shim exited without recording the container's exit status"
 	}
-	return st, nil
+	return st
 }
 
 // List returns the status of every container the runtime knows, including
 // ones started by an earlier worker process.
-func (r *Runtime) List() ([]ContainerStatus, error) {
+func (r *Runtime) List() ([]ContainerStatus, error) { return r.list(nil) }
+
+// ListPod returns what List returns for the containers of pod podUID. It
+// reads only the summary of other pods' containers.
+func (r *Runtime) ListPod(podUID string) ([]ContainerStatus, error) {
+	return r.list(func(rec *containerSummary) bool { return rec.PodUID == podUID })
+}
+
+// list returns the status of the containers whose summary keep accepts
+// (all if keep is nil).
+func (r *Runtime) list(keep func(*containerSummary) bool) ([]ContainerStatus, error) {
 	entries, err := os.ReadDir(r.containersStateDir())
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	out := make([]ContainerStatus, 0, len(entries))
 	for _, e := range entries {
-		st, err := r.Status(e.Name())
+		rec, err := r.readSummary(e.Name())
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("list containers: %w", err)
 		}
-		out = append(out, st)
+		if keep == nil || keep(rec) {
+			out = append(out, r.statusOf(e.Name(), rec))
+		}
 	}
 	return out, nil
 }

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -887,6 +889,49 @@ func TestShimDeath(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.assertClean(t)
+}
+
+// TestListPod: ListPod returns exactly the containers of one pod (those of
+// an older runtime, without a summary, too), with the statuses List gives.
+func TestListPod(t *testing.T) {
+	e := newEnv(t)
+	sbA := e.sandbox(t, "pod-list-a", SandboxOptions{})
+	sbB := e.sandbox(t, "pod-list-b", SandboxOptions{})
+	want := map[string][]string{
+		sbA.PodUID:      {e.start(t, sbA, app("a1", "sleep", "1h")), e.start(t, sbA, app("a2", "exit", "3"))},
+		sbB.PodUID:      {e.start(t, sbB, app("b1", "sleep", "1h"))},
+		"pod-list-none": nil,
+	}
+	e.waitExited(t, want[sbA.PodUID][1])
+	if err := os.Remove(filepath.Join(e.rt.stateDir(want[sbB.PodUID][0]), "summary.json")); err != nil {
+		t.Fatal(err)
+	}
+	all, err := e.rt.List()
+	if err != nil || len(all) != 3 {
+		t.Fatalf("List = %+v, %v", all, err)
+	}
+	listed := map[string]ContainerStatus{}
+	for _, st := range all {
+		listed[st.ID] = st
+	}
+	for pod, ids := range want {
+		got, err := e.rt.ListPod(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotIDs []string
+		for _, st := range got {
+			gotIDs = append(gotIDs, st.ID)
+			if !reflect.DeepEqual(st, listed[st.ID]) {
+				t.Errorf("ListPod(%s): %+v, List: %+v", pod, st, listed[st.ID])
+			}
+		}
+		slices.Sort(gotIDs)
+		slices.Sort(ids)
+		if !slices.Equal(gotIDs, ids) {
+			t.Errorf("ListPod(%s) = %v, want %v", pod, gotIDs, ids)
+		}
+	}
 }
 
 type helperConfig struct {

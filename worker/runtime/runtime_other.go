@@ -42,6 +42,8 @@ func (r *Runtime) Status(id string) (ContainerStatus, error) {
 
 func (r *Runtime) List() ([]ContainerStatus, error) { return nil, ErrUnsupported }
 
+func (r *Runtime) ListPod(podUID string) ([]ContainerStatus, error) { return nil, ErrUnsupported }
+
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	return ErrUnsupported
 }
