@@ -38,7 +38,7 @@ func TestExeSealWarning(t *testing.T) {
 			}
 			t.Cleanup(func() { os.RemoveAll(base) })
 			if isWithin(filepath.Dir(exe), base) != tc.warn {
-				t.Skipf("%s: the test binary %s is in an unexpected place", base, exe)
+				t.Fatalf("%s: the test binary %s is in an unexpected place (is TMPDIR the test binary's directory?)", base, exe)
 			}
 			// The handler serializes its writes, and New logs before it
 			// returns: a plain buffer is safe.
