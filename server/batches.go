@@ -62,7 +62,8 @@ type inflightBatches struct {
 	// base is how many writes were waiting when the linger started, back
 	// how many writers it waits for (the ended batch's).
 	base, back int
-	skip       int // batches to release at once, after a linger timed out
+	skip       int    // batches to release at once, after a linger timed out
+	proposed   uint64 // writes given to apply, ever
 }
 
 const (
@@ -105,15 +106,26 @@ func newInflightBatches(r applier, max int, linger time.Duration) *inflightBatch
 	return &inflightBatches{raft: r, max: max, linger: linger, now: time.Now}
 }
 
+// activity reports whether writes are in flight or waiting to be
+// proposed, and how many have been proposed so far: while writes come,
+// raft sends followers entries, and the latest commit index with them.
+func (g *inflightBatches) activity() (busy bool, proposed uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.inflight > 0 || len(g.waiting) > 0, g.proposed
+}
+
 // apply proposes data, after the batches in flight if there are max of
 // them, and returns its future and its batch, which the caller passes to
 // done once the future has completed. ok is false when ctx ended before the
 // write was proposed: it never entered the log.
 func (g *inflightBatches) apply(ctx context.Context, data []byte, timeout time.Duration) (f raft.ApplyFuture, b *batch, ok bool) {
+	g.mu.Lock()
+	g.proposed++
 	if g.max <= 0 {
+		g.mu.Unlock()
 		return g.raft.Apply(data, timeout), nil, true
 	}
-	g.mu.Lock()
 	if g.inflight < g.max && !g.lingering {
 		g.inflight++
 		g.mu.Unlock()

@@ -101,10 +101,16 @@ func TestInflightBatchesOneAtATime(t *testing.T) {
 	r := &recordingRaft{}
 	g := newInflightBatches(r, 1, 0)
 	ctx := context.Background()
+	if busy, n := g.activity(); busy || n != 0 {
+		t.Fatalf("activity %v, %d with nothing proposed", busy, n)
+	}
 
 	a := receive(t, propose(t, ctx, g, r, "a"))
 	if !a.ok {
 		t.Fatal("the first write waited with nothing in flight")
+	}
+	if busy, n := g.activity(); !busy || n != 1 {
+		t.Fatalf("activity %v, %d with a in flight, want true, 1", busy, n)
 	}
 	b := propose(t, ctx, g, r, "b")
 	c := propose(t, ctx, g, r, "c")
@@ -135,6 +141,9 @@ func TestInflightBatchesOneAtATime(t *testing.T) {
 		t.Fatalf("proposed %v, want e last", got)
 	}
 	r.complete(t, g, "e", se.b)
+	if busy, n := g.activity(); busy || n != 5 {
+		t.Fatalf("activity %v, %d after a to e completed, want false, 5", busy, n)
+	}
 	// Nothing in flight: the next write goes at once.
 	if f := receive(t, propose(t, ctx, g, r, "f")); f.b == nil {
 		t.Fatal("f has no batch")

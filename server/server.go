@@ -182,6 +182,8 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	s.batches = newInflightBatches(s.raft, cfg.MaxInflightBatches, cfg.BatchLinger)
+	writes := s.batches.activity
+	s.stores.trans.writes.Store(&writes)
 	s.stores.own.raft.Store(raftState(s.raft))
 	s.stores.trans.raft.Store(termState(s.raft))
 	s.metrics.registerState(s.raft, s.fsm)

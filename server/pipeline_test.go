@@ -62,7 +62,7 @@ func TestPipelineHoldsIdleAppends(t *testing.T) {
 	tr := &serialTransport{logs: q, stop: make(chan struct{})}
 	tr.raft.Store(termState(rc))
 	rec := &sendRecorder{sent: make(chan *raft.AppendEntriesRequest, 1)}
-	p := &syncedPipeline{AppendPipeline: rec, t: tr, resend: time.Hour}
+	p := &syncedPipeline{AppendPipeline: rec, t: tr, resend: time.Hour, done: make(chan struct{})}
 
 	idle := func(term, commit uint64) *raft.AppendEntriesRequest {
 		return &raft.AppendEntriesRequest{Term: term, PrevLogEntry: 9, PrevLogTerm: term, LeaderCommitIndex: commit}
@@ -134,6 +134,96 @@ func TestPipelineHoldsIdleAppends(t *testing.T) {
 	done = held("a repeat", repeat)
 	close(tr.stop)
 	waitSent("after the transport closed", done)
+}
+
+// TestPipelinePushesCommits: a commit index raft has not sent within the
+// push delay goes to the follower alone, capped at the last entry sent;
+// one raft sends in time is not sent again.
+func TestPipelinePushesCommits(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration
+	}{{"raft is slow", time.Millisecond}, {"raft carries it", 300 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := newQuietLog()
+			rc := &leaderCommit{}
+			rc.commit.Store(9)
+			tr := &serialTransport{logs: q, stop: make(chan struct{})}
+			tr.raft.Store(termState(rc))
+			rec := &sendRecorder{sent: make(chan *raft.AppendEntriesRequest, 1)}
+			p := &syncedPipeline{AppendPipeline: rec, t: tr, resend: time.Hour, delay: tc.delay, done: make(chan struct{})}
+			go p.push(q.news())
+			defer p.Close()
+
+			entries := func(prev uint64, idx ...uint64) *raft.AppendEntriesRequest {
+				args := &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: prev, PrevLogTerm: 3, LeaderCommitIndex: rc.commit.Load()}
+				for _, i := range idx {
+					args.Entries = append(args.Entries, &raft.Log{Index: i, Term: 3})
+				}
+				return args
+			}
+			send := func(args *raft.AppendEntriesRequest) {
+				t.Helper()
+				if _, err := p.AppendEntries(args, new(raft.AppendEntriesResponse)); err != nil {
+					t.Fatal(err)
+				}
+				<-rec.sent
+			}
+			pushed := func(what string, commit uint64) {
+				t.Helper()
+				select {
+				case got := <-rec.sent:
+					if len(got.Entries) != 0 || got.PrevLogEntry != 10 || got.PrevLogTerm != 3 || got.Term != 3 || got.LeaderCommitIndex != commit {
+						t.Fatalf("%s: pushed %+v, want commit %d after entry 10", what, got, commit)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%s: commit %d not pushed", what, commit)
+				}
+			}
+			nothing := func(what string) {
+				t.Helper()
+				select {
+				case got := <-rec.sent:
+					t.Fatalf("%s: pushed %+v", what, got)
+				case <-time.After(2*tc.delay + 100*time.Millisecond):
+				}
+			}
+
+			send(entries(9, 10))
+			rc.commit.Store(12) // beyond what the follower was sent
+			if tc.delay > 100*time.Millisecond {
+				q.ring()
+				send(entries(10)) // raft's next request carries commit 10 first
+				nothing("a commit raft sent")
+				return
+			}
+			// Not while writes are in flight or waiting: their entries
+			// carry the commit index.
+			var busy atomic.Bool
+			var proposed, step atomic.Uint64 // step: writes proposed per look
+			busy.Store(true)
+			activity := func() (bool, uint64) { return busy.Load(), proposed.Add(step.Load()) }
+			tr.writes.Store(&activity)
+			q.ring()
+			nothing("writes in flight")
+			busy.Store(false)
+			step.Store(1)
+			q.ring()
+			nothing("writes proposed meanwhile")
+			step.Store(0)
+			q.ring()
+			pushed("a commit beyond the last entry sent", 10)
+			q.ring()
+			nothing("no new commit")
+			// A request raft built before the push does not take it back.
+			if _, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 9}, new(raft.AppendEntriesResponse)); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-rec.sent; got.LeaderCommitIndex != 10 {
+				t.Fatalf("raft's older request sent commit %d after the push of 10", got.LeaderCommitIndex)
+			}
+		})
+	}
 }
 
 // TestLogStoreRingsNews: a log write and an applied commit wake whoever
