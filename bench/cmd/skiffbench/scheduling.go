@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -135,6 +136,9 @@ func benchScheduling(ctx context.Context, e *env, o options, rep *Report) error 
 		return fmt.Errorf("hollow nodes: %w", err)
 	}
 	logf("%d hollow nodes Ready after %s", s.nodes, time.Since(started).Round(time.Second))
+	if err := idleCPU(ctx, c, hollow, rep, s.nodes); err != nil {
+		return err
+	}
 
 	nrs := (s.pods + s.rsSize - 1) / s.rsSize
 	// The ReplicaSets: all at once, as many clients as there are sets (up
@@ -203,7 +207,7 @@ func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report,
 	if err != nil {
 		return fmt.Errorf("leader CPU: %w", err)
 	}
-	hollowBefore, _ := cpuTime(hollow.pid())
+	before := takeCPU(c, hollow)
 	load := loadAvg()
 	stopPerf := perfLeader(ctx, c, perfDir, ns, 30*time.Second)
 	defer stopPerf()
@@ -218,7 +222,7 @@ func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report,
 	})
 	end := time.Now()
 	cpuAfter, cerr := cpuTime(c.masters[leader].pid())
-	hollowAfter, _ := cpuTime(hollow.pid())
+	after := takeCPU(c, hollow)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -282,7 +286,7 @@ func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report,
 		wall := end.Sub(t0)
 		rep.add(bench, "leader CPU time, create -> all Running", secs(cpu), "s", nil,
 			fmt.Sprintf("%.2f ms/pod, %.0f%% of a core", ms(cpu)/float64(s.pods), 100*cpu.Seconds()/wall.Seconds()),
-			fmt.Sprintf("over %.1fs; hollow worker used %.1fs", wall.Seconds(), (hollowAfter-hollowBefore).Seconds()))
+			fmt.Sprintf("over %.1fs; %s", wall.Seconds(), cpuSplit(before, after, leader)))
 	}
 	return nil
 }
@@ -321,5 +325,68 @@ func createRetrying(ctx context.Context, c *skiffCluster, n, conc int, mk func(i
 			return fmt.Errorf("create object %d: %w", i, err)
 		}
 	}
+	return nil
+}
+
+// cpuUse is the CPU time used so far by each master, the hollow worker and
+// this process (the clients and the pod watch): on one machine they share
+// its CPUs, and the split shows how much of them the masters got.
+type cpuUse struct {
+	masters      []time.Duration
+	hollow, self time.Duration
+}
+
+func takeCPU(c *skiffCluster, hollow *proc) cpuUse {
+	u := cpuUse{masters: make([]time.Duration, len(c.masters))}
+	for i, m := range c.masters {
+		u.masters[i], _ = cpuTime(m.pid())
+	}
+	u.hollow, _ = cpuTime(hollow.pid())
+	u.self, _ = cpuTime(os.Getpid())
+	return u
+}
+
+// cpuSplit describes the CPU each process used between before and after.
+func cpuSplit(before, after cpuUse, leader int) string {
+	var followers []string
+	for i := range after.masters {
+		if i != leader {
+			followers = append(followers, fmt.Sprintf("%.1f", (after.masters[i]-before.masters[i]).Seconds()))
+		}
+	}
+	return fmt.Sprintf("followers used %ss, the hollow worker %.1fs, this process (clients, watch) %.1fs",
+		strings.Join(followers, " / "), (after.hollow - before.hollow).Seconds(), (after.self - before.self).Seconds())
+}
+
+// idleWindow is how long the masters' CPU is measured once every hollow
+// node is Ready, before any pod is created.
+const idleWindow = 10 * time.Second
+
+// idleCPU reports the masters' CPU with the hollow nodes Ready and nothing
+// else to do: the cost of the nodes' heartbeats (a Node status write per
+// node every heartbeat interval) and gossip, which is there under every
+// other figure of this benchmark too.
+func idleCPU(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report, nodes int) error {
+	leader, err := c.leader(ctx)
+	if err != nil {
+		return err
+	}
+	before := takeCPU(c, hollow)
+	t0 := time.Now()
+	select {
+	case <-time.After(idleWindow):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	after := takeCPU(c, hollow)
+	wall := time.Since(t0)
+	var total time.Duration
+	for i := range after.masters {
+		total += after.masters[i] - before.masters[i]
+	}
+	lead := after.masters[leader] - before.masters[leader]
+	rep.add("scheduling", fmt.Sprintf("masters' CPU, idle with %d nodes", nodes), 100*total.Seconds()/wall.Seconds(), "% of a core", nil,
+		fmt.Sprintf("leader %.0f%%", 100*lead.Seconds()/wall.Seconds()),
+		fmt.Sprintf("over %.1fs after the last node turned Ready, no pods; %s", wall.Seconds(), cpuSplit(before, after, leader)))
 	return nil
 }
