@@ -276,6 +276,15 @@ func columnsFor(kind string) ([]column, rowFunc) {
 			}
 			return []string{name(o), st, fmt.Sprintf("%d/%d", j.GetStatus().GetSucceeded(), completions), age(o, now)}
 		}
+	case "Lease":
+		return cols("NAME", "HOLDER", "AGE", "+RENEWED"), func(o *pb.Object, now time.Time) []string {
+			s := o.GetLease().GetSpec()
+			renewed := "<none>"
+			if t := s.GetRenewTime(); t != nil {
+				renewed = duration.HumanDuration(now.Sub(t.AsTime())) + " ago"
+			}
+			return []string{name(o), s.GetHolderIdentity(), age(o, now), renewed}
+		}
 	case "Service":
 		return cols("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "+SELECTOR"), func(o *pb.Object, now time.Time) []string {
 			s := o.GetService().GetSpec()

@@ -92,6 +92,23 @@ func TestTablesLookLikeKubectl(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("wide pods:\n%s\nwant fields %v", buf.String(), want)
 	}
+
+	// A node's lease: its holder, and in -o wide when it was last renewed.
+	buf.Reset()
+	p = newPrinter(&buf, "wide", false)
+	p.now = func() time.Time { return now }
+	lease := pb.Wrap(&pb.Lease{
+		Metadata: &pb.ObjectMeta{Name: "w1", Namespace: "kube-node-lease", CreationTimestamp: timestamppb.New(created)},
+		Spec:     &pb.LeaseSpec{HolderIdentity: "w1", RenewTime: timestamppb.New(now.Add(-4 * time.Second))},
+	})
+	if err := p.printList([]*pb.Object{lease}); err != nil {
+		t.Fatal(err)
+	}
+	got = strings.Fields(buf.String())
+	want = strings.Fields("NAME HOLDER AGE RENEWED w1 w1 90s 4s ago")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("wide leases:\n%s\nwant fields %v", buf.String(), want)
+	}
 }
 
 func TestPrintYAMLListKeepsNumbers(t *testing.T) {

@@ -170,7 +170,7 @@ func (r *chaosWorkerRig) readopt(round int) {
 			return err
 		}
 		n := w.nodes["w1"]
-		if chaosNodeStatus(n) != "True" || !chaosHeartbeat(n).After(restarted) {
+		if chaosNodeStatus(n) != "True" || chaosHeartbeat(n).Before(restarted.Truncate(time.Second)) {
 			return fmt.Errorf("w1 has not heartbeated since its restart (Ready %q)", chaosNodeStatus(n))
 		}
 		if _, err := chaosContainers(r.rt, "w1", w); err != nil {

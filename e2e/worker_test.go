@@ -61,6 +61,18 @@ func TestWorkerEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+	// The worker heartbeats by renewing its Lease, as a kubelet does; the
+	// masters keep the lease namespace.
+	eventually(t, 30*time.Second, func() error {
+		out, err := c.cli("", "get", "leases", "-n", "kube-node-lease")
+		if err != nil || !regexpLine(out, "NAME", "HOLDER", "AGE") || !regexpLine(out, "w1", "w1") {
+			return fmt.Errorf("get leases: %v\n%s", err, out)
+		}
+		return nil
+	})
+	if out, err := c.cli("", "delete", "namespace", "kube-node-lease"); err == nil || !strings.Contains(out, `namespace "kube-node-lease" cannot be deleted`) {
+		t.Errorf("delete namespace kube-node-lease: %v\n%s", err, out)
+	}
 	manifest := fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:

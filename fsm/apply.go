@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 
 	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -304,6 +305,9 @@ func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, 
 	case km.Namespaced && ns == "":
 		return nil, "", errorf(ErrInvalid, "%s %q: namespace is required", km.Plural, name)
 	}
+	if km.Kind == "Namespace" && slices.Contains(pb.SystemNamespaces, name) {
+		return nil, "", errorf(ErrInvalid, "namespace %q cannot be deleted: the masters keep it", name)
+	}
 	cur := a.txn.get(objectKey(km.Kind, ns, name))
 	if cur == nil {
 		return nil, "", errorf(ErrNotFound, "%s", describe(km, ns, name))
@@ -311,9 +315,6 @@ func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, 
 	old := cur.mustObject()
 	if err := preconditions(km, old.Meta(), op.GetUid(), op.GetResourceVersion()); err != nil {
 		return nil, "", err
-	}
-	if km.Kind == "Namespace" && name == "default" {
-		return nil, "", errorf(ErrInvalid, "namespace \"default\" cannot be deleted")
 	}
 	next := old.Clone()
 	nm := next.Meta()

@@ -5337,6 +5337,155 @@ func (x *EventSource) GetHost() string {
 	return ""
 }
 
+// Lease is Kubernetes' coordination Lease. Each worker renews one named
+// after its node in the kube-node-lease namespace every heartbeat: the
+// masters take a renewal as the node's heartbeat, so the Node object itself
+// changes only when its status does. Other programs may use Leases for
+// leader election, as in Kubernetes.
+type Lease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ApiVersion    string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Metadata      *ObjectMeta            `protobuf:"bytes,3,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Spec          *LeaseSpec             `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_core_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_core_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_core_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *Lease) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *Lease) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Lease) GetMetadata() *ObjectMeta {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Lease) GetSpec() *LeaseSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type LeaseSpec struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	HolderIdentity       string                 `protobuf:"bytes,1,opt,name=holder_identity,json=holderIdentity,proto3" json:"holder_identity,omitempty"`
+	LeaseDurationSeconds *int32                 `protobuf:"varint,2,opt,name=lease_duration_seconds,json=leaseDurationSeconds,proto3,oneof" json:"lease_duration_seconds,omitempty"`
+	AcquireTime          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=acquire_time,json=acquireTime,proto3" json:"acquire_time,omitempty"`
+	RenewTime            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=renew_time,json=renewTime,proto3" json:"renew_time,omitempty"`
+	LeaseTransitions     *int32                 `protobuf:"varint,5,opt,name=lease_transitions,json=leaseTransitions,proto3,oneof" json:"lease_transitions,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *LeaseSpec) Reset() {
+	*x = LeaseSpec{}
+	mi := &file_core_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseSpec) ProtoMessage() {}
+
+func (x *LeaseSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_core_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseSpec.ProtoReflect.Descriptor instead.
+func (*LeaseSpec) Descriptor() ([]byte, []int) {
+	return file_core_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *LeaseSpec) GetHolderIdentity() string {
+	if x != nil {
+		return x.HolderIdentity
+	}
+	return ""
+}
+
+func (x *LeaseSpec) GetLeaseDurationSeconds() int32 {
+	if x != nil && x.LeaseDurationSeconds != nil {
+		return *x.LeaseDurationSeconds
+	}
+	return 0
+}
+
+func (x *LeaseSpec) GetAcquireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AcquireTime
+	}
+	return nil
+}
+
+func (x *LeaseSpec) GetRenewTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewTime
+	}
+	return nil
+}
+
+func (x *LeaseSpec) GetLeaseTransitions() int32 {
+	if x != nil && x.LeaseTransitions != nil {
+		return *x.LeaseTransitions
+	}
+	return 0
+}
+
 var File_core_proto protoreflect.FileDescriptor
 
 const file_core_proto_rawDesc = "" +
@@ -5865,7 +6014,22 @@ const file_core_proto_rawDesc = "" +
 	"\x12reporting_instance\x18\r \x01(\tR\x11reportingInstance\"?\n" +
 	"\vEventSource\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x12\n" +
-	"\x04host\x18\x02 \x01(\tR\x04hostB!Z\x1fgithub.com/skiff-sh/skiff/protob\x06proto3"
+	"\x04host\x18\x02 \x01(\tR\x04host\"\x97\x01\n" +
+	"\x05Lease\x12\x1f\n" +
+	"\vapi_version\x18\x01 \x01(\tR\n" +
+	"apiVersion\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x120\n" +
+	"\bmetadata\x18\x03 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12'\n" +
+	"\x04spec\x18\x04 \x01(\v2\x13.skiff.v1.LeaseSpecR\x04spec\"\xcc\x02\n" +
+	"\tLeaseSpec\x12'\n" +
+	"\x0fholder_identity\x18\x01 \x01(\tR\x0eholderIdentity\x129\n" +
+	"\x16lease_duration_seconds\x18\x02 \x01(\x05H\x00R\x14leaseDurationSeconds\x88\x01\x01\x12=\n" +
+	"\facquire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vacquireTime\x129\n" +
+	"\n" +
+	"renew_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trenewTime\x120\n" +
+	"\x11lease_transitions\x18\x05 \x01(\x05H\x01R\x10leaseTransitions\x88\x01\x01B\x19\n" +
+	"\x17_lease_duration_secondsB\x14\n" +
+	"\x12_lease_transitionsB!Z\x1fgithub.com/skiff-sh/skiff/protob\x06proto3"
 
 var (
 	file_core_proto_rawDescOnce sync.Once
@@ -5879,7 +6043,7 @@ func file_core_proto_rawDescGZIP() []byte {
 	return file_core_proto_rawDescData
 }
 
-var file_core_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
+var file_core_proto_msgTypes = make([]protoimpl.MessageInfo, 88)
 var file_core_proto_goTypes = []any{
 	(*Namespace)(nil),                // 0: skiff.v1.Namespace
 	(*NamespaceSpec)(nil),            // 1: skiff.v1.NamespaceSpec
@@ -5957,46 +6121,48 @@ var file_core_proto_goTypes = []any{
 	(*Secret)(nil),                   // 73: skiff.v1.Secret
 	(*Event)(nil),                    // 74: skiff.v1.Event
 	(*EventSource)(nil),              // 75: skiff.v1.EventSource
-	nil,                              // 76: skiff.v1.NodeStatus.CapacityEntry
-	nil,                              // 77: skiff.v1.NodeStatus.AllocatableEntry
-	nil,                              // 78: skiff.v1.PodSpec.NodeSelectorEntry
-	nil,                              // 79: skiff.v1.ResourceRequirements.LimitsEntry
-	nil,                              // 80: skiff.v1.ResourceRequirements.RequestsEntry
-	nil,                              // 81: skiff.v1.ServiceSpec.SelectorEntry
-	nil,                              // 82: skiff.v1.ConfigMap.DataEntry
-	nil,                              // 83: skiff.v1.ConfigMap.BinaryDataEntry
-	nil,                              // 84: skiff.v1.Secret.DataEntry
-	nil,                              // 85: skiff.v1.Secret.StringDataEntry
-	(*ObjectMeta)(nil),               // 86: skiff.v1.ObjectMeta
-	(*timestamppb.Timestamp)(nil),    // 87: google.protobuf.Timestamp
-	(*ObjectReference)(nil),          // 88: skiff.v1.ObjectReference
+	(*Lease)(nil),                    // 76: skiff.v1.Lease
+	(*LeaseSpec)(nil),                // 77: skiff.v1.LeaseSpec
+	nil,                              // 78: skiff.v1.NodeStatus.CapacityEntry
+	nil,                              // 79: skiff.v1.NodeStatus.AllocatableEntry
+	nil,                              // 80: skiff.v1.PodSpec.NodeSelectorEntry
+	nil,                              // 81: skiff.v1.ResourceRequirements.LimitsEntry
+	nil,                              // 82: skiff.v1.ResourceRequirements.RequestsEntry
+	nil,                              // 83: skiff.v1.ServiceSpec.SelectorEntry
+	nil,                              // 84: skiff.v1.ConfigMap.DataEntry
+	nil,                              // 85: skiff.v1.ConfigMap.BinaryDataEntry
+	nil,                              // 86: skiff.v1.Secret.DataEntry
+	nil,                              // 87: skiff.v1.Secret.StringDataEntry
+	(*ObjectMeta)(nil),               // 88: skiff.v1.ObjectMeta
+	(*timestamppb.Timestamp)(nil),    // 89: google.protobuf.Timestamp
+	(*ObjectReference)(nil),          // 90: skiff.v1.ObjectReference
 }
 var file_core_proto_depIdxs = []int32{
-	86,  // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
+	88,  // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
 	1,   // 1: skiff.v1.Namespace.spec:type_name -> skiff.v1.NamespaceSpec
 	2,   // 2: skiff.v1.Namespace.status:type_name -> skiff.v1.NamespaceStatus
-	86,  // 3: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	88,  // 3: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	4,   // 4: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
 	6,   // 5: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	5,   // 6: skiff.v1.NodeSpec.taints:type_name -> skiff.v1.Taint
-	87,  // 7: skiff.v1.Taint.time_added:type_name -> google.protobuf.Timestamp
-	76,  // 8: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	77,  // 9: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
+	89,  // 7: skiff.v1.Taint.time_added:type_name -> google.protobuf.Timestamp
+	78,  // 8: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
+	79,  // 9: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
 	7,   // 10: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.NodeCondition
 	8,   // 11: skiff.v1.NodeStatus.addresses:type_name -> skiff.v1.NodeAddress
 	9,   // 12: skiff.v1.NodeStatus.node_info:type_name -> skiff.v1.NodeSystemInfo
 	10,  // 13: skiff.v1.NodeStatus.daemon_endpoints:type_name -> skiff.v1.NodeDaemonEndpoints
-	87,  // 14: skiff.v1.NodeCondition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	87,  // 15: skiff.v1.NodeCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	89,  // 14: skiff.v1.NodeCondition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	89,  // 15: skiff.v1.NodeCondition.last_transition_time:type_name -> google.protobuf.Timestamp
 	11,  // 16: skiff.v1.NodeDaemonEndpoints.kubelet_endpoint:type_name -> skiff.v1.DaemonEndpoint
-	86,  // 17: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	88,  // 17: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	14,  // 18: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
 	54,  // 19: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
-	86,  // 20: skiff.v1.PodTemplateSpec.metadata:type_name -> skiff.v1.ObjectMeta
+	88,  // 20: skiff.v1.PodTemplateSpec.metadata:type_name -> skiff.v1.ObjectMeta
 	14,  // 21: skiff.v1.PodTemplateSpec.spec:type_name -> skiff.v1.PodSpec
 	16,  // 22: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
 	16,  // 23: skiff.v1.PodSpec.init_containers:type_name -> skiff.v1.Container
-	78,  // 24: skiff.v1.PodSpec.node_selector:type_name -> skiff.v1.PodSpec.NodeSelectorEntry
+	80,  // 24: skiff.v1.PodSpec.node_selector:type_name -> skiff.v1.PodSpec.NodeSelectorEntry
 	47,  // 25: skiff.v1.PodSpec.affinity:type_name -> skiff.v1.Affinity
 	53,  // 26: skiff.v1.PodSpec.tolerations:type_name -> skiff.v1.Toleration
 	41,  // 27: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
@@ -6025,8 +6191,8 @@ var file_core_proto_depIdxs = []int32{
 	24,  // 50: skiff.v1.EnvVarSource.resource_field_ref:type_name -> skiff.v1.ResourceFieldSelector
 	28,  // 51: skiff.v1.EnvFromSource.config_map_ref:type_name -> skiff.v1.ConfigMapEnvSource
 	29,  // 52: skiff.v1.EnvFromSource.secret_ref:type_name -> skiff.v1.SecretEnvSource
-	79,  // 53: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
-	80,  // 54: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
+	81,  // 53: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
+	82,  // 54: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
 	33,  // 55: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
 	34,  // 56: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
 	36,  // 57: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
@@ -6049,48 +6215,52 @@ var file_core_proto_depIdxs = []int32{
 	50,  // 74: skiff.v1.PreferredSchedulingTerm.preference:type_name -> skiff.v1.NodeSelectorTerm
 	56,  // 75: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.PodCondition
 	55,  // 76: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
-	87,  // 77: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	89,  // 77: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	57,  // 78: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
 	57,  // 79: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	87,  // 80: skiff.v1.PodCondition.last_probe_time:type_name -> google.protobuf.Timestamp
-	87,  // 81: skiff.v1.PodCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	89,  // 80: skiff.v1.PodCondition.last_probe_time:type_name -> google.protobuf.Timestamp
+	89,  // 81: skiff.v1.PodCondition.last_transition_time:type_name -> google.protobuf.Timestamp
 	58,  // 82: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
 	58,  // 83: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
 	59,  // 84: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
 	60,  // 85: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
 	61,  // 86: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	87,  // 87: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	87,  // 88: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	87,  // 89: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
-	86,  // 90: skiff.v1.Service.metadata:type_name -> skiff.v1.ObjectMeta
+	89,  // 87: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	89,  // 88: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	89,  // 89: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	88,  // 90: skiff.v1.Service.metadata:type_name -> skiff.v1.ObjectMeta
 	63,  // 91: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
 	65,  // 92: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
 	64,  // 93: skiff.v1.ServiceSpec.ports:type_name -> skiff.v1.ServicePort
-	81,  // 94: skiff.v1.ServiceSpec.selector:type_name -> skiff.v1.ServiceSpec.SelectorEntry
+	83,  // 94: skiff.v1.ServiceSpec.selector:type_name -> skiff.v1.ServiceSpec.SelectorEntry
 	66,  // 95: skiff.v1.ServiceStatus.load_balancer:type_name -> skiff.v1.LoadBalancerStatus
 	67,  // 96: skiff.v1.LoadBalancerStatus.ingress:type_name -> skiff.v1.LoadBalancerIngress
-	86,  // 97: skiff.v1.Endpoints.metadata:type_name -> skiff.v1.ObjectMeta
+	88,  // 97: skiff.v1.Endpoints.metadata:type_name -> skiff.v1.ObjectMeta
 	69,  // 98: skiff.v1.Endpoints.subsets:type_name -> skiff.v1.EndpointSubset
 	70,  // 99: skiff.v1.EndpointSubset.addresses:type_name -> skiff.v1.EndpointAddress
 	70,  // 100: skiff.v1.EndpointSubset.not_ready_addresses:type_name -> skiff.v1.EndpointAddress
 	71,  // 101: skiff.v1.EndpointSubset.ports:type_name -> skiff.v1.EndpointPort
-	88,  // 102: skiff.v1.EndpointAddress.target_ref:type_name -> skiff.v1.ObjectReference
-	86,  // 103: skiff.v1.ConfigMap.metadata:type_name -> skiff.v1.ObjectMeta
-	82,  // 104: skiff.v1.ConfigMap.data:type_name -> skiff.v1.ConfigMap.DataEntry
-	83,  // 105: skiff.v1.ConfigMap.binary_data:type_name -> skiff.v1.ConfigMap.BinaryDataEntry
-	86,  // 106: skiff.v1.Secret.metadata:type_name -> skiff.v1.ObjectMeta
-	84,  // 107: skiff.v1.Secret.data:type_name -> skiff.v1.Secret.DataEntry
-	85,  // 108: skiff.v1.Secret.string_data:type_name -> skiff.v1.Secret.StringDataEntry
-	86,  // 109: skiff.v1.Event.metadata:type_name -> skiff.v1.ObjectMeta
-	88,  // 110: skiff.v1.Event.involved_object:type_name -> skiff.v1.ObjectReference
+	90,  // 102: skiff.v1.EndpointAddress.target_ref:type_name -> skiff.v1.ObjectReference
+	88,  // 103: skiff.v1.ConfigMap.metadata:type_name -> skiff.v1.ObjectMeta
+	84,  // 104: skiff.v1.ConfigMap.data:type_name -> skiff.v1.ConfigMap.DataEntry
+	85,  // 105: skiff.v1.ConfigMap.binary_data:type_name -> skiff.v1.ConfigMap.BinaryDataEntry
+	88,  // 106: skiff.v1.Secret.metadata:type_name -> skiff.v1.ObjectMeta
+	86,  // 107: skiff.v1.Secret.data:type_name -> skiff.v1.Secret.DataEntry
+	87,  // 108: skiff.v1.Secret.string_data:type_name -> skiff.v1.Secret.StringDataEntry
+	88,  // 109: skiff.v1.Event.metadata:type_name -> skiff.v1.ObjectMeta
+	90,  // 110: skiff.v1.Event.involved_object:type_name -> skiff.v1.ObjectReference
 	75,  // 111: skiff.v1.Event.source:type_name -> skiff.v1.EventSource
-	87,  // 112: skiff.v1.Event.first_timestamp:type_name -> google.protobuf.Timestamp
-	87,  // 113: skiff.v1.Event.last_timestamp:type_name -> google.protobuf.Timestamp
-	114, // [114:114] is the sub-list for method output_type
-	114, // [114:114] is the sub-list for method input_type
-	114, // [114:114] is the sub-list for extension type_name
-	114, // [114:114] is the sub-list for extension extendee
-	0,   // [0:114] is the sub-list for field type_name
+	89,  // 112: skiff.v1.Event.first_timestamp:type_name -> google.protobuf.Timestamp
+	89,  // 113: skiff.v1.Event.last_timestamp:type_name -> google.protobuf.Timestamp
+	88,  // 114: skiff.v1.Lease.metadata:type_name -> skiff.v1.ObjectMeta
+	77,  // 115: skiff.v1.Lease.spec:type_name -> skiff.v1.LeaseSpec
+	89,  // 116: skiff.v1.LeaseSpec.acquire_time:type_name -> google.protobuf.Timestamp
+	89,  // 117: skiff.v1.LeaseSpec.renew_time:type_name -> google.protobuf.Timestamp
+	118, // [118:118] is the sub-list for method output_type
+	118, // [118:118] is the sub-list for method input_type
+	118, // [118:118] is the sub-list for extension type_name
+	118, // [118:118] is the sub-list for extension extendee
+	0,   // [0:118] is the sub-list for field type_name
 }
 
 func init() { file_core_proto_init() }
@@ -6115,13 +6285,14 @@ func file_core_proto_init() {
 	file_core_proto_msgTypes[70].OneofWrappers = []any{}
 	file_core_proto_msgTypes[72].OneofWrappers = []any{}
 	file_core_proto_msgTypes[73].OneofWrappers = []any{}
+	file_core_proto_msgTypes[77].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_core_proto_rawDesc), len(file_core_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   86,
+			NumMessages:   88,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -23,6 +23,16 @@ const (
 	DefaultFileMode = 0o644
 )
 
+// System namespaces: the masters create them and refuse to delete them.
+// NamespaceNodeLease holds each node's Lease, its heartbeat.
+const (
+	NamespaceDefault   = "default"
+	NamespaceNodeLease = "kube-node-lease"
+)
+
+// SystemNamespaces lists the namespaces the masters keep.
+var SystemNamespaces = []string{NamespaceDefault, NamespaceNodeLease}
+
 // Labels Kubernetes puts on a Job's pods and selects them by when it
 // generates the Job's selector.
 const (

@@ -46,6 +46,7 @@ var kindTable = [...]KindInfo{
 	{Kind: "Deployment", APIVersion: "apps/v1", Plural: "deployments", Short: []string{"deploy"}, Namespaced: true, HasSpec: true, HasStatus: true, New: func() Resource { return &Deployment{} }},
 	{Kind: "DaemonSet", APIVersion: "apps/v1", Plural: "daemonsets", Short: []string{"ds"}, Namespaced: true, HasSpec: true, HasStatus: true, New: func() Resource { return &DaemonSet{} }},
 	{Kind: "Job", APIVersion: "batch/v1", Plural: "jobs", Namespaced: true, HasSpec: true, HasStatus: true, New: func() Resource { return &Job{} }},
+	{Kind: "Lease", APIVersion: "coordination.k8s.io/v1", Plural: "leases", Namespaced: true, HasSpec: true, New: func() Resource { return &Lease{} }},
 }
 
 // Kinds returns every kind, sorted by name.
@@ -120,6 +121,8 @@ func Wrap(r Resource) *Object {
 		return &Object{Kind: &Object_DaemonSet{DaemonSet: v}}
 	case *Job:
 		return &Object{Kind: &Object_Job{Job: v}}
+	case *Lease:
+		return &Object{Kind: &Object_Lease{Lease: v}}
 	}
 	return nil
 }
@@ -151,6 +154,8 @@ func (o *Object) Resource() Resource {
 		return v.DaemonSet
 	case *Object_Job:
 		return v.Job
+	case *Object_Lease:
+		return v.Lease
 	}
 	return nil
 }

@@ -41,6 +41,7 @@ type Object struct {
 	//	*Object_Deployment
 	//	*Object_DaemonSet
 	//	*Object_Job
+	//	*Object_Lease
 	Kind          isObject_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -191,6 +192,15 @@ func (x *Object) GetJob() *Job {
 	return nil
 }
 
+func (x *Object) GetLease() *Lease {
+	if x != nil {
+		if x, ok := x.Kind.(*Object_Lease); ok {
+			return x.Lease
+		}
+	}
+	return nil
+}
+
 type isObject_Kind interface {
 	isObject_Kind()
 }
@@ -243,6 +253,10 @@ type Object_Job struct {
 	Job *Job `protobuf:"bytes,12,opt,name=job,proto3,oneof"`
 }
 
+type Object_Lease struct {
+	Lease *Lease `protobuf:"bytes,13,opt,name=lease,proto3,oneof"`
+}
+
 func (*Object_Namespace) isObject_Kind() {}
 
 func (*Object_Node) isObject_Kind() {}
@@ -267,13 +281,15 @@ func (*Object_DaemonSet) isObject_Kind() {}
 
 func (*Object_Job) isObject_Kind() {}
 
+func (*Object_Lease) isObject_Kind() {}
+
 var File_object_proto protoreflect.FileDescriptor
 
 const file_object_proto_rawDesc = "" +
 	"\n" +
 	"\fobject.proto\x12\bskiff.v1\x1a\n" +
 	"apps.proto\x1a\n" +
-	"core.proto\"\xc7\x04\n" +
+	"core.proto\"\xf0\x04\n" +
 	"\x06Object\x123\n" +
 	"\tnamespace\x18\x01 \x01(\v2\x13.skiff.v1.NamespaceH\x00R\tnamespace\x12$\n" +
 	"\x04node\x18\x02 \x01(\v2\x0e.skiff.v1.NodeH\x00R\x04node\x12!\n" +
@@ -292,7 +308,8 @@ const file_object_proto_rawDesc = "" +
 	"deployment\x124\n" +
 	"\n" +
 	"daemon_set\x18\v \x01(\v2\x13.skiff.v1.DaemonSetH\x00R\tdaemonSet\x12!\n" +
-	"\x03job\x18\f \x01(\v2\r.skiff.v1.JobH\x00R\x03jobB\x06\n" +
+	"\x03job\x18\f \x01(\v2\r.skiff.v1.JobH\x00R\x03job\x12'\n" +
+	"\x05lease\x18\r \x01(\v2\x0f.skiff.v1.LeaseH\x00R\x05leaseB\x06\n" +
 	"\x04kindB!Z\x1fgithub.com/skiff-sh/skiff/protob\x06proto3"
 
 var (
@@ -322,6 +339,7 @@ var file_object_proto_goTypes = []any{
 	(*Deployment)(nil), // 10: skiff.v1.Deployment
 	(*DaemonSet)(nil),  // 11: skiff.v1.DaemonSet
 	(*Job)(nil),        // 12: skiff.v1.Job
+	(*Lease)(nil),      // 13: skiff.v1.Lease
 }
 var file_object_proto_depIdxs = []int32{
 	1,  // 0: skiff.v1.Object.namespace:type_name -> skiff.v1.Namespace
@@ -336,11 +354,12 @@ var file_object_proto_depIdxs = []int32{
 	10, // 9: skiff.v1.Object.deployment:type_name -> skiff.v1.Deployment
 	11, // 10: skiff.v1.Object.daemon_set:type_name -> skiff.v1.DaemonSet
 	12, // 11: skiff.v1.Object.job:type_name -> skiff.v1.Job
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	13, // 12: skiff.v1.Object.lease:type_name -> skiff.v1.Lease
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_object_proto_init() }
@@ -363,6 +382,7 @@ func file_object_proto_init() {
 		(*Object_Deployment)(nil),
 		(*Object_DaemonSet)(nil),
 		(*Object_Job)(nil),
+		(*Object_Lease)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

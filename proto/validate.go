@@ -137,6 +137,8 @@ func ValidateWithLimit(o *Object, maxBytes int) error {
 		errs = append(errs, validateDaemonSetSpec(v.GetSpec(), spec)...)
 	case *Job:
 		errs = append(errs, validateJobSpec(v.GetSpec(), spec)...)
+	case *Lease:
+		errs = append(errs, validateLeaseSpec(v.GetSpec(), spec)...)
 	}
 
 	out := make([]FieldError, 0, len(errs)+1)
@@ -1417,6 +1419,19 @@ func validateSecret(s *Secret) field.ErrorList {
 		if !inData && !inString {
 			errs = append(errs, field.Required(field.NewPath("data").Key(k), ""))
 		}
+	}
+	return errs
+}
+
+// validateLeaseSpec is Kubernetes' Lease validation: a duration, when set,
+// is positive; transitions are never negative.
+func validateLeaseSpec(s *LeaseSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if s.LeaseDurationSeconds != nil && s.GetLeaseDurationSeconds() <= 0 {
+		errs = append(errs, field.Invalid(p.Child("leaseDurationSeconds"), s.GetLeaseDurationSeconds(), "must be greater than 0"))
+	}
+	if s.LeaseTransitions != nil {
+		errs = append(errs, nonNegative(p.Child("leaseTransitions"), int64(s.GetLeaseTransitions()))...)
 	}
 	return errs
 }

@@ -323,6 +323,12 @@ func TestValidateErrors(t *testing.T) {
 			`spec.taints[0].effect: Unsupported value: "NoRun"`,
 			"spec.taints[1].key: Required value",
 		}},
+		{"lease duration and transitions", func(t *testing.T) *Object {
+			return Wrap(&Lease{Metadata: &ObjectMeta{Name: "n1", Namespace: "kube-node-lease"}, Spec: &LeaseSpec{LeaseDurationSeconds: gproto.Int32(0), LeaseTransitions: gproto.Int32(-1)}})
+		}, []string{
+			"spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0",
+			"spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0",
+		}},
 		{"endpoints", func(t *testing.T) *Object {
 			return Wrap(&Endpoints{Metadata: &ObjectMeta{Name: "e"}, Subsets: []*EndpointSubset{{Addresses: []*EndpointAddress{{Ip: "pod-1"}}, Ports: []*EndpointPort{{Port: 0}}}}})
 		}, []string{`subsets[0].addresses[0].ip: Invalid value: "pod-1"`, "subsets[0].ports[0].port: Invalid value: 0"}},

@@ -15,7 +15,8 @@ package server
 //   - node: Kubernetes' Node authorizer plus NodeRestriction: read pods,
 //     services, endpoints and nodes; get a ConfigMap or Secret only when a
 //     pod bound to the node references it; write only its own Node, the
-//     status of pods bound to it, deletions of those pods and Events.
+//     status of pods bound to it, deletions of those pods, Events, and
+//     its own Lease in kube-node-lease (its heartbeat).
 //
 // The decision reads the store (for a node's pods) but never writes; a
 // denial is PermissionDenied naming the principal, the verb, the object and
@@ -182,6 +183,7 @@ type objectReader interface {
 var workloadKinds = map[string]bool{
 	"Pod": true, "ReplicaSet": true, "Deployment": true, "DaemonSet": true, "Job": true,
 	"Service": true, "Endpoints": true, "Event": true, "ConfigMap": true,
+	"Lease": true, // leader election of the controllers' own replicas
 }
 
 // nodeReadableKinds are the kinds a node may get, list and watch freely.
@@ -272,6 +274,14 @@ func authorizeNode(p principal, a action, objs objectReader, deny func(string, .
 	case a.kind == "Pod":
 		return deny("a node may only update the status of pods bound to it and delete them")
 	case a.kind == "Event" && (a.verb == "create" || a.verb == "apply"):
+		return nil
+	case a.kind == "Lease":
+		switch {
+		case a.verb != "get" && a.verb != "create" && a.verb != "update":
+			return deny("a node may only get, create and update its own Lease")
+		case a.namespace != pb.NamespaceNodeLease || a.name != p.name:
+			return deny("a node's Lease is %q in namespace %q", p.name, pb.NamespaceNodeLease)
+		}
 		return nil
 	case a.kind != "":
 		return deny("a node may not %s %s", a.verb, strings.ToLower(a.kind)+"s")

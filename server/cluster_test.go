@@ -83,12 +83,14 @@ func TestThreeMasters(t *testing.T) {
 		})
 	})
 
-	t.Run("default namespace on every master", func(t *testing.T) {
+	t.Run("system namespaces on every master", func(t *testing.T) {
 		for _, ts := range servers {
-			eventually(t, 5*time.Second, "default namespace on "+ts.cfg.Name, func() error {
-				_, err := ts.srv.FSM().Get("Namespace", "", "default")
-				return err
-			})
+			for _, ns := range []string{"default", "kube-node-lease"} {
+				eventually(t, 5*time.Second, ns+" namespace on "+ts.cfg.Name, func() error {
+					_, err := ts.srv.FSM().Get("Namespace", "", ns)
+					return err
+				})
+			}
 		}
 	})
 

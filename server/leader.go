@@ -74,7 +74,7 @@ func (s *Server) startLeadership(before <-chan struct{}) *leadership {
 }
 
 // lead is one leadership term: make the store current, make sure the
-// default namespace exists, declare readiness, then, once the terms before
+// system namespaces exist, declare readiness, then, once the terms before
 // (before) have returned, run the leader tasks and keep the Raft
 // configuration in step with gossip until ctx ends.
 func (s *Server) lead(ctx context.Context, before <-chan struct{}) {
@@ -88,7 +88,7 @@ func (s *Server) lead(ctx context.Context, before <-chan struct{}) {
 	if !retry(ctx, s, "commit a barrier", func() error { return s.storeBarrier(ctx) }) {
 		return
 	}
-	if !retry(ctx, s, "create the default namespace", func() error { return s.ensureDefaultNamespace(ctx) }) {
+	if !retry(ctx, s, "create the system namespaces", func() error { return s.ensureSystemNamespaces(ctx) }) {
 		return
 	}
 	if s.raft.CurrentTerm() != term {
@@ -152,25 +152,29 @@ func (s *Server) storeBarrier(ctx context.Context) error {
 	return res.Err
 }
 
-func (s *Server) ensureDefaultNamespace(ctx context.Context) error {
-	_, err := s.fsm.Get("Namespace", "", "default")
-	if err == nil {
-		return nil
+// ensureSystemNamespaces creates the namespaces the masters keep
+// (pb.SystemNamespaces) that do not exist yet: default, and
+// kube-node-lease for the nodes' heartbeat Leases.
+func (s *Server) ensureSystemNamespaces(ctx context.Context) error {
+	for _, name := range pb.SystemNamespaces {
+		_, err := s.fsm.Get("Namespace", "", name)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, fsm.ErrNotFound) {
+			return err
+		}
+		obj := pb.Wrap(&pb.Namespace{Metadata: &pb.ObjectMeta{Name: name}})
+		pb.SetDefaults(obj)
+		res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Create{Create: obj}}))
+		if err != nil {
+			return err
+		}
+		if res.Err != nil && !errors.Is(res.Err, fsm.ErrAlreadyExists) {
+			return res.Err
+		}
+		s.log.Info("created a system namespace", "namespace", name)
 	}
-	if !errors.Is(err, fsm.ErrNotFound) {
-		return err
-	}
-	ns := &pb.Namespace{Metadata: &pb.ObjectMeta{Name: "default"}}
-	obj := pb.Wrap(ns)
-	pb.SetDefaults(obj)
-	res, err := s.propose(ctx, s.newCommand(&pb.Command{Op: &pb.Command_Create{Create: obj}}))
-	if err != nil {
-		return err
-	}
-	if res.Err != nil && !errors.Is(res.Err, fsm.ErrAlreadyExists) {
-		return res.Err
-	}
-	s.log.Info("created the default namespace")
 	return nil
 }
 

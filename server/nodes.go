@@ -21,9 +21,12 @@ import (
 // Workers join gossip with role "worker" and their NodeAgent address in the
 // metadata. The leader registers every alive worker that has no Node object
 // yet: it asks the worker's agent for its description (NodeAgent.Info) and
-// creates the Node. From then on the worker keeps its own status current
-// with heartbeats (Ready=True, lastHeartbeatTime), and the leader only
-// watches for heartbeats that stop:
+// creates the Node. From then on the worker heartbeats, as Kubernetes'
+// kubelet does: it renews its Lease (kube-node-lease/<node>) every
+// heartbeat, and posts its Node status (Ready=True, lastHeartbeatTime) when
+// the status changes and every few minutes. Either counts as a heartbeat
+// (a worker that cannot write its Lease posts its status every time). The
+// leader only watches for heartbeats that stop:
 //
 //   - a worker that leaves gossip gracefully is marked Ready=False, reason
 //     Left, at once;
@@ -33,7 +36,8 @@ import (
 //     The message says whether gossip also reports the worker failed.
 //
 // Heartbeat freshness is measured on the leader's own clock from the moment
-// it saw lastHeartbeatTime change (Kubernetes' probeTimestamp), so clock
+// it saw lastHeartbeatTime or the Lease's renewTime change (Kubernetes'
+// probeTimestamp), so clock
 // skew between machines does not matter, and a new leader starts every node
 // with a fresh grace period.
 
@@ -82,7 +86,11 @@ func (n *nodeLifecycle) Run(ctx context.Context) error {
 		for _, o := range objs {
 			nodes = append(nodes, o.GetNode())
 		}
-		tracker.observe(now, nodes)
+		leases, _, err := s.fsm.List(fsm.Query{Kind: "Lease", Namespace: pb.NamespaceNodeLease})
+		if err != nil {
+			return fmt.Errorf("list node leases: %w", err)
+		}
+		tracker.observe(now, nodes, renewTimes(leases))
 		plan := planNodes(now, s.cfg.NodeMonitorGracePeriod, s.gossip.members(), nodes, tracker)
 		for _, m := range plan.register {
 			if n.startRegistration(m, now) {
@@ -134,22 +142,35 @@ func (t *heartbeatTracker) nextExpiry(now time.Time, grace time.Duration, nodes 
 	return max(next, 10*time.Millisecond)
 }
 
-// heartbeatTracker remembers, per node, the last lastHeartbeatTime seen and
-// when (on this leader's clock) it was first seen.
+// heartbeatTracker remembers, per node, the last lastHeartbeatTime and
+// Lease renewTime seen and when (on this leader's clock) either was first
+// seen.
 type heartbeatTracker struct {
 	seen map[string]heartbeatSeen
 }
 
 type heartbeatSeen struct {
 	heartbeat  time.Time // the Ready condition's lastHeartbeatTime
+	renewed    time.Time // the node Lease's renewTime
 	observedAt time.Time
+}
+
+// renewTimes maps the node Leases to their renewTime, by node name.
+func renewTimes(leases []*pb.Object) map[string]time.Time {
+	out := make(map[string]time.Time, len(leases))
+	for _, o := range leases {
+		if t := o.GetLease().GetSpec().GetRenewTime(); t != nil {
+			out[o.Meta().GetName()] = t.AsTime()
+		}
+	}
+	return out
 }
 
 func newHeartbeatTracker() *heartbeatTracker {
 	return &heartbeatTracker{seen: map[string]heartbeatSeen{}}
 }
 
-func (t *heartbeatTracker) observe(now time.Time, nodes []*pb.Node) {
+func (t *heartbeatTracker) observe(now time.Time, nodes []*pb.Node, renewed map[string]time.Time) {
 	present := make(map[string]bool, len(nodes))
 	for _, nd := range nodes {
 		name := nd.GetMetadata().GetName()
@@ -158,9 +179,10 @@ func (t *heartbeatTracker) observe(now time.Time, nodes []*pb.Node) {
 		if c := readyCondition(nd); c != nil && c.GetLastHeartbeatTime() != nil {
 			hb = c.GetLastHeartbeatTime().AsTime()
 		}
+		rt := renewed[name]
 		prev, ok := t.seen[name]
-		if !ok || !prev.heartbeat.Equal(hb) {
-			t.seen[name] = heartbeatSeen{heartbeat: hb, observedAt: now}
+		if !ok || !prev.heartbeat.Equal(hb) || !prev.renewed.Equal(rt) {
+			t.seen[name] = heartbeatSeen{heartbeat: hb, renewed: rt, observedAt: now}
 		}
 	}
 	for name := range t.seen {
@@ -230,7 +252,7 @@ func planNodes(now time.Time, grace time.Duration, members []Member, nodes []*pb
 				gossip = "gossip reports the worker " + m.Status
 			}
 			want = &pb.NodeCondition{Type: "Ready", Status: "Unknown", Reason: NodeReasonStatusUnknown,
-				Message: fmt.Sprintf("the skiff worker stopped posting node status for more than %s; %s", grace, gossip)}
+				Message: fmt.Sprintf("the skiff worker stopped renewing its lease and posting node status for more than %s; %s", grace, gossip)}
 			if cur == nil {
 				want.Reason = NodeReasonNeverUpdated
 				want.Message = fmt.Sprintf("the skiff worker never posted node status (waited %s); %s", grace, gossip)

@@ -32,7 +32,7 @@ func TestPlanNodeRegistration(t *testing.T) {
 	}
 	nodes := []*pb.Node{nodeWithReady("known", "True", now)}
 	tr := newHeartbeatTracker()
-	tr.observe(now, nodes)
+	tr.observe(now, nodes, nil)
 	plan := planNodes(now, time.Minute, members, nodes, tr)
 	if len(plan.register) != 1 || plan.register[0].Name != "new" || len(plan.updates) != 0 {
 		t.Errorf("plan = %+v", plan)
@@ -69,9 +69,9 @@ func TestPlanNodeReadiness(t *testing.T) {
 				members = []Member{*tt.member}
 			}
 			tr := newHeartbeatTracker()
-			tr.observe(t0, []*pb.Node{tt.node})
+			tr.observe(t0, []*pb.Node{tt.node}, nil)
 			now := t0.Add(tt.elapsed)
-			tr.observe(now, []*pb.Node{tt.node})
+			tr.observe(now, []*pb.Node{tt.node}, nil)
 			plan := planNodes(now, grace, members, []*pb.Node{tt.node}, tr)
 			if tt.want == "" {
 				if len(plan.updates) != 0 {
@@ -109,10 +109,10 @@ func TestHeartbeatTracker(t *testing.T) {
 	t0 := time.Unix(100000, 0)
 	members := []Member{{Name: "a", Role: RoleWorker, Status: "dead"}}
 	tr := newHeartbeatTracker()
-	tr.observe(t0, []*pb.Node{nodeWithReady("a", "True", t0)})
+	tr.observe(t0, []*pb.Node{nodeWithReady("a", "True", t0)}, nil)
 	// A heartbeat at t0+8s.
 	nd := nodeWithReady("a", "True", t0.Add(8*time.Second))
-	tr.observe(t0.Add(8*time.Second), []*pb.Node{nd})
+	tr.observe(t0.Add(8*time.Second), []*pb.Node{nd}, nil)
 	if p := planNodes(t0.Add(15*time.Second), grace, members, []*pb.Node{nd}, tr); len(p.updates) != 0 {
 		t.Errorf("marked 7s after a heartbeat: %v", p.updates)
 	}
@@ -123,14 +123,44 @@ func TestHeartbeatTracker(t *testing.T) {
 	// but it gets a full grace period from now.
 	fresh := newHeartbeatTracker()
 	later := t0.Add(100 * time.Second)
-	fresh.observe(later, []*pb.Node{nd})
+	fresh.observe(later, []*pb.Node{nd}, nil)
 	if p := planNodes(later.Add(9*time.Second), grace, members, []*pb.Node{nd}, fresh); len(p.updates) != 0 {
 		t.Errorf("a new leader marked a node before giving it a grace period")
 	}
 	// Nodes that disappear are forgotten.
-	fresh.observe(later, nil)
+	fresh.observe(later, nil, nil)
 	if _, ok := fresh.observedAt("a"); ok {
 		t.Errorf("deleted node still tracked")
+	}
+}
+
+// A Lease renewal is a heartbeat too: a node whose status was posted long
+// ago stays Ready while its Lease is renewed, and is marked once both stop.
+func TestHeartbeatTrackerLeases(t *testing.T) {
+	const grace = 10 * time.Second
+	t0 := time.Unix(100000, 0)
+	members := []Member{{Name: "a", Role: RoleWorker, Status: "alive"}}
+	nd := nodeWithReady("a", "True", t0) // status posted once, at t0
+	tr := newHeartbeatTracker()
+	tr.observe(t0, []*pb.Node{nd}, map[string]time.Time{"a": t0})
+	for i := 1; i <= 6; i++ { // renewals every 5s up to t0+30s
+		at := t0.Add(time.Duration(i) * 5 * time.Second)
+		tr.observe(at, []*pb.Node{nd}, map[string]time.Time{"a": at, "stray": at})
+		if p := planNodes(at.Add(4*time.Second), grace, members, []*pb.Node{nd}, tr); len(p.updates) != 0 {
+			t.Fatalf("marked %s after t0 although its lease was renewed 4s before: %v", at.Add(4*time.Second).Sub(t0), p.updates)
+		}
+	}
+	last := t0.Add(30 * time.Second)
+	tr.observe(last.Add(5*time.Second), []*pb.Node{nd}, map[string]time.Time{"a": last}) // no renewal
+	p := planNodes(last.Add(11*time.Second), grace, members, []*pb.Node{nd}, tr)
+	if len(p.updates) != 1 {
+		t.Fatalf("not marked 11s after the last renewal")
+	}
+	if c := readyCondition(p.updates[0]); c.GetStatus() != "Unknown" || !strings.Contains(c.GetMessage(), "stopped renewing its lease") {
+		t.Errorf("Ready condition %v, want Unknown saying the lease stopped", c)
+	}
+	if _, ok := tr.observedAt("stray"); ok {
+		t.Errorf("a lease without a node is tracked")
 	}
 }
 

@@ -90,7 +90,7 @@ type Server struct {
 	agents *peerPool
 
 	// readyTerm is the term in which this master, as leader, committed its
-	// barrier and made sure the default namespace exists. Writes and
+	// barrier and made sure the system namespaces exist. Writes and
 	// linearizable reads are served locally only while the current term
 	// equals it and raft still says Leader, so a leader that lost and
 	// regained leadership never serves from a stale commit index.

@@ -76,9 +76,14 @@ type Config struct {
 	// Default "/skiff/" + Name.
 	CgroupParent string
 
-	// HeartbeatInterval is how often the worker posts its Node status
-	// (Kubernetes' nodeStatusUpdateFrequency, 10s).
+	// HeartbeatInterval is how often the worker renews its node Lease and
+	// checks that the masters hold its current Node status (Kubernetes'
+	// nodeStatusUpdateFrequency, 10s).
 	HeartbeatInterval time.Duration
+	// NodeStatusReportFrequency is how often the worker posts its Node
+	// status when nothing in it changed (Kubernetes'
+	// nodeStatusReportFrequency, 5m).
+	NodeStatusReportFrequency time.Duration
 	// SyncInterval is how often a pod worker looks at its containers when
 	// nothing else wakes it (container exits are noticed this fast).
 	SyncInterval time.Duration
@@ -154,21 +159,22 @@ type Config struct {
 // fills in Name, DataDir and Join.
 func DefaultConfig() Config {
 	return Config{
-		ListenAddr:        ":10250",
-		MaxPods:           110,
-		JoinRetryInterval: time.Second,
-		HeartbeatInterval: 10 * time.Second,
-		SyncInterval:      time.Second,
-		BackoffBase:       10 * time.Second,
-		BackoffMax:        5 * time.Minute,
-		BackoffReset:      10 * time.Minute,
-		ShutdownTimeout:   5 * time.Second,
-		MaxParallelStarts: max(8, 4*runtime.NumCPU()),
-		PodNetwork:        PodNetworkBridge,
-		ClusterCIDR:       "10.244.0.0/16",
-		Bridge:            "skiff0",
-		Logger:            slog.Default(),
-		Version:           "dev",
+		ListenAddr:                ":10250",
+		MaxPods:                   110,
+		JoinRetryInterval:         time.Second,
+		HeartbeatInterval:         10 * time.Second,
+		NodeStatusReportFrequency: 5 * time.Minute,
+		SyncInterval:              time.Second,
+		BackoffBase:               10 * time.Second,
+		BackoffMax:                5 * time.Minute,
+		BackoffReset:              10 * time.Minute,
+		ShutdownTimeout:           5 * time.Second,
+		MaxParallelStarts:         max(8, 4*runtime.NumCPU()),
+		PodNetwork:                PodNetworkBridge,
+		ClusterCIDR:               "10.244.0.0/16",
+		Bridge:                    "skiff0",
+		Logger:                    slog.Default(),
+		Version:                   "dev",
 	}
 }
 
@@ -262,6 +268,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{
 		{"JoinRetryInterval", c.JoinRetryInterval}, {"HeartbeatInterval", c.HeartbeatInterval},
+		{"NodeStatusReportFrequency", c.NodeStatusReportFrequency},
 		{"SyncInterval", c.SyncInterval}, {"BackoffBase", c.BackoffBase}, {"BackoffMax", c.BackoffMax},
 		{"BackoffReset", c.BackoffReset}, {"ShutdownTimeout", c.ShutdownTimeout},
 	} {

@@ -276,6 +276,16 @@ func (tc *testCluster) node(t *testing.T, name string) (*pb.Node, error) {
 	return obj.GetNode(), nil
 }
 
+// lease reads the node's Lease in kube-node-lease.
+func (tc *testCluster) lease(t *testing.T, name string) (*pb.Lease, error) {
+	t.Helper()
+	obj, err := tc.api.Get(ctxFor(t, 10*time.Second), "Lease", pb.NamespaceNodeLease, name, client.ReadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return obj.GetLease(), nil
+}
+
 func (tc *testCluster) create(t *testing.T, obj *pb.Object) {
 	t.Helper()
 	if _, err := tc.api.Create(ctxFor(t, 10*time.Second), obj); err != nil {

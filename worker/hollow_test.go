@@ -149,18 +149,18 @@ func TestMasterFailover(t *testing.T) {
 	// Stop the leader, the only master the worker was told about.
 	tc.stopServer(leader)
 	rest := tc.apiOf(t, leader)
-	n, err := rest.Get(ctxFor(t, 30*time.Second), "Node", "", "w1", client.ReadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hb := readyCondition(n.GetNode()).GetLastHeartbeatTime().AsTime()
+	var hb time.Time
 	eventually(t, 30*time.Second, "heartbeats after the failover", func() error {
-		o, err := rest.Get(ctxFor(t, 10*time.Second), "Node", "", "w1", client.ReadOptions{})
+		o, err := rest.Get(ctxFor(t, 10*time.Second), "Lease", pb.NamespaceNodeLease, "w1", client.ReadOptions{})
 		if err != nil {
 			return err
 		}
-		if now := readyCondition(o.GetNode()).GetLastHeartbeatTime().AsTime(); !now.After(hb) {
-			return fmt.Errorf("heartbeat still %v", now)
+		now := o.GetLease().GetSpec().GetRenewTime().AsTime()
+		if hb.IsZero() {
+			hb = now
+		}
+		if !now.After(hb) {
+			return fmt.Errorf("lease renewed last at %v", now)
 		}
 		return nil
 	})

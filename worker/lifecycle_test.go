@@ -44,18 +44,47 @@ func TestNodeRegistrationAndLifecycle(t *testing.T) {
 		t.Errorf("nodeInfo %v", st.GetNodeInfo())
 	}
 
-	// Heartbeats keep lastHeartbeatTime moving (it has second precision).
-	first := readyCondition(n).GetLastHeartbeatTime().AsTime()
-	eventually(t, 10*time.Second, "a newer heartbeat", func() error {
-		n, err := tc.node(t, "w1")
+	// Heartbeats renew the node's Lease, owned by the Node; the Node itself
+	// is not written again while its status stays the same.
+	var l *pb.Lease
+	eventually(t, 10*time.Second, "the node's lease", func() (err error) {
+		l, err = tc.lease(t, "w1")
+		return err
+	})
+	if s := l.GetSpec(); s.GetHolderIdentity() != "w1" || s.GetLeaseDurationSeconds() != 2 || s.GetRenewTime() == nil {
+		t.Errorf("lease spec %v, want holder w1, duration 2s (4 heartbeats of 500ms), a renew time", s)
+	}
+	if refs := l.GetMetadata().GetOwnerReferences(); len(refs) != 1 || refs[0].GetKind() != "Node" || refs[0].GetUid() != n.GetMetadata().GetUid() {
+		t.Errorf("lease owners %v, want the Node (uid %s)", refs, n.GetMetadata().GetUid())
+	}
+	// The first heartbeat posted the status (the worker's first); from the
+	// next renewal on, nothing changes.
+	renewals := 0
+	last := l.GetSpec().GetRenewTime().AsTime()
+	var nodeRV uint64
+	eventually(t, 10*time.Second, "four lease renewals", func() error {
+		l, err := tc.lease(t, "w1")
 		if err != nil {
 			return err
 		}
-		if hb := readyCondition(n).GetLastHeartbeatTime().AsTime(); !hb.After(first) {
-			return fmt.Errorf("heartbeat still %s", hb)
+		if rt := l.GetSpec().GetRenewTime().AsTime(); rt.After(last) {
+			renewals, last = renewals+1, rt
+			if renewals == 1 {
+				n, err := tc.node(t, "w1")
+				if err != nil {
+					return err
+				}
+				nodeRV = n.GetMetadata().GetResourceVersion()
+			}
+		}
+		if renewals < 4 {
+			return fmt.Errorf("%d renewals", renewals)
 		}
 		return nil
 	})
+	if n, err := tc.node(t, "w1"); err != nil || n.GetMetadata().GetResourceVersion() != nodeRV {
+		t.Errorf("the Node was written during three unchanged heartbeats: resourceVersion %d -> %d (%v)", nodeRV, n.GetMetadata().GetResourceVersion(), err)
+	}
 
 	// A graceful stop marks the node at once, well inside the grace period.
 	stopped := time.Now()
@@ -74,7 +103,7 @@ func TestNodeRegistrationAndLifecycle(t *testing.T) {
 	w2.crash(t)
 	n = tc.waitNodeReady(t, "w2", "Unknown", 30*time.Second)
 	took := time.Since(crashed)
-	if c := readyCondition(n); c.GetReason() != "NodeStatusUnknown" || !strings.Contains(c.GetMessage(), "stopped posting") {
+	if c := readyCondition(n); c.GetReason() != "NodeStatusUnknown" || !strings.Contains(c.GetMessage(), "stopped renewing its lease") {
 		t.Errorf("after crash: %v", c)
 	}
 	if took < time.Second {
@@ -82,9 +111,22 @@ func TestNodeRegistrationAndLifecycle(t *testing.T) {
 	}
 	t.Logf("crashed worker marked Unknown after %v (grace 1.5s)", took.Round(10*time.Millisecond))
 
-	// It comes back Ready when it returns.
-	tc.startAgent(t, "w2", withFakes(newFakeRuntime(), newFakeProber()))
-	tc.waitNodeReady(t, "w2", "True", 30*time.Second)
+	// It comes back Ready when it returns: the masters' status (Unknown)
+	// is not the worker's, so it posts its own. And it posts its status
+	// every NodeStatusReportFrequency even when nothing changed.
+	tc.startAgent(t, "w2", withFakes(newFakeRuntime(), newFakeProber()), func(c *Config) { c.NodeStatusReportFrequency = time.Second })
+	n = tc.waitNodeReady(t, "w2", "True", 30*time.Second)
+	first := readyCondition(n).GetLastHeartbeatTime().AsTime()
+	eventually(t, 10*time.Second, "a status report after a second", func() error {
+		n, err := tc.node(t, "w2")
+		if err != nil {
+			return err
+		}
+		if hb := readyCondition(n).GetLastHeartbeatTime().AsTime(); !hb.After(first) {
+			return fmt.Errorf("lastHeartbeatTime still %s", hb)
+		}
+		return nil
+	})
 }
 
 func ctr(name string, cmd ...string) *pb.Container {

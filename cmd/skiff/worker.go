@@ -113,7 +113,8 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f.BoolVar(&cleanupOnExit, "cleanup-on-exit", false,
 		"when the worker exits, stop every pod and remove the pod network and the Service rules (a node leaving for good); by default pods keep running and a restarted worker re-adopts them")
 	f.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, "cgroup under which pod cgroups are created (default /skiff/NAME)")
-	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node posts its status")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node renews its lease (kube-node-lease/NAME) and checks that the masters hold its current status")
+	f.DurationVar(&cfg.NodeStatusReportFrequency, "node-status-report-frequency", cfg.NodeStatusReportFrequency, "how often the node posts its status when nothing in it changed")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often a pod's containers are checked when nothing else happens")
 	f.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "how many containers may be being created and started at once (0: no bound)")
 	f.DurationVar(&cfg.BackoffBase, "backoff-base", cfg.BackoffBase, "first CrashLoopBackOff delay (doubles up to --backoff-max)")

@@ -363,8 +363,9 @@ func cpuSplit(before, after cpuUse, leader int) string {
 const idleWindow = 10 * time.Second
 
 // idleCPU reports the masters' CPU with the hollow nodes Ready and nothing
-// else to do: the cost of the nodes' heartbeats (a Node status write per
-// node every heartbeat interval) and gossip, which is there under every
+// else to do: the cost of the nodes' heartbeats (a Lease renewal per node
+// every heartbeat interval, a Node status write before node leases) and
+// gossip, which is there under every
 // other figure of this benchmark too.
 func idleCPU(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report, nodes int) error {
 	leader, err := c.leader(ctx)
