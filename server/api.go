@@ -243,7 +243,7 @@ func (s *Server) writeOnLeader(ctx context.Context, op writeOp, obj *pb.Object) 
 		if err != nil {
 			return nil, err
 		}
-		res, err := s.propose(ctx, cmd)
+		res, err := s.proposeHeld(ctx, cmd, s.holdFor(op, obj))
 		if err != nil {
 			if op == opCreate && status.Code(err) == codes.Unknown {
 				if resp, ok := s.resolveCreate(ctx, cmd.GetCreate(), cmd.GetUid()); ok {
@@ -263,6 +263,16 @@ func (s *Server) writeOnLeader(ctx context.Context, op writeOp, obj *pb.Object) 
 		}
 		return &pb.WriteResponse{Object: res.Object, Action: res.Action}, nil
 	}
+}
+
+// holdFor is how long a write may wait for company in its raft batch:
+// HeartbeatBatchDelay for a node's lease renewal, which nobody waits on and
+// which comes every few seconds from every node; 0 for everything else.
+func (s *Server) holdFor(op writeOp, obj *pb.Object) time.Duration {
+	if op == opUpdate && obj.GetLease() != nil && obj.Meta().GetNamespace() == pb.NamespaceNodeLease {
+		return s.cfg.HeartbeatBatchDelay
+	}
+	return 0
 }
 
 // resolveCreate settles the outcome of a create that leadership loss left
@@ -408,6 +418,12 @@ func (s *Server) newCommand(cmd *pb.Command) *pb.Command {
 // not applied) when the command never entered the log, Unknown when it may
 // have been committed.
 func (s *Server) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	return s.proposeHeld(ctx, cmd, 0)
+}
+
+// proposeHeld is propose for a write that may wait up to hold for others
+// to share its raft batch (inflightBatches).
+func (s *Server) proposeHeld(ctx context.Context, cmd *pb.Command, hold time.Duration) (*fsm.Result, error) {
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	if s.handingOff.Load() {
@@ -422,7 +438,7 @@ func (s *Server) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, err
 		return nil, status.Errorf(codes.Internal, "encode command: %v", err)
 	}
 	start := time.Now()
-	f, b, ok := s.batches.apply(ctx, data, s.cfg.ApplyTimeout)
+	f, b, ok := s.batches.apply(ctx, data, s.cfg.ApplyTimeout, hold)
 	if !ok {
 		return nil, pb.NotAppliedError(fmt.Sprintf("not applied (%v while waiting for the writes before it): safe to retry", ctx.Err()))
 	}
@@ -518,6 +534,7 @@ func randomSuffix() string {
 // unknown. The returned func lets proposals through again.
 func (s *Server) drainProposals(timeout time.Duration) (resume func()) {
 	s.handingOff.Store(true)
+	s.batches.releaseHeld()
 	deadline := time.Now().Add(timeout)
 	for s.inflight.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)

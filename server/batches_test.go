@@ -67,12 +67,18 @@ type started struct {
 // proposed or queued behind the batches in flight.
 func propose(t *testing.T, ctx context.Context, g *inflightBatches, r *recordingRaft, cmd string) <-chan started {
 	t.Helper()
+	return proposeHeld(t, ctx, g, r, cmd, 0)
+}
+
+// proposeHeld is propose for a write that may wait hold for company.
+func proposeHeld(t *testing.T, ctx context.Context, g *inflightBatches, r *recordingRaft, cmd string, hold time.Duration) <-chan started {
+	t.Helper()
 	g.mu.Lock()
 	queued := len(g.waiting)
 	g.mu.Unlock()
 	out := make(chan started, 1)
 	go func() {
-		_, b, ok := g.apply(ctx, []byte(cmd), time.Second)
+		_, b, ok := g.apply(ctx, []byte(cmd), time.Second, hold)
 		out <- started{cmd, b, ok}
 	}()
 	eventually(t, 5*time.Second, cmd+" proposed or queued", func() error {
@@ -150,6 +156,74 @@ func TestInflightBatchesOneAtATime(t *testing.T) {
 	}
 	if got := r.proposed(); got[len(got)-1] != "f" {
 		t.Fatalf("f waited with nothing in flight: proposed %v", got)
+	}
+}
+
+// Held writes (lease renewals) wait for company with nothing in flight,
+// and go with the next batch released, whatever releases it.
+func TestInflightBatchesHold(t *testing.T) {
+	r := &recordingRaft{}
+	g := newInflightBatches(r, 1, 0)
+	ctx := context.Background()
+
+	// Two held writes wait (an hour each); a write that does not wait takes
+	// them along, in arrival order, as one batch.
+	h1 := proposeHeld(t, ctx, g, r, "h1", time.Hour)
+	h2 := proposeHeld(t, ctx, g, r, "h2", time.Hour)
+	if got := r.proposed(); len(got) != 0 {
+		t.Fatalf("proposed %v; want the held writes waiting", got)
+	}
+	if busy, _ := g.activity(); !busy {
+		t.Error("activity not busy with held writes waiting")
+	}
+	n := receive(t, propose(t, ctx, g, r, "n"))
+	s1, s2 := receive(t, h1), receive(t, h2)
+	if got := r.proposed(); !slices.Equal(got, []string{"h1", "h2", "n"}) {
+		t.Fatalf("proposed %v, want h1, h2, n", got)
+	}
+	if s1.b != s2.b || s2.b != n.b || n.b.size != 3 {
+		t.Fatal("h1, h2 and n were not released as one batch")
+	}
+
+	// With a batch in flight a held write waits for it like any other.
+	h3 := proposeHeld(t, ctx, g, r, "h3", time.Hour)
+	for _, c := range []string{"h1", "h2", "n"} {
+		r.complete(t, g, c, n.b)
+	}
+	s3 := receive(t, h3)
+	if got := r.proposed(); got[len(got)-1] != "h3" {
+		t.Fatalf("proposed %v, want h3 when the batch before ended", got)
+	}
+	r.complete(t, g, "h3", s3.b)
+
+	// Alone, it goes when its hold runs out.
+	start := time.Now()
+	s4 := receive(t, proposeHeld(t, ctx, g, r, "h4", 100*time.Millisecond))
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Errorf("h4 went after %v, before its hold of 100ms", waited)
+	}
+	r.complete(t, g, "h4", s4.b)
+
+	// A leadership transfer sends held writes on at once.
+	h6 := proposeHeld(t, ctx, g, r, "h6", time.Hour)
+	g.releaseHeld()
+	s6 := receive(t, h6)
+	r.complete(t, g, "h6", s6.b)
+	g.releaseHeld() // nothing held: nothing happens
+
+	// A held write whose caller gives up is withdrawn, and the next write
+	// goes at once, alone.
+	cctx, cancel := context.WithCancel(ctx)
+	h5 := proposeHeld(t, cctx, g, r, "h5", time.Hour)
+	cancel()
+	if s := receive(t, h5); s.ok {
+		t.Fatal("a cancelled held write was proposed")
+	}
+	if f := receive(t, propose(t, ctx, g, r, "f")); f.b == nil || f.b.size != 1 {
+		t.Fatal("f did not go alone")
+	}
+	if got := r.proposed(); slices.Contains(got, "h5") || got[len(got)-1] != "f" {
+		t.Fatalf("proposed %v, want f and never h5", got)
 	}
 }
 

@@ -148,6 +148,11 @@ type Config struct {
 	// in Raft): fewer, larger batches from closed-loop writers, at up to
 	// this much latency for others. 0 never waits. See inflightBatches.
 	BatchLinger time.Duration
+	// HeartbeatBatchDelay is the most a node's lease renewal waits, when
+	// nothing else is being written, for other writes to share its raft
+	// batch (and so its log sync on every master): 1,000 nodes renew 100
+	// leases a second. 0 never waits. See inflightBatches.
+	HeartbeatBatchDelay time.Duration
 	// NoLeaderWait is how long a request waits for a leader (election in
 	// progress, new leader not yet ready) before failing with Unavailable.
 	NoLeaderWait time.Duration
@@ -280,6 +285,7 @@ func DefaultConfig() Config {
 		ApplyTimeout:         10 * time.Second,
 		MaxInflightBatches:   1,
 		BatchLinger:          2 * time.Millisecond,
+		HeartbeatBatchDelay:  200 * time.Millisecond,
 		NoLeaderWait:         5 * time.Second,
 		ShutdownTimeout:      5 * time.Second,
 		ReconcileInterval:    10 * time.Second,
@@ -375,6 +381,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchLinger < 0 {
 		return bad("BatchLinger", "%s is negative: use 0 to never wait", c.BatchLinger)
+	}
+	if c.HeartbeatBatchDelay < 0 || c.HeartbeatBatchDelay > time.Second {
+		return bad("HeartbeatBatchDelay", "%s: must be from 0 (never wait) to 1s", c.HeartbeatBatchDelay)
 	}
 	if c.MaxInflightBatches < 0 {
 		return bad("MaxInflightBatches", "%d is negative: use 0 for no limit", c.MaxInflightBatches)

@@ -113,6 +113,8 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 		"batches of writes the leader keeps in Raft at once; writes arriving meanwhile go together as the next batch (1: the fewest log syncs per write; 0: no limit, lower latency at low load when fsync is cheap)")
 	f.DurationVar(&cfg.BatchLinger, "batch-linger", cfg.BatchLinger,
 		"most the leader holds a small batch of writes for the writers of the previous batch to come back (fewer, larger batches; 0: never wait)")
+	f.DurationVar(&cfg.HeartbeatBatchDelay, "heartbeat-batch-delay", cfg.HeartbeatBatchDelay,
+		"most a node's lease renewal waits for other writes to share its Raft batch and log sync (0: never wait)")
 	f.Float64Var(&cfg.MaxRequestsPerSecond, "max-requests-per-second", cfg.MaxRequestsPerSecond, "API requests per second each client may make to this master (0: no limit)")
 	f.IntVar(&cfg.MaxRequestBurst, "max-request-burst", cfg.MaxRequestBurst, "requests a client may make at once above --max-requests-per-second")
 	f.IntVar(&cfg.MaxWatchesPerClient, "max-watches-per-client", cfg.MaxWatchesPerClient, "open watches each client may have on this master (0: no cap)")
