@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
 	"github.com/skiff-sh/skiff/client"
@@ -59,10 +62,20 @@ func newDescribeCommand(o *Options) *cobra.Command {
 						}
 						events = eventsFor(obj, evs)
 					}
+					var lease *pb.Lease
+					if t.kind.Kind == "Node" {
+						// A node's heartbeat, as kubectl describe node
+						// shows it; a node without one shows <none>.
+						l, err := c.Get(ctx, "Lease", pb.NamespaceNodeLease, n, client.ReadOptions{})
+						if err != nil && status.Code(err) != codes.NotFound {
+							return apiError(err)
+						}
+						lease = l.GetLease()
+					}
 					if i > 0 {
 						fmt.Fprintln(o.Out)
 					}
-					if err := describe(o.Out, obj, events, time.Now()); err != nil {
+					if err := describe(o.Out, obj, lease, events, time.Now()); err != nil {
 						return err
 					}
 				}
@@ -98,9 +111,9 @@ func eventsFor(obj *pb.Object, events []*pb.Object) []*pb.Object {
 	return out
 }
 
-// describe prints the metadata a person looks for first, then the rest of
-// the object as YAML, then its events.
-func describe(w io.Writer, obj *pb.Object, events []*pb.Object, now time.Time) error {
+// describe prints the metadata a person looks for first (for a Node, its
+// Lease too), then the rest of the object as YAML, then its events.
+func describe(w io.Writer, obj *pb.Object, lease *pb.Lease, events []*pb.Object, now time.Time) error {
 	m := obj.Meta()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Kind:\t%s\n", obj.KindName())
@@ -130,6 +143,24 @@ func describe(w io.Writer, obj *pb.Object, events []*pb.Object, now time.Time) e
 	}
 	if ts := m.GetDeletionTimestamp(); ts != nil {
 		fmt.Fprintf(tw, "Deleting Since:\t%s\n", ts.AsTime().UTC().Format(time.RFC1123))
+	}
+	if obj.GetNode() != nil {
+		if lease == nil {
+			fmt.Fprintf(tw, "Lease:\t<none>\n")
+		} else {
+			s := lease.GetSpec()
+			fmt.Fprintf(tw, "Lease:\t\n  HolderIdentity:\t%s\n", s.GetHolderIdentity())
+			for _, f := range []struct {
+				name string
+				ts   *timestamppb.Timestamp
+			}{{"AcquireTime", s.GetAcquireTime()}, {"RenewTime", s.GetRenewTime()}} {
+				v := "<unset>"
+				if f.ts != nil {
+					v = fmt.Sprintf("%s (%s ago)", f.ts.AsTime().UTC().Format(time.RFC1123), humanDuration(now.Sub(f.ts.AsTime())))
+				}
+				fmt.Fprintf(tw, "  %s:\t%s\n", f.name, v)
+			}
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

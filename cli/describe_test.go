@@ -104,7 +104,7 @@ func TestDescribeShowsEvents(t *testing.T) {
 	scaled.GetEvent().Count = 3
 	scaled.GetEvent().Message = "Scaled up replica set web-5d8f to 3"
 	var buf bytes.Buffer
-	if err := describe(&buf, d, eventsFor(d, []*pb.Object{scaled}), now); err != nil {
+	if err := describe(&buf, d, nil, eventsFor(d, []*pb.Object{scaled}), now); err != nil {
 		t.Fatal(err)
 	}
 	out := buf.String()
@@ -122,10 +122,33 @@ func TestDescribeShowsEvents(t *testing.T) {
 	}
 
 	buf.Reset()
-	if err := describe(&buf, d, nil, now); err != nil {
+	if err := describe(&buf, d, nil, nil, now); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasSuffix(buf.String(), "Events:\n  <none>\n") {
 		t.Errorf("an object without events should say <none>:\n%s", buf.String())
+	}
+}
+
+// A node is described with its Lease, as kubectl describe node does.
+func TestDescribeNodeLease(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 10, 0, 0, time.UTC)
+	n := pb.Wrap(&pb.Node{Metadata: &pb.ObjectMeta{Name: "w1", CreationTimestamp: timestamppb.New(now.Add(-time.Hour))}})
+	l := &pb.Lease{Metadata: &pb.ObjectMeta{Name: "w1", Namespace: pb.NamespaceNodeLease},
+		Spec: &pb.LeaseSpec{HolderIdentity: "w1", RenewTime: timestamppb.New(now.Add(-4 * time.Second))}}
+	var buf bytes.Buffer
+	if err := describe(&buf, n, l, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	want := regexp.MustCompile(`(?m)^Lease:\s*\n  HolderIdentity:\s+w1\n  AcquireTime:\s+<unset>\n  RenewTime:\s+Sat, 01 Mar 2025 12:09:56 UTC \(4s ago\)\n`)
+	if !want.MatchString(buf.String()) {
+		t.Errorf("no Lease block:\n%s", buf.String())
+	}
+	buf.Reset()
+	if err := describe(&buf, n, nil, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^Lease:\s+<none>$`).MatchString(buf.String()) {
+		t.Errorf("a node without a lease should say Lease: <none>:\n%s", buf.String())
 	}
 }

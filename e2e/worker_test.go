@@ -70,6 +70,9 @@ func TestWorkerEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+	if out, err := c.cli("", "describe", "node", "w1"); err != nil || !regexpLine(out, "HolderIdentity:", "w1") || !strings.Contains(out, "RenewTime:") {
+		t.Errorf("describe node w1 shows no lease: %v\n%s", err, out)
+	}
 	if out, err := c.cli("", "delete", "namespace", "kube-node-lease"); err == nil || !strings.Contains(out, `namespace "kube-node-lease" cannot be deleted`) {
 		t.Errorf("delete namespace kube-node-lease: %v\n%s", err, out)
 	}
