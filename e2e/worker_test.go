@@ -209,6 +209,18 @@ spec:
 		}
 		return nil
 	})
+
+	// The node's Lease belongs to its Node: deleting the Node collects it.
+	if out, err := c.cli("", "delete", "node", "w1"); err != nil {
+		t.Fatalf("delete node w1: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		out, err := c.cli("", "get", "leases", "-n", "kube-node-lease")
+		if err != nil || strings.Contains(out, "w1") {
+			return fmt.Errorf("get leases after deleting the node: %v\n%s", err, out)
+		}
+		return nil
+	})
 }
 
 // regexpLine reports whether some line of out has all fields, in order.
