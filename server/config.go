@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/skiff-sh/skiff/controllers"
-	"github.com/skiff-sh/skiff/controllers/builtin"
 	"log/slog"
 	"net"
 	"time"
 
+	"github.com/skiff-sh/skiff/controllers"
+	"github.com/skiff-sh/skiff/controllers/builtin"
 	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
 )
