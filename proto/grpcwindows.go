@@ -10,7 +10,7 @@ import "google.golang.org/grpc"
 // a connection receives while no PING is outstanding: on connections that
 // carry one small request (or response) at a time, that is an extra frame
 // each way per call. Without them the masters spent about 8 % more CPU per
-// write at 64 clients (docs/performance.md, ninth session). CockroachDB
+// write at 64 clients (docs/performance-history.md, ninth session). CockroachDB
 // fixes its windows for the same reason. 2 MiB per stream and 8 MiB per
 // connection let one stream move 10 GB/s at a 0.2 ms round trip and 40
 // MB/s at 50 ms, and bound what a peer can send unread.

@@ -19,7 +19,7 @@ import (
 // every master. With one batch in flight, the writes that arrive meanwhile
 // wait and then go together as the next batch: at 16 concurrent writers
 // batches grew from 4.3 to 7.4 entries, the servers' CPU per write fell by
-// 17 % and writes/s rose (docs/performance.md, twelfth session). The cost
+// 17 % and writes/s rose (docs/performance-history.md, twelfth session). The cost
 // is latency at low concurrency where syncs are cheap and the masters far
 // apart: a write that arrives while another is in flight waits for it.
 //
@@ -42,7 +42,7 @@ import (
 // go at once, so that open-loop traffic pays little. Measured at 16 writers: batches of 11.0-11.3 instead of
 // 7.3-7.4 entries, 511-611 instead of 601-668 us of the servers' CPU per
 // write; at 4 writers 3.6 instead of 1.9 entries; 1 and 64 writers
-// unchanged (docs/performance.md, thirteenth session).
+// unchanged (docs/performance-history.md, thirteenth session).
 //
 // Writes nobody waits on, the nodes' lease renewals, may be held: a write
 // proposed with a hold waits up to that long for company when nothing is in

@@ -137,8 +137,9 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 // die at once: with Go's default of 100 the collector ran so often that it
 // took a fifth of the masters' CPU under write load. At 200 the masters use
 // about 10 % less CPU per write and 64 writing clients get 20-30 % more
-// through (docs/performance.md), for a heap of at most three times the live
-// data (a master holding 1,000 nodes and 10,000 pods: ~300 MB RSS).
+// through (docs/performance-history.md, fifth session), for a heap of at
+// most three times the live data (a master holding 1,000 nodes and 10,000
+// pods: ~300 MB RSS).
 const defaultGCPercent = 200
 
 // setGCPercent applies --gc-percent; without the flag a GOGC in the
