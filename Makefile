@@ -53,6 +53,7 @@ BENCH ?= all
 BENCHFLAGS ?=
 
 bench: build ## benchmark suite (~10 min): one table, bench/results.json; BENCH=name for one
+	@case ",$(BENCH)," in *,cluster,*|*,podstart,*) command -v runc >/dev/null || { apt-get update -qq && apt-get install -y -qq runc; } ;; esac
 	$(GO) run ./bench/cmd/skiffbench -skiff $(BIN) -bench $(BENCH) $(BENCHFLAGS)
 
 bench-compare: build ## skiff vs a 3-member etcd (installs Debian's etcd-server), interleaved

@@ -45,12 +45,32 @@ func seccompConfig(profile SeccompProfile, caps []string, noX32 bool, log *slog.
 		})
 		return nil, nil
 	}
-	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: caps}}}
-	prof, err := seccomp.GetDefaultProfile(spec)
+	prof, err := defaultSeccompSpec(caps, noX32)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := specconv.SetupSeccomp(prof)
 	if err != nil {
 		return nil, fmt.Errorf("default seccomp profile: %w", err)
 	}
-	cfg, err := specconv.SetupSeccomp(prof)
+	return cfg, nil
+}
+
+// DefaultSeccompSpec is the default profile's filter, in its OCI form, as
+// this machine's workers give it to a container whose bounding set is caps
+// (DefaultCapabilities for a container that does not change them). The
+// benchmark gives it to runc, to compare container starts under the same
+// filter.
+func DefaultSeccompSpec(caps []string) (*specs.LinuxSeccomp, error) {
+	return defaultSeccompSpec(caps, kernelRejectsX32())
+}
+
+// defaultSeccompSpec is Docker's default profile for caps (a container
+// with CAP_SYS_ADMIN may call mount, one with CAP_SYS_PTRACE ptrace, and so
+// on), without the x32 ABI when noX32.
+func defaultSeccompSpec(caps []string, noX32 bool) (*specs.LinuxSeccomp, error) {
+	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: caps}}}
+	prof, err := seccomp.GetDefaultProfile(spec)
 	if err != nil {
 		return nil, fmt.Errorf("default seccomp profile: %w", err)
 	}
@@ -63,9 +83,9 @@ func seccompConfig(profile SeccompProfile, caps []string, noX32 bool, log *slog.
 		// sends a call with the x32 bit to its bad-architecture action
 		// (the calling thread is killed) instead of to the allowlist
 		// (EPERM, or ENOSYS from the kernel). Stricter, never looser.
-		cfg.Architectures = slices.DeleteFunc(cfg.Architectures, func(a string) bool { return a == "x32" })
+		prof.Architectures = slices.DeleteFunc(prof.Architectures, func(a specs.Arch) bool { return a == specs.ArchX32 })
 	}
-	return cfg, nil
+	return prof, nil
 }
 
 // x32SyscallBit marks a system call as the x32 ABI's on amd64

@@ -277,6 +277,10 @@ var defaultCapabilities = []string{
 	"CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
 }
 
+// DefaultCapabilities is the capability set of a container whose
+// securityContext does not change it.
+func DefaultCapabilities() []string { return slices.Clone(defaultCapabilities) }
+
 // resolveCapabilities applies securityContext.capabilities to the default
 // set as containerd's CRI plugin does: add ALL starts from every
 // capability, drop ALL from none; then adds are added and drops removed.

@@ -96,7 +96,8 @@ func podstartChild(ctx context.Context, e *env, o options, rep *Report, mode str
 	}
 	out := filepath.Join(e.root, "podstart-"+mode+".json")
 	args := []string{"-skiff", o.skiff, "-bench", "podstart", "-podstart-child", mode, "-out", out,
-		"-podstart-serial", fmt.Sprint(o.podstart.serial), "-podstart-burst", fmt.Sprint(o.podstart.burst)}
+		"-podstart-serial", fmt.Sprint(o.podstart.serial), "-podstart-burst", fmt.Sprint(o.podstart.burst),
+		"-podstart-networks", o.podstart.networks}
 	if len(o.serverArgs) > 0 {
 		args = append(args, "-server-args", strings.Join(o.serverArgs, " "))
 	}
@@ -209,6 +210,29 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	if err := w.start(); err != nil {
 		return err
 	}
+	// The worker in a cgroup of its own, before it starts any container:
+	// its shims, and what they fork, start there too, and the cgroup
+	// counts their CPU although they are not reaped before the end.
+	cg, cgErr := findCPUCgroups()
+	workerCg := fmt.Sprintf("/skiffbench-%d-worker", os.Getpid())
+	if cgErr == nil {
+		if cgErr = cg.create(workerCg); cgErr == nil {
+			if cgErr = cg.move(workerCg, w.pid()); cgErr != nil {
+				_ = cg.remove(workerCg)
+			} else {
+				// Runs after podstartCleanup (deferred below) has stopped
+				// the worker and its containers.
+				defer func() {
+					if err := cg.remove(workerCg); err != nil {
+						rep.broken(bench, fmt.Sprintf("remove the worker's cgroup %s: %v", cg.dir(workerCg), err))
+					}
+				}()
+			}
+		}
+	}
+	if cgErr != nil {
+		logf("podstart: the shims' and containers' CPU will not be measured: %v", cgErr)
+	}
 	cl, err := c.client(0)
 	if err != nil {
 		w.kill()
@@ -285,17 +309,26 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	}
 
 	load := loadAvg()
-	// CPU time of the worker and of the masters per run: unlike latency,
-	// it hardly depends on what else the machine runs, so it compares
-	// builds on a busy machine. (The shims' and containers' own CPU is
-	// not in it: they are reaped only when they exit.)
-	type cpuMark struct{ worker, masters time.Duration }
+	// CPU time of the worker, of the masters and of the shims and
+	// containers per run: unlike latency, it hardly depends on what else
+	// the machine runs, so it compares builds on a busy machine. The
+	// shims' and containers' is what the worker's cgroup and the pod
+	// cgroups used beyond the worker process itself.
+	type cpuMark struct{ worker, masters, runtime time.Duration }
 	mark := func() cpuMark {
 		var m cpuMark
 		m.worker, _ = cpuTime(w.pid())
 		for _, ms := range c.masters {
 			d, _ := cpuTime(ms.pid())
 			m.masters += d
+		}
+		if cgErr == nil {
+			wg, err1 := cg.usage(workerCg)
+			pods, err2 := cg.usage(cgParent)
+			if err := errors.Join(err1, err2); err != nil {
+				logf("podstart: read cgroup CPU usage: %v", err)
+			}
+			m.runtime = wg + pods - m.worker
 		}
 		return m
 	}
@@ -381,8 +414,34 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 		rep.add(bench, run.what+": worker CPU per pod", per(run.to.worker-run.from.worker), "ms", nil, "",
 			"worker process user+system time over the run / pods (shims and containers not included)")
 		rep.add(bench, run.what+": masters CPU per pod", per(run.to.masters-run.from.masters), "ms", nil, "", "3 masters together")
+		if cgErr == nil {
+			rep.add(bench, run.what+": shims and containers CPU per pod", per(run.to.runtime-run.from.runtime), "ms", nil, "",
+				"the worker's cgroup and the pod cgroups, less the worker process: shims, container inits, the containers")
+		}
+	}
+	if cgErr == nil && (mode == "default" || mode == firstMode(o.podstart.networks)) {
+		// The reference, once: runc starting as many containers at once.
+		ref, err := runcReference(ctx, c.dir, filepath.Join(e.root, "hello"), len(burst), cg)
+		if errors.Is(err, errNoRunc) {
+			logf("podstart: no runc reference: %v", err)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("runc reference: %w", err)
+		}
+		skiffPer := ms(cpu2.runtime-cpu1.runtime) / float64(len(burst))
+		rep.add("podstart/runc", fmt.Sprintf("%d at once: runc CPU per container", len(burst)), ms(ref.perCtr), "ms", nil, "",
+			ref.version+": runc run -d, the same program and seccomp filter, a read-only rootfs (no overlay), the same network namespace")
+		rep.add("podstart/runc", fmt.Sprintf("%d at once: skiff shims and containers / runc", len(burst)), skiffPer/ms(ref.perCtr), "x", nil, "",
+			fmt.Sprintf("CPU per container, skiff %s ms (pod network %s) against runc %s ms", fmtNum(skiffPer), mode, fmtNum(ms(ref.perCtr))))
 	}
 	return nil
+}
+
+// firstMode is the first of the comma-separated pod network modes.
+func firstMode(networks string) string {
+	first, _, _ := strings.Cut(networks, ",")
+	return strings.TrimSpace(first)
 }
 
 // reportPodstart adds the rows of one run: create -> Running observed, and
