@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -74,6 +75,35 @@ func (c cpuCgroups) remove(path string) error {
 		return err
 	}
 	return nil
+}
+
+// killAll SIGKILLs every process left in the cgroup path and waits up to
+// within for it to be empty. It returns how many it killed.
+func (c cpuCgroups) killAll(path string, within time.Duration) (int, error) {
+	killed := 0
+	deadline := time.Now().Add(within)
+	for {
+		data, err := os.ReadFile(filepath.Join(c.dir(path), "cgroup.procs"))
+		if os.IsNotExist(err) {
+			return killed, nil
+		}
+		if err != nil {
+			return killed, err
+		}
+		pids := strings.Fields(string(data))
+		if len(pids) == 0 {
+			return killed, nil
+		}
+		if time.Now().After(deadline) {
+			return killed, fmt.Errorf("cgroup %s still holds processes %v after %s", c.dir(path), pids, within)
+		}
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed++
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // move puts process pid into the cgroup path; its later children start

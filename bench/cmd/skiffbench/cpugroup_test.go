@@ -55,4 +55,36 @@ func TestCPUCgroupsCountExitedProcesses(t *testing.T) {
 	if d, err := cg.usage("/skiffbench-test-absent"); err != nil || d != 0 {
 		t.Fatalf("a missing cgroup's usage = %v, %v; want 0, nil", d, err)
 	}
+
+	// What is left in a cgroup is killed, so that it can be removed.
+	left := exec.Command("sh", "-c", `echo $$ > "$1" && exec sleep 60`, "sh", filepath.Join(cg.dir(path), "cgroup.procs"))
+	if err := left.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- left.Wait() }()
+	t.Cleanup(func() { _ = left.Process.Kill() })
+	// Poll with a deadline until the shell has moved itself in.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, err := os.ReadFile(filepath.Join(cg.dir(path), "cgroup.procs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the process never entered the cgroup")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, err := cg.killAll(path, 5*time.Second); err != nil || n != 1 {
+		t.Fatalf("killAll = %d, %v; want 1 killed", n, err)
+	}
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the killed process did not exit")
+	}
 }

@@ -88,6 +88,11 @@ func runcReference(ctx context.Context, dir, helloBin string, n int, cg cpuCgrou
 				retErr = errors.Join(retErr, fmt.Errorf("runc delete %s: %v: %s", id, err, out))
 			}
 		}
+		// A runc killed half-way (Ctrl-C) leaves its container's init
+		// here, unknown to runc delete.
+		if n, err := cg.killAll(launch, 5*time.Second); err != nil || n > 0 {
+			retErr = errors.Join(retErr, fmt.Errorf("runc left %d processes in %s", n, cg.dir(launch)), err)
+		}
 		if err := cg.remove(launch); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
