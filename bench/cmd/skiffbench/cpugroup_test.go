@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -56,29 +57,23 @@ func TestCPUCgroupsCountExitedProcesses(t *testing.T) {
 		t.Fatalf("a missing cgroup's usage = %v, %v; want 0, nil", d, err)
 	}
 
-	// What is left in a cgroup is killed, so that it can be removed.
-	left := exec.Command("sh", "-c", `echo $$ > "$1" && exec sleep 60`, "sh", filepath.Join(cg.dir(path), "cgroup.procs"))
+	// What is left in a cgroup is killed, so that it can be removed. The
+	// shell says "in" once it has moved itself there.
+	left := exec.Command("sh", "-c", `echo $$ > "$1" && echo in && exec sleep 60`, "sh", filepath.Join(cg.dir(path), "cgroup.procs"))
+	stdout, err := left.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := left.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = left.Process.Kill() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "in\n" {
+		t.Fatalf("the process did not enter the cgroup: %q, %v", line, err)
+	}
 	waited := make(chan error, 1)
 	go func() { waited <- left.Wait() }()
-	t.Cleanup(func() { _ = left.Process.Kill() })
-	// Poll with a deadline until the shell has moved itself in.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		data, err := os.ReadFile(filepath.Join(cg.dir(path), "cgroup.procs"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(data) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the process never entered the cgroup")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	if n, err := cg.killAll(path, 5*time.Second); err != nil || n != 1 {
 		t.Fatalf("killAll = %d, %v; want 1 killed", n, err)
 	}
