@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -20,5 +22,41 @@ func TestAllGroup(t *testing.T) {
 	}
 	if len(groups["all"]) != 8 {
 		t.Errorf("allGroup(false) changed groups[all]: %v", groups["all"])
+	}
+}
+
+// TestPlaceSkiff: a binary whose directory holds the benchmark's data dir is
+// benchmarked as a copy elsewhere; any other binary as it is.
+func TestPlaceSkiff(t *testing.T) {
+	top := t.TempDir()
+	root := filepath.Join(top, "skiffbench-1")
+	binDir := filepath.Join(root, "bin")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inTop := filepath.Join(top, "skiff")
+	if err := os.WriteFile(inTop, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := placeSkiff(inTop, root, binDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != filepath.Join(binDir, "skiff") {
+		t.Fatalf("binary above the data dir: placed at %s, want a copy in %s", got, binDir)
+	}
+	if b, err := os.ReadFile(got); err != nil || string(b) != "#!/bin/true\n" {
+		t.Fatalf("copy = %q, %v", b, err)
+	}
+	if fi, err := os.Stat(got); err != nil || fi.Mode().Perm()&0o100 == 0 {
+		t.Fatalf("copy not executable: %v %v", fi, err)
+	}
+
+	elsewhere := filepath.Join(t.TempDir(), "skiff")
+	if err := os.WriteFile(elsewhere, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := placeSkiff(elsewhere, root, binDir); err != nil || got != elsewhere {
+		t.Fatalf("binary elsewhere: placed at %s (%v), want %s unchanged", got, err, elsewhere)
 	}
 }
