@@ -355,12 +355,33 @@ func (inf *Informer) run(ctx context.Context) {
 	}
 }
 
+// metadataLister is a Cluster that lists objects reduced to their
+// metadata, encoded (pb.AppendMetadata), without decoding them: the
+// master's own store, where a metadata informer's list of every object of
+// a kind at each leadership term would otherwise decode them all in full.
+type metadataLister interface {
+	ListMetadata(ctx context.Context, req *pb.ListRequest) (items [][]byte, resourceVersion uint64, err error)
+}
+
 func (inf *Informer) list(ctx context.Context) error {
-	resp, err := inf.cluster.List(ctx, &pb.ListRequest{Kind: inf.kind})
-	if err != nil {
-		return fmt.Errorf("list %s: %w", inf.kind, err)
+	var (
+		items []*pb.Object
+		raws  [][]byte
+		rv    uint64
+	)
+	if ml, ok := inf.cluster.(metadataLister); ok && inf.metadata {
+		var err error
+		if raws, rv, err = ml.ListMetadata(ctx, &pb.ListRequest{Kind: inf.kind}); err != nil {
+			return fmt.Errorf("list %s: %w", inf.kind, err)
+		}
+	} else {
+		resp, err := inf.cluster.List(ctx, &pb.ListRequest{Kind: inf.kind})
+		if err != nil {
+			return fmt.Errorf("list %s: %w", inf.kind, err)
+		}
+		items, rv = resp.GetItems(), resp.GetResourceVersion()
 	}
-	if !inf.replace(ctx, resp.GetItems(), resp.GetResourceVersion()) {
+	if !inf.replace(ctx, items, raws, rv) {
 		return ctx.Err()
 	}
 	inf.markHandled()
@@ -402,49 +423,76 @@ func (inf *Informer) markHandled() {
 	inf.handled.Store(inf.ResourceVersion())
 }
 
-// replace makes the cache hold exactly items and tells handlers the
+// replace makes the cache hold exactly the listed objects, items or (a
+// metadata informer's, from a metadataLister) raws, and tells handlers the
 // difference. It gives up, reporting false, once ctx ends: a leader that
 // lost leadership while listing a large store (every object, for the
 // garbage collector's informers) must not spend seconds filling a cache it
 // will throw away.
-func (inf *Informer) replace(ctx context.Context, items []*pb.Object, rv uint64) bool {
+func (inf *Informer) replace(ctx context.Context, items []*pb.Object, raws [][]byte, rv uint64) bool {
 	type change struct{ old, obj *pb.Object }
 	var changes []change
 	if ctx.Err() != nil {
 		return false
 	}
+	n := len(items)
+	if raws != nil {
+		n = len(raws)
+	}
 	inf.mu.Lock()
-	seen := make(map[string]struct{}, len(items))
-	for i, obj := range items {
+	// An empty cache (the first list) has nothing to remove afterwards:
+	// no need to remember what the list had.
+	var seen map[string]struct{}
+	if inf.items.len() > 0 {
+		seen = make(map[string]struct{}, n)
+	} else {
+		inf.items.grow(n)
+	}
+	for i := range n {
 		if i%256 == 255 && ctx.Err() != nil {
 			inf.mu.Unlock()
 			return false
 		}
-		if inf.metadata {
-			obj = metadataOf(obj)
+		var (
+			obj *pb.Object
+			raw []byte
+		)
+		switch {
+		case raws != nil:
+			raw = raws[i]
+			obj = decodeItem(raw)
+		case inf.metadata:
+			obj = metadataOf(items[i])
+		default:
+			obj = items[i]
 		}
 		key := KeyOf(obj)
-		seen[key] = struct{}{}
-		old := inf.items.get(key)
+		var old *pb.Object
+		if seen != nil {
+			seen[key] = struct{}{}
+			old = inf.items.get(key)
+		}
 		if old != nil && old.Meta().GetResourceVersion() == obj.Meta().GetResourceVersion() && old.Meta().GetUid() == obj.Meta().GetUid() {
 			continue
 		}
-		inf.store(key, old, obj)
+		inf.store(key, old, obj, raw)
 		changes = append(changes, change{old, obj})
 	}
 	var gone []string
-	inf.items.eachKey(func(key string) {
-		if _, ok := seen[key]; !ok {
-			gone = append(gone, key)
-		}
-	})
+	if seen != nil {
+		inf.items.eachKey(func(key string) {
+			if _, ok := seen[key]; !ok {
+				gone = append(gone, key)
+			}
+		})
+	}
 	for _, key := range gone {
 		old := inf.items.get(key)
-		inf.store(key, old, nil)
+		inf.store(key, old, nil, nil)
 		changes = append(changes, change{old, nil})
 	}
 	inf.rv = rv
-	n := inf.items.len()
+	n = inf.items.len()
 	inf.mu.Unlock()
 	inf.metrics.objects.WithLabelValues(inf.kind).Set(float64(n))
 
@@ -492,7 +540,7 @@ func (inf *Informer) apply(ev *pb.WatchEvent) {
 	default:
 		next = obj
 	}
-	inf.store(key, old, next)
+	inf.store(key, old, next, nil)
 	n := inf.items.len()
 	inf.mu.Unlock()
 	inf.metrics.objects.WithLabelValues(inf.kind).Set(float64(n))
@@ -502,9 +550,10 @@ func (inf *Informer) apply(ev *pb.WatchEvent) {
 	inf.dispatchMu.Unlock()
 }
 
-// store puts obj under key (nil removes it) and updates the indices. The
-// caller holds mu.
-func (inf *Informer) store(key string, old, obj *pb.Object) {
+// store puts obj under key (nil removes it) and updates the indices; raw,
+// if not nil, is obj encoded, for a metadata informer to keep as it is.
+// The caller holds mu.
+func (inf *Informer) store(key string, old, obj *pb.Object, raw []byte) {
 	for name, fn := range inf.indexers {
 		idx := inf.indices[name]
 		if old != nil {
@@ -517,6 +566,10 @@ func (inf *Informer) store(key string, old, obj *pb.Object) {
 				addToIndex(idx, v, key)
 			}
 		}
+	}
+	if raw != nil && inf.items.encoded != nil {
+		inf.items.encoded[key] = raw
+		return
 	}
 	inf.items.put(key, obj)
 }
@@ -701,6 +754,18 @@ func (s *itemStore) put(key string, obj *pb.Object) {
 }
 
 func (s *itemStore) len() int { return len(s.decoded) + len(s.encoded) }
+
+// grow makes room for n objects in an empty store.
+func (s *itemStore) grow(n int) {
+	if s.len() > 0 {
+		return
+	}
+	if s.decoded != nil {
+		s.decoded = make(map[string]*pb.Object, n)
+	} else {
+		s.encoded = make(map[string][]byte, n)
+	}
+}
 
 // each calls fn for every object, in no particular order.
 func (s *itemStore) each(fn func(key string, obj *pb.Object)) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	gproto "google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/skiff-sh/skiff/controllers"
@@ -347,5 +348,79 @@ func TestInformerDropsAListAnsweredAfterItsEnd(t *testing.T) {
 		if inf.HasSynced() || inf.Len() != 0 {
 			t.Errorf("%s informer: synced %v, %d objects; want neither", inf.Kind(), inf.HasSynced(), inf.Len())
 		}
+	}
+}
+
+// listOnly hides the in-process cluster's metadata list: a cluster out of
+// process (NewGRPCCluster) lists full objects.
+type listOnly struct{ controllers.Cluster }
+
+// A metadata informer fills the same cache, and tells handlers the same,
+// whether the cluster lists metadata itself (the master's store) or full
+// objects the informer reduces: on the first list and on a relist.
+func TestMetadataInformerListsEitherWay(t *testing.T) {
+	full := func(name, owner string) *pb.Object {
+		o := pod("a", name, map[string]string{"app": "web"}, owner)
+		o.GetPod().Spec = &pb.PodSpec{NodeName: "n1", Containers: []*pb.Container{{Name: "c", Image: "busybox"}}}
+		o.GetPod().Status = &pb.PodStatus{Phase: "Running"}
+		o.Meta().Finalizers = []string{"f"}
+		return o
+	}
+	h := controllertest.NewHarness(t, full("p1", "rs1"), full("p2", ""), full("p3", "rs1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type side struct {
+		inf *controllers.Informer
+		rec *recorder
+	}
+	var sides []side
+	var factories []*controllers.InformerFactory
+	for _, cl := range []controllers.Cluster{h.Fake, listOnly{h.Fake}} {
+		f := controllers.NewInformerFactory(cl, nil, 0)
+		s := side{f.ForMetadata("Pod"), &recorder{}}
+		s.inf.AddHandler(s.rec)
+		f.Start(ctx)
+		factories = append(factories, f)
+		sides = append(sides, s)
+	}
+	defer func() {
+		cancel()
+		for _, f := range factories {
+			f.Wait()
+		}
+	}()
+	agree := func(what string, want []string) {
+		t.Helper()
+		h.Eventually(func() bool {
+			return slices.Equal(keys(sides[0].inf.List()), want) && slices.Equal(keys(sides[1].inf.List()), want)
+		}, what)
+		for _, key := range want {
+			a, _ := sides[0].inf.Get(key)
+			b, _ := sides[1].inf.Get(key)
+			if !gproto.Equal(a, b) || a.GetPod().GetSpec() != nil || a.Meta().GetUid() == "" {
+				t.Errorf("%s: %s is %v listing metadata, %v listing objects", what, key, a, b)
+			}
+		}
+		if got, want := sortedCopy(sides[0].rec.get()), sortedCopy(sides[1].rec.get()); !slices.Equal(got, want) {
+			t.Errorf("%s: handlers saw %v listing metadata, %v listing objects", what, got, want)
+		}
+		if got := keys(sides[0].inf.ByIndex(controllers.IndexOwner, "uid-rs1")); !slices.Contains(got, "a/p1") {
+			t.Errorf("%s: owner index %v", what, got)
+		}
+	}
+	agree("first list", []string{"a/p1", "a/p2", "a/p3"})
+
+	h.Fake.ExpireWatches()
+	h.Fake.Remove("Pod", "a", "p3")
+	h.Fake.Add(full("p4", ""))
+	if err := h.Fake.Mutate("Pod", "a", "p2", func(o *pb.Object) { o.Meta().Labels["tier"] = "db" }); err != nil {
+		t.Fatal(err)
+	}
+	h.Fake.ExpireWatches()
+	agree("relist", []string{"a/p1", "a/p2", "a/p4"})
+	h.Eventually(func() bool { return len(sides[0].rec.get()) == 6 && len(sides[1].rec.get()) == 6 }, "relist events")
+	agree("relist events", []string{"a/p1", "a/p2", "a/p4"})
+	if o, _ := sides[0].inf.Get("a/p2"); o.Meta().GetLabels()["tier"] != "db" {
+		t.Errorf("after relist: %v", o.Meta())
 	}
 }

@@ -143,7 +143,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer cancel()
 	log := m.cfg.Logger
 	cluster := fencedCluster{Cluster: m.cfg.Cluster, ctx: ctx}
-	factory := NewInformerFactory(cluster, log, m.cfg.ResyncPeriod)
+	// Informers only read: they list and watch through the cluster itself,
+	// which may list metadata cheaply (metadataLister).
+	factory := NewInformerFactory(m.cfg.Cluster, log, m.cfg.ResyncPeriod)
 	factory.metrics = m.metrics.informer
 	rec := NewRecorder(RecorderConfig{Cluster: cluster, Logger: log, Clock: m.cfg.Clock, Host: m.cfg.Host, MaxPending: m.cfg.EventQueueSize})
 	rec.metrics = m.metrics

@@ -42,6 +42,33 @@ func (c localCluster) List(_ context.Context, req *pb.ListRequest) (*pb.ListResp
 	return &pb.ListResponse{Items: items, ResourceVersion: idx}, nil
 }
 
+// ListMetadata lists the objects req selects reduced to their metadata,
+// encoded, for the controllers' metadata informers: from the stored
+// encodings, decoding nothing. A new leader's garbage collector lists every
+// object of the cluster this way; with 150,000 ConfigMaps decoding them in
+// full took it seconds of CPU at every leadership change. It gives up when
+// ctx ends, as when leadership is lost.
+func (c localCluster) ListMetadata(ctx context.Context, req *pb.ListRequest) ([][]byte, uint64, error) {
+	q, err := c.query(req.GetKind(), req.GetNamespace(), req.GetLabelSelector(), req.GetFieldSelector())
+	if err != nil {
+		return nil, 0, err
+	}
+	raws, idx, err := c.s.fsm.ListEncoded(q)
+	if err != nil {
+		return nil, 0, fsmStatus(err)
+	}
+	out := make([][]byte, len(raws))
+	for i, raw := range raws {
+		if i%1024 == 1023 && ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		if out[i], err = pb.AppendMetadata(nil, raw); err != nil {
+			return nil, 0, status.Errorf(codes.Internal, "list %s metadata: %v", req.GetKind(), err)
+		}
+	}
+	return out, idx, nil
+}
+
 func (c localCluster) Watch(ctx context.Context, req *pb.WatchRequest) (controllers.Watch, error) {
 	q, err := c.query(req.GetKind(), req.GetNamespace(), req.GetLabelSelector(), req.GetFieldSelector())
 	if err != nil {

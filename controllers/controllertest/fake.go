@@ -375,6 +375,28 @@ func (f *Fake) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse,
 	return resp, nil
 }
 
+// ListMetadata lists as the in-process cluster does for metadata
+// informers: List's items reduced to their metadata, encoded.
+func (f *Fake) ListMetadata(ctx context.Context, req *pb.ListRequest) ([][]byte, uint64, error) {
+	resp, err := f.List(ctx, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([][]byte, 0, len(resp.GetItems()))
+	for _, o := range resp.GetItems() {
+		raw, err := o.MarshalVT()
+		if err != nil {
+			return nil, 0, err
+		}
+		md, err := pb.AppendMetadata(nil, raw)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, md)
+	}
+	return out, resp.GetResourceVersion(), nil
+}
+
 // Watch implements controllers.Cluster.
 func (f *Fake) Watch(ctx context.Context, req *pb.WatchRequest) (controllers.Watch, error) {
 	f.mu.Lock()
