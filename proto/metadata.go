@@ -3,6 +3,7 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -46,6 +47,7 @@ func AppendMetadata(dst, raw []byte) ([]byte, error) {
 	if err != nil {
 		return dst, fmt.Errorf("object: %w", err)
 	}
+	dst = slices.Grow(dst, protowire.SizeTag(num)+protowire.SizeBytes(size))
 	dst = protowire.AppendTag(dst, num, protowire.BytesType)
 	dst = protowire.AppendVarint(dst, uint64(size))
 	_ = eachField(res, func(num protowire.Number, field []byte) {
