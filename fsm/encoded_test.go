@@ -1,6 +1,7 @@
 package fsm_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -250,6 +251,20 @@ func TestListEncoded(t *testing.T) {
 	}
 	if _, _, err := c.f.ListEncoded(fsm.Query{Kind: "Pod", LabelSelector: "a=(b"}); !errors.Is(err, fsm.ErrInvalid) {
 		t.Fatalf("bad selector: %v", err)
+	}
+
+	// EachEncoded hands out the same items one by one, and stops at its
+	// callback's first error.
+	raws, idx, _ := c.f.ListEncoded(fsm.Query{Kind: "Pod"})
+	var each [][]byte
+	eidx, err := c.f.EachEncoded(fsm.Query{Kind: "Pod"}, func(raw []byte) error { each = append(each, raw); return nil })
+	if err != nil || eidx != idx || !slices.EqualFunc(each, raws, bytes.Equal) {
+		t.Fatalf("EachEncoded: %d items at %d (%v), want ListEncoded's %d at %d", len(each), eidx, err, len(raws), idx)
+	}
+	stop := errors.New("stop")
+	n := 0
+	if _, err := c.f.EachEncoded(fsm.Query{Kind: "Pod"}, func([]byte) error { n++; return stop }); err != stop || n != 1 {
+		t.Fatalf("EachEncoded after an error: %d calls, %v", n, err)
 	}
 }
 

@@ -393,6 +393,14 @@ func (f *FSM) ListEncoded(q Query) ([][]byte, uint64, error) {
 	return out, index, nil
 }
 
+// EachEncoded calls fn with the stored encoding of every object q selects,
+// in key order, as ListEncoded lists them but without collecting them;
+// it stops at fn's first error and returns it. The slices are the store's:
+// do not modify them.
+func (f *FSM) EachEncoded(q Query, fn func(raw []byte) error) (uint64, error) {
+	return f.scan(q, func(r *record) error { return fn(r.raw) })
+}
+
 // scan calls fn for every record q selects, in key order, and returns the
 // applied index they reflect.
 func (f *FSM) scan(q Query, fn func(*record) error) (uint64, error) {
