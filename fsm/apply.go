@@ -168,7 +168,7 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 		return nil, "", err
 	}
 	a.insert(rec)
-	a.emit(Added, obj, nil, rec.raw)
+	a.emit(Added, obj, nil, rec.raw, nil)
 	return obj, ActionCreated, nil
 }
 
@@ -380,7 +380,9 @@ func (a *applier) delete(cmd *pb.Command, op *pb.DeleteOp) (*pb.Object, string, 
 		return obj, ActionDeleting, err
 	}
 	last := old.Clone()
-	a.remove(cur, old, last)
+	if err := a.remove(cur, old, last); err != nil {
+		return nil, "", err
+	}
 	return last, ActionDeleted, nil
 }
 
@@ -441,7 +443,9 @@ func (a *applier) write(cur *record, old, next *pb.Object, mayRemove bool) (*pb.
 	nm := next.Meta()
 	nm.ResourceVersion = a.index
 	if mayRemove && nm.DeletionTimestamp != nil && a.removable(next) {
-		a.remove(cur, old, next)
+		if err := a.remove(cur, old, next); err != nil {
+			return nil, "", err
+		}
 		return next, ActionDeleted, nil
 	}
 	rec, err := newRecord(next)
@@ -449,7 +453,7 @@ func (a *applier) write(cur *record, old, next *pb.Object, mayRemove bool) (*pb.
 		return nil, "", err
 	}
 	a.insert(rec)
-	a.emit(Modified, next, old, rec.raw)
+	a.emit(Modified, next, old, rec.raw, cur.raw)
 	return next, ActionConfigured, nil
 }
 
@@ -478,18 +482,23 @@ func (a *applier) hasContents(ns string) bool {
 
 // remove deletes cur, whose object is old; last is the state reported in
 // the Deleted event.
-func (a *applier) remove(cur *record, old, last *pb.Object) {
+func (a *applier) remove(cur *record, old, last *pb.Object) error {
 	last.Meta().ResourceVersion = a.index
+	encoded, err := pb.Marshal(last)
+	if err != nil {
+		return fmt.Errorf("fsm: encode %s: %w", displayKey(cur.namespace, cur.name), err)
+	}
 	a.txn.remove(cur)
-	a.emit(Deleted, last, old, nil)
+	a.emit(Deleted, last, old, encoded, cur.raw)
+	return nil
 }
 
 func (a *applier) insert(rec *record) { a.txn.put(rec) }
 
-// emit records an event; encoded is the store's encoding of obj, if the
-// store holds obj exactly (nil for a deletion's last state).
-func (a *applier) emit(typ string, obj, old *pb.Object, encoded []byte) {
-	a.events = append(a.events, Event{Type: typ, Object: obj, Old: old, Encoded: encoded, Index: a.index})
+// emit records an event; encoded and oldEncoded are the encodings of obj
+// and old (for old, the record it was decoded from).
+func (a *applier) emit(typ string, obj, old *pb.Object, encoded, oldEncoded []byte) {
+	a.events = append(a.events, Event{Type: typ, Object: obj, Old: old, Encoded: encoded, oldEncoded: oldEncoded, Index: a.index})
 }
 
 func preconditions(km *kindMeta, m *pb.ObjectMeta, uid string, rv uint64) error {

@@ -56,11 +56,17 @@ type Config struct {
 	Logger *slog.Logger
 	// EventWindow is how many watch events are retained for resuming watches.
 	EventWindow int
+	// DecodedEvents is how many of the newest events keep their objects
+	// decoded, shared by every watcher that reads them while they are new.
+	// Older events keep only the encodings: far less memory, and nothing
+	// for the garbage collector to scan (BenchmarkPodHistoryHeap); a
+	// watcher that reaches one, resuming or lagging, decodes its own copy.
+	DecodedEvents int
 }
 
 // DefaultConfig returns the configuration used by skiff server.
 func DefaultConfig() Config {
-	return Config{Logger: slog.Default(), EventWindow: 50000}
+	return Config{Logger: slog.Default(), EventWindow: 50000, DecodedEvents: 4096}
 }
 
 // Validate reports the first invalid field.
@@ -70,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.EventWindow < 1 {
 		return errors.New("fsm config: EventWindow must be at least 1")
+	}
+	if c.DecodedEvents < 0 {
+		return errors.New("fsm config: DecodedEvents must not be negative")
 	}
 	return nil
 }
@@ -89,14 +98,20 @@ type Event struct {
 	Object *pb.Object // state after the change (last state for Deleted)
 	Old    *pb.Object // state before the change, nil for Added
 	Index  uint64
-	// Encoded is the store's deterministic encoding of Object when it has
-	// one (Added and Modified; nil for Deleted): what a server can send
-	// without encoding Object again. Shared: do not modify.
+	// Encoded is the deterministic encoding of Object (nil only in the
+	// Deleted a watch makes of an object leaving its selector): what a
+	// server can send without encoding Object again. Shared: do not modify.
 	Encoded []byte
 
+	// oldEncoded is the encoding of Old, which the log keeps once it drops
+	// the decoded objects (Config.DecodedEvents).
+	oldEncoded []byte
+
 	// Set when the event enters the log, so watchers skipping events that
-	// are not theirs read the ring, not the objects.
+	// are not theirs read the ring, not the objects; namespace and name
+	// for Added events only (Created).
 	kind, node, oldNode string
+	namespace, name     string
 	hasOld              bool
 }
 
@@ -158,7 +173,7 @@ func New(cfg Config) (*FSM, error) {
 		kinds:  newKindTable(),
 		w:      t,
 		cur:    t.clone(),
-		events: newEventLog(cfg.EventWindow, 0, 0),
+		events: newEventLog(cfg.EventWindow, cfg.DecodedEvents, 0, 0),
 		notify: make(chan struct{}),
 	}, nil
 }

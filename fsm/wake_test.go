@@ -36,7 +36,7 @@ func TestWakeTableWakesOnlyConcernedWatchers(t *testing.T) {
 	pods := tab.wait(wakeKey{kind: "Pod"})
 	cms := tab.wait(wakeKey{kind: "ConfigMap"})
 
-	var l eventLog = newEventLog(1000, 0, 0)
+	var l eventLog = newEventLog(1000, 1000, 0, 0)
 	bind := []Event{{Type: Modified, Object: podOn("b"), Old: podOn("")}}
 	l.append(bind)
 	tab.publish(bind, l.next, len(l.buf))
@@ -177,7 +177,7 @@ func TestEventLogNodeIndexMatchesScan(t *testing.T) {
 	}
 	for seed := range uint64(10) {
 		r := rand.New(rand.NewPCG(seed, 1))
-		l := newEventLog(16, 0, 0)
+		l := newEventLog(16, 16, 0, 0)
 		for step := range 300 {
 			var evs []Event
 			for range 1 + r.IntN(5) {
@@ -217,4 +217,39 @@ func TestEventLogNodeIndexMatchesScan(t *testing.T) {
 			t.Errorf("the list of unbound pods' events holds %d entries for a window of %d", len(l.byNode[""]), len(l.buf))
 		}
 	}
+}
+
+// TestEventLogDropsOlderObjects: only the newest DecodedEvents events keep
+// their objects; older ones keep their encodings, and one without an
+// encoding keeps its objects.
+func TestEventLogDropsOlderObjects(t *testing.T) {
+	l := newEventLog(10, 3, 0, 0)
+	for i := range 8 {
+		obj, old := podOn(fmt.Sprint("n", i)), podOn("")
+		ev := Event{Type: Modified, Object: obj, Old: old, Index: uint64(i + 1)}
+		if i != 2 {
+			ev.Encoded, ev.oldEncoded = mustMarshal(t, obj), mustMarshal(t, old)
+		}
+		l.append([]Event{ev})
+	}
+	for seq := range uint64(8) {
+		ev := l.buf[seq]
+		if want := seq >= 5 || seq == 2; (ev.Object != nil) != want || (ev.Old != nil) != want {
+			t.Fatalf("event %d: object kept %v, old kept %v; want %v", seq, ev.Object != nil, ev.Old != nil, want)
+		}
+		if seq < 5 && seq != 2 {
+			if err := ev.decode(); err != nil || ev.Object.GetPod().GetSpec().GetNodeName() != fmt.Sprint("n", seq) || ev.Old == nil {
+				t.Fatalf("event %d decoded to %v, %v (%v)", seq, ev.Object, ev.Old, err)
+			}
+		}
+	}
+}
+
+func mustMarshal(t *testing.T, o *pb.Object) []byte {
+	t.Helper()
+	b, err := pb.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

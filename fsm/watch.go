@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -133,10 +134,13 @@ type eventLog struct {
 	// one. Entries older than the window are dropped as lists grow and in
 	// a sweep every quarter window.
 	byNode map[string][]uint64
+	// decoded is how many of the newest events keep their objects decoded
+	// (Config.DecodedEvents); older ones keep their encodings only.
+	decoded uint64
 }
 
-func newEventLog(window int, start, epoch uint64) eventLog {
-	return eventLog{buf: make([]Event, window), start: start, epoch: epoch, byNode: make(map[string][]uint64)}
+func newEventLog(window, decoded int, start, epoch uint64) eventLog {
+	return eventLog{buf: make([]Event, window), start: start, epoch: epoch, byNode: make(map[string][]uint64), decoded: uint64(decoded)}
 }
 
 // oldest returns the sequence number of the oldest retained event.
@@ -158,6 +162,10 @@ func (l *eventLog) append(evs []Event) {
 			l.start = slot.Index
 		}
 		e.kind, e.hasOld = e.Object.KindName(), e.Old != nil
+		if e.Type == Added {
+			m := e.Object.Meta()
+			e.namespace, e.name = m.GetNamespace(), m.GetName()
+		}
 		if p := e.Object.GetPod(); p != nil {
 			e.node, e.oldNode = p.GetSpec().GetNodeName(), e.Old.GetPod().GetSpec().GetNodeName()
 			l.index(e.node, l.next)
@@ -167,10 +175,40 @@ func (l *eventLog) append(evs []Event) {
 		}
 		*slot = *e
 		l.next++
+		if l.decoded < n && l.next > l.decoded {
+			l.buf[(l.next-1-l.decoded)%n].dropObjects()
+		}
 		if l.next%uint64(max(1, len(l.buf)/4)) == 0 {
 			l.prune()
 		}
 	}
+}
+
+// dropObjects lets the decoded objects of an event that is no longer new
+// go, keeping their encodings; decode brings them back for a watcher.
+func (e *Event) dropObjects() {
+	if e.Encoded == nil || e.hasOld && e.oldEncoded == nil {
+		return // not encoded (every store event is): keep the objects
+	}
+	e.Object, e.Old = nil, nil
+}
+
+// decode gives an event whose objects were dropped objects of its own,
+// decoded from the encodings the log kept.
+func (e *Event) decode() error {
+	obj := &pb.Object{}
+	if err := obj.UnmarshalVT(e.Encoded); err != nil {
+		return fmt.Errorf("fsm: decode the watch event at index %d: %w", e.Index, err)
+	}
+	e.Object = obj
+	if e.hasOld {
+		old := &pb.Object{}
+		if err := old.UnmarshalVT(e.oldEncoded); err != nil {
+			return fmt.Errorf("fsm: decode the watch event at index %d: %w", e.Index, err)
+		}
+		e.Old = old
+	}
+	return nil
 }
 
 // index lists event seq under node, first dropping the node's entries that
@@ -287,6 +325,11 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 		}
 		ev, ok, wait := w.take()
 		if ok {
+			if ev.Object == nil {
+				if err := ev.decode(); err != nil {
+					return Event{}, err
+				}
+			}
 			if out, ok := w.m.filter(ev); ok {
 				return out, nil
 			}
@@ -357,11 +400,20 @@ func (f *FSM) Created(kind, namespace, name, uid string) (*pb.Object, bool) {
 	for seq := f.events.next; seq > f.events.oldest(); {
 		seq--
 		ev := f.events.buf[seq%n]
-		if ev.Type != Added || ev.Object == nil || ev.Object.KindName() != km.Kind {
+		if ev.Type != Added || ev.kind != km.Kind || ev.name != name || ev.namespace != namespace {
 			continue
 		}
-		if m := ev.Object.Meta(); m.GetName() == name && m.GetNamespace() == namespace && m.GetUid() == uid {
-			return ev.Object.Clone(), true
+		var obj *pb.Object
+		if ev.Object != nil {
+			obj = ev.Object.Clone()
+		} else if err := ev.decode(); err == nil {
+			obj = ev.Object // decoded for this call alone
+		} else {
+			f.cfg.Logger.Error("a retained event is unreadable", "err", err)
+			return nil, false
+		}
+		if obj.Meta().GetUid() == uid {
+			return obj, true
 		}
 	}
 	return nil, false

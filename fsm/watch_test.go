@@ -1,11 +1,16 @@
 package fsm_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/skiff-sh/skiff/fsm"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -208,5 +213,124 @@ func TestWatchWakesManyWatchers(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestDroppedObjectsDecodeAlike: a store that keeps no event decoded, or
+// only the newest few, delivers exactly what one keeping all of them
+// does, to live watches and to watches resumed from old indices alike,
+// and answers Created alike.
+func TestDroppedObjectsDecodeAlike(t *testing.T) {
+	queries := []fsm.Query{
+		{Kind: "Pod"},
+		{Kind: "Pod", LabelSelector: "app"},
+		{Kind: "Pod", LabelSelector: "!app"},
+		{Kind: "Pod", FieldSelector: "spec.nodeName=n1"},
+		{Kind: "Pod", FieldSelector: "spec.nodeName="},
+		{Kind: "ConfigMap", Namespace: "default"},
+	}
+	type stream struct {
+		events []fsm.Event
+		err    error
+	}
+	// drain reads a watcher's events up to the first of the objects every
+	// query matches one of, written last (end).
+	drain := func(w *fsm.Watcher) stream {
+		var s stream
+		for {
+			ev, err := w.Next(t.Context())
+			if err != nil {
+				s.err = err
+				return s
+			}
+			if strings.HasPrefix(ev.Object.Meta().GetName(), "end-") {
+				return s
+			}
+			s.events = append(s.events, ev)
+		}
+	}
+	end := func(f *fsm.FSM, index uint64) {
+		c := &cluster{t: t, f: f, index: index}
+		c.must(createCmd(configMap("default", "end-cm", nil)))
+		c.must(createCmd(pod("default", "end-a", map[string]string{"app": "end"})))
+		c.must(bindCmd("default", "end-a", "n1"))
+		c.must(createCmd(pod("default", "end-b", nil)))
+	}
+	for seed := uint64(1); seed <= 5; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			logs := randomLogs(t, seed, 400)
+			var stores []*fsm.FSM
+			var streams [][]stream
+			for _, decoded := range []int{1000, 0, 7} { // the first keeps every event decoded
+				cfg := fsm.DefaultConfig()
+				cfg.Logger, cfg.EventWindow, cfg.DecodedEvents = slog.New(slog.DiscardHandler), 1000, decoded
+				f, err := fsm.New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var live []*fsm.Watcher
+				for _, q := range queries {
+					w, err := f.Watch(t.Context(), q, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					live = append(live, w)
+				}
+				for _, l := range logs {
+					f.Apply(l)
+				}
+				end(f, logs[len(logs)-1].Index)
+				var got []stream
+				for _, w := range live {
+					got = append(got, drain(w))
+				}
+				for _, from := range []uint64{1, 100, 250, 390} {
+					for _, q := range queries {
+						w, err := f.Watch(t.Context(), q, from)
+						if err != nil {
+							t.Fatal(err)
+						}
+						got = append(got, drain(w))
+					}
+				}
+				stores, streams = append(stores, f), append(streams, got)
+			}
+			want := streams[0]
+			for s := 1; s < len(stores); s++ {
+				for i, st := range streams[s] {
+					if len(st.events) != len(want[i].events) || (st.err == nil) != (want[i].err == nil) {
+						t.Fatalf("store %d, watch %d: %d events (%v), want %d (%v)", s, i, len(st.events), st.err, len(want[i].events), want[i].err)
+					}
+					for j, ev := range st.events {
+						w := want[i].events[j]
+						if ev.Type != w.Type || ev.Index != w.Index || !bytes.Equal(ev.Encoded, w.Encoded) ||
+							!gproto.Equal(ev.Object, w.Object) || !gproto.Equal(ev.Old, w.Old) {
+							t.Fatalf("store %d, watch %d, event %d: %s at %d\n%v (old %v)\nwant %s at %d\n%v (old %v)",
+								s, i, j, ev.Type, ev.Index, ev.Object, ev.Old, w.Type, w.Index, w.Object, w.Old)
+						}
+					}
+				}
+			}
+			created := 0
+			for _, ev := range want[0].events {
+				if ev.Type != fsm.Added {
+					continue
+				}
+				m := ev.Object.Meta()
+				obj, ok := stores[0].Created("Pod", m.GetNamespace(), m.GetName(), m.GetUid())
+				for s := 1; s < len(stores); s++ {
+					got, gotOK := stores[s].Created("Pod", m.GetNamespace(), m.GetName(), m.GetUid())
+					if gotOK != ok || !gproto.Equal(got, obj) {
+						t.Fatalf("store %d: Created(%s) = %v, %v; want %v, %v", s, m.Key(), got, gotOK, obj, ok)
+					}
+				}
+				if ok {
+					created++
+				}
+			}
+			if created == 0 || len(want[0].events) == 0 {
+				t.Fatal("nothing compared")
+			}
+		})
 	}
 }

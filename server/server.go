@@ -147,7 +147,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 		watchesPerClient: cfg.MaxWatchesPerClient, watches: cfg.MaxWatches,
 	}, s.metrics.reg)
 
-	s.fsm, err = fsm.New(fsm.Config{Logger: log.With("component", "fsm"), EventWindow: cfg.EventWindow})
+	fcfg := fsm.DefaultConfig()
+	fcfg.Logger, fcfg.EventWindow = log.With("component", "fsm"), cfg.EventWindow
+	s.fsm, err = fsm.New(fcfg)
 	if err != nil {
 		return nil, fmt.Errorf("create store: %w", err)
 	}

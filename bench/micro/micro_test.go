@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,7 +36,14 @@ type store struct {
 
 func newStore(tb testing.TB, namespaces ...string) *store {
 	tb.Helper()
-	f, err := fsm.New(fsm.Config{Logger: slog.New(slog.DiscardHandler), EventWindow: 50000})
+	return newStoreWith(tb, fsm.DefaultConfig(), namespaces...)
+}
+
+// newStoreWith is newStore with a store configuration of the caller's.
+func newStoreWith(tb testing.TB, cfg fsm.Config, namespaces ...string) *store {
+	tb.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	f, err := fsm.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -117,6 +125,73 @@ func BenchmarkApply(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPodHistoryHeap is the heap a master keeps for 10,000 realistic
+// pods that were each created, bound and reported Running: the objects and
+// the watch events of their history (30,000 in the window of 50,000), with
+// the store's default number of decoded events and with all of them kept
+// decoded (as every master did until the twentieth session).
+func BenchmarkPodHistoryHeap(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		decoded int
+	}{{"default", fsm.DefaultConfig().DecodedEvents}, {"all-decoded", fsm.DefaultConfig().EventWindow}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var live uint64
+			for range b.N {
+				live = podHistoryHeap(b, tc.decoded)
+			}
+			b.ReportMetric(float64(live)/(1<<20), "live-MiB")
+			b.ReportMetric(float64(live)/10000, "live-B/pod")
+		})
+	}
+}
+
+func podHistoryHeap(b *testing.B, decoded int) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	cfg := fsm.DefaultConfig()
+	cfg.DecodedEvents = decoded
+	s := newStoreWith(b, cfg, tenNamespaces...)
+	apply := func(c *pb.Command) {
+		if res := s.f.ApplyCommand(s.index, c); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+	for i := range 10000 {
+		o := pod(b, i, 1000)
+		o.GetPod().Spec.NodeName = ""
+		apply(s.cmd(o))
+		c := s.cmd(nil)
+		m := o.Meta()
+		c.Op = &pb.Command_Bind{Bind: &pb.BindOp{Namespace: m.Namespace, Name: m.Name, NodeName: fmt.Sprintf("node-%04d", i%1000)}}
+		apply(c)
+		c = s.cmd(nil)
+		c.Op = &pb.Command_UpdateStatus{UpdateStatus: running(o, c.Time)}
+		apply(c)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(s)
+	return after.HeapAlloc - before.HeapAlloc
+}
+
+// running is the status a worker reports once a pod's containers run.
+func running(o *pb.Object, at *timestamppb.Timestamp) *pb.Object {
+	st := &pb.PodStatus{Phase: "Running", HostIp: "10.0.0.1", PodIp: "10.244.1.7", StartTime: at, QosClass: "Burstable",
+		PodIps: []*pb.PodIP{{Ip: "10.244.1.7"}}}
+	for _, t := range []string{"Initialized", "Ready", "ContainersReady", "PodScheduled"} {
+		st.Conditions = append(st.Conditions, &pb.PodCondition{Type: t, Status: "True", LastTransitionTime: at})
+	}
+	for _, c := range o.GetPod().GetSpec().GetContainers() {
+		st.ContainerStatuses = append(st.ContainerStatuses, &pb.ContainerStatus{Name: c.Name, Ready: true, Image: c.Image,
+			ImageId: "sha256:0123456789abcdef", ContainerId: "skiff://" + o.Meta().Name + "-" + c.Name,
+			State: &pb.ContainerState{Running: &pb.ContainerStateRunning{StartedAt: at}}})
+	}
+	m := o.Meta()
+	return pb.Wrap(&pb.Pod{Metadata: &pb.ObjectMeta{Namespace: m.Namespace, Name: m.Name}, Status: st})
 }
 
 // BenchmarkEncodeCommand is what the leader does to a write before

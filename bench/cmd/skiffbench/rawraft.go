@@ -148,7 +148,7 @@ func startRawRaft(ctx context.Context, e *env, n int, v raftVariant) (_ *rawRaft
 		}
 		var f raft.FSM = &nopFSM{}
 		if useFSM {
-			sf, err := fsm.New(fsm.Config{Logger: slog.New(slog.DiscardHandler), EventWindow: 50000})
+			sf, err := fsm.New(fsm.Config{Logger: slog.New(slog.DiscardHandler), EventWindow: 50000, DecodedEvents: fsm.DefaultConfig().DecodedEvents})
 			if err != nil {
 				return nil, err
 			}
