@@ -361,6 +361,24 @@ func (f *FSM) kind(name string) (*kindMeta, error) {
 
 // Get returns one object; ErrNotFound if absent.
 func (f *FSM) Get(kind, namespace, name string) (*pb.Object, error) {
+	r, err := f.get(kind, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return r.object()
+}
+
+// GetEncoded is Get returning the object as the store holds it, encoded.
+// The bytes are shared: do not modify them.
+func (f *FSM) GetEncoded(kind, namespace, name string) ([]byte, error) {
+	r, err := f.get(kind, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return r.raw, nil
+}
+
+func (f *FSM) get(kind, namespace, name string) (*record, error) {
 	km, err := f.kind(kind)
 	if err != nil {
 		return nil, err
@@ -370,7 +388,7 @@ func (f *FSM) Get(kind, namespace, name string) (*pb.Object, error) {
 	}
 	t, _ := f.read()
 	if r := t.get(objectKey(km.Kind, namespace, name)); r != nil {
-		return r.object()
+		return r, nil
 	}
 	return nil, fmt.Errorf("%w: %s %q", ErrNotFound, km.Plural, displayKey(namespace, name))
 }

@@ -81,3 +81,93 @@ func TestAppendMetadataRejectsGarbage(t *testing.T) {
 		}
 	}
 }
+
+// TestSizeWithStatus: for every kind, the size SizeWithStatus computes from
+// the stored encoding is what the stored object with the new status (or
+// none), defaulted, measures decoded, whatever the sizes of the old and new
+// status (length prefixes of one byte or more); kinds without status are
+// not ok.
+func TestSizeWithStatus(t *testing.T) {
+	pod := loadPod(t)
+	addUnknown(pod.GetPod().GetMetadata().ProtoReflect(), 999)
+	for _, k := range Kinds() {
+		var objs []*Object
+		for _, f := range []filler{{mapEntries: 3, listLen: 2}, {zero: true, mapEntries: 1, listLen: 1}, {mapEntries: 20, listLen: 9}} {
+			r := k.New()
+			f.fill(r.ProtoReflect(), 12)
+			objs = append(objs, Wrap(r))
+		}
+		objs = append(objs, Wrap(k.New()), Wrap(withEmptyMessages(k.New())))
+		if k.Kind == "Pod" {
+			objs = append(objs, pod)
+		}
+		for _, o := range objs {
+			SetDefaults(o)
+		}
+		fd := k.New().ProtoReflect().Descriptor().Fields().ByName("status")
+		for _, stored := range objs {
+			raw, err := stored.MarshalVT()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, upd := range objs {
+				merged := stored.Clone()
+				dst, src := merged.Resource().ProtoReflect(), upd.Resource().ProtoReflect()
+				statusSize := -1
+				if fd != nil {
+					if src.Has(fd) {
+						dst.Set(fd, src.Get(fd))
+						statusSize = gproto.Size(src.Get(fd).Message().Interface())
+					} else {
+						dst.Clear(fd)
+					}
+				}
+				SetDefaults(merged)
+				got, ok, err := SizeWithStatus(raw, statusSize)
+				switch {
+				case err != nil:
+					t.Fatalf("%s: %v", k.Kind, err)
+				case ok != (fd != nil):
+					t.Fatalf("%s: ok = %v with a status field %v", k.Kind, ok, fd != nil)
+				case ok && got != merged.SizeVT():
+					t.Fatalf("%s: size %d, want %d (stored %d bytes, new status %d)", k.Kind, got, merged.SizeVT(), len(raw), statusSize)
+				}
+			}
+		}
+	}
+	if _, _, err := SizeWithStatus([]byte{0x08, 0x01}, 3); err == nil || !strings.HasPrefix(err.Error(), "object: ") {
+		t.Errorf("not an object: err = %v", err)
+	}
+}
+
+// BenchmarkStatusUpdateSize: what a master does to check a pod's status
+// update against the size limit, decoding the stored pod (as until the
+// twentieth session) or reading its encoding (SizeWithStatus).
+func BenchmarkStatusUpdateSize(b *testing.B) {
+	pod := loadPod(b)
+	SetDefaults(pod)
+	raw, err := pod.MarshalVT()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := &PodStatus{Phase: "Running", PodIp: "10.244.1.7", Conditions: []*PodCondition{{Type: "Ready", Status: "True"}}}
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var o Object
+			if err := o.UnmarshalVT(raw); err != nil {
+				b.Fatal(err)
+			}
+			o.GetPod().Status = st.CloneVT()
+			_ = o.SizeVT()
+		}
+	})
+	b.Run("encoded", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := SizeWithStatus(raw, gproto.Size(st)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

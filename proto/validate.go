@@ -148,22 +148,28 @@ func ValidateWithLimit(o *Object, maxBytes int) error {
 	return validationError(o, ki, out, maxBytes)
 }
 
-// ValidateStatusUpdate checks what a status write stores: o is the stored
-// object with the new status. As Kubernetes checks a status update, the
-// rest of the object is not checked again (it was when it was written), and
-// Validate has no rules for a status, so only the size limit applies.
-func ValidateStatusUpdate(o *Object, maxBytes int) error {
+// ValidateStatusUpdate checks what a status write stores: o is the write's
+// object and size the size of the stored object with o's status
+// (SizeWithStatus). As Kubernetes checks a status update, the rest of the
+// object is not checked again (it was when it was written), and Validate
+// has no rules for a status, so only the size limit applies.
+func ValidateStatusUpdate(o *Object, size, maxBytes int) error {
 	ki, ok := kindByName(KindOf(o.Resource()))
 	if !ok {
 		return ValidateWithLimit(o, maxBytes)
 	}
-	return validationError(o, ki, nil, maxBytes)
+	return sizedValidationError(o, ki, nil, size, maxBytes)
 }
 
 // validationError adds the size limit's error to out, if o is over
 // maxBytes, and returns out as o's ValidationError, nil if it is empty.
 func validationError(o *Object, ki KindInfo, out []FieldError, maxBytes int) error {
-	if n := o.SizeVT(); maxBytes > 0 && n > maxBytes {
+	return sizedValidationError(o, ki, out, o.SizeVT(), maxBytes)
+}
+
+// sizedValidationError is validationError for an object of n bytes.
+func sizedValidationError(o *Object, ki KindInfo, out []FieldError, n, maxBytes int) error {
+	if maxBytes > 0 && n > maxBytes {
 		out = append(out, FieldError{Message: fmt.Sprintf(
 			"Too long: the object is %d bytes, more than MaxObjectBytes (%d)", n, maxBytes)})
 	}

@@ -371,21 +371,21 @@ func TestValidateErrors(t *testing.T) {
 	}
 }
 
-// A status update is checked for size only: the rest is the stored
-// object, checked when it was written.
+// A status update is checked for size only, the size of the stored object
+// with the new status: the rest is the stored object, checked when it was
+// written.
 func TestValidateStatusUpdate(t *testing.T) {
 	noContainers := Wrap(&Pod{Metadata: &ObjectMeta{Name: "p", Namespace: "default"}, Spec: &PodSpec{}, Status: &PodStatus{Phase: "Running"}})
 	if err := ValidateWithLimit(noContainers, 1<<10); err == nil {
 		t.Fatal("ValidateWithLimit accepted a pod without containers")
 	}
-	if err := ValidateStatusUpdate(noContainers, 1<<10); err != nil {
+	if err := ValidateStatusUpdate(noContainers, 1<<10, 1<<10); err != nil {
 		t.Errorf("ValidateStatusUpdate checked the spec: %v", err)
 	}
-	noContainers.GetPod().Status.Message = strings.Repeat("m", 1<<10)
-	err := ValidateStatusUpdate(noContainers, 1<<10)
+	err := ValidateStatusUpdate(noContainers, 1<<10+1, 1<<10)
 	var ve *ValidationError
 	if !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Kind != "Pod" || ve.Name != "p" ||
-		!strings.HasPrefix(ve.Errors[0].Message, "Too long: the object is 10") || !strings.HasSuffix(ve.Errors[0].Message, "more than MaxObjectBytes (1024)") {
+		ve.Errors[0].Message != "Too long: the object is 1025 bytes, more than MaxObjectBytes (1024)" {
 		t.Errorf("a status over the limit: %v", err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	gproto "google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/skiff-sh/skiff/fsm"
@@ -186,51 +185,42 @@ func (s *Server) prepare(op writeOp, obj *pb.Object, uid string) (*pb.Object, er
 	}
 	// The limit is this master's, so that a cluster started with another
 	// --max-object-bytes stores what it accepted above (defaults add bytes).
-	validate := pb.ValidateWithLimit
-	check := o
 	if op == opUpdateStatus {
-		// Only the status is written, so a status-only object is fine: check
-		// the stored object with the new status instead. If this master does
-		// not have the object (yet), the leader's store decides.
-		var ok bool
-		if check, ok = s.withNewStatus(o); !ok {
-			return o, nil
-		}
-		validate = pb.ValidateStatusUpdate
+		return o, s.checkStatusUpdate(o)
 	}
-	if err := validate(check, s.cfg.MaxObjectBytes); err != nil {
+	if err := pb.ValidateWithLimit(o, s.cfg.MaxObjectBytes); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return o, nil
 }
 
-// withNewStatus returns the stored object with o's status; ok is false if
-// this master's store does not hold the object.
-func (s *Server) withNewStatus(o *pb.Object) (_ *pb.Object, ok bool) {
+// checkStatusUpdate checks a status write, o, by the size the stored
+// object will have with o's status: only the status is written, so a
+// status-only object is fine. The stored object is not decoded for it
+// (pb.SizeWithStatus). If this master does not have the object (yet), the
+// leader's store decides.
+func (s *Server) checkStatusUpdate(o *pb.Object) error {
 	m := o.Meta()
-	merged, err := s.fsm.Get(o.KindName(), m.GetNamespace(), m.GetName()) // a copy of our own
+	raw, err := s.fsm.GetEncoded(o.KindName(), m.GetNamespace(), m.GetName())
 	if err != nil {
-		return nil, false
+		return nil
 	}
-	dst, src := merged.Resource().ProtoReflect(), o.Resource().ProtoReflect()
-	fd := dst.Descriptor().Fields().ByName("status")
-	if fd == nil {
-		// A kind without status: check what was sent.
-		return o, true
+	src := o.Resource().ProtoReflect()
+	statusSize := -1
+	if fd := src.Descriptor().Fields().ByName("status"); fd != nil && src.Has(fd) {
+		statusSize = gproto.Size(src.Get(fd).Message().Interface())
 	}
-	if src.Has(fd) {
-		var st gproto.Message
-		if m, ok := src.Get(fd).Message().Interface().(interface{ CloneMessageVT() gproto.Message }); ok {
-			st = m.CloneMessageVT() // generated: no reflection
-		} else {
-			st = gproto.Clone(src.Get(fd).Message().Interface())
-		}
-		dst.Set(fd, protoreflect.ValueOfMessage(st.ProtoReflect()))
-	} else {
-		dst.Clear(fd)
+	size, ok, err := pb.SizeWithStatus(raw, statusSize)
+	switch {
+	case err != nil:
+		return status.Errorf(codes.Internal, "the stored %s is unreadable: %v", m.Key(), err)
+	case !ok:
+		size = o.SizeVT() // a kind without status: check what was sent
 	}
-	pb.SetDefaults(merged)
-	return merged, true
+	if err := pb.ValidateStatusUpdate(o, size, s.cfg.MaxObjectBytes); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return nil
 }
 
 // writeOnLeader proposes one write. A create with generateName retries
