@@ -84,9 +84,15 @@ type Config struct {
 	// status when nothing in it changed (Kubernetes'
 	// nodeStatusReportFrequency, 5m).
 	NodeStatusReportFrequency time.Duration
-	// SyncInterval is how often a pod worker looks at its containers when
-	// nothing else wakes it (container exits are noticed this fast).
+	// SyncInterval is how often the node reads the state of its pods'
+	// containers from the runtime, waking the pod workers of those that
+	// changed (the kubelet's relist, 1s): a container exit is noticed this
+	// fast.
 	SyncInterval time.Duration
+	// ResyncInterval is how often a pod worker syncs its pod when nothing
+	// wakes it: pod updates, probe results, container state changes and
+	// backoffs do (Kubernetes' --sync-frequency, 1m).
+	ResyncInterval time.Duration
 	// BackoffBase, BackoffMax and BackoffReset shape CrashLoopBackOff: a
 	// container that keeps failing is restarted at once, then after
 	// BackoffBase, doubling up to BackoffMax; the delay starts over once a
@@ -165,6 +171,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval:         10 * time.Second,
 		NodeStatusReportFrequency: 5 * time.Minute,
 		SyncInterval:              time.Second,
+		ResyncInterval:            time.Minute,
 		BackoffBase:               10 * time.Second,
 		BackoffMax:                5 * time.Minute,
 		BackoffReset:              10 * time.Minute,
@@ -269,7 +276,8 @@ func (c Config) Validate() error {
 	}{
 		{"JoinRetryInterval", c.JoinRetryInterval}, {"HeartbeatInterval", c.HeartbeatInterval},
 		{"NodeStatusReportFrequency", c.NodeStatusReportFrequency},
-		{"SyncInterval", c.SyncInterval}, {"BackoffBase", c.BackoffBase}, {"BackoffMax", c.BackoffMax},
+		{"SyncInterval", c.SyncInterval}, {"ResyncInterval", c.ResyncInterval},
+		{"BackoffBase", c.BackoffBase}, {"BackoffMax", c.BackoffMax},
 		{"BackoffReset", c.BackoffReset}, {"ShutdownTimeout", c.ShutdownTimeout},
 	} {
 		if d.v <= 0 {

@@ -26,8 +26,9 @@ import (
 // from the API and at what actually runs, and does the next step (create
 // the sandbox, start or restart a container, kill one whose liveness probe
 // failed, stop everything when the pod is deleted), then writes the pod's
-// status if it changed. It wakes on pod updates, on probe results, at the
-// end of a backoff, and every SyncInterval to notice container exits.
+// status if it changed. It wakes on pod updates, on probe results, when the
+// node's relist finds a container's state changed (podManager.relist), at
+// the end of a backoff, and every ResyncInterval.
 
 // ctrInstance is one run of a container.
 type ctrInstance struct {
@@ -79,7 +80,7 @@ type podWorker struct {
 	// written), or found in the API.
 	lastWritten *pb.PodStatus
 	// memo is the input and result of the last status computed: most
-	// syncs (every SyncInterval, every echo of our own write) find nothing
+	// syncs (every echo of our own write, every ResyncInterval) find nothing
 	// changed, and on a node with many pods computing it again is most of
 	// the agent's CPU.
 	memo statusMemo
@@ -144,9 +145,9 @@ func (w *podWorker) run(ctx context.Context) {
 			cs.probes.stop()
 		}
 	}()
-	// One timer for the worker's life: a node's pods each sync every
-	// SyncInterval, and a new timer per sync was most of what they
-	// allocated. (Since Go 1.23 Reset needs no Stop or drain first.)
+	// One timer for the worker's life: a new timer per sync was most of
+	// what a steady pod's syncs allocated. (Since Go 1.23 Reset needs no
+	// Stop or drain first.)
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
@@ -184,26 +185,46 @@ func (w *podWorker) ctr(name string, init bool) *ctrState {
 	return cs
 }
 
+// changed reports whether the runtime holds a container instance of the
+// pod in another state than the last refresh saw, or cannot tell.
+func (w *podWorker) changed() bool {
+	changed := false
+	w.eachLive(func(_ *ctrState, in *ctrInstance) bool {
+		st, err := w.a.rt.Status(in.id)
+		changed = err != nil || st.State != in.st.State
+		return !changed
+	})
+	return changed
+}
+
 // refresh reads the state of every container instance from the runtime.
 func (w *podWorker) refresh() {
+	w.eachLive(func(cs *ctrState, in *ctrInstance) bool {
+		st, err := w.a.rt.Status(in.id)
+		switch {
+		case errors.Is(err, wrt.ErrNotFound):
+			// Removed behind our back: report it as gone.
+			in.st.State, in.st.ExitCode, in.st.Reason = wrt.StateExited, 137, wrt.ReasonUnknown
+			in.st.Message = "the container disappeared"
+			in.st.FinishedAt = time.Now()
+		case err != nil:
+			w.log.Warn("container status", "container", cs.name, "id", in.id, "err", err)
+		default:
+			in.st = st
+		}
+		return true
+	})
+}
+
+// eachLive calls fn, under w.mu, for every container instance not known to
+// have exited, until fn returns false.
+func (w *podWorker) eachLive(fn func(cs *ctrState, in *ctrInstance) bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, cs := range w.ctrs {
-		for _, in := range []*ctrInstance{cs.cur, cs.prev} {
-			if in == nil || in.st.State == wrt.StateExited {
-				continue
-			}
-			st, err := w.a.rt.Status(in.id)
-			switch {
-			case errors.Is(err, wrt.ErrNotFound):
-				// Removed behind our back: report it as gone.
-				in.st.State, in.st.ExitCode, in.st.Reason = wrt.StateExited, 137, wrt.ReasonUnknown
-				in.st.Message = "the container disappeared"
-				in.st.FinishedAt = time.Now()
-			case err != nil:
-				w.log.Warn("container status", "container", cs.name, "id", in.id, "err", err)
-			default:
-				in.st = st
+		for _, in := range [...]*ctrInstance{cs.cur, cs.prev} {
+			if in != nil && in.st.State != wrt.StateExited && !fn(cs, in) {
+				return
 			}
 		}
 	}
@@ -384,9 +405,9 @@ initLoop:
 const acceptedDelay = 250 * time.Millisecond
 
 // nextSync is when the worker must look again without being woken: at the
-// end of a backoff, and every SyncInterval while a container runs.
+// end of a backoff, and every ResyncInterval.
 func (w *podWorker) nextSync() time.Duration {
-	next := w.a.cfg.SyncInterval
+	next := w.a.cfg.ResyncInterval
 	if w.terminal {
 		return time.Minute
 	}

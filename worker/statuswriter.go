@@ -42,7 +42,7 @@ type statusWriter struct {
 	inflight *pb.PodStatus
 	// done is the last status written successfully and doneRV the pod's
 	// resourceVersion after that write; done is nil after a failed write
-	// so the next sync writes again.
+	// so the next sync (asked for a SyncInterval later) writes again.
 	done    *pb.PodStatus
 	doneRV  uint64
 	running bool
@@ -158,6 +158,11 @@ func (s *statusWriter) loop(ctx context.Context, idle chan struct{}) {
 			s.done, s.doneRV = st, rv
 		} else {
 			s.done = nil
+			if s.w != nil {
+				// The next sync writes again; pods sync every
+				// ResyncInterval only, so ask for one sooner.
+				time.AfterFunc(s.w.a.cfg.SyncInterval, s.w.notify)
+			}
 		}
 		s.mu.Unlock()
 	}

@@ -107,3 +107,21 @@ func TestStatusWriterLatestWins(t *testing.T) {
 		t.Fatalf("written %v, want a third write", got)
 	}
 }
+
+// A failed write asks its pod worker for a sync a SyncInterval later, which
+// writes again: pods otherwise sync only every ResyncInterval.
+func TestStatusWriterFailedWriteWakesWorker(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SyncInterval, cfg.ResyncInterval = 10*time.Millisecond, time.Hour
+	w := &podWorker{a: &Agent{cfg: cfg}, wake: make(chan struct{}, 1)}
+	s := &statusWriter{w: w, writeFn: func(context.Context, *pb.ObjectMeta, string, *pb.PodStatus) (uint64, bool) {
+		return 0, false
+	}}
+	s.submit(context.Background(), statusPod(1, ""), &pb.PodStatus{Phase: phaseRunning}, 0)
+	s.flush()
+	select {
+	case <-w.wake:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a failed status write did not wake the pod worker")
+	}
+}
