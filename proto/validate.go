@@ -357,22 +357,20 @@ func alnum(c byte) bool {
 }
 
 func validateLabels(ls map[string]string, p *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	for _, k := range sortedKeys(ls) {
-		errs = append(errs, qualifiedName(p, k)...)
-		for _, msg := range isLabelValue(ls[k]) {
-			errs = append(errs, field.Invalid(p, ls[k], msg))
+	return keyErrors(ls, func(k, v string) field.ErrorList {
+		errs := qualifiedName(p, k)
+		for _, msg := range isLabelValue(v) {
+			errs = append(errs, field.Invalid(p, v, msg))
 		}
-	}
-	return errs
+		return errs
+	})
 }
 
 func validateAnnotations(as map[string]string, p *field.Path) field.ErrorList {
-	var errs field.ErrorList
+	errs := keyErrors(as, func(k, _ string) field.ErrorList { return qualifiedName(p, strings.ToLower(k)) })
 	total := 0
-	for _, k := range sortedKeys(as) {
-		errs = append(errs, qualifiedName(p, strings.ToLower(k))...)
-		total += len(k) + len(as[k])
+	for k, v := range as {
+		total += len(k) + len(v)
 	}
 	if total > TotalAnnotationSizeLimit {
 		errs = append(errs, field.TooLong(p, "", TotalAnnotationSizeLimit))
@@ -381,6 +379,24 @@ func validateAnnotations(as map[string]string, p *field.Path) field.ErrorList {
 }
 
 // ---- small helpers ----
+
+// keyErrors returns what check finds wrong with the entries of m, in key
+// order so that a message lists them the same way every time. The keys are
+// sorted only once an entry has an error: a valid object, nearly every
+// write, needs no order (sorting was most of validating a pod's labels).
+func keyErrors[V any](m map[string]V, check func(k string, v V) field.ErrorList) field.ErrorList {
+	for k, v := range m {
+		if len(check(k, v)) == 0 {
+			continue
+		}
+		var errs field.ErrorList
+		for _, k := range sortedKeys(m) {
+			errs = append(errs, check(k, m[k])...)
+		}
+		return errs
+	}
+	return nil
+}
 
 func nonNegative(p *field.Path, v int64) field.ErrorList {
 	if v < 0 {
@@ -1388,18 +1404,15 @@ func validCIDR(p *field.Path, c string) field.ErrorList {
 // ---- config ----
 
 func validateConfigMap(c *ConfigMap) field.ErrorList {
-	var errs field.ErrorList
-	for _, k := range sortedKeys(c.GetData()) {
-		errs = append(errs, configKey(field.NewPath("data").Key(k), k)...)
-	}
-	for _, k := range sortedKeys(c.GetBinaryData()) {
+	errs := keyErrors(c.GetData(), func(k, _ string) field.ErrorList { return configKey(field.NewPath("data").Key(k), k) })
+	return append(errs, keyErrors(c.GetBinaryData(), func(k string, _ []byte) field.ErrorList {
 		kp := field.NewPath("binaryData").Key(k)
-		errs = append(errs, configKey(kp, k)...)
+		errs := configKey(kp, k)
 		if _, dup := c.GetData()[k]; dup {
 			errs = append(errs, field.Invalid(kp, k, "duplicate of key present in data"))
 		}
-	}
-	return errs
+		return errs
+	})...)
 }
 
 // requiredSecretKeys lists, per well-known secret type, the keys it must
@@ -1412,13 +1425,10 @@ var requiredSecretKeys = map[string][]string{
 }
 
 func validateSecret(s *Secret) field.ErrorList {
-	var errs field.ErrorList
-	for _, k := range sortedKeys(s.GetData()) {
-		errs = append(errs, configKey(field.NewPath("data").Key(k), k)...)
-	}
-	for _, k := range sortedKeys(s.GetStringData()) {
-		errs = append(errs, configKey(field.NewPath("stringData").Key(k), k)...)
-	}
+	errs := keyErrors(s.GetData(), func(k string, _ []byte) field.ErrorList { return configKey(field.NewPath("data").Key(k), k) })
+	errs = append(errs, keyErrors(s.GetStringData(), func(k, _ string) field.ErrorList {
+		return configKey(field.NewPath("stringData").Key(k), k)
+	})...)
 	for _, k := range requiredSecretKeys[s.GetType()] {
 		_, inData := s.GetData()[k]
 		_, inString := s.GetStringData()[k]

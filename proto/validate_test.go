@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	gproto "google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 func TestValidateTestdata(t *testing.T) {
@@ -424,6 +425,50 @@ func TestValidateAfterDefaults(t *testing.T) {
 		SetDefaults(o)
 		if err := Validate(o); err != nil {
 			t.Errorf("%s after defaults: %v", o.KindName(), err)
+		}
+	}
+}
+
+// Errors about map entries come in key order whatever the map's iteration
+// order, and valid maps give none.
+func TestKeyErrorsInKeyOrder(t *testing.T) {
+	labels := map[string]string{"ok": "fine", "b-": "x", "a-": "y", "c": "bad value!", "d": "fine"}
+	want := ""
+	for i := range 50 {
+		errs := validateLabels(labels, field.NewPath("metadata", "labels"))
+		var got []string
+		for _, e := range errs {
+			got = append(got, e.Error())
+		}
+		s := strings.Join(got, "\n")
+		if len(errs) != 3 || !strings.Contains(errs[0].Error(), "a-") || !strings.Contains(errs[1].Error(), "b-") || !strings.Contains(errs[2].Error(), "bad value!") {
+			t.Fatalf("errors %q, want one for each of a-, b- and c, in that order", s)
+		}
+		if i > 0 && s != want {
+			t.Fatalf("run %d: %q, before %q", i, s, want)
+		}
+		want = s
+	}
+	if errs := validateLabels(map[string]string{"app": "web", "tier": "db"}, field.NewPath("l")); errs != nil {
+		t.Fatalf("valid labels: %v", errs)
+	}
+	cm := &ConfigMap{Data: map[string]string{"z!": "1", "ok": "2"}, BinaryData: map[string][]byte{"ok": {1}, "a!": {2}}}
+	errs := validateConfigMap(cm)
+	if len(errs) != 3 || !strings.Contains(errs[0].Error(), "data[z!]") || !strings.Contains(errs[1].Error(), "binaryData[a!]") ||
+		!strings.Contains(errs[2].Error(), "duplicate") {
+		t.Fatalf("ConfigMap errors %v", errs)
+	}
+}
+
+// BenchmarkValidatePod: what every pod write costs in validation, the test
+// pod defaulted as the API server does.
+func BenchmarkValidatePod(b *testing.B) {
+	pod := loadPod(b)
+	SetDefaults(pod)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Validate(pod); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
