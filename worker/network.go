@@ -355,6 +355,7 @@ func (a *Agent) hollowCIDRLoop(ctx context.Context) {
 		a.net.mu.Lock()
 		a.net.hollow, a.net.cidr = alloc, cidr
 		a.net.mu.Unlock()
+		a.pods.wakeAll() // pods that run without an address get one now
 		return
 	}
 }

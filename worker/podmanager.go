@@ -287,6 +287,16 @@ func (m *podManager) find(namespace, name, uid string) *podWorker {
 	return nil
 }
 
+// wakeAll has every pod worker sync now: something all of the node's pods
+// depend on changed.
+func (m *podManager) wakeAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, w := range m.workers {
+		w.notify()
+	}
+}
+
 // count returns how many pods have a worker.
 func (m *podManager) count() int {
 	m.mu.Lock()
