@@ -84,6 +84,25 @@ func TestLabelsAndKeysAsApimachinery(t *testing.T) {
 	}
 }
 
+// The port name loop accepts exactly what apimachinery's IsValidPortName
+// accepts: every string of up to 6 characters over an alphabet with each
+// kind of character, and strings around the length limit.
+func TestPortNamesAsApimachinery(t *testing.T) {
+	check := func(v string) {
+		t.Helper()
+		if got, want := len(isPortName(v)) == 0, len(validation.IsValidPortName(v)) == 0; got != want {
+			t.Errorf("port name %q: valid = %v, apimachinery says %v", v, got, want)
+		}
+	}
+	eachString("a9-Z.", 6, check)
+	for _, v := range []string{
+		"http", "metrics-2", strings.Repeat("a", 15), strings.Repeat("a", 16), "123456789012345", "a--b", "-a", "a-",
+		"é", "a\x00b", "a b", "HTTP",
+	} {
+		check(v)
+	}
+}
+
 func BenchmarkLabels(b *testing.B) {
 	ls := map[string]string{"app.kubernetes.io/name": "web", "pod-template-hash": "7d4b9c8f6"}
 	for b.Loop() {

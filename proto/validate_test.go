@@ -435,7 +435,7 @@ func TestKeyErrorsInKeyOrder(t *testing.T) {
 	labels := map[string]string{"ok": "fine", "b-": "x", "a-": "y", "c": "bad value!", "d": "fine"}
 	want := ""
 	for i := range 50 {
-		errs := validateLabels(labels, field.NewPath("metadata", "labels"))
+		errs := validateLabels(labels, newPath("metadata").Child("labels"))
 		var got []string
 		for _, e := range errs {
 			got = append(got, e.Error())
@@ -449,7 +449,7 @@ func TestKeyErrorsInKeyOrder(t *testing.T) {
 		}
 		want = s
 	}
-	if errs := validateLabels(map[string]string{"app": "web", "tier": "db"}, field.NewPath("l")); errs != nil {
+	if errs := validateLabels(map[string]string{"app": "web", "tier": "db"}, newPath("l")); errs != nil {
 		t.Fatalf("valid labels: %v", errs)
 	}
 	cm := &ConfigMap{Data: map[string]string{"z!": "1", "ok": "2"}, BinaryData: map[string][]byte{"ok": {1}, "a!": {2}}}
@@ -470,5 +470,41 @@ func BenchmarkValidatePod(b *testing.B) {
 		if err := Validate(pod); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A fieldPath writes what the field.Path of the same steps writes, and a
+// valid field's checks build no path at all.
+func TestFieldPath(t *testing.T) {
+	cases := []struct {
+		got  *fieldPath
+		want *field.Path
+	}{
+		{newPath("spec"), field.NewPath("spec")},
+		{newPath("spec").Child("containers").Index(0).Child("env").Key("FOO"),
+			field.NewPath("spec").Child("containers").Index(0).Child("env").Key("FOO")},
+		{newPath("data").Key("a.b").Child("x"), field.NewPath("data").Key("a.b").Child("x")},
+		{newPath("subsets").Index(12).Index(3), field.NewPath("subsets").Index(12).Index(3)},
+	}
+	for _, c := range cases {
+		if c.got.String() != c.want.String() {
+			t.Errorf("fieldPath %q, field.Path %q", c.got.String(), c.want.String())
+		}
+		e := invalid(c.got, "v", "bad")
+		if w := field.Invalid(c.want, "v", "bad"); e.Error() != w.Error() {
+			t.Errorf("error %q, want %q", e.Error(), w.Error())
+		}
+	}
+	labels := map[string]string{"app": "web", "tier": "db"}
+	allocs := testing.AllocsPerRun(100, func() {
+		p := newPath("metadata")
+		for i := range 3 {
+			if errs := validateLabels(labels, p.Child("items").Index(i).Child("labels")); errs != nil {
+				t.Fatal(errs)
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("valid labels: %v allocations per run, want none", allocs)
 	}
 }
