@@ -107,6 +107,11 @@ func newGossip(s *Server) (*gossip, error) {
 	mc.DeadNodeReclaimTime = 30 * time.Second
 	mc.Delegate = g
 	mc.Events = g
+	// memberlist compresses every message it sends with a new LZW writer
+	// (a large allocation to clear each time): the masters' acks to a
+	// thousand nodes' probes were 7.6 % of the leader's CPU while pods
+	// were created. Members read either form.
+	mc.EnableCompression = false
 	mc.Logger = newStdLogger(s.log, "memberlist")
 	if s.tls != nil {
 		// AES-256-GCM with a key from the cluster secret: a member without
