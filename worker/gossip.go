@@ -104,11 +104,12 @@ func newGossip(o gossipOptions) (*gossip, error) {
 		mc.ProbeTimeout = 2 * time.Second
 		mc.GossipInterval = 500 * time.Millisecond
 		mc.PushPullInterval = 2 * time.Minute
-		// memberlist compresses every message with a new LZW writer and
-		// its 64 KB table: in a process of a thousand members that was a
-		// third of its gossip CPU. Members read either form.
-		mc.EnableCompression = false
 	}
+	// memberlist compresses every message with a new LZW writer and its
+	// 64 KB table: in a process of a thousand hollow members that was a
+	// third of its gossip CPU, and the masters do without it too. Members
+	// read either form.
+	mc.EnableCompression = false
 	mc.Logger = log.New(&slogWriter{log: o.log}, "", 0)
 	if o.secretKey != nil {
 		mc.SecretKey = o.secretKey
