@@ -53,6 +53,7 @@ type Runtime struct {
 //	StateDir/containers/<id>/exit.json       exitRecord, written by the shim when the container exits
 //	StateDir/containers/<id>/shim.log        the shim's own stderr
 //	StateDir/containers/<id>/rootfs/         the overlay mount (while the shim runs)
+//	StateDir/pods/<podUID>/<id>              an empty file per container of the pod (the pod index)
 //	StateDir/libcontainer/<id>/              libcontainer's state
 //	StateDir/sandboxes/<podUID>/             sandbox.json, ns/{net,ipc,uts} pins, shm/
 //	DataDir/containers/<id>/{upper,work}/    the container's writable layer
@@ -136,10 +137,13 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "runtime"), noX32: kernelRejectsX32()}
-	for _, d := range []string{r.containersStateDir(), r.sandboxesDir(), r.libcontainerRoot(), r.containersDataDir()} {
+	for _, d := range []string{r.containersStateDir(), r.sandboxesDir(), r.libcontainerRoot(), r.containersDataDir(), r.podsDir()} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("new runtime: %w", err)
 		}
+	}
+	if err := r.indexContainers(); err != nil {
+		return nil, fmt.Errorf("new runtime: %w", err)
 	}
 	if !cgroups.IsCgroup2UnifiedMode() {
 		if mnt, err := cgroups.FindCgroupMountpoint("", "memory"); err == nil {
@@ -155,8 +159,12 @@ func (r *Runtime) containersStateDir() string { return filepath.Join(r.cfg.State
 func (r *Runtime) containersDataDir() string  { return filepath.Join(r.cfg.DataDir, "containers") }
 func (r *Runtime) sandboxesDir() string       { return filepath.Join(r.cfg.StateDir, "sandboxes") }
 func (r *Runtime) libcontainerRoot() string   { return filepath.Join(r.cfg.StateDir, "libcontainer") }
-func (r *Runtime) stateDir(id string) string  { return filepath.Join(r.containersStateDir(), id) }
-func (r *Runtime) dataDir(id string) string   { return filepath.Join(r.containersDataDir(), id) }
+func (r *Runtime) podsDir() string            { return filepath.Join(r.cfg.StateDir, "pods") }
+func (r *Runtime) podIndex(podUID string) string {
+	return filepath.Join(r.podsDir(), podUID)
+}
+func (r *Runtime) stateDir(id string) string { return filepath.Join(r.containersStateDir(), id) }
+func (r *Runtime) dataDir(id string) string  { return filepath.Join(r.containersDataDir(), id) }
 
 // LogPath returns the current log file of container id (rotated files are
 // LogPath + ".1", ".2", ...).
@@ -254,6 +262,9 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 	}
 	if err := writeJSON(filepath.Join(stateDir, "summary.json"), rec.summary()); err != nil {
+		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
+	}
+	if err := r.addToPodIndex(sb.PodUID, id); err != nil {
 		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 	}
 	if err := r.startShim(ctx, rec); err != nil {
@@ -413,9 +424,42 @@ func (r *Runtime) statusOf(id string, rec *containerSummary) ContainerStatus {
 func (r *Runtime) List() ([]ContainerStatus, error) { return r.list(nil) }
 
 // ListPod returns what List returns for the containers of pod podUID. It
-// reads only the summary of other pods' containers.
+// reads only that pod's records, through the pod index: a pod worker lists
+// its containers when it starts and when it stops, so reading every
+// record on the node each time made draining a node quadratic.
 func (r *Runtime) ListPod(podUID string) ([]ContainerStatus, error) {
-	return r.list(func(rec *containerSummary) bool { return rec.PodUID == podUID })
+	if err := validPodUID(podUID); err != nil {
+		return nil, err
+	}
+	dir := r.podIndex(podUID)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list containers of pod %s: %w", podUID, err)
+	}
+	out := make([]ContainerStatus, 0, len(entries))
+	for _, e := range entries {
+		id := e.Name()
+		rec, err := r.readSummary(id)
+		if errors.Is(err, ErrNotFound) {
+			// cleanup removes the state directory before the entry, and
+			// StartContainer creates it before: an entry without one was
+			// left by a cleanup that did not finish.
+			if _, serr := os.Lstat(r.stateDir(id)); errors.Is(serr, fs.ErrNotExist) {
+				_ = os.Remove(filepath.Join(dir, id))
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list containers of pod %s: %w", podUID, err)
+		}
+		if rec.PodUID == podUID {
+			out = append(out, r.statusOf(id, rec))
+		}
+	}
+	return out, nil
 }
 
 // list returns the status of the containers whose summary keep accepts
@@ -439,6 +483,64 @@ func (r *Runtime) list(keep func(*containerSummary) bool) ([]ContainerStatus, er
 		}
 	}
 	return out, nil
+}
+
+// addToPodIndex records container id under its pod. It runs after the
+// container's record is written, so every entry names a record (until a
+// cleanup removes both).
+func (r *Runtime) addToPodIndex(podUID, id string) error {
+	dir := r.podIndex(podUID)
+	var err error
+	// A cleanup of the pod's last other container may remove the empty
+	// directory between the two steps: try again then.
+	for range 3 {
+		if err = os.MkdirAll(dir, 0o711); err != nil {
+			return err
+		}
+		var f *os.File
+		if f, err = os.OpenFile(filepath.Join(dir, id), os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+			return f.Close()
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
+// removeFromPodIndex forgets container id of pod podUID, and the pod's
+// directory once it is empty.
+func (r *Runtime) removeFromPodIndex(podUID, id string) error {
+	if validPodUID(podUID) != nil {
+		return nil
+	}
+	dir := r.podIndex(podUID)
+	if err := os.Remove(filepath.Join(dir, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	_ = os.Remove(dir) // fails while the pod has other containers
+	return nil
+}
+
+// indexContainers adds the containers of an older runtime, which kept no
+// pod index, to it.
+func (r *Runtime) indexContainers() error {
+	entries, err := os.ReadDir(r.containersStateDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		rec, err := r.readSummary(e.Name())
+		if err != nil || validPodUID(rec.PodUID) != nil {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(r.podIndex(rec.PodUID), e.Name())); errors.Is(err, fs.ErrNotExist) {
+			if err := r.addToPodIndex(rec.PodUID, e.Name()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Stop stops container id: its stop signal (the image's STOPSIGNAL,
@@ -597,6 +699,11 @@ func (r *Runtime) cleanup(ctx context.Context, id string) error {
 	}
 	for _, d := range []string{filepath.Join(r.libcontainerRoot(), id), r.stateDir(id), r.dataDir(id)} {
 		errs = append(errs, os.RemoveAll(d))
+	}
+	if rec != nil {
+		// After the state directory: ListPod takes an entry without one
+		// for a cleanup that did not finish.
+		errs = append(errs, r.removeFromPodIndex(rec.PodUID, id))
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -286,6 +287,7 @@ func (e *testEnv) assertClean(t *testing.T) {
 	for _, d := range []string{
 		filepath.Join(e.cfg.StateDir, "containers"), filepath.Join(e.cfg.StateDir, "sandboxes"),
 		filepath.Join(e.cfg.StateDir, "libcontainer"), filepath.Join(e.cfg.DataDir, "containers"),
+		filepath.Join(e.cfg.StateDir, "pods"),
 	} {
 		if entries, _ := os.ReadDir(d); len(entries) > 0 {
 			t.Errorf("%s not empty: %v", d, entries)
@@ -891,8 +893,11 @@ func TestShimDeath(t *testing.T) {
 	e.assertClean(t)
 }
 
-// TestListPod: ListPod returns exactly the containers of one pod (those of
-// an older runtime, without a summary, too), with the statuses List gives.
+// TestListPod: ListPod returns exactly the containers of one pod, with the
+// statuses List gives: those of an older runtime (no summary, no pod index
+// entry) too, once a runtime starts over their directories. An index entry
+// whose container is gone is dropped, and removing the last container of a
+// pod removes its index.
 func TestListPod(t *testing.T) {
 	e := newEnv(t)
 	sbA := e.sandbox(t, "pod-list-a", SandboxOptions{})
@@ -903,9 +908,27 @@ func TestListPod(t *testing.T) {
 		"pod-list-none": nil,
 	}
 	e.waitExited(t, want[sbA.PodUID][1])
-	if err := os.Remove(filepath.Join(e.rt.stateDir(want[sbB.PodUID][0]), "summary.json")); err != nil {
+	// b1 as an older runtime left it: no summary, not in the pod index.
+	b1 := want[sbB.PodUID][0]
+	for _, f := range []string{filepath.Join(e.rt.stateDir(b1), "summary.json"), filepath.Join(e.rt.podIndex(sbB.PodUID), b1)} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := e.rt.ListPod(sbB.PodUID); err != nil || len(got) != 0 {
+		t.Fatalf("ListPod(%s) without an index entry = %+v, %v; want nothing (the index is the source)", sbB.PodUID, got, err)
+	}
+	rt, err := New(e.cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
+	e.rt = rt
+	// A cleanup that stopped between the state directory and the index.
+	stale := filepath.Join(e.rt.podIndex(sbA.PodUID), "0123456789abcdef")
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	all, err := e.rt.List()
 	if err != nil || len(all) != 3 {
 		t.Fatalf("List = %+v, %v", all, err)
@@ -914,23 +937,44 @@ func TestListPod(t *testing.T) {
 	for _, st := range all {
 		listed[st.ID] = st
 	}
-	for pod, ids := range want {
-		got, err := e.rt.ListPod(pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gotIDs []string
-		for _, st := range got {
-			gotIDs = append(gotIDs, st.ID)
-			if !reflect.DeepEqual(st, listed[st.ID]) {
-				t.Errorf("ListPod(%s): %+v, List: %+v", pod, st, listed[st.ID])
+	check := func() {
+		t.Helper()
+		for pod, ids := range want {
+			got, err := e.rt.ListPod(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gotIDs []string
+			for _, st := range got {
+				gotIDs = append(gotIDs, st.ID)
+				if !reflect.DeepEqual(st, listed[st.ID]) {
+					t.Errorf("ListPod(%s): %+v, List: %+v", pod, st, listed[st.ID])
+				}
+			}
+			slices.Sort(gotIDs)
+			slices.Sort(ids)
+			if !slices.Equal(gotIDs, ids) {
+				t.Errorf("ListPod(%s) = %v, want %v", pod, gotIDs, ids)
 			}
 		}
-		slices.Sort(gotIDs)
-		slices.Sort(ids)
-		if !slices.Equal(gotIDs, ids) {
-			t.Errorf("ListPod(%s) = %v, want %v", pod, gotIDs, ids)
+	}
+	check()
+	if _, err := os.Lstat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stale index entry %s left: %v", stale, err)
+	}
+
+	for _, id := range want[sbA.PodUID] {
+		if err := e.rt.Remove(ctxFor(t, 60*time.Second), id); err != nil {
+			t.Fatal(err)
 		}
+	}
+	want[sbA.PodUID] = nil
+	check()
+	if _, err := os.Lstat(e.rt.podIndex(sbA.PodUID)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("index of pod %s without containers left: %v", sbA.PodUID, err)
+	}
+	if _, err := e.rt.ListPod("../x"); err == nil {
+		t.Error("ListPod accepted an invalid pod UID")
 	}
 }
 

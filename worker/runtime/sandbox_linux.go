@@ -140,15 +140,13 @@ func (r *Runtime) RemoveSandbox(ctx context.Context, podUID string) error {
 	if err := validPodUID(podUID); err != nil {
 		return err
 	}
-	cs, err := r.List()
+	cs, err := r.ListPod(podUID)
 	if err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", podUID, err)
 	}
 	var errs []error
 	for _, c := range cs {
-		if c.PodUID == podUID {
-			errs = append(errs, r.Remove(ctx, c.ID))
-		}
+		errs = append(errs, r.Remove(ctx, c.ID))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", podUID, err)

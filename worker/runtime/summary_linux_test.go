@@ -2,9 +2,11 @@ package runtime
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // Status reads the small summary; a container of an older runtime (no
@@ -49,5 +51,40 @@ func TestStatusSummary(t *testing.T) {
 	}
 	if err := os.Rename(filepath.Join(dir, "container.json.moved"), filepath.Join(dir, "container.json")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// BenchmarkListPod lists one pod's container on a node with n pods of one
+// container each (records only, no processes). A pod worker lists its
+// pod's containers when it starts and two or three times when it stops.
+func BenchmarkListPod(b *testing.B) {
+	for _, n := range []int{110, 1000} {
+		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
+			r := &Runtime{cfg: Config{StateDir: b.TempDir()}}
+			for i := range n {
+				id := newID()
+				rec := &containerRecord{ID: id, PodUID: fmt.Sprintf("pod-%d", i), Name: "app", Image: "example:1", CreatedAt: time.Now()}
+				if err := os.MkdirAll(r.stateDir(id), 0o755); err != nil {
+					b.Fatal(err)
+				}
+				if err := writeJSON(filepath.Join(r.stateDir(id), "container.json"), rec); err != nil {
+					b.Fatal(err)
+				}
+				if err := writeJSON(filepath.Join(r.stateDir(id), "summary.json"), rec.summary()); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.addToPodIndex(rec.PodUID, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				cs, err := r.ListPod(fmt.Sprintf("pod-%d", i%n))
+				if err != nil || len(cs) != 1 {
+					b.Fatalf("ListPod = %v, %v", cs, err)
+				}
+			}
+		})
 	}
 }
