@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -437,24 +438,44 @@ func (a *applier) bind(cmd *pb.Command, op *pb.BindOp) (*pb.Object, string, erro
 // deleting object that nothing holds any more (no finalizers, no grace
 // period, not a namespace with contents) is removed instead.
 func (a *applier) write(cur *record, old, next *pb.Object, mayRemove bool) (*pb.Object, string, error) {
-	if gproto.Equal(old, next) {
-		return old, ActionUnchanged, nil
-	}
 	nm := next.Meta()
 	nm.ResourceVersion = a.index
+	raw, err := pb.Marshal(next)
+	if err != nil {
+		return nil, "", errorf(ErrInvalid, "%s: cannot encode the object: %v", next.KindName(), err)
+	}
+	if a.unchanged(old, raw) {
+		return old, ActionUnchanged, nil
+	}
 	if mayRemove && nm.DeletionTimestamp != nil && a.removable(next) {
 		if err := a.remove(cur, old, next); err != nil {
 			return nil, "", err
 		}
 		return next, ActionDeleted, nil
 	}
-	rec, err := newRecord(next)
-	if err != nil {
-		return nil, "", err
-	}
+	rec := newRecordRaw(next, raw)
 	a.insert(rec)
 	a.emit(Modified, next, old, rec.raw, cur.raw)
 	return next, ActionConfigured, nil
+}
+
+// unchanged reports whether old, given this write's resourceVersion, is
+// encoded as raw. pb.Marshal is deterministic, so equal encodings are equal
+// objects as gproto.Equal sees them (unknown fields and the presence of
+// empty messages included; the API has no floating-point fields, where
+// the two differ), and each master decides with its own encoder. For a
+// pod, gproto.Equal's reflection took 40-50 us; a size, and an encoding
+// only when the sizes agree, take a fraction of that.
+func (a *applier) unchanged(old *pb.Object, raw []byte) bool {
+	om := old.Meta()
+	was := om.ResourceVersion
+	om.ResourceVersion = a.index
+	defer func() { om.ResourceVersion = was }()
+	if old.SizeVT() != len(raw) {
+		return false
+	}
+	enc, err := pb.Marshal(old)
+	return err == nil && bytes.Equal(enc, raw)
 }
 
 func (a *applier) removable(obj *pb.Object) bool {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/skiff-sh/skiff/fsm"
@@ -468,6 +469,58 @@ func TestUpdateStatus(t *testing.T) {
 	}
 	if res := c.run(statusCmd(configMap("default", "cm", nil))); !errors.Is(res.Err, fsm.ErrInvalid) {
 		t.Fatalf("configmap status: %v", res.Err)
+	}
+}
+
+// TestUnchangedWrites: a write changes nothing (same resourceVersion,
+// ActionUnchanged) exactly when the object it would store is gproto.Equal
+// to the stored one: a value of the same length, an empty message where
+// there was none, and unknown fields are changes; labels (a map) given
+// again are not.
+func TestUnchangedWrites(t *testing.T) {
+	c := newCluster(t, 0)
+	c.must(createCmd(namespace("default")))
+	labels := map[string]string{"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}
+	c.must(createCmd(pod("default", "web", labels)))
+	base := edit(c.get("Pod", "default", "web"), func(o *pb.Object) {
+		o.Meta().ResourceVersion = 0
+		st := o.GetPod().Status
+		st.Phase = "Running"
+		st.ContainerStatuses = []*pb.ContainerStatus{{Name: "app", State: &pb.ContainerState{}}}
+	})
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 999, protowire.VarintType), 7)
+	for _, tc := range []struct {
+		name    string
+		edit    func(*pb.Object)
+		changed bool
+	}{
+		{"the same status", func(*pb.Object) {}, false},
+		{"a phase of the same length", func(o *pb.Object) { o.GetPod().Status.Phase = "Runnink" }, true},
+		{"an empty message", func(o *pb.Object) {
+			o.GetPod().Status.ContainerStatuses[0].State.Running = &pb.ContainerStateRunning{}
+		}, true},
+		{"an unknown field", func(o *pb.Object) { o.GetPod().Status.ProtoReflect().SetUnknown(unknown) }, true},
+	} {
+		c.must(statusCmd(base))
+		before := c.get("Pod", "default", "web")
+		res := c.must(statusCmd(edit(base, tc.edit)))
+		after := c.get("Pod", "default", "web")
+		if got := res.Action != fsm.ActionUnchanged; got != tc.changed {
+			t.Errorf("%s: action %q, want changed=%v", tc.name, res.Action, tc.changed)
+		}
+		rvMoved := after.Meta().ResourceVersion != before.Meta().ResourceVersion
+		if rvMoved != tc.changed || res.Object.Meta().ResourceVersion != after.Meta().ResourceVersion {
+			t.Errorf("%s: resourceVersion %d -> %d (result %d), want changed=%v", tc.name,
+				before.Meta().ResourceVersion, after.Meta().ResourceVersion, res.Object.Meta().ResourceVersion, tc.changed)
+		}
+		stripped := edit(after, func(o *pb.Object) { o.Meta().ResourceVersion = before.Meta().ResourceVersion })
+		if equal(before, stripped) == tc.changed {
+			t.Errorf("%s: gproto.Equal(before, after) = %v, but changed=%v", tc.name, equal(before, stripped), tc.changed)
+		}
+	}
+	res := c.must(applyCmd(pod("default", "web", map[string]string{"e": "5", "d": "4", "c": "3", "b": "2", "a": "1"})))
+	if res.Action != fsm.ActionUnchanged {
+		t.Errorf("the same labels again: %q", res.Action)
 	}
 }
 
