@@ -221,7 +221,7 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 	stateDir, dataDir := r.stateDir(id), r.dataDir(id)
 	defer func() {
 		if retErr != nil {
-			if err := r.cleanup(context.WithoutCancel(ctx), id); err != nil {
+			if err := r.cleanup(context.WithoutCancel(ctx), id, nil); err != nil {
 				r.log.Warn("cleanup after failed start", "id", id, "err", err)
 			}
 		}
@@ -549,21 +549,21 @@ func (r *Runtime) indexContainers() error {
 // no-op.
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	defer r.locks.lock(id)()
-	if err := r.stop(ctx, id, grace); err != nil {
+	rec, err := r.readRecord(id)
+	if err == nil {
+		err = r.stop(ctx, id, rec, grace)
+	}
+	if err != nil {
 		return fmt.Errorf("stop container %s: %w", id, err)
 	}
 	return nil
 }
 
-func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) error {
-	rec, err := r.readRecord(id)
-	if err != nil {
-		return err
-	}
-	st, err := r.Status(id)
-	if err != nil {
-		return err
-	}
+// stop stops container id, whose record is rec. The record carries the
+// whole libcontainer config (tens of KB of JSON, most of it the seccomp
+// profile): Remove reads it once for stop and cleanup both.
+func (r *Runtime) stop(ctx context.Context, id string, rec *containerRecord, grace time.Duration) error {
+	st := r.statusOf(id, rec.summary())
 	if st.State == StateExited {
 		return nil
 	}
@@ -590,20 +590,20 @@ func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) erro
 		if err := c.Signal(syscall.Signal(rec.StopSignal)); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 			return err
 		}
-		if done, err := r.waitExited(ctx, id, ss, grace); err != nil || done {
+		if done, err := r.waitExited(ctx, id, rec, ss, grace); err != nil || done {
 			return err
 		}
 	}
 	if err := c.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		return err
 	}
-	_, err = r.waitExited(ctx, id, ss, -1)
+	_, err = r.waitExited(ctx, id, rec, ss, -1)
 	return err
 }
 
 // waitExited waits up to d (forever if negative) for container id to exit
 // and have its exit recorded.
-func (r *Runtime) waitExited(ctx context.Context, id string, ss *shimState, d time.Duration) (bool, error) {
+func (r *Runtime) waitExited(ctx context.Context, id string, rec *containerRecord, ss *shimState, d time.Duration) (bool, error) {
 	if ss != nil && procAlive(ss.ShimPid, ss.ShimStartTime) {
 		// The shim records the exit, then destroys the container, then
 		// exits: waiting for the shim waits for all of it.
@@ -611,10 +611,6 @@ func (r *Runtime) waitExited(ctx context.Context, id string, ss *shimState, d ti
 	}
 	// No shim (it died): watch the container's init and record the exit
 	// ourselves; its real status is lost with the shim.
-	rec, err := r.readRecord(id)
-	if err != nil {
-		return false, err
-	}
 	pid, start := 0, uint64(0)
 	if c, err := libcontainer.Load(rec.LibcontainerRoot, id); err == nil {
 		if s, err := c.State(); err == nil {
@@ -646,24 +642,28 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("remove container %q: %w", id, err)
 	}
 	defer r.locks.lock(id)()
-	if _, err := r.readRecord(id); err == nil {
-		if err := r.stop(ctx, id, 0); err != nil {
+	rec, err := r.readRecord(id)
+	if err == nil {
+		if err := r.stop(ctx, id, rec, 0); err != nil {
 			return fmt.Errorf("remove container %s: %w", id, err)
 		}
 	}
-	if err := r.cleanup(ctx, id); err != nil {
+	if err := r.cleanup(ctx, id, rec); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
 	return nil
 }
 
-// cleanup deletes what exists of container id. Each step tolerates the
-// absence of what it removes, so it works on half-started containers too.
-func (r *Runtime) cleanup(ctx context.Context, id string) error {
+// cleanup deletes what exists of container id, whose record is rec (read
+// here if nil). Each step tolerates the absence of what it removes, so it
+// works on half-started containers too.
+func (r *Runtime) cleanup(ctx context.Context, id string, rec *containerRecord) error {
 	if err := validID(id); err != nil {
 		return err
 	}
-	rec, _ := r.readRecord(id)
+	if rec == nil {
+		rec, _ = r.readRecord(id)
+	}
 	if ss := r.shimOf(id); ss != nil {
 		if procAlive(ss.ShimPid, ss.ShimStartTime) {
 			// A shim that did not exit by itself after its container was
