@@ -20,8 +20,8 @@ deps: ## install what the build and tests need (libseccomp-dev; nftables and ipr
 	@command -v pkg-config >/dev/null && pkg-config --exists libseccomp && command -v nft >/dev/null && command -v ip >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq pkg-config libseccomp-dev nftables iproute2; }
 
-build: deps ## build bin/skiff
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/skiff
+build: deps ## build bin/skiff and bin/skiff-shim (the workers' container shim; install both together)
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/skiff ./cmd/skiff-shim
 
 run: build ## run a local cluster: three masters, a worker and a demo image (Ctrl-C stops it)
 	CGO_ENABLED=0 $(GO) build -o bin/hello ./examples/hello

@@ -39,6 +39,7 @@ import (
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 	wrt "github.com/skiff-sh/skiff/worker/runtime"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // chaosBoundLag is how long after a Deployment's spec changed a controller
@@ -154,7 +155,7 @@ func chaosRuntime(t *testing.T, w *workerProc) *wrt.Runtime {
 	cfg.DataDir = filepath.Join(dataDir, "runtime")
 	cfg.StateDir = filepath.Join(dataDir, "state")
 	cfg.CgroupParent = cg
-	cfg.ShimCommand = []string{skiffBin, wrt.ShimSubcommand}
+	cfg.ShimCommand = []string{skiffBin, shim.Subcommand}
 	cfg.Logger = quietLogger()
 	rt, err := wrt.New(cfg)
 	if err != nil {

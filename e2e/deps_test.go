@@ -77,3 +77,26 @@ func TestPackageDependencies(t *testing.T) {
 		t.Fatal("go list returned no ruled packages")
 	}
 }
+
+// TestShimBinaryStaysSmall: skiff-shim exists to start fast (a container
+// start runs it twice), so it links package shim and libcontainer, not the
+// rest of skiff, gRPC or protobuf, whose package initialisation is most of
+// what the skiff binary spends before main.
+func TestShimBinaryStaysSmall(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../cmd/skiff-shim").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps ../cmd/skiff-shim: only %q", deps)
+	}
+	for _, d := range deps {
+		switch {
+		case d == module+"cmd/skiff-shim", d == module+"worker/runtime/shim":
+		case strings.HasPrefix(d, module), strings.HasPrefix(d, "google.golang.org/grpc"),
+			strings.HasPrefix(d, "google.golang.org/protobuf"), strings.HasPrefix(d, "k8s.io/"):
+			t.Errorf("skiff-shim links %s: keep package shim free of it (see cmd/skiff-shim)", d)
+		}
+	}
+}

@@ -32,8 +32,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// skiff-shim beside skiff: the workers run their containers' shims
+	// with it, as an installation does.
 	skiffBin = filepath.Join(dir, "skiff")
-	build := exec.Command("go", "build", "-o", skiffBin, "../cmd/skiff")
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../cmd/skiff", "../cmd/skiff-shim")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build skiff:", err)

@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	wrt "github.com/skiff-sh/skiff/worker/runtime"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // TestWorkerEndToEnd is the workers issue's end-to-end acceptance: three
@@ -106,6 +107,9 @@ spec:
 		return nil
 	})
 	t.Logf("pod applied -> 1/1 Running (ready) in %v", time.Since(created).Round(time.Millisecond))
+	// skiff-shim lies beside skiff, from the same build: the container's
+	// shim runs it, not the whole skiff binary.
+	assertShimBinary(t, w.dataDir, filepath.Join(filepath.Dir(skiffBin), shim.Binary))
 	out, _ := c.cli("", "get", "pod", "hello", "-o", "wide")
 	t.Logf("skiff get pod hello -o wide:\n%s", out)
 
@@ -318,6 +322,7 @@ type workerProc struct {
 	t       *testing.T
 	args    []string
 	logPath string
+	dataDir string
 	cmd     *exec.Cmd
 	done    chan struct{}
 }
@@ -339,7 +344,7 @@ func startNamedWorker(t *testing.T, c *cluster, name, imageRef string, extra ...
 	}
 	host := strings.Split(imageRef, "/")[0]
 	cgParent := fmt.Sprintf("/skiff-e2e-%d-%s", os.Getpid(), name)
-	w := &workerProc{t: t, logPath: filepath.Join(dir, name+".log"), args: []string{
+	w := &workerProc{t: t, logPath: filepath.Join(dir, name+".log"), dataDir: filepath.Join(dir, name), args: []string{
 		"worker", "--name", name, "--data-dir", filepath.Join(dir, name), "--join", strings.Join(joins, ","),
 		"--listen-addr", "127.0.0.1:0", "--insecure-registry", host, "--heartbeat-interval", "1s",
 		"--cgroup-parent", cgParent, "--log-level", "debug",
@@ -412,6 +417,26 @@ func (w *workerProc) stop(t *testing.T, within time.Duration) {
 	w.cmd = nil
 }
 
+// assertShimBinary checks that every running container shim of the worker
+// with data dir dataDir runs binary want, and that there is one.
+func assertShimBinary(t *testing.T, dataDir, want string) {
+	t.Helper()
+	states, _ := filepath.Glob(filepath.Join(dataDir, "state", "containers", "*", "shim.json"))
+	if len(states) == 0 {
+		t.Fatalf("no container shim state under %s", dataDir)
+	}
+	for _, p := range states {
+		ss, err := shim.ReadJSON[shim.State](p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", ss.ShimPid))
+		if err != nil || exe != want {
+			t.Errorf("shim %d of %s runs %q (%v), want %s", ss.ShimPid, filepath.Dir(p), exe, err, want)
+		}
+	}
+}
+
 // cleanupRuntime removes whatever containers and sandboxes the worker left
 // in dataDir (a failed test, or a killed worker), and its cgroups.
 func cleanupRuntime(t *testing.T, dataDir, cgParent string) {
@@ -419,7 +444,7 @@ func cleanupRuntime(t *testing.T, dataDir, cgParent string) {
 	cfg.DataDir = filepath.Join(dataDir, "runtime")
 	cfg.StateDir = filepath.Join(dataDir, "state")
 	cfg.CgroupParent = cgParent
-	cfg.ShimCommand = []string{skiffBin, wrt.ShimSubcommand}
+	cfg.ShimCommand = []string{skiffBin, shim.Subcommand}
 	cfg.Logger = quietLogger()
 	rt, err := wrt.New(cfg)
 	if err != nil {

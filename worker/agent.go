@@ -18,6 +18,7 @@ import (
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/worker/image"
 	wrt "github.com/skiff-sh/skiff/worker/runtime"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // Agent is one worker node: gossip member, Node heartbeats, pod sync loop
@@ -133,6 +134,7 @@ func New(cfg Config) (_ *Agent, retErr error) {
 				return nil, err
 			}
 			a.rt = rt
+			logShim(log, rcfg.ShimCommand)
 		}
 		a.prober = runtimeProber{rt: a.rt}
 	}
@@ -385,4 +387,23 @@ func (a *Agent) getObject(ctx context.Context, kind, namespace, name string) (*p
 		return nil, err
 	}
 	return c.Get(ctx, kind, namespace, name, client.ReadOptions{})
+}
+
+// logShim says which binary runs the containers' shims, and why not
+// skiff-shim when one lies beside the worker's binary.
+func logShim(log *slog.Logger, cmd []string) {
+	if len(cmd) == 0 {
+		return
+	}
+	if filepath.Base(cmd[0]) == shim.Binary {
+		log.Info("container shims run skiff-shim", "binary", cmd[0])
+		return
+	}
+	beside := filepath.Join(filepath.Dir(cmd[0]), shim.Binary)
+	if _, err := os.Stat(beside); err == nil {
+		log.Warn("skiff-shim beside this binary is of another build: containers start with the whole skiff binary instead, which costs more CPU per start",
+			"skiff_shim", beside, "fix", "install skiff and skiff-shim from the same build (make build puts both in bin/)")
+		return
+	}
+	log.Info("container shims run this binary; install skiff-shim beside it for cheaper container starts", "binary", cmd[0])
 }

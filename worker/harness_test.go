@@ -27,14 +27,14 @@ import (
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/server"
-	wrt "github.com/skiff-sh/skiff/worker/runtime"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 func TestMain(m *testing.M) {
 	// The test binary doubles as libcontainer's init and as the shim.
-	wrt.Init()
-	if len(os.Args) > 1 && os.Args[1] == wrt.ShimSubcommand {
-		os.Exit(wrt.ShimMain(os.Args[2:]))
+	shim.Init()
+	if len(os.Args) > 1 && os.Args[1] == shim.Subcommand {
+		os.Exit(shim.Main(os.Args[2:]))
 	}
 	// Shims orphaned by a stopped agent are re-parented to us.
 	setSubreaper()

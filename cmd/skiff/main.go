@@ -6,7 +6,7 @@ import (
 	"os"
 
 	"github.com/skiff-sh/skiff/cli"
-	wrt "github.com/skiff-sh/skiff/worker/runtime"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -15,9 +15,9 @@ var version = "dev"
 func main() {
 	// Re-executions of this binary come first: libcontainer's container init
 	// (never returns) and the per-container shim.
-	wrt.Init()
-	if len(os.Args) > 1 && os.Args[1] == wrt.ShimSubcommand {
-		os.Exit(wrt.ShimMain(os.Args[2:]))
+	shim.Init()
+	if len(os.Args) > 1 && os.Args[1] == shim.Subcommand {
+		os.Exit(shim.Main(os.Args[2:]))
 	}
 	root := cli.NewRootCommand(version)
 	root.AddCommand(newServerCommand(), newWorkerCommand(), newDevCommand(), newTokenCommand())

@@ -8,26 +8,19 @@
 // PID namespaces, a cgroup below the pod's, and an overlayfs rootfs of its
 // image layers plus a private upper directory.
 //
-// Every container has a monitor process, the "shim": the worker binary
-// re-executed with ShimSubcommand. The shim creates and starts the container
-// (so the container's init is the shim's child), owns its stdout/stderr and
-// writes them to a rotated log file in the CRI format, waits for the exit,
-// records the exit status (code, signal, OOMKilled, finishedAt) on disk,
-// destroys the container and exits. The shim runs in its own session, so
-// containers, their logs and their exit codes survive a worker restart; a
-// new Runtime over the same directories re-adopts them through List/Status.
+// Every container has a monitor process, the "shim" (package shim): the
+// command in Config.ShimCommand, skiff-shim when it is installed beside the
+// worker's binary, else the worker binary re-executed with shim.Subcommand.
+// The shim creates and starts the container (so the container's init is
+// the shim's child), owns its stdout/stderr and writes them to a rotated
+// log file in the CRI format, waits for the exit, records the exit status
+// (code, signal, OOMKilled, finishedAt) on disk, destroys the container and
+// exits. The shim runs in its own session, so containers, their logs and
+// their exit codes survive a worker restart; a new Runtime over the same
+// directories re-adopts them through List/Status.
 //
-// Binaries that use this package must let it handle two re-exec entry
-// points before doing anything else:
-//
-//	func main() {
-//		runtime.Init() // libcontainer's "init"; does not return in that case
-//		if len(os.Args) > 1 && os.Args[1] == runtime.ShimSubcommand {
-//			os.Exit(runtime.ShimMain(os.Args[2:]))
-//		}
-//		...
-//	}
-//
-// Tests do the same in TestMain. The binary must be built with cgo (the
+// Binaries that use this package must let package shim handle its two
+// re-exec entry points before doing anything else (see its documentation);
+// tests do the same in TestMain. The binary must be built with cgo (the
 // nsenter part of libcontainer is C).
 package runtime

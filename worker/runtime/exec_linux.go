@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	"github.com/containerd/console"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
@@ -39,7 +41,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, stdio ExecI
 	if st.State != StateRunning {
 		return -1, fmt.Errorf("exec in %s: %w", id, ErrNotRunning)
 	}
-	ss, err := readJSON[shimState](filepath.Join(r.stateDir(id), "shim.json"))
+	ss, err := shim.ReadJSON[shim.State](filepath.Join(r.stateDir(id), "shim.json"))
 	if err != nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
@@ -103,7 +105,7 @@ func (r *Runtime) execTTY(ctx context.Context, id string, c *libcontainer.Contai
 	if stdio.Size.Width > 0 && stdio.Size.Height > 0 {
 		p.ConsoleWidth, p.ConsoleHeight = stdio.Size.Width, stdio.Size.Height
 	}
-	consoleC := recvConsole(parent)
+	consoleC := shim.RecvConsole(parent)
 	err = c.Run(p)
 	child.Close()
 	if err != nil {

@@ -18,11 +18,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/system"
 	"golang.org/x/sys/unix"
 )
@@ -47,10 +47,10 @@ type Runtime struct {
 
 // On-disk layout:
 //
-//	StateDir/containers/<id>/container.json  containerRecord, written before the shim starts
+//	StateDir/containers/<id>/container.json  shim.Record, written before the shim starts
 //	StateDir/containers/<id>/summary.json    containerSummary, written right after it
-//	StateDir/containers/<id>/shim.json       shimState, written by the shim once the container runs
-//	StateDir/containers/<id>/exit.json       exitRecord, written by the shim when the container exits
+//	StateDir/containers/<id>/shim.json       shim.State, written by the shim once the container runs
+//	StateDir/containers/<id>/exit.json       shim.Exit, written by the shim when the container exits
 //	StateDir/containers/<id>/shim.log        the shim's own stderr
 //	StateDir/containers/<id>/rootfs/         the overlay mount (while the shim runs)
 //	StateDir/pods/<podUID>/<id>              an empty file per container of the pod (the pod index)
@@ -59,27 +59,7 @@ type Runtime struct {
 //	DataDir/containers/<id>/{upper,work}/    the container's writable layer
 //	DataDir/containers/<id>/container.log*   its logs
 
-type containerRecord struct {
-	ID          string            `json:"id"`
-	PodUID      string            `json:"podUID"`
-	Name        string            `json:"name"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Image       string            `json:"image"`
-	ImageID     string            `json:"imageID"`
-	CreatedAt   time.Time         `json:"createdAt"`
-	LogPath     string            `json:"logPath"`
-	LogMaxSize  int64             `json:"logMaxSize"`
-	LogMaxFiles int               `json:"logMaxFiles"`
-	Rootfs      rootfsSpec        `json:"rootfs"`
-	Process     processSpec       `json:"process"`
-	StopSignal  int               `json:"stopSignal"`
-	// LibcontainerRoot is libcontainer's state root (shared by all
-	// containers of the runtime).
-	LibcontainerRoot string          `json:"libcontainerRoot"`
-	Config           *configs.Config `json:"config"`
-}
-
-// containerSummary is the part of a containerRecord that Status needs.
+// containerSummary is the part of a shim.Record that Status needs.
 // The record carries the whole libcontainer config (tens of KB of JSON,
 // most of it the seccomp profile); Status runs for every container on
 // every List and every pod sync, so it reads this small copy instead.
@@ -96,39 +76,11 @@ type containerSummary struct {
 	LibcontainerRoot string            `json:"libcontainerRoot"`
 }
 
-func (rec *containerRecord) summary() *containerSummary {
+func summaryOf(rec *shim.Record) *containerSummary {
 	return &containerSummary{
 		ID: rec.ID, PodUID: rec.PodUID, Name: rec.Name, Labels: rec.Labels, Image: rec.Image, ImageID: rec.ImageID,
 		CreatedAt: rec.CreatedAt, LogPath: rec.LogPath, LibcontainerRoot: rec.LibcontainerRoot,
 	}
-}
-
-type rootfsSpec struct {
-	Lower  []string `json:"lower"` // lowest first
-	Upper  string   `json:"upper"`
-	Work   string   `json:"work"`
-	Target string   `json:"target"`
-}
-
-type shimState struct {
-	ShimPid       int       `json:"shimPid"`
-	ShimStartTime uint64    `json:"shimStartTime"` // in clock ticks since boot, from /proc/PID/stat
-	InitPid       int       `json:"initPid"`
-	StartedAt     time.Time `json:"startedAt"`
-	UID           int       `json:"uid"`
-	GID           int       `json:"gid"`
-	Groups        []int     `json:"groups,omitempty"`
-	// Env is the init's final environment (HOME resolved); execs get it.
-	Env []string `json:"env,omitempty"`
-}
-
-type exitRecord struct {
-	ExitCode   int       `json:"exitCode"`
-	Signal     int       `json:"signal,omitempty"`
-	OOMKilled  bool      `json:"oomKilled,omitempty"`
-	Reason     string    `json:"reason"`
-	Message    string    `json:"message,omitempty"`
-	FinishedAt time.Time `json:"finishedAt"`
 }
 
 // New returns a Runtime over cfg's directories, creating them if needed.
@@ -226,7 +178,7 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 			}
 		}
 	}()
-	rootfs := rootfsSpec{
+	rootfs := shim.Rootfs{
 		Lower:  img.Layers,
 		Upper:  filepath.Join(dataDir, "upper"),
 		Work:   filepath.Join(dataDir, "work"),
@@ -241,7 +193,7 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 			return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 		}
 	}
-	rec := &containerRecord{
+	rec := &shim.Record{
 		ID:               id,
 		PodUID:           sb.PodUID,
 		Name:             c.GetName(),
@@ -258,10 +210,10 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 		LibcontainerRoot: r.libcontainerRoot(),
 		Config:           r.containerConfig(id, sb, rootfs.Target, spec, res, caps),
 	}
-	if err := writeJSON(filepath.Join(stateDir, "container.json"), rec); err != nil {
+	if err := shim.WriteJSON(filepath.Join(stateDir, "container.json"), rec); err != nil {
 		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 	}
-	if err := writeJSON(filepath.Join(stateDir, "summary.json"), rec.summary()); err != nil {
+	if err := shim.WriteJSON(filepath.Join(stateDir, "summary.json"), summaryOf(rec)); err != nil {
 		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 	}
 	if err := r.addToPodIndex(sb.PodUID, id); err != nil {
@@ -276,15 +228,9 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 
 const errShimSilent = "shim exited without reporting"
 
-// shimReady is what the shim reports on its ready pipe.
-type shimReady struct {
-	Pid   int    `json:"pid,omitempty"`
-	Error string `json:"error,omitempty"`
-}
-
 // startShim starts the shim of rec and waits until it reports the container
 // running or failed.
-func (r *Runtime) startShim(ctx context.Context, rec *containerRecord) error {
+func (r *Runtime) startShim(ctx context.Context, rec *shim.Record) error {
 	stateDir := r.stateDir(rec.ID)
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
@@ -313,7 +259,7 @@ func (r *Runtime) startShim(ctx context.Context, rec *containerRecord) error {
 	// Who the shim is, before it reports anything: Status and Remove need
 	// it if this worker dies while the shim starts the container.
 	if st, err := system.Stat(cmd.Process.Pid); err == nil {
-		_ = writeJSON(filepath.Join(stateDir, "launch.json"), &shimState{ShimPid: cmd.Process.Pid, ShimStartTime: st.StartTime})
+		_ = shim.WriteJSON(filepath.Join(stateDir, "launch.json"), &shim.State{ShimPid: cmd.Process.Pid, ShimStartTime: st.StartTime})
 	}
 	// Reap the shim when it exits (after a worker restart, init does).
 	exited := make(chan struct{})
@@ -322,9 +268,9 @@ func (r *Runtime) startShim(ctx context.Context, rec *containerRecord) error {
 		close(exited)
 	}()
 
-	got := make(chan shimReady, 1)
+	got := make(chan shim.Ready, 1)
 	go func() {
-		var res shimReady
+		var res shim.Ready
 		b, _ := io.ReadAll(readyR)
 		if err := json.Unmarshal(b, &res); err != nil || (res.Pid == 0 && res.Error == "") {
 			res.Error = errShimSilent
@@ -381,12 +327,12 @@ func (r *Runtime) statusOf(id string, rec *containerSummary) ContainerStatus {
 		LogPath:   rec.LogPath,
 		State:     StateCreated,
 	}
-	shim := r.shimOf(id)
-	alive := shim != nil && procAlive(shim.ShimPid, shim.ShimStartTime)
+	launched := r.shimOf(id)
+	alive := launched != nil && procAlive(launched.ShimPid, launched.ShimStartTime)
 	// Read the shim's records after the liveness check: it writes them
 	// before exiting, so a dead shim's records are visible by now.
-	ss, _ := readJSON[shimState](filepath.Join(r.stateDir(id), "shim.json"))
-	ex, _ := readJSON[exitRecord](filepath.Join(r.stateDir(id), "exit.json"))
+	ss, _ := shim.ReadJSON[shim.State](filepath.Join(r.stateDir(id), "shim.json"))
+	ex, _ := shim.ReadJSON[shim.Exit](filepath.Join(r.stateDir(id), "exit.json"))
 	if ss != nil {
 		st.StartedAt = ss.StartedAt
 	}
@@ -395,7 +341,7 @@ func (r *Runtime) statusOf(id string, rec *containerSummary) ContainerStatus {
 		st.State = StateExited
 		st.ExitCode, st.Signal, st.OOMKilled = ex.ExitCode, ex.Signal, ex.OOMKilled
 		st.Reason, st.Message, st.FinishedAt = ex.Reason, ex.Message, ex.FinishedAt
-	case shim == nil || (ss == nil && alive):
+	case launched == nil || (ss == nil && alive):
 		// Being started. (A record without a shim whose starter died
 		// stays Created; callers remove such containers.)
 	case ss == nil:
@@ -562,8 +508,8 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 // stop stops container id, whose record is rec. The record carries the
 // whole libcontainer config (tens of KB of JSON, most of it the seccomp
 // profile): Remove reads it once for stop and cleanup both.
-func (r *Runtime) stop(ctx context.Context, id string, rec *containerRecord, grace time.Duration) error {
-	st := r.statusOf(id, rec.summary())
+func (r *Runtime) stop(ctx context.Context, id string, rec *shim.Record, grace time.Duration) error {
+	st := r.statusOf(id, summaryOf(rec))
 	if st.State == StateExited {
 		return nil
 	}
@@ -603,7 +549,7 @@ func (r *Runtime) stop(ctx context.Context, id string, rec *containerRecord, gra
 
 // waitExited waits up to d (forever if negative) for container id to exit
 // and have its exit recorded.
-func (r *Runtime) waitExited(ctx context.Context, id string, rec *containerRecord, ss *shimState, d time.Duration) (bool, error) {
+func (r *Runtime) waitExited(ctx context.Context, id string, rec *shim.Record, ss *shim.State, d time.Duration) (bool, error) {
 	if ss != nil && procAlive(ss.ShimPid, ss.ShimStartTime) {
 		// The shim records the exit, then destroys the container, then
 		// exits: waiting for the shim waits for all of it.
@@ -623,11 +569,11 @@ func (r *Runtime) waitExited(ctx context.Context, id string, rec *containerRecor
 		}
 	}
 	if _, err := os.Stat(filepath.Join(r.stateDir(id), "exit.json")); err != nil {
-		ex := &exitRecord{
+		ex := &shim.Exit{
 			ExitCode: 137, Signal: int(unix.SIGKILL), Reason: ReasonUnknown, FinishedAt: time.Now().UTC(),
 			Message: "shim was gone: the container was stopped by the runtime and its exit status is unknown",
 		}
-		if err := writeJSON(filepath.Join(r.stateDir(id), "exit.json"), ex); err != nil {
+		if err := shim.WriteJSON(filepath.Join(r.stateDir(id), "exit.json"), ex); err != nil {
 			return false, err
 		}
 	}
@@ -657,7 +603,7 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 // cleanup deletes what exists of container id, whose record is rec (read
 // here if nil). Each step tolerates the absence of what it removes, so it
 // works on half-started containers too.
-func (r *Runtime) cleanup(ctx context.Context, id string, rec *containerRecord) error {
+func (r *Runtime) cleanup(ctx context.Context, id string, rec *shim.Record) error {
 	if err := validID(id); err != nil {
 		return err
 	}
@@ -693,7 +639,7 @@ func (r *Runtime) cleanup(ctx context.Context, id string, rec *containerRecord) 
 		}
 	}
 	target := filepath.Join(r.stateDir(id), "rootfs")
-	if err := unmountAll(target); err != nil {
+	if err := shim.UnmountAll(target); err != nil {
 		// Never delete through a mounted rootfs.
 		return errors.Join(append(errs, err)...)
 	}
@@ -710,11 +656,11 @@ func (r *Runtime) cleanup(ctx context.Context, id string, rec *containerRecord) 
 
 // shimOf returns the identity of container id's shim, or nil if none was
 // launched.
-func (r *Runtime) shimOf(id string) *shimState {
-	if ss, err := readJSON[shimState](filepath.Join(r.stateDir(id), "launch.json")); err == nil {
+func (r *Runtime) shimOf(id string) *shim.State {
+	if ss, err := shim.ReadJSON[shim.State](filepath.Join(r.stateDir(id), "launch.json")); err == nil {
 		return ss
 	}
-	ss, _ := readJSON[shimState](filepath.Join(r.stateDir(id), "shim.json"))
+	ss, _ := shim.ReadJSON[shim.State](filepath.Join(r.stateDir(id), "shim.json"))
 	return ss
 }
 
@@ -723,13 +669,13 @@ func (r *Runtime) readSummary(id string) (*containerSummary, error) {
 	if err := validID(id); err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, ErrNotFound)
 	}
-	sum, err := readJSON[containerSummary](filepath.Join(r.stateDir(id), "summary.json"))
+	sum, err := shim.ReadJSON[containerSummary](filepath.Join(r.stateDir(id), "summary.json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		rec, err := r.readRecord(id)
 		if err != nil {
 			return nil, err
 		}
-		return rec.summary(), nil
+		return summaryOf(rec), nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
@@ -742,11 +688,11 @@ func (r *Runtime) readSummary(id string) (*containerSummary, error) {
 	return sum, nil
 }
 
-func (r *Runtime) readRecord(id string) (*containerRecord, error) {
+func (r *Runtime) readRecord(id string) (*shim.Record, error) {
 	if err := validID(id); err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, ErrNotFound)
 	}
-	rec, err := readJSON[containerRecord](filepath.Join(r.stateDir(id), "container.json"))
+	rec, err := shim.ReadJSON[shim.Record](filepath.Join(r.stateDir(id), "container.json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
 	}
@@ -804,25 +750,6 @@ func waitProcExit(ctx context.Context, pid int, startTime uint64, d time.Duratio
 			time.Sleep(min(step, 10*time.Millisecond))
 		}
 	}
-}
-
-// unmountAll unmounts everything mounted at target (lazily if busy).
-func unmountAll(target string) error {
-	for range 16 {
-		mounted, err := mountinfo.Mounted(target)
-		if errors.Is(err, fs.ErrNotExist) || (err == nil && !mounted) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := unix.Unmount(target, 0); err != nil {
-			if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("unmount %s: %w", target, err)
-			}
-		}
-	}
-	return fmt.Errorf("unmount %s: still mounted", target)
 }
 
 func parseSignal(s string) (unix.Signal, error) {
@@ -888,29 +815,4 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 		}
 		k.mu.Unlock()
 	}
-}
-
-func readJSON[T any](path string) (*T, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	v := new(T)
-	if err := json.Unmarshal(b, v); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", path, err)
-	}
-	return v, nil
-}
-
-// writeJSON writes v to path atomically.
-func writeJSON(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
@@ -37,9 +39,9 @@ import (
 const helperEnv = "SKIFF_RUNTIME_TEST_HELPER"
 
 func TestMain(m *testing.M) {
-	Init()
-	if len(os.Args) > 1 && os.Args[1] == ShimSubcommand {
-		os.Exit(ShimMain(os.Args[2:]))
+	shim.Init()
+	if len(os.Args) > 1 && os.Args[1] == shim.Subcommand {
+		os.Exit(shim.Main(os.Args[2:]))
 	}
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
@@ -174,7 +176,7 @@ func (e *testEnv) teardown(t *testing.T) {
 	// Safety net for what the runtime itself failed to clean.
 	shims, _ := filepath.Glob(filepath.Join(e.cfg.StateDir, "containers", "*", "shim.json"))
 	for _, p := range shims {
-		if ss, err := readJSON[shimState](p); err == nil && procAlive(ss.ShimPid, ss.ShimStartTime) {
+		if ss, err := shim.ReadJSON[shim.State](p); err == nil && procAlive(ss.ShimPid, ss.ShimStartTime) {
 			_ = unix.Kill(ss.ShimPid, unix.SIGKILL)
 		}
 	}
@@ -869,7 +871,7 @@ func TestShimDeath(t *testing.T) {
 	e := newEnv(t)
 	sb := e.sandbox(t, "pod-orphan", SandboxOptions{})
 	id := e.start(t, sb, app("orphan", "sleep", "1h"))
-	ss, err := readJSON[shimState](filepath.Join(e.cfg.StateDir, "containers", id, "shim.json"))
+	ss, err := shim.ReadJSON[shim.State](filepath.Join(e.cfg.StateDir, "containers", id, "shim.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,12 +14,6 @@ type Runtime struct{}
 // New returns ErrUnsupported.
 func New(cfg Config) (*Runtime, error) { return nil, ErrUnsupported }
 
-// Init does nothing.
-func Init() {}
-
-// ShimMain fails.
-func ShimMain(args []string) int { return 1 }
-
 func (r *Runtime) LogPath(id string) string { return "" }
 
 func (r *Runtime) CreateSandbox(ctx context.Context, podUID string, opts SandboxOptions) (*Sandbox, error) {

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"golang.org/x/sys/unix"
@@ -93,7 +95,7 @@ func (r *Runtime) CreateSandbox(ctx context.Context, podUID string, opts Sandbox
 	if err := cm.Apply(-1); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: cgroup: %w", podUID, err)
 	}
-	if err := writeJSON(filepath.Join(dir, "sandbox.json"), sb); err != nil {
+	if err := shim.WriteJSON(filepath.Join(dir, "sandbox.json"), sb); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", podUID, err)
 	}
 	r.log.Info("created sandbox", "pod", podUID, "hostNetwork", sb.HostNetwork)
@@ -105,7 +107,7 @@ func (r *Runtime) GetSandbox(podUID string) (*Sandbox, error) {
 	if validPodUID(podUID) != nil {
 		return nil, fmt.Errorf("sandbox %q: %w", podUID, ErrSandboxNotFound)
 	}
-	sb, err := readJSON[Sandbox](filepath.Join(r.sandboxDir(podUID), "sandbox.json"))
+	sb, err := shim.ReadJSON[Sandbox](filepath.Join(r.sandboxDir(podUID), "sandbox.json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("sandbox %s: %w", podUID, ErrSandboxNotFound)
 	}
@@ -167,7 +169,7 @@ func (r *Runtime) removeSandboxFiles(podUID string) error {
 	}
 	mounted := false
 	for _, p := range []string{filepath.Join(dir, "ns", "net"), filepath.Join(dir, "ns", "ipc"), filepath.Join(dir, "ns", "uts"), filepath.Join(dir, "shm")} {
-		if err := unmountAll(p); err != nil {
+		if err := shim.UnmountAll(p); err != nil {
 			errs = append(errs, err)
 			mounted = true
 		}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -92,7 +94,7 @@ func validateSecurityContext(sc *pb.SecurityContext) error {
 // is set and its user is numeric (or the image default, root). A user
 // given by name is checked by the shim once it is resolved against the
 // image's /etc/passwd.
-func checkNonRoot(p processSpec) error {
+func checkNonRoot(p shim.Process) error {
 	if !p.RunAsNonRoot {
 		return nil
 	}

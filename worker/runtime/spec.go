@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	"github.com/moby/sys/capability"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -18,26 +20,15 @@ import (
 // container's process and limits. It does no I/O; the shim resolves user
 // names against the container's /etc/passwd later.
 
-// processSpec is a container's first process.
-type processSpec struct {
-	Args []string `json:"args"`
-	Env  []string `json:"env"`
-	Cwd  string   `json:"cwd"`
-	// User is "", "user", "uid", "user:group" or "uid:gid"; the shim
-	// resolves names against the rootfs' /etc/passwd and /etc/group.
-	User           string `json:"user,omitempty"`
-	AdditionalGids []int  `json:"additionalGids,omitempty"`
-	RunAsNonRoot   bool   `json:"runAsNonRoot,omitempty"`
-	Terminal       bool   `json:"terminal,omitempty"`
-}
+// shim.Process is a container's first process.
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // resolveProcess applies Kubernetes' rules: command replaces the image's
 // Entrypoint and drops its Cmd; args alone replace Cmd; $(VAR) references
 // in env values, command and args expand from the container's env.
-func resolveProcess(c *pb.Container, img image.ImageConfig, podSC *pb.PodSecurityContext, hostname string) (processSpec, error) {
-	var p processSpec
+func resolveProcess(c *pb.Container, img image.ImageConfig, podSC *pb.PodSecurityContext, hostname string) (shim.Process, error) {
+	var p shim.Process
 
 	// Env: HOSTNAME, then the image's, then the container's (by name,
 	// later wins, order kept).

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/worker/image"
 )
@@ -201,7 +203,7 @@ func TestResolveCapabilities(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	valid := DefaultConfig()
 	valid.DataDir, valid.StateDir = "/var/lib/skiff", "/run/skiff"
-	valid.ShimCommand = []string{"/usr/bin/skiff", ShimSubcommand}
+	valid.ShimCommand = []string{"/usr/bin/skiff", shim.Subcommand}
 	if err := valid.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}

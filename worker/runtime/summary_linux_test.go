@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // Status reads the small summary; a container of an older runtime (no
@@ -40,7 +42,7 @@ func TestStatusSummary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeJSON(filepath.Join(dir, "summary.json"), rec.summary()); err != nil {
+	if err := shim.WriteJSON(filepath.Join(dir, "summary.json"), summaryOf(rec)); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(filepath.Join(dir, "container.json"), filepath.Join(dir, "container.json.moved")); err != nil {
@@ -63,14 +65,14 @@ func BenchmarkListPod(b *testing.B) {
 			r := &Runtime{cfg: Config{StateDir: b.TempDir()}}
 			for i := range n {
 				id := newID()
-				rec := &containerRecord{ID: id, PodUID: fmt.Sprintf("pod-%d", i), Name: "app", Image: "example:1", CreatedAt: time.Now()}
+				rec := &shim.Record{ID: id, PodUID: fmt.Sprintf("pod-%d", i), Name: "app", Image: "example:1", CreatedAt: time.Now()}
 				if err := os.MkdirAll(r.stateDir(id), 0o755); err != nil {
 					b.Fatal(err)
 				}
-				if err := writeJSON(filepath.Join(r.stateDir(id), "container.json"), rec); err != nil {
+				if err := shim.WriteJSON(filepath.Join(r.stateDir(id), "container.json"), rec); err != nil {
 					b.Fatal(err)
 				}
-				if err := writeJSON(filepath.Join(r.stateDir(id), "summary.json"), rec.summary()); err != nil {
+				if err := shim.WriteJSON(filepath.Join(r.stateDir(id), "summary.json"), summaryOf(rec)); err != nil {
 					b.Fatal(err)
 				}
 				if err := r.addToPodIndex(rec.PodUID, id); err != nil {

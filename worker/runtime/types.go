@@ -10,13 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
+
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/worker/image"
 )
-
-// ShimSubcommand is the first argument with which the runtime re-executes
-// the worker binary as a container's shim. main dispatches it to ShimMain.
-const ShimSubcommand = "runtime-shim"
 
 var (
 	// ErrNotFound is returned for an unknown container.
@@ -51,8 +49,9 @@ type Config struct {
 	// when ContainerSpec.Image is nil.
 	Images *image.Store
 	// ShimCommand is the argv that starts a shim; the runtime appends the
-	// container's state directory. Default: this executable and
-	// ShimSubcommand.
+	// container's state directory. Default (ShimCommandFor): skiff-shim
+	// beside this executable if it is of the same build, else this
+	// executable, with shim.Subcommand.
 	ShimCommand []string
 	// LogMaxSize is the size at which a container log file is rotated.
 	// Default 10 MiB.
@@ -77,9 +76,23 @@ func DefaultConfig() Config {
 		Logger:       slog.Default(),
 	}
 	if exe, err := os.Executable(); err == nil {
-		cfg.ShimCommand = []string{exe, ShimSubcommand}
+		cfg.ShimCommand = ShimCommandFor(exe)
 	}
 	return cfg
+}
+
+// ShimCommandFor returns the command that starts a shim for a runtime in
+// executable exe: skiff-shim in exe's directory when it is of exe's build
+// (shim.SameBuild), else exe itself with shim.Subcommand. A container start
+// runs the shim's binary twice (the shim, then libcontainer's init), and
+// skiff-shim starts in a fraction of skiff's CPU; one of another build
+// could disagree with this runtime on the records they share.
+func ShimCommandFor(exe string) []string {
+	p := filepath.Join(filepath.Dir(exe), shim.Binary)
+	if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 || !shim.SameBuild(exe, p) {
+		return []string{exe, shim.Subcommand}
+	}
+	return []string{p, shim.Subcommand}
 }
 
 // Validate reports the first invalid field of c.
@@ -208,11 +221,11 @@ const (
 // Reasons set in ContainerStatus.Reason for exited containers, as in
 // Kubernetes' ContainerStateTerminated.
 const (
-	ReasonCompleted = "Completed"
-	ReasonError     = "Error"
-	ReasonOOMKilled = "OOMKilled"
+	ReasonCompleted = shim.ReasonCompleted
+	ReasonError     = shim.ReasonError
+	ReasonOOMKilled = shim.ReasonOOMKilled
 	// ReasonUnknown: the shim died without recording an exit status.
-	ReasonUnknown = "Unknown"
+	ReasonUnknown = shim.ReasonUnknown
 )
 
 // ContainerStatus is a container's observed state.

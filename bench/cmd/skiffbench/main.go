@@ -30,6 +30,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	wrt "github.com/skiff-sh/skiff/worker/runtime"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // The benchmarks, in the order they run.
@@ -241,8 +244,8 @@ func run() int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		fmt.Fprintln(os.Stderr, "building skiff ...")
-		build := exec.CommandContext(ctx, "go", "build", "-o", o.skiff, "./cmd/skiff")
+		fmt.Fprintln(os.Stderr, "building skiff and skiff-shim ...")
+		build := exec.CommandContext(ctx, "go", "build", "-o", binDir+string(filepath.Separator), "./cmd/skiff", "./cmd/skiff-shim")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build skiff (run from the repository root, or pass -skiff):", err)
@@ -255,6 +258,10 @@ func run() int {
 			return 1
 		}
 		o.skiff = bin
+	}
+	if o.skiff != "" {
+		// Which binary the podstart workers run their containers' shims with.
+		rep.Config["shim"] = wrt.ShimCommandFor(o.skiff)[0]
 	}
 	if v, err := exec.Command(o.skiff, "version").CombinedOutput(); err == nil {
 		rep.Config["skiff_version"] = strings.TrimSpace(string(v))
@@ -332,28 +339,43 @@ func placeSkiff(bin, root, binDir string) (string, error) {
 	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 		return abs, nil
 	}
-	src, err := os.Open(abs)
-	if err != nil {
-		return "", fmt.Errorf("-skiff: %w", err)
-	}
-	defer src.Close()
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return "", err
 	}
 	cp := filepath.Join(binDir, filepath.Base(abs))
-	dst, err := os.OpenFile(cp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return "", err
+	if err := copyExecutable(abs, cp); err != nil {
+		return "", fmt.Errorf("-skiff: %w", err)
 	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return "", fmt.Errorf("copy %s: %w", abs, err)
-	}
-	if err := dst.Close(); err != nil {
-		return "", err
+	// skiff-shim beside it goes along (the workers use it when it is there).
+	if shimBin := filepath.Join(filepath.Dir(abs), shim.Binary); fileExists(shimBin) {
+		if err := copyExecutable(shimBin, filepath.Join(binDir, shim.Binary)); err != nil {
+			return "", err
+		}
 	}
 	fmt.Fprintf(os.Stderr, "-skiff %s: its directory holds the benchmark's data dir %s; benchmarking a copy in %s (see placeSkiff)\n", abs, root, binDir)
 	return cp, nil
+}
+
+func copyExecutable(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return fmt.Errorf("copy %s: %w", from, err)
+	}
+	return dst.Close()
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func needsSkiff(b map[string]bool) bool {

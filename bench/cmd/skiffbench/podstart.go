@@ -34,6 +34,7 @@ import (
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
 	wrt "github.com/skiff-sh/skiff/worker/runtime"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 type podstartSettings struct {
@@ -678,7 +679,7 @@ func podstartCleanup(cl *client.Client, w *proc, names []string, bin, dataDir, c
 	cfg.DataDir = filepath.Join(dataDir, "runtime")
 	cfg.StateDir = filepath.Join(dataDir, "state")
 	cfg.CgroupParent = cgParent
-	cfg.ShimCommand = []string{bin, wrt.ShimSubcommand}
+	cfg.ShimCommand = []string{bin, shim.Subcommand}
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	if _, err := os.Stat(dataDir); err == nil {
 		rt, err := wrt.New(cfg)

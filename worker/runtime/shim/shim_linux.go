@@ -1,9 +1,10 @@
-package runtime
+package shim
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/sys/mountinfo"
 	"github.com/moby/sys/user"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
@@ -23,25 +25,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ShimMain runs a container's shim; args are the arguments after
-// ShimSubcommand (the container's state directory). It returns the process
-// exit code. The runtime starts the shim with a ready pipe as fd 3, on which
+// Main runs a container's shim; args are the arguments after Subcommand
+// (the container's state directory). It returns the process exit code. The
+// runtime starts the shim with a ready pipe as fd 3, on which
 // the shim reports the container started (or why it did not).
-func ShimMain(args []string) int {
+func Main(args []string) int {
 	if len(args) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: "+ShimSubcommand+" CONTAINER_STATE_DIR")
+		fmt.Fprintln(os.Stderr, "usage: "+Subcommand+" CONTAINER_STATE_DIR (the worker starts shims; they are not run by hand)")
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("container", filepath.Base(args[0]))
 	ready := os.NewFile(3, "ready")
-	if err := runShim(args[0], ready, log); err != nil {
+	if err := run(args[0], ready, log); err != nil {
 		log.Error("shim failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
+func run(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	// The worker may die and its terminal or process group with it; the
 	// shim stays. SIGTERM to the shim stops the container gracefully.
 	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGPIPE)
@@ -49,7 +51,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	signal.Notify(term, unix.SIGTERM)
 
 	reported := false
-	report := func(r shimReady) {
+	report := func(r Ready) {
 		if reported {
 			return
 		}
@@ -59,12 +61,12 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	}
 	defer func() {
 		if retErr != nil {
-			report(shimReady{Error: retErr.Error()})
+			report(Ready{Error: retErr.Error()})
 		}
 	}()
 
 	t0 := time.Now()
-	rec, err := readJSON[containerRecord](filepath.Join(dir, "container.json"))
+	rec, err := ReadJSON[Record](filepath.Join(dir, "container.json"))
 	if err != nil {
 		return err
 	}
@@ -85,7 +87,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 		return fmt.Errorf("mount rootfs: %w", err)
 	}
 	undo = append(undo, func() {
-		if err := unmountAll(rec.Rootfs.Target); err != nil {
+		if err := UnmountAll(rec.Rootfs.Target); err != nil {
 			log.Warn("unmount rootfs", "err", err)
 		}
 	})
@@ -137,7 +139,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 		defer parent.Close()
 		p.ConsoleSocket = child
 		afterStart = append(afterStart, child)
-		console = recvConsole(parent)
+		console = RecvConsole(parent)
 	} else {
 		outR, outW, err := os.Pipe()
 		if err != nil {
@@ -181,16 +183,16 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	if err != nil {
 		return err
 	}
-	ss := &shimState{
+	ss := &State{
 		ShimPid: os.Getpid(), ShimStartTime: self.StartTime, InitPid: pid, StartedAt: startedAt,
 		UID: execUser.Uid, GID: execUser.Gid, Groups: execUser.Sgids, Env: env,
 	}
-	if err := writeJSON(filepath.Join(dir, "shim.json"), ss); err != nil {
+	if err := WriteJSON(filepath.Join(dir, "shim.json"), ss); err != nil {
 		_ = c.Signal(unix.SIGKILL)
 		_, _ = p.Wait()
 		return err
 	}
-	report(shimReady{Pid: pid})
+	report(Ready{Pid: pid})
 	// Where a start's time went, for whoever profiles pod starts.
 	log.Info("container started", "pid", pid, "prepare", tMounted.Sub(t0), "create", tCreated.Sub(tMounted),
 		"run", startedAt.Sub(tCreated), "total", time.Since(t0))
@@ -203,7 +205,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 
 	ps, _ := p.Wait()
 	finishedAt := time.Now().UTC()
-	ex := &exitRecord{FinishedAt: finishedAt, ExitCode: 255, Reason: ReasonError}
+	ex := &Exit{FinishedAt: finishedAt, ExitCode: 255, Reason: ReasonError}
 	if ps != nil {
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
 			switch {
@@ -232,7 +234,7 @@ func runShim(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	case <-time.After(5 * time.Second):
 		log.Warn("log copiers did not finish after the container exited")
 	}
-	if err := writeJSON(filepath.Join(dir, "exit.json"), ex); err != nil {
+	if err := WriteJSON(filepath.Join(dir, "exit.json"), ex); err != nil {
 		return fmt.Errorf("record exit: %w", err)
 	}
 	log.Info("container exited", "exitCode", ex.ExitCode, "signal", ex.Signal, "reason", ex.Reason)
@@ -248,9 +250,9 @@ func logCopy(log *slog.Logger, lw *logWriter, stream string, f *os.File) {
 	f.Close()
 }
 
-// recvConsole receives the master side of the container's terminal, which
+// RecvConsole receives the master side of the container's terminal, which
 // its init sends over the console socket while it starts.
-func recvConsole(sock *os.File) <-chan *os.File {
+func RecvConsole(sock *os.File) <-chan *os.File {
 	ch := make(chan *os.File, 1)
 	go func() {
 		f, err := utils.RecvFile(sock)
@@ -278,7 +280,7 @@ func nonblocking(f *os.File) *os.File {
 
 // oomKilled reports whether the kernel OOM-killed a process of the
 // container's cgroup.
-func oomKilled(rec *containerRecord, killed bool) bool {
+func oomKilled(rec *Record, killed bool) bool {
 	m, err := manager.New(rec.Config.Cgroups)
 	if err != nil {
 		return false
@@ -325,7 +327,7 @@ func resolveUser(rootfs, spec string, extraGids []int) (*user.ExecUser, error) {
 // common parent (the image store's layers directory) from inside it, the
 // way containerd does. The shim is single-purpose, so changing its working
 // directory briefly is safe.
-func mountOverlay(rs rootfsSpec) error {
+func mountOverlay(rs Rootfs) error {
 	lower := slices.Clone(rs.Lower)
 	slices.Reverse(lower) // overlayfs wants the topmost layer first
 	opts := func(lowers []string) string {
@@ -361,4 +363,23 @@ func mountOverlay(rs rootfsSpec) error {
 		err = unix.Mount("overlay", rs.Target, "overlay", 0, data)
 	}
 	return err
+}
+
+// UnmountAll unmounts everything mounted at target (lazily if busy).
+func UnmountAll(target string) error {
+	for range 16 {
+		mounted, err := mountinfo.Mounted(target)
+		if errors.Is(err, fs.ErrNotExist) || (err == nil && !mounted) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := unix.Unmount(target, 0); err != nil {
+			if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("unmount %s: %w", target, err)
+			}
+		}
+	}
+	return fmt.Errorf("unmount %s: still mounted", target)
 }
