@@ -11,12 +11,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	"github.com/containerd/console"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // Exec runs cmd in running container id, with the container's env, working

@@ -18,13 +18,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/system"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // Runtime runs pod sandboxes and containers. It keeps no state in memory

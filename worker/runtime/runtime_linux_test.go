@@ -22,14 +22,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/worker/image"
 	"github.com/skiff-sh/skiff/worker/internal/testimage"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // These tests run real containers: they need root, cgroups, overlayfs and

@@ -12,11 +12,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 func (r *Runtime) sandboxDir(podUID string) string { return filepath.Join(r.sandboxesDir(), podUID) }

@@ -5,9 +5,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	pb "github.com/skiff-sh/skiff/proto"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // This file holds the platform-independent half of container hardening:

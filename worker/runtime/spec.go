@@ -7,13 +7,12 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	"github.com/moby/sys/capability"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/worker/image"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // This file turns a pod's container spec and its image config into the

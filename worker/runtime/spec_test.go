@@ -5,10 +5,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/worker/image"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 func ptr[T any](v T) *T { return &v }

@@ -10,10 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/skiff-sh/skiff/worker/runtime/shim"
-
 	pb "github.com/skiff-sh/skiff/proto"
 	"github.com/skiff-sh/skiff/worker/image"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 var (
