@@ -110,6 +110,11 @@ spec:
 	// skiff-shim lies beside skiff, from the same build: the container's
 	// shim runs it, not the whole skiff binary.
 	assertShimBinary(t, w.dataDir, filepath.Join(filepath.Dir(skiffBin), shim.Binary))
+	// Its records live on the tmpfs the worker mounted for them
+	// (--state-tmpfs, on by default).
+	if ours, err := wrt.OnStateTmpfs(filepath.Join(w.dataDir, "state")); err != nil || !ours {
+		t.Errorf("the worker's state dir is not on its %s tmpfs (%v)", wrt.StateTmpfsSource, err)
+	}
 	out, _ := c.cli("", "get", "pod", "hello", "-o", "wide")
 	t.Logf("skiff get pod hello -o wide:\n%s", out)
 
@@ -466,6 +471,11 @@ func cleanupRuntime(t *testing.T, dataDir, cgParent string) {
 				t.Errorf("cleanup: remove sandbox %s: %v", sb.PodUID, err)
 			}
 		}
+	}
+	// The worker's tmpfs for its runtime state (--state-tmpfs), which a
+	// killed worker or one stopped without --cleanup-on-exit leaves.
+	if err := wrt.UnmountStateTmpfs(cfg.StateDir); err != nil {
+		t.Errorf("cleanup: %v", err)
 	}
 	// The pod cgroups are gone with their sandboxes; remove the parent.
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*")

@@ -42,6 +42,9 @@ type Agent struct {
 	// cgroupParent is the runtime's cgroup parent when the agent built the
 	// runtime itself.
 	cgroupParent string
+	// stateTmpfs is the runtime's StateDir when Config.StateTmpfs is set:
+	// stopping for good unmounts the tmpfs mounted there.
+	stateTmpfs string
 
 	backoff backoffPolicy
 	// starts holds a token per container being started (MaxParallelStarts;
@@ -122,6 +125,12 @@ func New(cfg Config) (_ *Agent, retErr error) {
 			rcfg.StateDir = cfg.StateDir
 			if rcfg.StateDir == "" {
 				rcfg.StateDir = filepath.Join(cfg.DataDir, "state")
+			}
+			if cfg.StateTmpfs {
+				if err := a.stateOnTmpfs(rcfg.StateDir); err != nil {
+					return nil, err
+				}
+				closers = append(closers, func() { _ = wrt.UnmountStateTmpfs(a.stateTmpfs) })
 			}
 			rcfg.CgroupParent = cfg.CgroupParent
 			if rcfg.CgroupParent == "" {
@@ -350,9 +359,26 @@ func (a *Agent) stopEverything() {
 	if a.cgroupParent != "" {
 		removeCgroupDirs(a.cgroupParent)
 	}
+	if a.stateTmpfs != "" {
+		if err := wrt.UnmountStateTmpfs(a.stateTmpfs); err != nil {
+			a.log.Warn("unmount the runtime state's tmpfs", "err", err)
+		}
+	}
 	// Stopping for good: the bridge, routes, table and addresses go too. A
 	// normal stop leaves them, so running pods keep their network.
 	a.teardownNetwork()
+}
+
+// stateOnTmpfs puts the runtime's state directory on a tmpfs
+// (Config.StateTmpfs) and says where it is.
+func (a *Agent) stateOnTmpfs(dir string) error {
+	place, err := wrt.MountStateTmpfs(dir)
+	if err != nil {
+		return fmt.Errorf("runtime state: %w (run the worker as root, or pass --state-tmpfs=false)", err)
+	}
+	a.log.Info("runtime state "+place.String(), "dir", dir)
+	a.stateTmpfs = dir
+	return nil
 }
 
 func (a *Agent) closeAll() {

@@ -26,8 +26,12 @@ type Config struct {
 	// writable layers and logs, and pod volumes.
 	DataDir string
 	// StateDir holds runtime state (container records, namespace pins,
-	// rootfs mounts); it may be a tmpfs. Default DataDir/state.
+	// rootfs mounts). Default DataDir/state.
 	StateDir string
+	// StateTmpfs mounts a tmpfs at StateDir unless it is on one already
+	// (runtime.MountStateTmpfs): the state of containers goes with the
+	// machine, as the containers do. Default true.
+	StateTmpfs bool
 
 	// Join lists gossip addresses (host:port) of masters; any one that
 	// answers is enough. The worker learns the masters' API addresses from
@@ -178,6 +182,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:           5 * time.Second,
 		MaxParallelStarts:         max(8, 4*runtime.NumCPU()),
 		PodNetwork:                PodNetworkBridge,
+		StateTmpfs:                true,
 		ClusterCIDR:               "10.244.0.0/16",
 		Bridge:                    "skiff0",
 		Logger:                    slog.Default(),

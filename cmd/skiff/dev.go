@@ -22,6 +22,7 @@ import (
 	"github.com/skiff-sh/skiff/pki"
 	"github.com/skiff-sh/skiff/server"
 	"github.com/skiff-sh/skiff/worker"
+	wrt "github.com/skiff-sh/skiff/worker/runtime"
 )
 
 type devOptions struct {
@@ -92,6 +93,11 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 		return errors.New("--masters must be at least 1")
 	}
 	if o.fresh {
+		// A dev cluster that was killed leaves its worker's state tmpfs
+		// mounted: never delete through it.
+		if err := wrt.UnmountStateTmpfs(filepath.Join(o.dataDir, "w1", "state")); err != nil {
+			return fmt.Errorf("--fresh: %w (a dev cluster may still be running on %s)", err, o.dataDir)
+		}
 		if err := os.RemoveAll(o.dataDir); err != nil {
 			return err
 		}

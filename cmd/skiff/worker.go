@@ -89,7 +89,9 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", cfg.Name, "node name: unique in the cluster and stable across restarts")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the worker's state, images, container layers and logs")
-	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for runtime state such as mounts and namespace pins (default DATA-DIR/state; may be a tmpfs)")
+	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for runtime state such as container records, mounts and namespace pins (default DATA-DIR/state)")
+	f.BoolVar(&cfg.StateTmpfs, "state-tmpfs", cfg.StateTmpfs,
+		"mount a tmpfs (source skiff-state) at --state-dir unless it is on one already: that state goes with the machine, as its containers do")
 	f.StringVar(&join, "join", "", "comma-separated gossip addresses of masters (any one is enough)")
 	f.StringVar(&cfg.NodeIP, "node-ip", cfg.NodeIP, "the node's InternalIP (default: the local address of the route to the first --join address)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "host:port for gossip (default NODE-IP and a free port)")

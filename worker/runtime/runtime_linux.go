@@ -97,6 +97,7 @@ func New(cfg Config) (*Runtime, error) {
 	if err := r.indexContainers(); err != nil {
 		return nil, fmt.Errorf("new runtime: %w", err)
 	}
+	r.removeOrphanedData()
 	if !cgroups.IsCgroup2UnifiedMode() {
 		if mnt, err := cgroups.FindCgroupMountpoint("", "memory"); err == nil {
 			_, err := os.Stat(filepath.Join(mnt, "memory.memsw.limit_in_bytes"))

@@ -149,6 +149,10 @@ func newEnv(t *testing.T) *testEnv {
 	cfg.LogMaxSize = 1 << 20
 	e := &testEnv{cfg: cfg, base: base, cgParent: cfg.CgroupParent}
 	t.Cleanup(func() { e.teardown(t) })
+	// As the worker runs it (--state-tmpfs).
+	if _, err := MountStateTmpfs(cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
 	if e.rt, err = New(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -277,8 +281,10 @@ func mountsUnder(prefix string) []string {
 // assertClean checks that nothing of any container or sandbox is left.
 func (e *testEnv) assertClean(t *testing.T) {
 	t.Helper()
-	if m := mountsUnder(e.base); len(m) > 0 {
-		t.Errorf("mounts left: %v", m)
+	for _, m := range mountsUnder(e.base) {
+		if m != e.cfg.StateDir { // the state's own tmpfs
+			t.Errorf("mount left: %s", m)
+		}
 	}
 	for _, dir := range cgroupDirs(e.cgParent) {
 		if filepath.Base(dir) != filepath.Base(e.cgParent) {

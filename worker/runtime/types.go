@@ -39,7 +39,9 @@ type Config struct {
 	DataDir string
 	// StateDir holds runtime state: container and sandbox records,
 	// namespace pins, rootfs mounts and libcontainer state. It may be on
-	// a tmpfs (e.g. /run/skiff). Required, absolute, without ':' or ','.
+	// a tmpfs (MountStateTmpfs; the data of containers whose state is
+	// gone, after a reboot, is removed). Required, absolute, without ':'
+	// or ','.
 	StateDir string
 	// CgroupParent is the cgroup (path from the cgroup mount roots) under
 	// which pod cgroups are created. Default "/skiff".
@@ -62,6 +64,35 @@ type Config struct {
 	ShmSize int64
 	// Logger receives runtime events. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// StatePlace says where MountStateTmpfs left a StateDir.
+type StatePlace int
+
+const (
+	// StateTmpfsMounted: on the tmpfs MountStateTmpfs mounted now.
+	StateTmpfsMounted StatePlace = iota + 1
+	// StateTmpfsFound: on the tmpfs it mounted in an earlier run.
+	StateTmpfsFound
+	// StateTmpfsOther: on a tmpfs it did not mount (one the operator chose).
+	StateTmpfsOther
+	// StateKeptOnDisk: on disk, because containers or sandboxes of an
+	// earlier worker are recorded there.
+	StateKeptOnDisk
+)
+
+func (p StatePlace) String() string {
+	switch p {
+	case StateTmpfsMounted:
+		return "on a tmpfs mounted for it"
+	case StateTmpfsFound:
+		return "on its tmpfs, mounted by an earlier run"
+	case StateTmpfsOther:
+		return "on a tmpfs"
+	case StateKeptOnDisk:
+		return "on disk: it holds containers of an earlier worker (a restart with none left moves it to a tmpfs)"
+	}
+	return "unknown"
 }
 
 // DefaultConfig returns a Config with everything but DataDir and StateDir

@@ -698,6 +698,11 @@ func podstartCleanup(cl *client.Client, w *proc, names []string, bin, dataDir, c
 				_ = rt.RemoveSandbox(ctx, sb.PodUID)
 			}
 		}
+		// A worker that stops without --cleanup-on-exit keeps the tmpfs of
+		// its runtime state (--state-tmpfs) for its next run.
+		if err := wrt.UnmountStateTmpfs(cfg.StateDir); err != nil {
+			left = append(left, err.Error())
+		}
 	}
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
 	roots = append(roots, "/sys/fs/cgroup")
