@@ -11,6 +11,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // Paths hidden from containers and paths made read-only, as in containerd's
@@ -51,8 +53,9 @@ var allCapabilities = sync.OnceValue(func() []string {
 // once the user is resolved against the rootfs. caps is the container's
 // capability set (resolveCapabilities); it is the bounding, effective and
 // permitted set, with none inheritable or ambient, as runc's default spec
-// has it, so a non-root user's processes hold none after exec.
-func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec ContainerSpec, res resources, caps []string) *configs.Config {
+// has it, so a non-root user's processes hold none after exec. The seccomp
+// filter is returned apart, for the shim to build (shim.SeccompDefault).
+func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec ContainerSpec, res resources, caps []string) (*configs.Config, *shim.SeccompDefault) {
 	sc := spec.Container.GetSecurityContext()
 	privileged := sc.GetPrivileged()
 
@@ -150,12 +153,5 @@ func (r *Runtime) containerConfig(id string, sb *Sandbox, rootfs string, spec Co
 		cfg.MaskPaths = maskedPaths
 		cfg.ReadonlyPaths = readonlyPaths
 	}
-	seccomp, err := seccompConfig(seccompProfile(sc, spec.Security), caps, r.noX32, r.log)
-	if err != nil {
-		// Fail closed: such a container does not start.
-		r.log.Error("cannot build the seccomp profile: the container will fail to start", "id", id, "err", err)
-		seccomp = denyAllSeccomp()
-	}
-	cfg.Seccomp = seccomp
-	return cfg
+	return cfg, seccompFor(seccompProfile(sc, spec.Security), caps, r.noX32, r.log)
 }

@@ -60,9 +60,10 @@ type Runtime struct {
 //	DataDir/containers/<id>/container.log*   its logs
 
 // containerSummary is the part of a shim.Record that Status needs.
-// The record carries the whole libcontainer config (tens of KB of JSON,
-// most of it the seccomp profile); Status runs for every container on
-// every List and every pod sync, so it reads this small copy instead.
+// The record carries the whole libcontainer config (3.7 KB of JSON for a
+// default container; 28.7 KB when it held the seccomp filter, before
+// shim.SeccompDefault); Status runs for every container on every List
+// and every pod sync, so it reads this small copy instead.
 // Containers of an older runtime have no summary: their record is read.
 type containerSummary struct {
 	ID               string            `json:"id"`
@@ -194,6 +195,7 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 			return "", fmt.Errorf("start container %s: %w", c.GetName(), err)
 		}
 	}
+	cfg, seccomp := r.containerConfig(id, sb, rootfs.Target, spec, res, caps)
 	rec := &shim.Record{
 		ID:               id,
 		PodUID:           sb.PodUID,
@@ -209,7 +211,8 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 		Process:          proc,
 		StopSignal:       int(stopSig),
 		LibcontainerRoot: r.libcontainerRoot(),
-		Config:           r.containerConfig(id, sb, rootfs.Target, spec, res, caps),
+		Config:           cfg,
+		SeccompDefault:   seccomp,
 	}
 	if err := shim.WriteJSON(filepath.Join(stateDir, "container.json"), rec); err != nil {
 		return "", fmt.Errorf("start container %s: %w", c.GetName(), err)

@@ -9,14 +9,13 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/moby/profiles/seccomp"
 	"github.com/moby/sys/devices"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
-	"github.com/opencontainers/runc/libcontainer/configs"
 	lcseccomp "github.com/opencontainers/runc/libcontainer/seccomp"
-	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // SeccompAvailable reports whether this binary can apply seccomp filters.
@@ -29,13 +28,13 @@ func SeccompAvailable() bool { return lcseccomp.Enabled }
 // support: it is a property of the binary, not of a runtime.
 var seccompWarned sync.Once
 
-// seccompConfig returns the libcontainer filter for profile, nil for none.
-// The default profile depends on caps (the bounding set): a container with
-// CAP_SYS_ADMIN may call mount, one with CAP_SYS_PTRACE ptrace, and so on.
-// noX32 (kernelRejectsX32) leaves the x32 ABI out of the filter.
-func seccompConfig(profile SeccompProfile, caps []string, noX32 bool, log *slog.Logger) (*configs.Seccomp, error) {
+// seccompFor returns the filter a container's record asks its shim for:
+// the default profile for caps (the bounding set), or nil for none
+// (Unconfined, or a binary without libseccomp). noX32
+// (kernelRejectsX32) leaves the x32 ABI out of it.
+func seccompFor(profile SeccompProfile, caps []string, noX32 bool, log *slog.Logger) *shim.SeccompDefault {
 	if profile == SeccompUnconfined {
-		return nil, nil
+		return nil
 	}
 	if !lcseccomp.Enabled {
 		seccompWarned.Do(func() {
@@ -43,17 +42,9 @@ func seccompConfig(profile SeccompProfile, caps []string, noX32 bool, log *slog.
 				"effect", "containers run without the default seccomp profile",
 				"fix", "install libseccomp-dev and build with CGO_ENABLED=1 -tags seccomp")
 		})
-		return nil, nil
+		return nil
 	}
-	prof, err := defaultSeccompSpec(caps, noX32)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := specconv.SetupSeccomp(prof)
-	if err != nil {
-		return nil, fmt.Errorf("default seccomp profile: %w", err)
-	}
-	return cfg, nil
+	return &shim.SeccompDefault{Caps: slices.Clone(caps), NoX32: noX32}
 }
 
 // DefaultSeccompSpec is the default profile's filter, in its OCI form, as
@@ -62,30 +53,7 @@ func seccompConfig(profile SeccompProfile, caps []string, noX32 bool, log *slog.
 // benchmark gives it to runc, to compare container starts under the same
 // filter.
 func DefaultSeccompSpec(caps []string) (*specs.LinuxSeccomp, error) {
-	return defaultSeccompSpec(caps, kernelRejectsX32())
-}
-
-// defaultSeccompSpec is Docker's default profile for caps (a container
-// with CAP_SYS_ADMIN may call mount, one with CAP_SYS_PTRACE ptrace, and so
-// on), without the x32 ABI when noX32.
-func defaultSeccompSpec(caps []string, noX32 bool) (*specs.LinuxSeccomp, error) {
-	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: caps}}}
-	prof, err := seccomp.GetDefaultProfile(spec)
-	if err != nil {
-		return nil, fmt.Errorf("default seccomp profile: %w", err)
-	}
-	if noX32 {
-		// Every container's init compiles its filter with libseccomp,
-		// and the x32 ABI is a third of that work: leaving it out cut
-		// a start's CPU (worker, shim, init) from about 60 to 44 ms
-		// here. On a kernel that cannot run x32 system calls those
-		// rules guard nothing: without them libseccomp's x86_64 filter
-		// sends a call with the x32 bit to its bad-architecture action
-		// (the calling thread is killed) instead of to the allowlist
-		// (EPERM, or ENOSYS from the kernel). Stricter, never looser.
-		prof.Architectures = slices.DeleteFunc(prof.Architectures, func(a specs.Arch) bool { return a == specs.ArchX32 })
-	}
-	return prof, nil
+	return (&shim.SeccompDefault{Caps: caps, NoX32: kernelRejectsX32()}).Spec()
 }
 
 // x32SyscallBit marks a system call as the x32 ABI's on amd64
@@ -109,13 +77,6 @@ func kernelRejectsX32() bool {
 	}
 	_, _, errno := unix.RawSyscall(x32SyscallBit|unix.SYS_GETPID, 0, 0, 0)
 	return errno == unix.ENOSYS
-}
-
-// denyAllSeccomp is the filter of a container whose profile could not be
-// built: its init cannot even exec, so it fails to start rather than run
-// unconfined.
-func denyAllSeccomp() *configs.Seccomp {
-	return &configs.Seccomp{DefaultAction: configs.Errno, Syscalls: []*configs.Syscall{}}
 }
 
 // hostDevices returns the host's device nodes for a privileged container,

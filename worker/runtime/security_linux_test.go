@@ -3,6 +3,7 @@ package runtime
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	pb "github.com/skiff-sh/skiff/proto"
+	"github.com/skiff-sh/skiff/worker/runtime/shim"
 )
 
 // The paths Docker and containerd hide from, or make read-only in, every
@@ -40,7 +42,27 @@ func configFor(t *testing.T, c *pb.Container, sec *Security) *configs.Config {
 	}
 	r := &Runtime{log: quietLogger()}
 	sb := &Sandbox{PodUID: "p", IPCNSPath: "/x/ipc", NetNSPath: "/x/net", UTSNSPath: "/x/uts", ShmPath: "/x/shm", CgroupPath: "/skiff/p"}
-	return r.containerConfig("c1", sb, "/x/rootfs", ContainerSpec{Container: c, Security: sec}, resources{}, caps)
+	cfg, sd := r.containerConfig("c1", sb, "/x/rootfs", ContainerSpec{Container: c, Security: sec}, resources{}, caps)
+	if cfg.Seccomp != nil {
+		t.Fatal("the worker's config holds a seccomp filter: the shim builds it")
+	}
+	if sd != nil {
+		// As the shim does before it creates the container.
+		if cfg.Seccomp, err = sd.Config(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cfg
+}
+
+// seccompConfig is the filter a container with profile and caps runs with:
+// what the worker asks for, as the shim builds it.
+func seccompConfig(profile SeccompProfile, caps []string, noX32 bool) (*configs.Seccomp, error) {
+	sd := seccompFor(profile, caps, noX32, quietLogger())
+	if sd == nil {
+		return nil, nil
+	}
+	return sd.Config()
 }
 
 func mountAt(cfg *configs.Config, dest string) *configs.Mount {
@@ -606,13 +628,13 @@ func TestSecurityContainerSyscalls(t *testing.T) {
 // container's init and guards nothing.
 func TestSecurityConfigX32(t *testing.T) {
 	if !SeccompAvailable() {
-		if s, err := seccompConfig(SeccompRuntimeDefault, defaultCapabilities, true, quietLogger()); err != nil || s != nil {
+		if s, err := seccompConfig(SeccompRuntimeDefault, defaultCapabilities, true); err != nil || s != nil {
 			t.Fatalf("without libseccomp: filter %v, err %v; want none", s, err)
 		}
 		return
 	}
 	for _, noX32 := range []bool{false, true} {
-		s, err := seccompConfig(SeccompRuntimeDefault, defaultCapabilities, noX32, quietLogger())
+		s, err := seccompConfig(SeccompRuntimeDefault, defaultCapabilities, noX32)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -673,5 +695,58 @@ func TestSecurityContainerX32(t *testing.T) {
 		if st.ExitCode != 0 || got != want {
 			t.Errorf("noX32=%v: x32 keyctl %q, want %q; status %+v, logs %q", noX32, got, want, st, lines)
 		}
+	}
+}
+
+// BenchmarkContainerRecord is what a default container's record costs on
+// its way from the worker to the shim: the worker encodes it, the shim
+// decodes it and, since the twenty-third session, builds the seccomp
+// filter itself. "filter-in-record" is the former way, the filter encoded
+// and decoded with the rest.
+func BenchmarkContainerRecord(b *testing.B) {
+	caps, err := resolveCapabilities(nil, allCapabilities())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &Runtime{log: quietLogger(), noX32: kernelRejectsX32()}
+	sb := &Sandbox{PodUID: "p", IPCNSPath: "/x/ipc", NetNSPath: "/x/net", UTSNSPath: "/x/uts", ShmPath: "/x/shm", CgroupPath: "/skiff/p"}
+	cfg, sd := r.containerConfig("c1", sb, "/x/rootfs", ContainerSpec{Container: &pb.Container{Name: "c"}}, resources{}, caps)
+	if sd == nil {
+		b.Fatal("no default seccomp profile: build with -tags seccomp")
+	}
+	full := *cfg
+	if full.Seccomp, err = sd.Config(); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		rec  *shim.Record
+	}{
+		{"filter-in-record", &shim.Record{ID: "c1", Config: &full}},
+		{"shim-builds-filter", &shim.Record{ID: "c1", Config: cfg, SeccompDefault: sd}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				data, err := json.Marshal(bc.rec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(data)
+				var got shim.Record
+				if err := json.Unmarshal(data, &got); err != nil {
+					b.Fatal(err)
+				}
+				if got.SeccompDefault != nil {
+					if got.Config.Seccomp, err = got.SeccompDefault.Config(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if len(got.Config.Seccomp.Syscalls) == 0 {
+					b.Fatal("no filter")
+				}
+			}
+			b.ReportMetric(float64(size), "record-bytes")
+		})
 	}
 }

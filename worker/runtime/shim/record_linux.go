@@ -26,4 +26,7 @@ type Record struct {
 	// containers of the runtime).
 	LibcontainerRoot string          `json:"libcontainerRoot"`
 	Config           *configs.Config `json:"config"`
+	// SeccompDefault, when set, is the seccomp filter the shim puts in
+	// Config before it creates the container (Config.Seccomp is nil).
+	SeccompDefault *SeccompDefault `json:"seccompDefault,omitempty"`
 }

@@ -70,6 +70,12 @@ func run(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	if err != nil {
 		return err
 	}
+	if rec.SeccompDefault != nil && rec.Config != nil {
+		if rec.Config.Seccomp, err = rec.SeccompDefault.Config(); err != nil {
+			// Fail closed: such a container does not start.
+			return err
+		}
+	}
 	lw, err := openLogWriter(rec.LogPath, rec.LogMaxSize, rec.LogMaxFiles)
 	if err != nil {
 		return err
