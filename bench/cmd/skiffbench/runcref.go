@@ -53,7 +53,23 @@ func runcReference(ctx context.Context, dir, helloBin string, n int, cg cpuCgrou
 	ref.version, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
 
 	bundle := filepath.Join(dir, "runc-bundle")
-	state := filepath.Join(dir, "runc-state")
+	// runc's state and the containers' bundles (config.json, log) on a
+	// tmpfs, as runc's default root (/run/runc) and containerd's bundles
+	// (/run/containerd) are on a systemd host, and as skiff's worker keeps
+	// its runtime state (--state-tmpfs).
+	run := filepath.Join(dir, "runc-run")
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return ref, err
+	}
+	if err := syscall.Mount("tmpfs", run, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0700"); err != nil {
+		return ref, fmt.Errorf("tmpfs for runc's state: %w", err)
+	}
+	defer func() {
+		if err := syscall.Unmount(run, 0); err != nil {
+			retErr = errors.Join(retErr, fmt.Errorf("unmount %s: %w", run, err))
+		}
+	}()
+	state := filepath.Join(run, "state")
 	for _, d := range []string{"proc", "dev", "sys", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(bundle, "rootfs", d), 0o755); err != nil {
 			return ref, err
@@ -101,7 +117,7 @@ func runcReference(ctx context.Context, dir, helloBin string, n int, cg cpuCgrou
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i, id := range ids {
-		cfgDir := filepath.Join(dir, "runc-"+id)
+		cfgDir := filepath.Join(run, id)
 		if err := os.MkdirAll(cfgDir, 0o755); err != nil {
 			return ref, err
 		}
