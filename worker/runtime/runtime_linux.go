@@ -52,7 +52,7 @@ type Runtime struct {
 //	StateDir/containers/<id>/shim.json       shim.State, written by the shim once the container runs
 //	StateDir/containers/<id>/exit.json       shim.Exit, written by the shim when the container exits
 //	StateDir/containers/<id>/shim.log        the shim's own stderr
-//	StateDir/containers/<id>/rootfs/         the overlay mount (while the shim runs)
+//	StateDir/containers/<id>/rootfs/         the overlay mount (in the shim's mount namespace)
 //	StateDir/pods/<podUID>/<id>              an empty file per container of the pod (the pod index)
 //	StateDir/libcontainer/<id>/              libcontainer's state
 //	StateDir/sandboxes/<podUID>/             sandbox.json, ns/{net,ipc,uts} pins, shm/
@@ -252,8 +252,15 @@ func (r *Runtime) startShim(ctx context.Context, rec *shim.Record) error {
 	cmd.Dir = "/" // do not pin the worker's working directory
 	cmd.ExtraFiles = []*os.File{readyW}
 	// Its own session: no terminal or process-group signal aimed at the
-	// worker reaches the shim.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// worker reaches the shim. Its own mount namespace (private, a copy of
+	// the node's): the container's rootfs overlay is mounted there, not in
+	// the node's mount table, which every process start reads (Go's
+	// runtime reads /proc/self/mountinfo to find its cgroup CPU limit, and
+	// a container's namespace starts as a copy of its shim's), so a
+	// node's mount table grows by a few short lines per pod instead of an
+	// overlay with every layer's path. The overlay goes with the shim and
+	// the container.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
 	err = cmd.Start()
 	readyW.Close()
 	shimLog.Close()

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
@@ -1031,4 +1032,45 @@ func helperMain() int {
 	}
 	fmt.Println(id)
 	return 0
+}
+
+// A container's rootfs overlay is mounted in its shim's mount namespace,
+// which the container's starts as a copy of, and never in the node's:
+// the node's mount table, which every process start reads, gains no
+// overlay per pod.
+func TestRootfsOnlyInShimNamespace(t *testing.T) {
+	e := newEnv(t)
+	sb := e.sandbox(t, "pod-rootfs-ns", SandboxOptions{})
+	id := e.start(t, sb, app("mnt", "sleep", "1h"))
+	st, err := e.rt.Status(id)
+	if err != nil || st.State != StateRunning {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	target := filepath.Join(e.rt.stateDir(id), "rootfs")
+	if mounted, err := mountinfo.Mounted(target); err != nil || mounted {
+		t.Errorf("rootfs mounted in the node's namespace: %v, %v", mounted, err)
+	}
+	ss := e.rt.shimOf(id)
+	if ss == nil {
+		t.Fatal("no shim state")
+	}
+	overlayAt := func(pid int, at string) bool {
+		t.Helper()
+		f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		ms, err := mountinfo.GetMountsFromReader(f, mountinfo.SingleEntryFilter(at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ms) == 1 && ms[0].FSType == "overlay"
+	}
+	if !overlayAt(ss.ShimPid, target) {
+		t.Errorf("no overlay at %s in the shim's (pid %d) namespace", target, ss.ShimPid)
+	}
+	if !overlayAt(st.Pid, "/") {
+		t.Errorf("the container's (pid %d) root is not its overlay", st.Pid)
+	}
 }
