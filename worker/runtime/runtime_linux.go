@@ -259,7 +259,9 @@ func (r *Runtime) startShim(ctx context.Context, rec *shim.Record) error {
 	// a container's namespace starts as a copy of its shim's), so a
 	// node's mount table grows by a few short lines per pod instead of an
 	// overlay with every layer's path. The overlay goes with the shim and
-	// the container.
+	// the container. (Volume mounts are private, Kubernetes' default
+	// mountPropagation None; HostToContainer would need the shim's copy to
+	// be a slave of the node's.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
 	err = cmd.Start()
 	readyW.Close()
