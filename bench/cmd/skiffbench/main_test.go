@@ -4,7 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestAllGroup: all is the whole suite as root, and without root the
@@ -58,5 +61,47 @@ func TestPlaceSkiff(t *testing.T) {
 	}
 	if got, err := placeSkiff(elsewhere, root, binDir); err != nil || got != elsewhere {
 		t.Fatalf("binary elsewhere: placed at %s (%v), want %s unchanged", got, err, elsewhere)
+	}
+}
+
+// TestDataFS: the report names the file system the data dirs are on, the
+// deepest mount holding the directory, and for ext4 whether it has a
+// journal.
+func TestDataFS(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	got := dataFS(dir)
+	switch st.Type {
+	case unix.EXT4_SUPER_MAGIC:
+		if !strings.HasPrefix(got, "ext4 on ") || !strings.Contains(got, "journal") {
+			t.Fatalf("dataFS(%s) = %q, want ext4 and whether it has a journal", dir, got)
+		}
+		// jbd2 says it too: it lists a directory per journal it runs.
+		dev, _, _ := strings.Cut(strings.TrimPrefix(got, "ext4 on "), ",")
+		journals, err := filepath.Glob("/proc/fs/jbd2/" + filepath.Base(dev) + "-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ", without a journal"
+		if len(journals) > 0 {
+			want = ", journaled"
+		}
+		if !strings.HasSuffix(got, want) {
+			t.Errorf("dataFS(%s) = %q; /proc/fs/jbd2 says %q", dir, got, want)
+		}
+	case unix.TMPFS_MAGIC:
+		if !strings.HasPrefix(got, "tmpfs on ") {
+			t.Errorf("dataFS(%s) = %q, want tmpfs", dir, got)
+		}
+	default:
+		if got == "" {
+			t.Errorf("dataFS(%s) is empty", dir)
+		}
+	}
+	if got := dataFS("/proc/self"); !strings.HasPrefix(got, "proc on ") {
+		t.Errorf("dataFS(/proc/self) = %q, want the proc mount, the deepest one", got)
 	}
 }

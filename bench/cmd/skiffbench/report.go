@@ -6,12 +6,15 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // Status of a row against its target.
@@ -125,7 +128,11 @@ func (r *Report) broken(bench, what string) {
 func (r *Report) print(w io.Writer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fmt.Fprintf(w, "\nskiff benchmarks, %s, %s (%s CPUs, %s)\n\n", r.Started.Format(time.RFC3339), r.Machine["cpu"], r.Machine["nproc"], r.Machine["note"])
+	fs := ""
+	if r.Machine["data_fs"] != "" {
+		fs = ", data on " + r.Machine["data_fs"]
+	}
+	fmt.Fprintf(w, "\nskiff benchmarks, %s, %s (%s CPUs%s, %s)\n\n", r.Started.Format(time.RFC3339), r.Machine["cpu"], r.Machine["nproc"], fs, r.Machine["note"])
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BENCH\tMETRIC\tTARGET\tRESULT\tSPREAD\tSTATUS")
 	for _, row := range r.Rows {
@@ -200,7 +207,41 @@ func machineInfo() map[string]string {
 	if h, err := os.Hostname(); err == nil {
 		m["host"] = h
 	}
+	if fs := dataFS(os.TempDir()); fs != "" {
+		m["data_fs"] = fs
+	}
 	return m
+}
+
+// dataFS describes the file system dir is on (the runs' data dirs are
+// under the temporary directory): its type, and for ext4 whether it has a
+// journal. Without one, ext4 checks every recently freed inode it passes
+// when it allocates a new one, which makes creating files after many
+// deletions (container starts, raft data dirs) far costlier
+// (docs/performance.md).
+func dataFS(dir string) string {
+	ms, err := mountinfo.GetMounts(mountinfo.ParentsFilter(dir))
+	if err != nil || len(ms) == 0 {
+		return ""
+	}
+	m := ms[0]
+	for _, c := range ms[1:] {
+		if len(c.Mountpoint) > len(m.Mountpoint) {
+			m = c
+		}
+	}
+	desc := m.FSType + " on " + m.Source
+	if m.FSType == "ext4" {
+		task, err := os.ReadFile(filepath.Join("/sys/fs/ext4", filepath.Base(m.Source), "journal_task"))
+		switch {
+		case err != nil:
+		case strings.TrimSpace(string(task)) == "<none>": // the kernel's word for no journal
+			desc += ", without a journal"
+		default:
+			desc += ", journaled"
+		}
+	}
+	return desc
 }
 
 // fmtNum prints a number with a precision that suits its size.
