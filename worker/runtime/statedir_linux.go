@@ -41,10 +41,10 @@ func MountStateTmpfs(dir string) (StatePlace, error) {
 		}
 		return StateTmpfsOther, nil
 	}
-	for _, sub := range []string{"containers", "sandboxes"} {
-		if entries, err := os.ReadDir(filepath.Join(dir, sub)); err == nil && len(entries) > 0 {
-			return StateKeptOnDisk, nil
-		}
+	if sub, _, err := recorded(dir); err != nil {
+		return 0, err
+	} else if sub != "" {
+		return StateKeptOnDisk, nil
 	}
 	// No noexec: nothing runs from here, but the overlays mounted below
 	// are their own mounts and keep their own flags anyway.
@@ -78,19 +78,30 @@ func UnmountStateTmpfs(dir string) error {
 	if err != nil || !ours {
 		return err
 	}
-	for _, sub := range []string{"containers", "sandboxes"} {
-		entries, err := os.ReadDir(filepath.Join(dir, sub))
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		if len(entries) > 0 {
-			return fmt.Errorf("unmount %s: %d %s still recorded there; remove them first", dir, len(entries), sub)
-		}
+	if sub, n, err := recorded(dir); err != nil {
+		return err
+	} else if sub != "" {
+		return fmt.Errorf("unmount %s: %d %s still recorded there; remove them first", dir, n, sub)
 	}
 	if err := unix.Unmount(dir, 0); err != nil {
 		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
 	return nil
+}
+
+// recorded returns the first of StateDir dir's containers and sandboxes
+// directories that holds records, and how many; "" when neither does.
+func recorded(dir string) (string, int, error) {
+	for _, sub := range []string{"containers", "sandboxes"} {
+		entries, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", 0, err
+		}
+		if len(entries) > 0 {
+			return sub, len(entries), nil
+		}
+	}
+	return "", 0, nil
 }
 
 // removeOrphanedData removes the data directories (writable layers, logs)
