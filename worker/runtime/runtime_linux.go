@@ -43,6 +43,8 @@ type Runtime struct {
 	// noX32 is whether the kernel refuses x32 system calls, so seccomp
 	// filters leave that ABI out (kernelRejectsX32).
 	noX32 bool
+	// cgroupns is whether the kernel has cgroup namespaces (Linux 4.6).
+	cgroupns bool
 }
 
 // On-disk layout:
@@ -90,6 +92,9 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "runtime"), noX32: kernelRejectsX32()}
+	if _, err := os.Stat("/proc/self/ns/cgroup"); err == nil {
+		r.cgroupns = true
+	}
 	for _, d := range []string{r.containersStateDir(), r.sandboxesDir(), r.libcontainerRoot(), r.containersDataDir(), r.podsDir()} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("new runtime: %w", err)

@@ -565,6 +565,41 @@ func TestCgroupLimits(t *testing.T) {
 	}
 }
 
+// TestCgroupNamespace: a container sees its own cgroup as the root of the
+// hierarchy, in /proc/self/cgroup and under /sys/fs/cgroup, where its own
+// limits are (what a JVM or Go's runtime reads to size itself).
+func TestCgroupNamespace(t *testing.T) {
+	if _, err := os.Stat("/proc/self/ns/cgroup"); err != nil {
+		t.Fatalf("this kernel has no cgroup namespaces (%v): the worker needs Linux 4.6 or later", err)
+	}
+	e := newEnv(t)
+	sb := e.sandbox(t, "pod-cgroupns", SandboxOptions{})
+	quota, want := "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "150000"
+	if cgroups.IsCgroup2UnifiedMode() {
+		quota, want = "/sys/fs/cgroup/cpu.max", "150000 100000"
+	}
+	c := app("cgroupns", "cat", "/proc/self/cgroup", "out", "quota", "cat", quota)
+	c.Resources = &pb.ResourceRequirements{Limits: map[string]string{"cpu": "1500m"}}
+	id := e.start(t, sb, c)
+	if st := e.waitExited(t, id); st.ExitCode != 0 {
+		t.Fatalf("status = %+v, logs %q", st, e.logs(t, id))
+	}
+	lines := e.logs(t, id)
+	i := slices.Index(lines, "stdout: quota")
+	if i < 1 || i != len(lines)-2 {
+		t.Fatalf("logs %q, want /proc/self/cgroup, quota, the quota", lines)
+	}
+	for _, l := range lines[:i] {
+		// hierarchy-ID:controllers:path
+		if parts := strings.SplitN(strings.TrimPrefix(l, "stdout: "), ":", 3); len(parts) != 3 || parts[2] != "/" {
+			t.Errorf("/proc/self/cgroup line %q: the container's cgroup is not its root", l)
+		}
+	}
+	if got := strings.TrimPrefix(lines[i+1], "stdout: "); got != want {
+		t.Errorf("%s in the container = %q, want %q", quota, got, want)
+	}
+}
+
 func TestStop(t *testing.T) {
 	e := newEnv(t)
 	sb := e.sandbox(t, "pod-stop", SandboxOptions{})
