@@ -110,6 +110,9 @@ spec:
 	// skiff-shim lies beside skiff, from the same build: the container's
 	// shim runs it, not the whole skiff binary.
 	assertShimBinary(t, w.dataDir, filepath.Join(filepath.Dir(skiffBin), shim.Binary))
+	// The worker and its shims wake less often (--timer-slack); the
+	// container's program keeps the kernel's timer slack.
+	assertWorkerTimerSlack(t, w)
 	// Its records live on the tmpfs the worker mounted for them
 	// (--state-tmpfs, on by default).
 	if ours, err := wrt.OnStateTmpfs(filepath.Join(w.dataDir, "state")); err != nil || !ours {

@@ -20,6 +20,7 @@ func newServerCommand() *cobra.Command {
 	cfg := server.DefaultConfig()
 	var join, logLevel, logFormat, ctrls string
 	gcPercent := defaultGCPercent
+	timerSlack := defaultTimerSlack
 	strategy := string(cfg.ControllerConfig.Scheduler.Policy.Strategy)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -50,6 +51,9 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 			}
 			if err := setGCPercent(gcPercent, cmd.Flags().Changed("gc-percent")); err != nil {
 				return err
+			}
+			if err := setTimerSlack(timerSlack); err != nil {
+				logger.Warn(timerSlackWarning, "err", err)
 			}
 			if cfg.Insecure {
 				fmt.Fprintln(os.Stderr, "INSECURE: this master talks plaintext and authenticates nobody; only for local experiments")
@@ -127,6 +131,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	_ = f.MarkHidden("cert-lifetime")
 	f.IntVar(&gcPercent, "gc-percent", gcPercent,
 		"Go GC target: the heap may grow to (1 + N/100) x the live data before a collection; higher trades memory for CPU (the environment's GOGC applies when this flag is not given)")
+	f.DurationVar(&timerSlack, "timer-slack", timerSlack, timerSlackUsage)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd

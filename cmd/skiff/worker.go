@@ -21,6 +21,7 @@ func newWorkerCommand() *cobra.Command {
 	var registries, registryCAs []string
 	var hollowCount int
 	var cleanupOnExit bool
+	timerSlack := defaultTimerSlack
 	netOpts := defaultNodeServiceOptions()
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -41,6 +42,9 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 			logger, err := newLogger(os.Stderr, logLevel, logFormat)
 			if err != nil {
 				return err
+			}
+			if err := setTimerSlack(timerSlack); err != nil {
+				logger.Warn(timerSlackWarning, "err", err)
 			}
 			if cfg.TokenFile == "" && !cfg.Insecure {
 				return errors.New("--token-file is required: a copy of the masters' cluster token (skiff token show on a master); or pass --insecure against masters run with --insecure")
@@ -126,6 +130,7 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f.IntVar(&hollowCount, "hollow-count", 0, "with --hollow: run this many nodes in this process, named NAME-0001, ...")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "a copy of the masters' cluster token file")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip (masters must run with --insecure too): only for local experiments")
+	f.DurationVar(&timerSlack, "timer-slack", timerSlack, timerSlackUsage+"; containers start with the kernel's default whatever this is")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd

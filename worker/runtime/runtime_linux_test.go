@@ -17,6 +17,7 @@ import (
 	"regexp"
 	goruntime "runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -597,6 +598,53 @@ func TestCgroupNamespace(t *testing.T) {
 	}
 	if got := strings.TrimPrefix(lines[i+1], "stdout: "); got != want {
 		t.Errorf("%s in the container = %q, want %q", quota, got, want)
+	}
+}
+
+// TestContainerTimerSlack: skiff worker runs with a timer slack of its own
+// (--timer-slack, 1 ms), which its shims and the containers' inits inherit;
+// the containers' programs, the first and every exec, start with the
+// kernel's default (shim.ContainerTimerSlack), as runc's do.
+func TestContainerTimerSlack(t *testing.T) {
+	e := newEnv(t)
+	const workerSlack = "1000000"
+	setThreadsTimerSlack(t, workerSlack)
+	t.Cleanup(func() { setThreadsTimerSlack(t, "50000") })
+	sb := e.sandbox(t, "pod-slack", SandboxOptions{})
+	id := e.start(t, sb, app("slack", "timerslack", "sleep", "1h"))
+	want := strconv.FormatInt(shim.ContainerTimerSlack.Nanoseconds(), 10)
+	eventually(t, 60*time.Second, "the container's output", func() bool { return len(e.logs(t, id)) > 0 })
+	if got := e.logs(t, id); got[0] != "stdout: timerslack="+want {
+		t.Errorf("the container's timer slack: logs %q, want %s", got, want)
+	}
+
+	ss, err := shim.ReadJSON[shim.State](filepath.Join(e.cfg.StateDir, "containers", id, "shim.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The premise: the shim got the worker's.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", ss.ShimPid))
+	if got := strings.TrimSpace(string(b)); err != nil || got != workerSlack {
+		t.Errorf("the shim's timer slack = %q, %v; want the worker's, %s", got, err, workerSlack)
+	}
+	var out bytes.Buffer
+	code, err := e.rt.Exec(ctxFor(t, 60*time.Second), id, []string{testimage.AppPath, "timerslack"}, ExecIO{Stdout: &out}, false)
+	if err != nil || code != 0 || out.String() != "timerslack="+want+"\n" {
+		t.Errorf("timer slack of an exec = %q (exit %d, %v), want %s", out.String(), code, err, want)
+	}
+}
+
+// setThreadsTimerSlack sets the timer slack of every thread of this
+// process, as skiff worker does with --timer-slack.
+func setThreadsTimerSlack(t *testing.T, ns string) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if err := os.WriteFile("/proc/"+task.Name()+"/timerslack_ns", []byte(ns), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
 	}
 }
 

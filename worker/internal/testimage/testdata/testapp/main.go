@@ -4,6 +4,7 @@
 //	testapp out hello err world exit 3
 //	testapp trap-term 42 serve 127.0.0.1:8080 sleep 1h
 //	testapp ns            (prints the ipc, uts and net namespace links)
+//	testapp timerslack    (prints its timer slack in ns)
 //
 // It is built statically (CGO_ENABLED=0) by the testimage package.
 package main
@@ -127,6 +128,14 @@ func main() {
 			var ws struct{ Row, Col, X, Y uint16 }
 			syscall.Syscall(syscall.SYS_IOCTL, 1, syscall.TIOCGWINSZ, uintptr(unsafe.Pointer(&ws)))
 			fmt.Printf("size=%dx%d\n", ws.Col, ws.Row)
+		case "timerslack":
+			// The calling thread's, which every thread of the program
+			// inherited from the one that started it.
+			slack, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_GET_TIMERSLACK, 0, 0)
+			if errno != 0 {
+				fail(errno)
+			}
+			fmt.Printf("timerslack=%d\n", slack)
 		case "cat":
 			b, err := os.ReadFile(next())
 			if err != nil {
