@@ -141,6 +141,9 @@ func TestDevCluster(t *testing.T) {
 	if len(devMountsUnder(d.dataDir)) == 0 {
 		t.Errorf("no mount under %s while a pod runs: the leak check below would prove nothing", d.dataDir)
 	}
+	// The masters' and the worker's timer slack (--timer-slack), as
+	// skiff server and skiff worker have it.
+	assertTimerSlack(t, "skiff dev", d.pid(), "1000000")
 	// With a pod running the stop may also wait for the container to end:
 	// dev's worker gives each container 2 s after SIGTERM, all at once
 	// (examples/hello ends at once).

@@ -41,10 +41,11 @@ type devOptions struct {
 	// beside a real one) need different parents, or one would remove the
 	// other's pod cgroups when it stops.
 	cgroupParent string
+	timerSlack   time.Duration
 }
 
 func newDevCommand() *cobra.Command {
-	o := devOptions{masters: 3, basePort: 7000, logLevel: "info", worker: os.Geteuid() == 0}
+	o := devOptions{masters: 3, basePort: 7000, logLevel: "info", worker: os.Geteuid() == 0, timerSlack: defaultTimerSlack}
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a local cluster of three masters and a worker on loopback, for trying skiff out",
@@ -73,6 +74,7 @@ next time (--fresh wipes it).`,
 	f.BoolVar(&o.worker, "worker", o.worker, "also run a worker, w1 (needs root; on by default as root)")
 	f.BoolVar(&o.insecure, "insecure", false, "no TLS, no authentication, unencrypted gossip: only for local experiments")
 	f.StringVar(&o.demoBinary, "demo-binary", "", "a static program to serve as the image BASE+400/hello:v1 from the dev registry")
+	f.DurationVar(&o.timerSlack, "timer-slack", o.timerSlack, timerSlackUsage+", as skiff server and skiff worker do")
 	f.StringVar(&o.cgroupParent, "cgroup-parent", "", "cgroup under which the worker creates pod cgroups (default /skiff/w1); give a second dev cluster its own")
 	return cmd
 }
@@ -114,6 +116,9 @@ func runDev(cmd *cobra.Command, o devOptions) error {
 	logger, err := newLogger(logFile, o.logLevel, "text")
 	if err != nil {
 		return err
+	}
+	if err := setTimerSlack(o.timerSlack); err != nil {
+		logger.Warn(timerSlackWarning, "err", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
