@@ -101,6 +101,7 @@ func reportWrites(rep *Report, bench, what string, res writeResult, p99goal *goa
 	if res.errors > 0 {
 		note += fmt.Sprintf(", %d errors", res.errors)
 	}
+	note = joinNotes(note, stealNote(res.steal))
 	rep.add(bench, fmt.Sprintf("%s writes/s, %d clients", what, c), res.rate(), "/s", nil, "", note)
 	rep.add(bench, fmt.Sprintf("%s p50, %d clients", what, c), ms(res.p50), "ms", nil, "", "")
 	rep.add(bench, fmt.Sprintf("%s p99, %d clients", what, c), ms(res.p99), "ms", p99goal, fmt.Sprintf("max %.1fms", ms(res.max)), "")
@@ -311,7 +312,8 @@ func benchCompareWrites(ctx context.Context, e *env, o options, rep *Report) err
 		if n == 1 {
 			g = atLeast(1.0, "x")
 		}
-		rep.add("compare", fmt.Sprintf("skiff/etcd writes ratio, %d clients", n), median(ratios), "x", g, spread(ratios, "x"), "median of interleaved pairs")
+		rep.add("compare", fmt.Sprintf("skiff/etcd writes ratio, %d clients", n), median(ratios), "x", g, spread(ratios, "x"),
+			joinNotes("median of interleaved pairs", roundSteals(cl.skiff, cl.etcd)))
 		rep.add("compare", fmt.Sprintf("skiff writes/s, %d clients", n), median(sRate), "/s", nil, spread(sRate, "/s"), "")
 		rep.add("compare", fmt.Sprintf("etcd writes/s, %d clients", n), median(eRate), "/s", nil, spread(eRate, "/s"), "")
 		var p99g *goal
@@ -324,6 +326,19 @@ func benchCompareWrites(ctx context.Context, e *env, o options, rep *Report) err
 		reportCPU(rep, "compare", "etcd", cl.etcd)
 	}
 	return nil
+}
+
+// roundSteals lists the host's steal in each interleaved pair's runs, for
+// a comparison's note.
+func roundSteals(skiff, etcd []writeResult) string {
+	var parts []string
+	for i := range skiff {
+		if skiff[i].steal < 0 || etcd[i].steal < 0 {
+			return ""
+		}
+		parts = append(parts, fmt.Sprintf("%.0f/%.0f", 100*skiff[i].steal, 100*etcd[i].steal))
+	}
+	return "host steal % per pair, skiff/etcd: " + strings.Join(parts, " ")
 }
 
 // benchCompareFailover runs skiff and etcd through the same failover driver

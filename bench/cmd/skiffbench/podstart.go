@@ -315,9 +315,12 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	// the machine runs, so it compares builds on a busy machine. The
 	// shims' and containers' is what the worker's cgroup and the pod
 	// cgroups used beyond the worker process itself.
-	type cpuMark struct{ worker, masters, runtime time.Duration }
+	type cpuMark struct {
+		worker, masters, runtime time.Duration
+		machine                  machineCPU
+	}
 	mark := func() cpuMark {
-		var m cpuMark
+		m := cpuMark{machine: readMachineCPU()}
 		m.worker, _ = cpuTime(w.pid())
 		for _, ms := range c.masters {
 			d, _ := cpuTime(ms.pid())
@@ -409,7 +412,7 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 		for _, n := range run.names {
 			ss = append(ss, sample(n))
 		}
-		reportPodstart(rep, bench, run.what, ss, note)
+		reportPodstart(rep, bench, run.what, ss, note, stealNote(run.to.machine.stealSince(run.from.machine)))
 		note = ""
 		per := func(d time.Duration) float64 { return ms(d) / float64(len(run.names)) }
 		rep.add(bench, run.what+": worker CPU per pod", per(run.to.worker-run.from.worker), "ms", nil, "",
@@ -447,7 +450,7 @@ func firstMode(networks string) string {
 
 // reportPodstart adds the rows of one run: create -> Running observed, and
 // where the time went.
-func reportPodstart(rep *Report, bench, what string, ss []podSample, note string) {
+func reportPodstart(rep *Report, bench, what string, ss []podSample, note, p99note string) {
 	phase := func(f func(s podSample) (time.Duration, bool)) []time.Duration {
 		var out []time.Duration
 		for _, s := range ss {
@@ -465,7 +468,7 @@ func reportPodstart(rep *Report, bench, what string, ss []podSample, note string
 	}
 	rep.add(bench, what+": create -> Running p50", ms(percentile(total, 50)), "ms", nil, "", note)
 	rep.add(bench, what+": create -> Running p99", ms(percentile(total, 99)), "ms", atMost(1000, "ms"),
-		fmt.Sprintf("max %.0fms n=%d", ms(total[len(total)-1]), len(total)), "")
+		fmt.Sprintf("max %.0fms n=%d", ms(total[len(total)-1]), len(total)), p99note)
 	hasLog := func(s podSample) bool { return !s.started.IsZero() && !s.bound.IsZero() && !s.running.IsZero() }
 	type part struct {
 		name string

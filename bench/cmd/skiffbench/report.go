@@ -70,10 +70,13 @@ type Report struct {
 	// Broken is set when a benchmark found something wrong (a lost write),
 	// not merely slow: the program then exits non-zero.
 	Broken []string `json:"broken,omitempty"`
+	// cpu0 is the machine's CPU time when the report started, for the
+	// host's steal over the whole run.
+	cpu0 machineCPU
 }
 
 func newReport() *Report {
-	return &Report{Started: time.Now().UTC(), Machine: machineInfo(), Config: map[string]string{}}
+	return &Report{Started: time.Now().UTC(), Machine: machineInfo(), Config: map[string]string{}, cpu0: readMachineCPU()}
 }
 
 func (r *Report) add(bench, metric string, v float64, unit string, g *goal, spread, note string) {
@@ -132,7 +135,17 @@ func (r *Report) print(w io.Writer) {
 	if r.Machine["data_fs"] != "" {
 		fs = ", data on " + r.Machine["data_fs"]
 	}
-	fmt.Fprintf(w, "\nskiff benchmarks, %s, %s (%s CPUs%s, %s)\n\n", r.Started.Format(time.RFC3339), r.Machine["cpu"], r.Machine["nproc"], fs, r.Machine["note"])
+	if s := stealNote(readMachineCPU().stealSince(r.cpu0)); s != "" {
+		r.Machine["host_steal"] = strings.TrimPrefix(s, "host steal ")
+	}
+	fmt.Fprintf(w, "\nskiff benchmarks, %s, %s (%s CPUs%s, %s)\n", r.Started.Format(time.RFC3339), r.Machine["cpu"], r.Machine["nproc"], fs, r.Machine["note"])
+	if d := r.Machine["data_sync"]; d != "" {
+		fmt.Fprintf(w, "data disk: %s\n", d)
+	}
+	if s := r.Machine["host_steal"]; s != "" {
+		fmt.Fprintf(w, "host steal over the whole run: %s of the machine's CPU time (the hypervisor running other guests)\n", s)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BENCH\tMETRIC\tTARGET\tRESULT\tSPREAD\tSTATUS")
 	for _, row := range r.Rows {
@@ -209,6 +222,11 @@ func machineInfo() map[string]string {
 	}
 	if fs := dataFS(os.TempDir()); fs != "" {
 		m["data_fs"] = fs
+	}
+	if p, err := probeSync(os.TempDir(), 300); err == nil {
+		m["data_sync"] = p.String()
+	} else {
+		logf("probe the data disk: %v", err)
 	}
 	return m
 }

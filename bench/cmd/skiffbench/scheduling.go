@@ -219,6 +219,7 @@ func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report,
 	load := loadAvg()
 	stopPerf := perfLeader(ctx, c, perfDir, ns, 30*time.Second)
 	defer stopPerf()
+	machine0 := readMachineCPU()
 	t0 := time.Now()
 	if err := create(); err != nil {
 		return fmt.Errorf("create %s: %w", how, err)
@@ -229,6 +230,7 @@ func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report,
 		return n.running >= s.pods
 	})
 	end := time.Now()
+	steal := readMachineCPU().stealSince(machine0)
 	cpuAfter, cerr := cpuTime(c.masters[leader].pid())
 	after := takeCPU(c, hollow)
 	if ctx.Err() != nil {
@@ -257,7 +259,8 @@ func schedPhase(ctx context.Context, c *skiffCluster, hollow *proc, rep *Report,
 	sortTimes(binds)
 	sortTimes(runs)
 	sortDurations(lag)
-	note := fmt.Sprintf("3 masters, %d hollow nodes, %s created in %s; load %s", s.nodes, how, created.Round(time.Millisecond), load)
+	note := joinNotes(fmt.Sprintf("3 masters, %d hollow nodes, %s created in %s; load %s", s.nodes, how, created.Round(time.Millisecond), load),
+		stealNote(steal))
 	if leaderAfter != leader {
 		note += "; LEADER CHANGED during the run"
 	}

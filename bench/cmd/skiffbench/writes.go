@@ -53,6 +53,9 @@ type writeResult struct {
 	// has none) and by this process, the clients.
 	serverCPU []time.Duration
 	clientCPU time.Duration
+	// steal is the machine's CPU time the hypervisor took during the run
+	// (stealSince; -1 when not known).
+	steal float64
 }
 
 func (r writeResult) rate() float64 { return float64(r.ops) / r.elapsed.Seconds() }
@@ -101,6 +104,7 @@ func runWrites(ctx context.Context, t target, clients int, dur time.Duration) (w
 	if sp, ok := t.(serverProcs); ok {
 		meter = startCPU(sp.serverPIDs())
 	}
+	machine0 := readMachineCPU()
 	lats := make([][]time.Duration, clients)
 	errs := make([]int, clients)
 	var firstErr atomic.Value
@@ -136,7 +140,7 @@ func runWrites(ctx context.Context, t target, clients int, dur time.Duration) (w
 		return writeResult{}, err
 	}
 	var all []time.Duration
-	res := writeResult{clients: clients, elapsed: elapsed}
+	res := writeResult{clients: clients, elapsed: elapsed, steal: readMachineCPU().stealSince(machine0)}
 	if meter != nil {
 		res.serverCPU, res.clientCPU = meter.stop()
 	}
