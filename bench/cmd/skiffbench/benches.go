@@ -104,7 +104,7 @@ func reportWrites(rep *Report, bench, what string, res writeResult, p99goal *goa
 	note = joinNotes(note, stealNote(res.steal))
 	rep.add(bench, fmt.Sprintf("%s writes/s, %d clients", what, c), res.rate(), "/s", nil, "", note)
 	rep.add(bench, fmt.Sprintf("%s p50, %d clients", what, c), ms(res.p50), "ms", nil, "", "")
-	rep.add(bench, fmt.Sprintf("%s p99, %d clients", what, c), ms(res.p99), "ms", p99goal, fmt.Sprintf("max %.1fms", ms(res.max)), "")
+	rep.add(bench, fmt.Sprintf("%s p99, %d clients", what, c), ms(res.p99), "ms", p99goal, fmt.Sprintf("max %.1fms", ms(res.max)), stealNote(res.steal))
 }
 
 // reportCPU adds the CPU per acknowledged write of runs of one system: the

@@ -176,6 +176,13 @@ func (r *Report) print(w io.Writer) {
 			fmt.Fprintf(w, "FAILED %s / %s: %s\n", row.Bench, row.Metric, row.Note)
 		}
 	}
+	// What was going on when a target was missed (on a shared machine,
+	// often the host's steal).
+	for _, row := range r.Rows {
+		if row.Status == statusNotMet && row.Note != "" {
+			fmt.Fprintf(w, "not met: %s / %s: %s\n", row.Bench, row.Metric, row.Note)
+		}
+	}
 	fmt.Fprintf(w, "\ntargets: %d met, %d not met; %d figures failed\n", met, notMet, failed)
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestReportPrint: the table gives the data disk's probe and the whole
+// run's steal in its header, and under it the note of every target that was
+// not met (what the machine was doing then), not of those met.
+func TestReportPrint(t *testing.T) {
+	r := &Report{Machine: map[string]string{"cpu": "test CPU", "nproc": "2", "data_sync": "4 KB write + fdatasync p50 200 us, p99 400 us, 90 us CPU"}}
+	r.cpu0 = machineCPU{total: 1, ok: true}
+	r.add("writes", "API p99, 64 clients", 41.6, "ms", atMost(30, "ms"), "max 60ms", "host steal 12.0%")
+	r.add("writes", "API p99, 16 clients", 20, "ms", atMost(30, "ms"), "", "host steal 0.5%")
+	r.add("writes", "API writes/s, 64 clients", 4000, "/s", nil, "", "40000 writes in 10.0s")
+	var out strings.Builder
+	r.print(&out)
+	got := out.String()
+	for _, want := range []string{
+		"data disk: 4 KB write + fdatasync p50 200 us, p99 400 us, 90 us CPU\n",
+		"host steal over the whole run: ",
+		"not met: writes / API p99, 64 clients: host steal 12.0%\n",
+		"targets: 1 met, 1 not met; 0 figures failed",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	for _, not := range []string{"host steal 0.5%", "40000 writes"} {
+		if strings.Contains(got, not) {
+			t.Errorf("output has the note %q of a row that is not a missed target:\n%s", not, got)
+		}
+	}
+	if r.Machine["host_steal"] == "" {
+		t.Errorf("the whole run's steal is not recorded for the results file: %v", r.Machine)
+	}
+}
