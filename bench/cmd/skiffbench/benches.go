@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -314,6 +315,10 @@ func benchCompareWrites(ctx context.Context, e *env, o options, rep *Report) err
 		}
 		rep.add("compare", fmt.Sprintf("skiff/etcd writes ratio, %d clients", n), median(ratios), "x", g, spread(ratios, "x"),
 			joinNotes("median of interleaved pairs", roundSteals(cl.skiff, cl.etcd)))
+		if even := evenPairs(ratios, cl.skiff, cl.etcd, evenSteal); len(even) > 0 && len(even) < len(ratios) {
+			rep.add("compare", fmt.Sprintf("skiff/etcd writes ratio, %d clients, pairs with even steal", n), median(even), "x", nil, spread(even, "x"),
+				fmt.Sprintf("the pairs whose two runs lost shares of the machine to the host within %.0f points of each other", 100*evenSteal))
+		}
 		rep.add("compare", fmt.Sprintf("skiff writes/s, %d clients", n), median(sRate), "/s", nil, spread(sRate, "/s"), "")
 		rep.add("compare", fmt.Sprintf("etcd writes/s, %d clients", n), median(eRate), "/s", nil, spread(eRate, "/s"), "")
 		var p99g *goal
@@ -326,6 +331,24 @@ func benchCompareWrites(ctx context.Context, e *env, o options, rep *Report) err
 		reportCPU(rep, "compare", "etcd", cl.etcd)
 	}
 	return nil
+}
+
+// evenSteal is how far apart, as a share of the machine, the host's steal
+// in a comparison pair's two runs may be for the pair to count as even.
+const evenSteal = 0.03
+
+// evenPairs returns the ratios of the pairs whose runs had the host's steal
+// within within of each other: on a shared machine the host may take a
+// tenth of the CPUs during one run of a pair and nothing during the other.
+func evenPairs(ratios []float64, skiff, etcd []writeResult, within float64) []float64 {
+	var out []float64
+	for i := range ratios {
+		a, b := skiff[i].steal, etcd[i].steal
+		if a >= 0 && b >= 0 && math.Abs(a-b) <= within {
+			out = append(out, ratios[i])
+		}
+	}
+	return out
 }
 
 // roundSteals lists the host's steal in each interleaved pair's runs, for

@@ -61,3 +61,22 @@ func TestProbeSync(t *testing.T) {
 		t.Errorf("left in %s: %v (%v)", dir, ents, err)
 	}
 }
+
+// TestEvenPairs: a comparison pair counts as even when the host took
+// about as much of the machine during both its runs; a pair with unknown
+// steal never does.
+func TestEvenPairs(t *testing.T) {
+	ratios := []float64{0.74, 0.93, 0.75, 0.9}
+	skiff := []writeResult{{steal: 0.13}, {steal: 0.01}, {steal: 0.05}, {steal: -1}}
+	etcd := []writeResult{{steal: 0.03}, {steal: 0.01}, {steal: 0.03}, {steal: 0.02}}
+	got := evenPairs(ratios, skiff, etcd, 0.03)
+	if len(got) != 2 || got[0] != 0.93 || got[1] != 0.75 {
+		t.Errorf("evenPairs = %v, want [0.93 0.75]", got)
+	}
+	if s := roundSteals(skiff[:3], etcd[:3]); s != "host steal % per pair, skiff/etcd: 13/3 1/1 5/3" {
+		t.Errorf("roundSteals = %q", s)
+	}
+	if s := roundSteals(skiff, etcd); s != "" {
+		t.Errorf("roundSteals with an unknown steal = %q, want none", s)
+	}
+}
