@@ -47,7 +47,7 @@ var (
 	chaosKillInterval = flag.Duration("chaos.kill-interval", 0,
 		"time between two fault injections (default 4s, 5s with -chaos.full)")
 	chaosReport = flag.String("chaos.report", "",
-		"write every chaos scenario's results as JSON to this file (default: a new file under the system temp dir; the path is printed)")
+		"write every chaos scenario's results as JSON to this file (default with -chaos.full: a new file under the system temp dir, its path printed; without it, none)")
 	chaosSeed = flag.Int64("chaos.seed", 0,
 		"seed of the workload's random choices (0: a random seed, printed)")
 	chaosClients = flag.Int("chaos.clients", 8,

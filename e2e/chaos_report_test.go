@@ -75,14 +75,29 @@ var reports struct {
 	all  []scenarioReport
 }
 
-// saveReport adds r to the run's report file, rewriting it whole.
+// reportPath is where the run's JSON report goes: the file -chaos.report
+// names, else with -chaos.full a new file in the temp dir, else none (""):
+// the short version inside `go test ./...` would otherwise leave a file
+// behind at every `make test`.
+func reportPath(named string, full bool, now time.Time, pid int) string {
+	switch {
+	case named != "":
+		return named
+	case full:
+		return filepath.Join(os.TempDir(), fmt.Sprintf("skiff-chaos-%s-%d.json", now.Format("20060102-150405"), pid))
+	}
+	return ""
+}
+
+// saveReport adds r to the run's report file, if it has one, rewriting it
+// whole.
 func saveReport(t *testing.T, r scenarioReport) {
 	reports.Lock()
 	defer reports.Unlock()
 	if reports.path == "" {
-		reports.path = *chaosReport
+		reports.path = reportPath(*chaosReport, *chaosFull, time.Now(), os.Getpid())
 		if reports.path == "" {
-			reports.path = filepath.Join(os.TempDir(), fmt.Sprintf("skiff-chaos-%s-%d.json", time.Now().Format("20060102-150405"), os.Getpid()))
+			return
 		}
 	}
 	reports.all = append(reports.all, r)
@@ -177,4 +192,23 @@ func medianMax(fs []faultRecord) (median, maximum float64) {
 		median = (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	return median, v[len(v)-1]
+}
+
+// TestChaosReportPath: the short chaos suite writes a JSON report only to a
+// file it is given; the full one to a new temp file by default.
+func TestChaosReportPath(t *testing.T) {
+	now := time.Date(2026, 12, 1, 16, 40, 5, 0, time.UTC)
+	if got := reportPath("", false, now, 42); got != "" {
+		t.Errorf("short suite, no -chaos.report: %q, want no report", got)
+	}
+	if got := reportPath("out.json", false, now, 42); got != "out.json" {
+		t.Errorf("short suite with -chaos.report out.json: %q", got)
+	}
+	if got := reportPath("out.json", true, now, 42); got != "out.json" {
+		t.Errorf("full suite with -chaos.report out.json: %q", got)
+	}
+	want := filepath.Join(os.TempDir(), "skiff-chaos-20261201-164005-42.json")
+	if got := reportPath("", true, now, 42); got != want {
+		t.Errorf("full suite: %q, want %q", got, want)
+	}
 }
