@@ -133,9 +133,10 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 	if cmd.GetUid() == "" {
 		return nil, "", errorf(ErrInvalid, "%s: command uid is required to create", describe(km, m.Namespace, m.Name))
 	}
-	if a.txn.get(objectKey(km.Kind, m.Namespace, m.Name)) != nil {
-		return nil, "", errorf(ErrAlreadyExists, "%s", describe(km, m.Namespace, m.Name))
-	}
+	// Whether the name is taken is learnt when the record goes in (one
+	// descent of the tree, not a lookup and then an insert); the checks
+	// before it are Kubernetes' admission, which also runs before storage
+	// refuses a name that exists.
 	if km.Namespaced {
 		if err := a.namespaceActive(m.Namespace); err != nil {
 			return nil, "", err
@@ -168,7 +169,9 @@ func (a *applier) create(cmd *pb.Command, obj *pb.Object) (*pb.Object, string, e
 	if err != nil {
 		return nil, "", err
 	}
-	a.insert(rec)
+	if !a.txn.putNew(rec) {
+		return nil, "", errorf(ErrAlreadyExists, "%s", describe(km, m.Namespace, m.Name))
+	}
 	a.emit(Added, obj, nil, rec.raw, nil)
 	return obj, ActionCreated, nil
 }

@@ -785,3 +785,74 @@ func TestWaitForIndex(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestCreateTakenName: a create of a name that is taken changes nothing:
+// the stored object, its place in the indexes (spec.nodeName, owners) and
+// the watch stay as they were, alone in a batch or beside other writes.
+func TestCreateTakenName(t *testing.T) {
+	c := newCluster(t, 0)
+	c.must(createCmd(namespace("default")))
+	first := pod("default", "web", map[string]string{"app": "a"})
+	first.GetPod().Spec.NodeName = "n1"
+	first.Meta().OwnerReferences = []*pb.OwnerReference{{Kind: "ReplicaSet", Name: "rs", Uid: "owner-1"}}
+	cmd := createCmd(first)
+	cmd.Uid = "uid-first"
+	c.must(cmd)
+	w, err := c.f.Watch(context.Background(), fsm.Query{Kind: "Pod"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	second := pod("default", "web", map[string]string{"app": "b"})
+	second.GetPod().Spec.NodeName = "n2"
+	second.Meta().OwnerReferences = []*pb.OwnerReference{{Kind: "ReplicaSet", Name: "rs", Uid: "owner-2"}}
+	dup := createCmd(second)
+	dup.Uid = "uid-second"
+	if res := c.run(dup); !errors.Is(res.Err, fsm.ErrAlreadyExists) {
+		t.Fatalf("create of a taken name: %v, want AlreadyExists", res.Err)
+	}
+	other := createCmd(pod("default", "api", nil))
+	other.Uid = "uid-api"
+	dup2 := createCmd(second.Clone())
+	dup2.Uid = "uid-third"
+	res := c.must(batchCmd(dup2, other))
+	if !errors.Is(res.Batch[0].Err, fsm.ErrAlreadyExists) || res.Batch[1].Err != nil {
+		t.Fatalf("batch: %v, %v", res.Batch[0].Err, res.Batch[1].Err)
+	}
+
+	got := c.get("Pod", "default", "web")
+	if got.Meta().Uid != "uid-first" || got.GetPod().Spec.NodeName != "n1" || got.Meta().Labels["app"] != "a" {
+		t.Fatalf("stored pod changed: uid %s, node %s, labels %v", got.Meta().Uid, got.GetPod().Spec.NodeName, got.Meta().Labels)
+	}
+	names := func(q fsm.Query) []string {
+		t.Helper()
+		objs, _, err := c.f.List(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, o := range objs {
+			out = append(out, o.Meta().Name)
+		}
+		return out
+	}
+	if got := names(fsm.Query{Kind: "Pod", FieldSelector: "spec.nodeName=n1"}); len(got) != 1 || got[0] != "web" {
+		t.Errorf("pods on n1: %v, want [web]", got)
+	}
+	if got := names(fsm.Query{Kind: "Pod", FieldSelector: "spec.nodeName=n2"}); len(got) != 0 {
+		t.Errorf("pods on n2: %v, want none", got)
+	}
+	if got := names(fsm.Query{Kind: "Pod", LabelSelector: "app=b"}); len(got) != 0 {
+		t.Errorf("pods with app=b: %v, want none", got)
+	}
+	if deps := c.f.Dependents("owner-1"); len(deps) != 1 || deps[0].Meta().Name != "web" {
+		t.Errorf("dependents of owner-1: %v, want web", deps)
+	}
+	if deps := c.f.Dependents("owner-2"); len(deps) != 0 {
+		t.Errorf("dependents of owner-2: %d, want none", len(deps))
+	}
+	// The watch saw the one create that happened, nothing for the others.
+	if ev := next(t, w); ev.Type != fsm.Added || ev.Object.Meta().Name != "api" {
+		t.Fatalf("event %s %s, want Added api", ev.Type, ev.Object.Meta().Name)
+	}
+}

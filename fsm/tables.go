@@ -95,6 +95,18 @@ func (t *tables) put(r *record) {
 	r.eachIndexed(func(i indexName, v string) { t.index.ReplaceOrInsert(indexEntry{i, v, r}) })
 }
 
+// putNew stores r unless a record of its key exists, and reports whether
+// it did: one descent of the tree when the key is free (a lookup and then
+// an insert would take two); a taken key is put back as it was.
+func (t *tables) putNew(r *record) bool {
+	if old, ok := t.objects.ReplaceOrInsert(item{r.key, r}); ok {
+		t.objects.ReplaceOrInsert(old)
+		return false
+	}
+	r.eachIndexed(func(i indexName, v string) { t.index.ReplaceOrInsert(indexEntry{i, v, r}) })
+	return true
+}
+
 // remove deletes the record of r's key and its index entries.
 func (t *tables) remove(r *record) {
 	if old, ok := t.objects.Delete(item{key: r.key}); ok {
