@@ -33,6 +33,12 @@ type applier struct {
 	index  uint64
 	log    *slog.Logger
 	events []Event
+	// inBatch is set while a batch's command runs, nested is its position
+	// (still set after it panicked); skip holds the batch's commands not to
+	// run, with their results' errors (they panicked in an earlier try).
+	inBatch bool
+	nested  int
+	skip    map[int]error
 }
 
 // safeCommand runs cmd, turning a panic into an error. A command that crashed
@@ -58,7 +64,12 @@ func (a *applier) command(cmd *pb.Command, nested bool) *Result {
 			res.Err = errorf(ErrInvalid, "a batch cannot contain a batch")
 			return res
 		}
-		for _, c := range b.GetCommands() {
+		for i, c := range b.GetCommands() {
+			if err, ok := a.skip[i]; ok {
+				res.Batch = append(res.Batch, &Result{Index: a.index, Err: err})
+				continue
+			}
+			a.inBatch, a.nested = true, i
 			if c == nil {
 				c = &pb.Command{}
 			}
@@ -70,6 +81,7 @@ func (a *applier) command(cmd *pb.Command, nested bool) *Result {
 			}
 			res.Batch = append(res.Batch, a.command(c, true))
 		}
+		a.inBatch = false
 		return res
 	}
 	if cmd.GetTime() == nil {

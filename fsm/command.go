@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
@@ -45,4 +47,35 @@ func DecodeCommand(b []byte) (*pb.Command, error) {
 		return nil, fmt.Errorf("%w: decode command: %v", ErrInvalid, err)
 	}
 	return cmd, nil
+}
+
+// Field numbers of the batch in Command and of the commands in CommandBatch
+// (proto/raft.proto).
+const (
+	commandBatchField    protowire.Number = 16
+	commandBatchCommands protowire.Number = 1
+)
+
+// JoinCommands makes one log entry of several encoded commands: a Batch
+// command holding them in order, each applied as if it were its own entry
+// except that all of them get the entry's index. It appends their encodings
+// as they are, which is exactly how the Batch would encode; none of them may
+// be a Batch itself (the store refuses nested batches).
+func JoinCommands(entries [][]byte) ([]byte, error) {
+	inner := 0
+	for i, e := range entries {
+		if len(e) == 0 || e[0] != commandVersion {
+			return nil, fmt.Errorf("fsm: join commands: entry %d is not an encoded command", i)
+		}
+		inner += protowire.SizeTag(commandBatchCommands) + protowire.SizeBytes(len(e)-1)
+	}
+	out := make([]byte, 0, 1+protowire.SizeTag(commandBatchField)+protowire.SizeBytes(inner))
+	out = append(out, commandVersion)
+	out = protowire.AppendTag(out, commandBatchField, protowire.BytesType)
+	out = protowire.AppendVarint(out, uint64(inner))
+	for _, e := range entries {
+		out = protowire.AppendTag(out, commandBatchCommands, protowire.BytesType)
+		out = protowire.AppendBytes(out, e[1:])
+	}
+	return out, nil
 }

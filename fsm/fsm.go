@@ -19,7 +19,6 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
-	gproto "google.golang.org/protobuf/proto"
 
 	pb "github.com/skiff-sh/skiff/proto"
 )
@@ -183,13 +182,13 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand {
 		// Only ApplyBatch sees these (configuration entries); they change
 		// nothing but still advance the applied index.
-		return f.apply(l.Index, nil, nil)
+		return f.apply(l.Index, nil, nil, nil)
 	}
 	cmd, err := DecodeCommand(l.Data)
 	if err != nil {
-		return f.apply(l.Index, nil, err)
+		return f.apply(l.Index, nil, nil, err)
 	}
-	return f.apply(l.Index, cmd, nil)
+	return f.apply(l.Index, cmd, l.Data, nil)
 }
 
 // ApplyBatch implements raft.BatchingFSM; it returns one *Result per log.
@@ -248,35 +247,43 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 // applyLog is Apply with wmu held.
 func (f *FSM) applyLog(l *raft.Log) *Result {
 	if l.Type != raft.LogCommand {
-		return f.applyLocked(l.Index, nil, nil)
+		return f.applyLocked(l.Index, nil, nil, nil)
 	}
 	cmd, err := DecodeCommand(l.Data)
 	if err != nil {
-		return f.applyLocked(l.Index, nil, err)
+		return f.applyLocked(l.Index, nil, nil, err)
 	}
-	return f.applyLocked(l.Index, cmd, nil)
+	return f.applyLocked(l.Index, cmd, l.Data, nil)
 }
 
 // ApplyCommand applies one command at the given index: the deterministic core
 // of Apply, usable directly in tests.
 func (f *FSM) ApplyCommand(index uint64, cmd *pb.Command) *Result {
 	if cmd == nil {
-		return f.apply(index, nil, fmt.Errorf("%w: nil command", ErrInvalid))
+		return f.apply(index, nil, nil, fmt.Errorf("%w: nil command", ErrInvalid))
 	}
-	// The store keeps parts of the command; the caller keeps cmd.
-	return f.apply(index, gproto.Clone(cmd).(*pb.Command), nil)
+	// As a log entry: the store keeps parts of the command, and a batch
+	// whose command panicked is decoded again (applyLocked).
+	raw, err := EncodeCommand(cmd)
+	if err != nil {
+		return f.apply(index, nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err))
+	}
+	own, err := DecodeCommand(raw)
+	return f.apply(index, own, raw, err)
 }
 
-// apply runs cmd (which the store now owns) at index in one write
-// transaction. A nil cmd with a nil err only advances the index.
-func (f *FSM) apply(index uint64, cmd *pb.Command, err error) *Result {
+// apply runs cmd (which the store now owns), decoded from raw, at index in
+// one write transaction. A nil cmd with a nil err only advances the index.
+func (f *FSM) apply(index uint64, cmd *pb.Command, raw []byte, err error) *Result {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
-	return f.applyLocked(index, cmd, err)
+	return f.applyLocked(index, cmd, raw, err)
 }
 
-// applyLocked is apply with wmu held.
-func (f *FSM) applyLocked(index uint64, cmd *pb.Command, err error) *Result {
+// applyLocked is apply with wmu held. When a command of a batch panics,
+// the batch is applied again from raw without it (it gets the panic as its
+// error), until none panics: only the commands that panicked are lost.
+func (f *FSM) applyLocked(index uint64, cmd *pb.Command, raw []byte, err error) *Result {
 	res := &Result{Index: index, Err: err}
 	if index <= f.applied {
 		// Raft never replays an index; refuse rather than corrupt the watch log.
@@ -288,13 +295,28 @@ func (f *FSM) applyLocked(index uint64, cmd *pb.Command, err error) *Result {
 	if err != nil {
 		f.cfg.Logger.Warn("fsm: skipping undecodable log entry", "index", index, "err", err)
 	} else if cmd != nil {
-		txn = f.w.clone()
-		a := &applier{kinds: f.kinds, txn: txn, index: index, log: f.cfg.Logger}
-		var ok bool
-		if res, ok = a.safeCommand(cmd); ok {
-			events = a.events
-		} else {
+		var skip map[int]error
+		for {
+			txn = f.w.clone()
+			a := &applier{kinds: f.kinds, txn: txn, index: index, log: f.cfg.Logger, skip: skip}
+			var ok bool
+			if res, ok = a.safeCommand(cmd); ok {
+				events = a.events
+				break
+			}
 			txn = nil // dropped: nothing of a command that panicked is kept
+			if !a.inBatch || raw == nil {
+				break
+			}
+			if skip == nil {
+				skip = map[int]error{}
+			}
+			skip[a.nested] = res.Err
+			// The commands that ran may have been changed: start afresh.
+			if cmd, err = DecodeCommand(raw); err != nil {
+				res = &Result{Index: index, Err: err}
+				break
+			}
 		}
 	}
 	f.publish(txn, index, events)
