@@ -428,7 +428,7 @@ func (s *Server) proposeHeld(ctx context.Context, cmd *pb.Command, hold time.Dur
 		return nil, status.Errorf(codes.Internal, "encode command: %v", err)
 	}
 	start := time.Now()
-	f, b, ok := s.batches.apply(ctx, data, s.cfg.ApplyTimeout, hold)
+	f, b, ok := s.batches.apply(ctx, data, joinKey(cmd), s.cfg.ApplyTimeout, hold)
 	if !ok {
 		return nil, pb.NotAppliedError(fmt.Sprintf("not applied (%v while waiting for the writes before it): safe to retry", ctx.Err()))
 	}

@@ -2,10 +2,14 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/skiff-sh/skiff/fsm"
+	pb "github.com/skiff-sh/skiff/proto"
 )
 
 // inflightBatches groups proposals into Raft batches and keeps at most max
@@ -23,9 +27,10 @@ import (
 // is latency at low concurrency where syncs are cheap and the masters far
 // apart: a write that arrives while another is in flight waits for it.
 //
-// The proposals released together are handed to raft one after another
-// from one goroutine, so raft's leader loop finds them queued together and
-// writes them as one batch (BatchApplyCh).
+// The proposals released together are joined into as few raft entries as
+// they allow (see propose), handed to raft one after another from one
+// goroutine, so raft's leader loop finds them queued together and writes
+// them as one batch (BatchApplyCh).
 //
 // With one batch in flight, closed-loop writers settle into groups that
 // take turns: at 16 writers, two groups of about eight, each batch paying
@@ -55,6 +60,8 @@ type inflightBatches struct {
 	max    int
 	linger time.Duration
 	now    func() time.Time // tests replace it
+	// entries, if set, is told how many writes each entry proposed holds.
+	entries func(writes int)
 
 	mu       sync.Mutex
 	inflight int             // batches in flight
@@ -99,7 +106,10 @@ type batch struct {
 
 // waitingWrite is a proposal waiting for the batch in flight.
 type waitingWrite struct {
-	data    []byte
+	data []byte
+	// key names the object the write changes (joinKey): writes of
+	// different objects may share an entry; "" goes alone.
+	key     string
 	timeout time.Duration
 	// taken is set, under mu, when the write is released; a waiter whose
 	// context ends before that withdraws it instead.
@@ -127,25 +137,28 @@ func (g *inflightBatches) activity() (busy bool, proposed uint64) {
 	return g.inflight > 0 || len(g.waiting) > 0, g.proposed
 }
 
-// apply proposes data, after the batches in flight if there are max of
+// apply proposes data, an encoded command changing the object key names
+// ("" if none or several), after the batches in flight if there are max of
 // them, and returns its future and its batch, which the caller passes to
 // done once the future has completed. ok is false when ctx ended before the
 // write was proposed: it never entered the log. With hold, a write that
 // would go at once waits up to hold for others to go with.
-func (g *inflightBatches) apply(ctx context.Context, data []byte, timeout, hold time.Duration) (f raft.ApplyFuture, b *batch, ok bool) {
+func (g *inflightBatches) apply(ctx context.Context, data []byte, key string, timeout, hold time.Duration) (f raft.ApplyFuture, b *batch, ok bool) {
 	g.mu.Lock()
 	g.proposed++
 	if g.max <= 0 {
 		g.mu.Unlock()
+		g.counted(1)
 		return g.raft.Apply(data, timeout), nil, true
 	}
 	free := g.inflight < g.max && !g.lingering
 	if free && !g.holding && hold <= 0 {
 		g.inflight++
 		g.mu.Unlock()
+		g.counted(1)
 		return g.raft.Apply(data, timeout), &batch{pending: 1, size: 1, released: g.now()}, true
 	}
-	w := &waitingWrite{data: data, timeout: timeout, started: make(chan startedWrite, 1)}
+	w := &waitingWrite{data: data, key: key, timeout: timeout, started: make(chan startedWrite, 1)}
 	g.waiting = append(g.waiting, w)
 	switch {
 	case free && g.holding && hold <= 0:
@@ -299,8 +312,149 @@ func (g *inflightBatches) take() ([]*waitingWrite, *batch) {
 }
 
 // propose hands a released batch to raft, in order, from this goroutine.
+//
+// Consecutive writes of different objects go as one entry, a Batch command
+// (fsm.JoinCommands), up to maxBatchEntryBytes: raft, raft-boltdb and the
+// store pay for every entry on every master (its msgpack encodings, its
+// future, its bolt key, its decoding and transaction), so one entry of
+// many writes costs the masters far less than as many entries. Each write
+// keeps its own result, exactly as alone; they share the entry's index, so
+// their objects share one resourceVersion, as a controller's batch of
+// creates does (watches resume inside an index: client.Watcher). Two
+// writes of one object never share an entry, so no two states of an
+// object carry the same resourceVersion.
 func (g *inflightBatches) propose(next []*waitingWrite, nb *batch) {
+	var group []*waitingWrite
+	var keys map[string]bool
+	size := 0
+	flush := func() {
+		g.proposeJoined(group, nb)
+		group, size = group[:0], 0
+		clear(keys)
+	}
 	for _, w := range next {
+		if len(group) > 0 && (w.key == "" || keys[w.key] || size+len(w.data) > maxBatchEntryBytes) {
+			flush()
+		}
+		group, size = append(group, w), size+len(w.data)
+		if w.key == "" {
+			flush()
+			continue
+		}
+		if keys == nil {
+			keys = make(map[string]bool, len(next))
+		}
+		keys[w.key] = true
+	}
+	if len(group) > 0 {
+		flush()
+	}
+}
+
+// proposeJoined proposes group as one entry (one write: as it is).
+func (g *inflightBatches) proposeJoined(group []*waitingWrite, nb *batch) {
+	if len(group) > 1 {
+		entries := make([][]byte, len(group))
+		for i, w := range group {
+			entries[i] = w.data
+		}
+		if data, err := fsm.JoinCommands(entries); err == nil {
+			g.counted(len(group))
+			e := &joinedEntry{f: g.raft.Apply(data, group[0].timeout)}
+			for i, w := range group {
+				w.started <- startedWrite{f: joinedFuture{e: e, i: i}, b: nb}
+			}
+			return
+		}
+		// Not encoded commands (tests): one entry each.
+	}
+	for _, w := range group {
+		g.counted(1)
 		w.started <- startedWrite{f: g.raft.Apply(w.data, w.timeout), b: nb}
 	}
+}
+
+func (g *inflightBatches) counted(writes int) {
+	if g.entries != nil {
+		g.entries(writes)
+	}
+}
+
+// joinedEntry is the future of an entry of joined writes, which each of
+// them waits for: raft's future answers only one waiter.
+type joinedEntry struct {
+	f    raft.ApplyFuture
+	once sync.Once
+	err  error
+}
+
+func (e *joinedEntry) wait() error {
+	e.once.Do(func() { e.err = e.f.Error() })
+	return e.err
+}
+
+// joinedFuture is one write's view of the entry it was joined into: the
+// entry's outcome, and its own result within the entry's.
+type joinedFuture struct {
+	e *joinedEntry
+	i int
+}
+
+// Error implements raft.ApplyFuture.
+func (f joinedFuture) Error() error { return f.e.wait() }
+
+// Index implements raft.ApplyFuture.
+func (f joinedFuture) Index() uint64 { return f.e.f.Index() }
+
+// Response implements raft.ApplyFuture; call it after Error.
+func (f joinedFuture) Response() any {
+	resp := f.e.f.Response()
+	res, ok := resp.(*fsm.Result)
+	if !ok {
+		return resp
+	}
+	if f.i < len(res.Batch) {
+		return res.Batch[f.i]
+	}
+	err := res.Err
+	if err == nil {
+		err = fmt.Errorf("%w: the entry has %d results, none for write %d", fsm.ErrInvalid, len(res.Batch), f.i)
+	}
+	return &fsm.Result{Index: res.Index, Err: err}
+}
+
+// joinKey names the object cmd changes, for the gate to tell which writes
+// may share an entry; "" for a command that must go alone (a batch).
+func joinKey(cmd *pb.Command) string {
+	var kind, ns, name string
+	switch op := cmd.GetOp().(type) {
+	case *pb.Command_Create, *pb.Command_Update, *pb.Command_UpdateStatus, *pb.Command_Apply:
+		var obj *pb.Object
+		switch op := op.(type) {
+		case *pb.Command_Create:
+			obj = op.Create
+		case *pb.Command_Update:
+			obj = op.Update
+		case *pb.Command_UpdateStatus:
+			obj = op.UpdateStatus
+		case *pb.Command_Apply:
+			obj = op.Apply
+		}
+		m := obj.Meta()
+		kind, ns, name = obj.KindName(), m.GetNamespace(), m.GetName()
+	case *pb.Command_Delete:
+		kind, ns, name = op.Delete.GetKind(), op.Delete.GetNamespace(), op.Delete.GetName()
+	case *pb.Command_Bind:
+		kind, ns, name = "Pod", op.Bind.GetNamespace(), op.Bind.GetName()
+	default:
+		return ""
+	}
+	k, ok := pb.LookupKind(kind)
+	if !ok || name == "" {
+		return ""
+	}
+	if !k.Namespaced {
+		ns = ""
+	}
+	return k.Kind + "\x00" + ns + "\x00" + name
 }

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/skiff-sh/skiff/fsm"
+	pb "github.com/skiff-sh/skiff/proto"
 )
 
 // recordingRaft is an applier whose futures complete when the test says.
@@ -21,10 +25,13 @@ type recordingRaft struct {
 
 type heldFuture struct {
 	raft.ApplyFuture
-	done chan struct{}
+	done  chan struct{}
+	resp  any          // what Response returns, set before done is closed
+	waits atomic.Int32 // Error calls: raft's future answers only one
 }
 
-func (f *heldFuture) Error() error { <-f.done; return nil }
+func (f *heldFuture) Error() error  { f.waits.Add(1); <-f.done; return nil }
+func (f *heldFuture) Response() any { return f.resp }
 
 func (r *recordingRaft) Apply(cmd []byte, _ time.Duration) raft.ApplyFuture {
 	r.mu.Lock()
@@ -61,6 +68,7 @@ type started struct {
 	cmd string
 	b   *batch
 	ok  bool
+	f   raft.ApplyFuture
 }
 
 // propose starts cmd on its own goroutine and waits until it is either
@@ -73,13 +81,19 @@ func propose(t *testing.T, ctx context.Context, g *inflightBatches, r *recording
 // proposeHeld is propose for a write that may wait hold for company.
 func proposeHeld(t *testing.T, ctx context.Context, g *inflightBatches, r *recordingRaft, cmd string, hold time.Duration) <-chan started {
 	t.Helper()
+	return proposeKeyed(t, ctx, g, r, cmd, "", hold)
+}
+
+// proposeKeyed is proposeHeld for a write of the object key names.
+func proposeKeyed(t *testing.T, ctx context.Context, g *inflightBatches, r *recordingRaft, cmd, key string, hold time.Duration) <-chan started {
+	t.Helper()
 	g.mu.Lock()
 	queued := len(g.waiting)
 	g.mu.Unlock()
 	out := make(chan started, 1)
 	go func() {
-		_, b, ok := g.apply(ctx, []byte(cmd), time.Second, hold)
-		out <- started{cmd, b, ok}
+		f, b, ok := g.apply(ctx, []byte(cmd), key, time.Second, hold)
+		out <- started{cmd, b, ok, f}
 	}()
 	eventually(t, 5*time.Second, cmd+" proposed or queued", func() error {
 		g.mu.Lock()
@@ -432,5 +446,127 @@ func TestInflightBatchesLingerSkip(t *testing.T) {
 	receive(t, i)
 	if got := r.proposed(); !slices.Equal(got, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}) {
 		t.Fatalf("proposed %v", got)
+	}
+}
+
+// TestInflightBatchesJoin: writes released together go as one entry per
+// run of writes to different objects, in arrival order; a write of an
+// object already in the entry, or one that must go alone, starts a new one.
+// Each joined write's future answers with its own result in the entry's.
+func TestInflightBatchesJoin(t *testing.T) {
+	r := &recordingRaft{}
+	g := newInflightBatches(r, 1, 0)
+	var mu sync.Mutex
+	var counts []int
+	g.entries = func(n int) { mu.Lock(); counts = append(counts, n); mu.Unlock() }
+	ctx := context.Background()
+	enc := func(name string) string {
+		data, err := fsm.EncodeCommand(&pb.Command{Op: &pb.Command_Delete{Delete: &pb.DeleteOp{Kind: "ConfigMap", Namespace: "default", Name: name}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	a := receive(t, proposeKeyed(t, ctx, g, r, enc("a"), "a", 0))
+	var queued []<-chan started
+	for _, w := range []struct{ cmd, key string }{
+		{enc("b"), "b"}, {enc("c"), "c"}, {enc("b2"), "b"}, {enc("alone"), ""}, {enc("d"), "d"}, {enc("e"), "e"},
+	} {
+		queued = append(queued, proposeKeyed(t, ctx, g, r, w.cmd, w.key, 0))
+	}
+	r.complete(t, g, enc("a"), a.b)
+	var got []started
+	for _, ch := range queued {
+		got = append(got, receive(t, ch))
+	}
+	join := func(names ...string) string {
+		var entries [][]byte
+		for _, n := range names {
+			entries = append(entries, []byte(enc(n)))
+		}
+		data, err := fsm.JoinCommands(entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	want := []string{enc("a"), join("b", "c"), enc("b2"), enc("alone"), join("d", "e")}
+	if p := r.proposed(); !slices.Equal(p, want) {
+		t.Fatalf("proposed %d entries, want a; b+c; b2 (b again); alone; d+e", len(p))
+	}
+	mu.Lock()
+	if !slices.Equal(counts, []int{1, 2, 1, 1, 2}) {
+		t.Fatalf("writes per entry counted %v, want 1, 2, 1, 1, 2", counts)
+	}
+	mu.Unlock()
+	for _, s := range got {
+		if s.b != got[0].b || s.b.size != 6 {
+			t.Fatal("the six writes were not one batch of six")
+		}
+	}
+
+	// The entry's result, split: each joined write gets its own.
+	bc := r.futures[join("b", "c")]
+	rb, rc := &fsm.Result{Index: 7, Action: "deleted"}, &fsm.Result{Index: 7, Err: fsm.ErrNotFound}
+	bc.resp = &fsm.Result{Index: 7, Batch: []*fsm.Result{rb, rc}}
+	if got[0].f.Response() != rb || got[1].f.Response() != rc {
+		t.Fatal("b and c did not get their own results from the joined entry")
+	}
+	// An entry refused as a whole is each write's refusal.
+	de := r.futures[join("d", "e")]
+	de.resp = &fsm.Result{Index: 9, Err: fsm.ErrInvalid}
+	for _, s := range got[4:] {
+		res, ok := s.f.Response().(*fsm.Result)
+		if !ok || res.Index != 9 || !errors.Is(res.Err, fsm.ErrInvalid) {
+			t.Fatalf("a write of a refused entry got %v, want the entry's error", s.f.Response())
+		}
+	}
+	for _, c := range want[1:] {
+		close(r.futures[c].done)
+	}
+	var wg sync.WaitGroup
+	for _, s := range got {
+		wg.Go(func() {
+			if err := s.f.Error(); err != nil {
+				t.Errorf("%v", err)
+			}
+			g.done(s.b)
+		})
+	}
+	wg.Wait()
+	for _, c := range want[1:] {
+		if n := r.futures[c].waits.Load(); n != 1 {
+			t.Fatalf("an entry's future was waited on %d times, want once (raft's answers one waiter)", n)
+		}
+	}
+	if busy, _ := g.activity(); busy {
+		t.Fatal("the gate is still busy after every write completed")
+	}
+}
+
+func TestJoinKey(t *testing.T) {
+	cm := func(ns, name string) *pb.Object {
+		return pb.Wrap(&pb.ConfigMap{Metadata: &pb.ObjectMeta{Namespace: ns, Name: name}})
+	}
+	node := pb.Wrap(&pb.Node{Metadata: &pb.ObjectMeta{Namespace: "ignored", Name: "n1"}})
+	for _, c := range []struct {
+		cmd  *pb.Command
+		want string
+	}{
+		{&pb.Command{Op: &pb.Command_Create{Create: cm("default", "a")}}, "ConfigMap\x00default\x00a"},
+		{&pb.Command{Op: &pb.Command_Update{Update: cm("default", "a")}}, "ConfigMap\x00default\x00a"},
+		{&pb.Command{Op: &pb.Command_UpdateStatus{UpdateStatus: node}}, "Node\x00\x00n1"},
+		{&pb.Command{Op: &pb.Command_Apply{Apply: cm("other", "a")}}, "ConfigMap\x00other\x00a"},
+		{&pb.Command{Op: &pb.Command_Delete{Delete: &pb.DeleteOp{Kind: "configmaps", Namespace: "default", Name: "a"}}}, "ConfigMap\x00default\x00a"},
+		{&pb.Command{Op: &pb.Command_Delete{Delete: &pb.DeleteOp{Kind: "Node", Namespace: "x", Name: "n1"}}}, "Node\x00\x00n1"},
+		{&pb.Command{Op: &pb.Command_Bind{Bind: &pb.BindOp{Namespace: "default", Name: "web", NodeName: "n1"}}}, "Pod\x00default\x00web"},
+		{&pb.Command{Op: &pb.Command_Create{Create: cm("default", "")}}, ""},
+		{&pb.Command{Op: &pb.Command_Delete{Delete: &pb.DeleteOp{Kind: "Nope", Name: "a"}}}, ""},
+		{&pb.Command{Op: &pb.Command_Batch{Batch: &pb.CommandBatch{}}}, ""},
+		{&pb.Command{}, ""},
+	} {
+		if got := joinKey(c.cmd); got != c.want {
+			t.Errorf("joinKey(%v) = %q, want %q", c.cmd, got, c.want)
+		}
 	}
 }

@@ -26,6 +26,7 @@ type metrics struct {
 	watchers       prometheus.Gauge
 	logStoreStalls prometheus.Counter
 	logBatch       prometheus.Histogram
+	entryWrites    prometheus.Histogram
 	leaderChanges  prometheus.Counter
 }
 
@@ -63,13 +64,18 @@ func newMetrics() *metrics {
 			Help:    "Entries per raft log write (one fsynced bolt commit): how well group commit batches.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
+		entryWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "skiff_raft_entry_writes",
+			Help:    "API writes per raft entry the leader proposed: writes of different objects released together share one entry.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
 		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_raft_leadership_gained_total",
 			Help: "Times this master became leader.",
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.requestSeconds, m.applySeconds, m.forwarded, m.watchers,
-		m.logStoreStalls, m.logBatch, m.leaderChanges,
+		m.logStoreStalls, m.logBatch, m.entryWrites, m.leaderChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

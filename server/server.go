@@ -184,6 +184,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	s.batches = newInflightBatches(s.raft, cfg.MaxInflightBatches, cfg.BatchLinger)
+	s.batches.entries = func(n int) { s.metrics.entryWrites.Observe(float64(n)) }
 	writes := s.batches.activity
 	s.stores.trans.writes.Store(&writes)
 	s.stores.own.raft.Store(raftState(s.raft))

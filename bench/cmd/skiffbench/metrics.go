@@ -121,4 +121,10 @@ func logBatches(ctx context.Context, rep *Report, c *skiffCluster, what string, 
 	}
 	rep.add("writes", fmt.Sprintf("%s entries per log write on the leader, %d clients", what, clients), leader, "", nil, "",
 		strings.Join(parts, "; "))
+	// Writes of different objects released together share an entry.
+	const e = "skiff_raft_entry_writes"
+	if n := after[l][e+"_count"] - before[l][e+"_count"]; n > 0 {
+		rep.add("writes", fmt.Sprintf("%s writes per raft entry on the leader, %d clients", what, clients),
+			(after[l][e+"_sum"]-before[l][e+"_sum"])/n, "", nil, "", fmt.Sprintf("%.0f entries", n))
+	}
 }
