@@ -427,27 +427,26 @@ func (f joinedFuture) Response() any {
 // may share an entry; "" for a command that must go alone (a batch).
 func joinKey(cmd *pb.Command) string {
 	var kind, ns, name string
+	var obj *pb.Object
 	switch op := cmd.GetOp().(type) {
-	case *pb.Command_Create, *pb.Command_Update, *pb.Command_UpdateStatus, *pb.Command_Apply:
-		var obj *pb.Object
-		switch op := op.(type) {
-		case *pb.Command_Create:
-			obj = op.Create
-		case *pb.Command_Update:
-			obj = op.Update
-		case *pb.Command_UpdateStatus:
-			obj = op.UpdateStatus
-		case *pb.Command_Apply:
-			obj = op.Apply
-		}
-		m := obj.Meta()
-		kind, ns, name = obj.KindName(), m.GetNamespace(), m.GetName()
+	case *pb.Command_Create:
+		obj = op.Create
+	case *pb.Command_Update:
+		obj = op.Update
+	case *pb.Command_UpdateStatus:
+		obj = op.UpdateStatus
+	case *pb.Command_Apply:
+		obj = op.Apply
 	case *pb.Command_Delete:
 		kind, ns, name = op.Delete.GetKind(), op.Delete.GetNamespace(), op.Delete.GetName()
 	case *pb.Command_Bind:
 		kind, ns, name = "Pod", op.Bind.GetNamespace(), op.Bind.GetName()
 	default:
 		return ""
+	}
+	if obj != nil {
+		m := obj.Meta()
+		kind, ns, name = obj.KindName(), m.GetNamespace(), m.GetName()
 	}
 	k, ok := pb.LookupKind(kind)
 	if !ok || name == "" {

@@ -16,8 +16,13 @@ import (
 )
 
 // logCacheEntries is how many recent log entries are kept in memory: more
-// than a few full group-committed batches (maxAppendEntries) in flight.
-const logCacheEntries = 4096
+// than a few full AppendEntries (maxAppendEntries) in flight, what
+// replication and the followers' apply read. An entry may hold many writes
+// (the write gate joins them), so the cache is kept small: with 4,096 the
+// leader held every pod of a 10,000-pod scale run, 30 MB more RSS than with
+// 128 (264 against 234 MB; 256: 247 MB). A follower further behind reads
+// from bolt.
+const logCacheEntries = 256
 
 // maxAppendEntries bounds a group-committed batch and the entries of one
 // AppendEntries. raft allocates a slice of this many pointers for every
