@@ -276,6 +276,10 @@ func TestThreeMasters(t *testing.T) {
 					if strings.Contains(body, "\nskiff_raft_log_write_entries_count 0\n") || !strings.Contains(body, "\nskiff_raft_log_write_entries_count ") {
 						t.Errorf("%s /metrics counts no raft log writes", ts.cfg.Name)
 					}
+					// ... and keeps the newest in memory.
+					if strings.Contains(body, "\nskiff_raft_log_cache_bytes 0\n") || !strings.Contains(body, "\nskiff_raft_log_cache_bytes ") {
+						t.Errorf("%s /metrics shows no cached raft entries", ts.cfg.Name)
+					}
 				}
 			}
 		}

@@ -81,7 +81,7 @@ func newMetrics() *metrics {
 }
 
 // registerState adds the gauges read from raft and the store at scrape time.
-func (m *metrics) registerState(r *raft.Raft, store *fsm.FSM) {
+func (m *metrics) registerState(r *raft.Raft, store *fsm.FSM, logs *logCache) {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -95,6 +95,8 @@ func (m *metrics) registerState(r *raft.Raft, store *fsm.FSM) {
 			func() float64 { return float64(r.LastIndex()) }),
 		gauge("skiff_raft_applied_index", "Last index applied to this master's store.",
 			func() float64 { return float64(store.AppliedIndex()) }),
+		gauge("skiff_raft_log_cache_bytes", "Bytes of recent Raft log entries this master keeps in memory.",
+			func() float64 { _, b := logs.cached(); return float64(b) }),
 		&objectCollector{store: store, desc: prometheus.NewDesc("skiff_objects",
 			"Objects in this master's store, by kind.", []string{"kind"}, nil)},
 	)

@@ -15,14 +15,18 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// logCacheEntries is how many recent log entries are kept in memory: more
-// than a few full AppendEntries (maxAppendEntries) in flight, what
-// replication and the followers' apply read. An entry may hold many writes
-// (the write gate joins them), so the cache is kept small: with 4,096 the
-// leader held every pod of a 10,000-pod scale run, 30 MB more RSS than with
-// 128 (264 against 234 MB; 256: 247 MB). A follower further behind reads
-// from bolt.
-const logCacheEntries = 256
+// logCacheEntries and logCacheBytes bound the recent log entries kept in
+// memory (logCache): more than a few full AppendEntries (maxAppendEntries)
+// in flight, what replication and the followers' apply read. An entry may
+// hold many writes (the write gate joins them), so the cache is kept small:
+// with 4,096 entries the leader held every pod of a 10,000-pod scale run,
+// 30 MB more RSS than with 128 (264 against 234 MB; 256: 247 MB). The byte
+// bound caps it after large writes (256 joined entries could be 512 MiB). A
+// follower further behind reads from bolt.
+const (
+	logCacheEntries = 256
+	logCacheBytes   = 16 << 20
+)
 
 // maxAppendEntries bounds a group-committed batch and the entries of one
 // AppendEntries. raft allocates a slice of this many pointers for every
@@ -37,7 +41,7 @@ type raftStores struct {
 	bolt *raftboltdb.BoltStore
 	// logs is what raft uses: recent entries cached in memory over own
 	// (logStore) over bolt.
-	logs   raft.LogStore
+	logs   *logCache
 	own    *logStore
 	snaps  *raft.FileSnapshotStore
 	trans  *serialTransport
@@ -72,9 +76,7 @@ func openRaftStores(cfg Config, metrics *metrics, sec *serverTLS) (_ *raftStores
 	st.own = newLogStore(st.bolt, cfg.LogStoreStallTimeout, cfg.Logger, metrics)
 	// The leader reads every entry back to replicate and to apply it: keep
 	// the recent ones in memory. Writes that fail (a stall) are not cached.
-	if st.logs, err = raft.NewLogCache(logCacheEntries, st.own); err != nil {
-		return nil, fmt.Errorf("raft log cache: %w", err)
-	}
+	st.logs = newLogCache(st.own, logCacheEntries, logCacheBytes)
 	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(cfg.Logger, "raft-snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("open raft snapshot store in %s: %w", dir, err)

@@ -189,7 +189,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	s.stores.trans.writes.Store(&writes)
 	s.stores.own.raft.Store(raftState(s.raft))
 	s.stores.trans.raft.Store(termState(s.raft))
-	s.metrics.registerState(s.raft, s.fsm)
+	s.metrics.registerState(s.raft, s.fsm, s.stores.logs)
 
 	s.gossip, err = newGossip(s)
 	if err != nil {
