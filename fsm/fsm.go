@@ -61,11 +61,15 @@ type Config struct {
 	// for the garbage collector to scan (BenchmarkPodHistoryHeap); a
 	// watcher that reaches one, resuming or lagging, decodes its own copy.
 	DecodedEvents int
+	// DecodedEventBytes bounds the encodings of those events (0: no bound),
+	// so a run of large objects does not keep thousands of them decoded:
+	// what they hold decoded is about what their encodings hold.
+	DecodedEventBytes int
 }
 
 // DefaultConfig returns the configuration used by skiff server.
 func DefaultConfig() Config {
-	return Config{Logger: slog.Default(), EventWindow: 50000, DecodedEvents: 4096}
+	return Config{Logger: slog.Default(), EventWindow: 50000, DecodedEvents: 4096, DecodedEventBytes: 32 << 20}
 }
 
 // Validate reports the first invalid field.
@@ -78,6 +82,9 @@ func (c Config) Validate() error {
 	}
 	if c.DecodedEvents < 0 {
 		return errors.New("fsm config: DecodedEvents must not be negative")
+	}
+	if c.DecodedEventBytes < 0 {
+		return errors.New("fsm config: DecodedEventBytes must not be negative")
 	}
 	return nil
 }
@@ -172,7 +179,7 @@ func New(cfg Config) (*FSM, error) {
 		kinds:  newKindTable(),
 		w:      t,
 		cur:    t.clone(),
-		events: newEventLog(cfg.EventWindow, cfg.DecodedEvents, 0, 0),
+		events: newEventLog(cfg.EventWindow, cfg.DecodedEvents, cfg.DecodedEventBytes, 0, 0),
 		notify: make(chan struct{}),
 	}, nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,7 +38,7 @@ func TestWakeTableWakesOnlyConcernedWatchers(t *testing.T) {
 	pods := tab.wait(wakeKey{kind: "Pod"})
 	cms := tab.wait(wakeKey{kind: "ConfigMap"})
 
-	var l eventLog = newEventLog(1000, 1000, 0, 0)
+	var l eventLog = newEventLog(1000, 1000, 0, 0, 0)
 	bind := []Event{{Type: Modified, Object: podOn("b"), Old: podOn("")}}
 	l.append(bind)
 	tab.publish(bind, l.next, len(l.buf))
@@ -177,7 +179,7 @@ func TestEventLogNodeIndexMatchesScan(t *testing.T) {
 	}
 	for seed := range uint64(10) {
 		r := rand.New(rand.NewPCG(seed, 1))
-		l := newEventLog(16, 16, 0, 0)
+		l := newEventLog(16, 16, 0, 0, 0)
 		for step := range 300 {
 			var evs []Event
 			for range 1 + r.IntN(5) {
@@ -223,7 +225,7 @@ func TestEventLogNodeIndexMatchesScan(t *testing.T) {
 // their objects; older ones keep their encodings, and one without an
 // encoding keeps its objects.
 func TestEventLogDropsOlderObjects(t *testing.T) {
-	l := newEventLog(10, 3, 0, 0)
+	l := newEventLog(10, 3, 0, 0, 0)
 	for i := range 8 {
 		obj, old := podOn(fmt.Sprint("n", i)), podOn("")
 		ev := Event{Type: Modified, Object: obj, Old: old, Index: uint64(i + 1)}
@@ -252,4 +254,63 @@ func mustMarshal(t *testing.T, o *pb.Object) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestEventLogDecodedBytes: the newest events keep their objects only
+// while their encodings stay within DecodedEventBytes, always the newest
+// one; events leaving the window leave the count.
+func TestEventLogDecodedBytes(t *testing.T) {
+	add := func(l *eventLog, i, size int) {
+		obj := podOn(strings.Repeat("n", size))
+		l.append([]Event{{Type: Added, Object: obj, Index: uint64(i + 1), Encoded: mustMarshal(t, obj)}})
+	}
+	kept := func(l *eventLog) (seqs []uint64) {
+		for seq := l.oldest(); seq < l.next; seq++ {
+			if l.buf[seq%uint64(len(l.buf))].Object != nil {
+				seqs = append(seqs, seq)
+			}
+		}
+		return seqs
+	}
+	check := func(l *eventLog, want ...uint64) {
+		t.Helper()
+		if got := kept(l); !slices.Equal(got, want) {
+			t.Fatalf("events keeping their objects: %v, want %v", got, want)
+		}
+		var sum uint64
+		for _, seq := range want {
+			sum += l.buf[seq%uint64(len(l.buf))].encodedSize()
+		}
+		if l.decBytes != sum {
+			t.Fatalf("counted %d bytes of decoded events, they have %d", l.decBytes, sum)
+		}
+	}
+	one := uint64(len(mustMarshal(t, podOn(strings.Repeat("n", 1000)))))
+
+	l := newEventLog(10, 100, int(2*one+one/2), 0, 0)
+	for i := range 5 {
+		add(&l, i, 1000)
+	}
+	check(&l, 3, 4)
+	// Larger than the bound by itself: it stays decoded while it is the
+	// newest, and is the first to go after.
+	add(&l, 5, 4000)
+	check(&l, 5)
+	add(&l, 6, 1000)
+	check(&l, 6)
+	add(&l, 7, 1000)
+	check(&l, 6, 7)
+
+	// No byte bound: the count decides; events leaving the window leave
+	// the bytes.
+	l = newEventLog(4, 100, 0, 0, 0)
+	for i := range 7 {
+		add(&l, i, 1000)
+	}
+	check(&l, 3, 4, 5, 6)
+	l = newEventLog(4, 100, int(10*one), 0, 0)
+	for i := range 7 {
+		add(&l, i, 1000)
+	}
+	check(&l, 3, 4, 5, 6)
 }

@@ -135,12 +135,18 @@ type eventLog struct {
 	// a sweep every quarter window.
 	byNode map[string][]uint64
 	// decoded is how many of the newest events keep their objects decoded
-	// (Config.DecodedEvents); older ones keep their encodings only.
-	decoded uint64
+	// (Config.DecodedEvents), and decodedBytes how many bytes of encodings
+	// those events may have (Config.DecodedEventBytes; 0: no bound); older
+	// ones keep their encodings only.
+	decoded, decodedBytes uint64
+	// The events from seq dec on have their objects, which are
+	// decBytes of encodings.
+	dec, decBytes uint64
 }
 
-func newEventLog(window, decoded int, start, epoch uint64) eventLog {
-	return eventLog{buf: make([]Event, window), start: start, epoch: epoch, byNode: make(map[string][]uint64), decoded: uint64(decoded)}
+func newEventLog(window, decoded, decodedBytes int, start, epoch uint64) eventLog {
+	return eventLog{buf: make([]Event, window), start: start, epoch: epoch, byNode: make(map[string][]uint64),
+		decoded: uint64(decoded), decodedBytes: uint64(decodedBytes)}
 }
 
 // oldest returns the sequence number of the oldest retained event.
@@ -160,6 +166,10 @@ func (l *eventLog) append(evs []Event) {
 			// Evicting an event at index i may leave others at i (a batch),
 			// so only resuming from i or later stays exact.
 			l.start = slot.Index
+			if evicted := l.next - n; evicted >= l.dec {
+				l.decBytes -= slot.encodedSize()
+				l.dec = evicted + 1
+			}
 		}
 		e.kind, e.hasOld = e.Object.KindName(), e.Old != nil
 		if e.Type == Added {
@@ -175,14 +185,36 @@ func (l *eventLog) append(evs []Event) {
 		}
 		*slot = *e
 		l.next++
-		if l.decoded < n && l.next > l.decoded {
-			l.buf[(l.next-1-l.decoded)%n].dropObjects()
-		}
+		l.decBytes += e.encodedSize()
+		l.dropOlderObjects()
 		if l.next%uint64(max(1, len(l.buf)/4)) == 0 {
 			l.prune()
 		}
 	}
 }
+
+// dropOlderObjects drops the objects of the oldest events that keep them
+// until the newest decoded events and their bytes are within the bounds.
+// The byte bound keeps at least the newest event decoded: every watcher
+// reads it now, and each would decode a copy of its own.
+func (l *eventLog) dropOlderObjects() {
+	n := uint64(len(l.buf))
+	for l.dec < l.next {
+		overCount := l.next-l.dec > l.decoded
+		overBytes := l.decodedBytes > 0 && l.decBytes > l.decodedBytes && l.dec < l.next-1
+		if !overCount && !overBytes {
+			return
+		}
+		ev := &l.buf[l.dec%n]
+		l.decBytes -= ev.encodedSize()
+		ev.dropObjects()
+		l.dec++
+	}
+}
+
+// encodedSize is what an event's encodings hold: about what its decoded
+// objects hold for large objects, a third or less for small ones.
+func (e *Event) encodedSize() uint64 { return uint64(len(e.Encoded) + len(e.oldEncoded)) }
 
 // dropObjects lets the decoded objects of an event that is no longer new
 // go, keeping their encodings; decode brings them back for a watcher.

@@ -189,6 +189,9 @@ func podHistoryHeap(b *testing.B, decoded int) uint64 {
 	runtime.ReadMemStats(&before)
 	cfg := fsm.DefaultConfig()
 	cfg.DecodedEvents = decoded
+	if decoded == cfg.EventWindow {
+		cfg.DecodedEventBytes = 0 // every event, however large
+	}
 	s := newStoreWith(b, cfg, tenNamespaces...)
 	apply := func(c *pb.Command) {
 		if res := s.f.ApplyCommand(s.index, c); res.Err != nil {
