@@ -53,8 +53,13 @@ const (
 // Config configures an FSM.
 type Config struct {
 	Logger *slog.Logger
-	// EventWindow is how many watch events are retained for resuming watches.
-	EventWindow int
+	// EventWindow is how many watch events are retained for resuming watches,
+	// and EventWindowBytes how many bytes of object encodings they may hold
+	// (0: no bound): an object's earlier versions stay in memory while
+	// their events are retained, so a large object written often would
+	// otherwise keep thousands of its versions.
+	EventWindow      int
+	EventWindowBytes int
 	// DecodedEvents is how many of the newest events keep their objects
 	// decoded, shared by every watcher that reads them while they are new.
 	// Older events keep only the encodings: far less memory, and nothing
@@ -69,7 +74,7 @@ type Config struct {
 
 // DefaultConfig returns the configuration used by skiff server.
 func DefaultConfig() Config {
-	return Config{Logger: slog.Default(), EventWindow: 50000, DecodedEvents: 4096, DecodedEventBytes: 32 << 20}
+	return Config{Logger: slog.Default(), EventWindow: 50000, EventWindowBytes: 256 << 20, DecodedEvents: 4096, DecodedEventBytes: 32 << 20}
 }
 
 // Validate reports the first invalid field.
@@ -82,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if c.DecodedEvents < 0 {
 		return errors.New("fsm config: DecodedEvents must not be negative")
+	}
+	if c.EventWindowBytes < 0 {
+		return errors.New("fsm config: EventWindowBytes must not be negative")
 	}
 	if c.DecodedEventBytes < 0 {
 		return errors.New("fsm config: DecodedEventBytes must not be negative")
@@ -179,7 +187,7 @@ func New(cfg Config) (*FSM, error) {
 		kinds:  newKindTable(),
 		w:      t,
 		cur:    t.clone(),
-		events: newEventLog(cfg.EventWindow, cfg.DecodedEvents, cfg.DecodedEventBytes, 0, 0),
+		events: newEventLog(cfg, 0, 0),
 		notify: make(chan struct{}),
 	}, nil
 }

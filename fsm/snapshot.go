@@ -109,7 +109,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.applied = index
 	// The history before the snapshot is unknown here: watches resume from
 	// the snapshot's index at the earliest, and running ones expire.
-	f.events = newEventLog(f.cfg.EventWindow, f.cfg.DecodedEvents, f.cfg.DecodedEventBytes, index, f.events.epoch+1)
+	f.events = newEventLog(f.cfg, index, f.events.epoch+1)
 	f.wake.all(f.events.next)
 	close(f.notify)
 	f.notify = make(chan struct{})

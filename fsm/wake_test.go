@@ -38,7 +38,7 @@ func TestWakeTableWakesOnlyConcernedWatchers(t *testing.T) {
 	pods := tab.wait(wakeKey{kind: "Pod"})
 	cms := tab.wait(wakeKey{kind: "ConfigMap"})
 
-	var l eventLog = newEventLog(1000, 1000, 0, 0, 0)
+	var l eventLog = newEventLog(Config{EventWindow: 1000, DecodedEvents: 1000}, 0, 0)
 	bind := []Event{{Type: Modified, Object: podOn("b"), Old: podOn("")}}
 	l.append(bind)
 	tab.publish(bind, l.next, len(l.buf))
@@ -179,7 +179,7 @@ func TestEventLogNodeIndexMatchesScan(t *testing.T) {
 	}
 	for seed := range uint64(10) {
 		r := rand.New(rand.NewPCG(seed, 1))
-		l := newEventLog(16, 16, 0, 0, 0)
+		l := newEventLog(Config{EventWindow: 16, DecodedEvents: 16}, 0, 0)
 		for step := range 300 {
 			var evs []Event
 			for range 1 + r.IntN(5) {
@@ -225,7 +225,7 @@ func TestEventLogNodeIndexMatchesScan(t *testing.T) {
 // their objects; older ones keep their encodings, and one without an
 // encoding keeps its objects.
 func TestEventLogDropsOlderObjects(t *testing.T) {
-	l := newEventLog(10, 3, 0, 0, 0)
+	l := newEventLog(Config{EventWindow: 10, DecodedEvents: 3}, 0, 0)
 	for i := range 8 {
 		obj, old := podOn(fmt.Sprint("n", i)), podOn("")
 		ev := Event{Type: Modified, Object: obj, Old: old, Index: uint64(i + 1)}
@@ -287,7 +287,7 @@ func TestEventLogDecodedBytes(t *testing.T) {
 	}
 	one := uint64(len(mustMarshal(t, podOn(strings.Repeat("n", 1000)))))
 
-	l := newEventLog(10, 100, int(2*one+one/2), 0, 0)
+	l := newEventLog(Config{EventWindow: 10, DecodedEvents: 100, DecodedEventBytes: int(2*one + one/2)}, 0, 0)
 	for i := range 5 {
 		add(&l, i, 1000)
 	}
@@ -303,14 +303,74 @@ func TestEventLogDecodedBytes(t *testing.T) {
 
 	// No byte bound: the count decides; events leaving the window leave
 	// the bytes.
-	l = newEventLog(4, 100, 0, 0, 0)
+	l = newEventLog(Config{EventWindow: 4, DecodedEvents: 100}, 0, 0)
 	for i := range 7 {
 		add(&l, i, 1000)
 	}
 	check(&l, 3, 4, 5, 6)
-	l = newEventLog(4, 100, int(10*one), 0, 0)
+	l = newEventLog(Config{EventWindow: 4, DecodedEvents: 100, DecodedEventBytes: int(10 * one)}, 0, 0)
 	for i := range 7 {
 		add(&l, i, 1000)
 	}
 	check(&l, 3, 4, 5, 6)
+}
+
+// TestEventLogWindowBytes: the window keeps the newest events whose
+// encodings fit in EventWindowBytes, always the newest one, and counts
+// exactly what it keeps, with the count bound and the decoded bound.
+func TestEventLogWindowBytes(t *testing.T) {
+	add := func(l *eventLog, i, size int) {
+		obj := podOn(strings.Repeat("n", size))
+		l.append([]Event{{Type: Added, Object: obj, Index: uint64(i + 1), Encoded: mustMarshal(t, obj)}})
+	}
+	check := func(l *eventLog, oldest, start uint64) {
+		t.Helper()
+		if l.oldest() != oldest || l.start != start {
+			t.Fatalf("oldest event %d, resumable from index %d; want %d, %d", l.oldest(), l.start, oldest, start)
+		}
+		var sum, dec uint64
+		for seq := l.oldest(); seq < l.next; seq++ {
+			ev := &l.buf[seq%uint64(len(l.buf))]
+			sum += ev.encodedSize()
+			if ev.Object != nil {
+				dec += ev.encodedSize()
+			}
+		}
+		if l.bytes != sum || l.decBytes != dec {
+			t.Fatalf("counted %d bytes, %d decoded; the window holds %d, %d", l.bytes, l.decBytes, sum, dec)
+		}
+		for seq := uint64(0); seq < l.oldest(); seq++ {
+			if ev := &l.buf[seq%uint64(len(l.buf))]; seq+uint64(len(l.buf)) >= l.next && ev.Encoded != nil {
+				t.Fatalf("event %d left the window but its slot still holds it", seq)
+			}
+		}
+	}
+	one := uint64(len(mustMarshal(t, podOn(strings.Repeat("n", 1000)))))
+
+	l := newEventLog(Config{EventWindow: 100, DecodedEvents: 2, EventWindowBytes: int(3*one + one/2)}, 0, 0)
+	for i := range 6 {
+		add(&l, i, 1000)
+	}
+	check(&l, 3, 3) // events 3..5 (indexes 4..6) fit; index 3 left
+	add(&l, 6, 5000)
+	check(&l, 6, 6) // alone over the bound: kept, alone
+	add(&l, 7, 1000)
+	check(&l, 7, 7)
+
+	// The count bound still evicts, and an event the bytes took is not
+	// evicted again when the ring comes round to its slot.
+	l = newEventLog(Config{EventWindow: 4, DecodedEvents: 4, EventWindowBytes: int(2*one + one/2)}, 0, 0)
+	for i := range 3 {
+		add(&l, i, 1000)
+	}
+	check(&l, 1, 1)
+	add(&l, 3, 100)
+	add(&l, 4, 100) // into the slot of event 0, which the bytes took
+	check(&l, 1, 1)
+	add(&l, 5, 100) // the count takes event 1
+	check(&l, 2, 2)
+	for i := 6; i < 12; i++ {
+		add(&l, i, 100)
+	}
+	check(&l, 8, 8)
 }

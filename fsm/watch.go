@@ -142,19 +142,23 @@ type eventLog struct {
 	// The events from seq dec on have their objects, which are
 	// decBytes of encodings.
 	dec, decBytes uint64
+	// maxBytes bounds the encodings the window holds
+	// (Config.EventWindowBytes; 0: no bound), which are bytes; the events
+	// before seq first left the window for it.
+	maxBytes, bytes, first uint64
 }
 
-func newEventLog(window, decoded, decodedBytes int, start, epoch uint64) eventLog {
-	return eventLog{buf: make([]Event, window), start: start, epoch: epoch, byNode: make(map[string][]uint64),
-		decoded: uint64(decoded), decodedBytes: uint64(decodedBytes)}
+func newEventLog(cfg Config, start, epoch uint64) eventLog {
+	return eventLog{buf: make([]Event, cfg.EventWindow), start: start, epoch: epoch, byNode: make(map[string][]uint64),
+		decoded: uint64(cfg.DecodedEvents), decodedBytes: uint64(cfg.DecodedEventBytes), maxBytes: uint64(cfg.EventWindowBytes)}
 }
 
 // oldest returns the sequence number of the oldest retained event.
 func (l *eventLog) oldest() uint64 {
-	if n := uint64(len(l.buf)); l.next > n {
+	if n := uint64(len(l.buf)); l.next > n && l.next-n > l.first {
 		return l.next - n
 	}
-	return 0
+	return l.first
 }
 
 func (l *eventLog) append(evs []Event) {
@@ -162,14 +166,8 @@ func (l *eventLog) append(evs []Event) {
 	for i := range evs {
 		e := &evs[i]
 		slot := &l.buf[l.next%n]
-		if l.next >= n {
-			// Evicting an event at index i may leave others at i (a batch),
-			// so only resuming from i or later stays exact.
-			l.start = slot.Index
-			if evicted := l.next - n; evicted >= l.dec {
-				l.decBytes -= slot.encodedSize()
-				l.dec = evicted + 1
-			}
+		if l.next >= n && l.next-n >= l.first {
+			l.evict(l.next - n)
 		}
 		e.kind, e.hasOld = e.Object.KindName(), e.Old != nil
 		if e.Type == Added {
@@ -185,12 +183,32 @@ func (l *eventLog) append(evs []Event) {
 		}
 		*slot = *e
 		l.next++
+		l.bytes += e.encodedSize()
 		l.decBytes += e.encodedSize()
+		for l.maxBytes > 0 && l.bytes > l.maxBytes && l.oldest() < l.next-1 {
+			l.evict(l.oldest())
+		}
 		l.dropOlderObjects()
 		if l.next%uint64(max(1, len(l.buf)/4)) == 0 {
 			l.prune()
 		}
 	}
+}
+
+// evict takes the oldest event, seq, out of the window.
+func (l *eventLog) evict(seq uint64) {
+	slot := &l.buf[seq%uint64(len(l.buf))]
+	// Evicting an event at index i may leave others at i (a batch), so
+	// only resuming from i or later stays exact.
+	l.start = slot.Index
+	size := slot.encodedSize()
+	l.bytes -= size
+	if seq >= l.dec {
+		l.decBytes -= size
+		l.dec = seq + 1
+	}
+	*slot = Event{}
+	l.first = seq + 1
 }
 
 // dropOlderObjects drops the objects of the oldest events that keep them
@@ -387,7 +405,8 @@ func (w *Watcher) take() (ev Event, ok bool, wait <-chan struct{}) {
 	defer f.mu.RUnlock()
 	l := &f.events
 	if l.epoch != w.epoch || w.seq < l.oldest() {
-		w.err = errorf(ErrExpired, "watch fell behind the retained window of %d events: list again", len(l.buf))
+		w.err = errorf(ErrExpired, "watch fell behind the retained events (the last %d, at most %d MiB of objects): list again",
+			len(l.buf), l.maxBytes>>20)
 		return Event{}, false, nil
 	}
 	if seq := l.nextFor(w.key, w.seq); seq < l.next {

@@ -334,3 +334,43 @@ func TestDroppedObjectsDecodeAlike(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchWindowBytes: a large object written again and again leaves only
+// as many of its versions in the event window as EventWindowBytes allows;
+// watches from before them expire, later ones resume.
+func TestWatchWindowBytes(t *testing.T) {
+	cfg := fsm.DefaultConfig()
+	cfg.Logger, cfg.EventWindowBytes = slog.New(slog.DiscardHandler), 100<<10
+	f, err := fsm.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, f: f}
+	c.must(createCmd(namespace("default")))
+	slow, err := f.Watch(context.Background(), fsm.Query{Kind: "ConfigMap"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *fsm.Result
+	for i := range 10 { // 20 KB each: an update's event holds 40 KB of encodings
+		cm := configMap("default", "big", map[string]string{"k": strings.Repeat(fmt.Sprint(i), 20<<10)})
+		if i == 0 {
+			last = c.must(createCmd(cm))
+			continue
+		}
+		cm.Meta().ResourceVersion = last.Index
+		last = c.must(updateCmd(cm))
+	}
+	// The two newest updates fit in 100 KB, the third does not.
+	if _, err := f.Watch(context.Background(), fsm.Query{Kind: "ConfigMap"}, last.Index-3); !errors.Is(err, fsm.ErrExpired) {
+		t.Fatalf("watch from %d: %v, want ErrExpired", last.Index-3, err)
+	}
+	if _, err := slow.Next(context.Background()); !errors.Is(err, fsm.ErrExpired) {
+		t.Fatalf("slow watcher: %v, want ErrExpired", err)
+	}
+	w, err := f.Watch(context.Background(), fsm.Query{Kind: "ConfigMap"}, last.Index-2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, w, wantEvent{fsm.Modified, "big", last.Index - 1}, wantEvent{fsm.Modified, "big", last.Index})
+}
