@@ -11,10 +11,15 @@ import (
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
-// maxBatchEntryBytes bounds one batch's Raft entry: a larger batch is split
-// into several entries, proposed one after another, so that one controller
-// burst never makes an entry that slows replication of everything else.
-const maxBatchEntryBytes = 2 << 20
+// maxBatchEntryBytes bounds one batch's Raft entry (and the writes the gate
+// joins into one): a larger batch is split into several entries, proposed
+// one after another, so that one controller burst never makes an entry that
+// slows replication of everything else. raft sends up to maxAppendEntries
+// entries in one AppendEntries, which a follower decodes whole: 128 of
+// 512 KiB is 64 MiB. Small writes are far below it (a ReplicaSet's 100 pods
+// about 120 KB, 64 writers' 256-byte objects about 10 KB); a single write
+// larger than it (up to --max-object-bytes) goes alone.
+const maxBatchEntryBytes = 512 << 10
 
 var _ controllers.BatchWriter = localCluster{}
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,3 +88,39 @@ func TestLocalClusterBatchWrites(t *testing.T) {
 }
 
 func codesOf(err error) codes.Code { return status.Code(err) }
+
+// A batch larger than maxBatchEntryBytes goes as several entries, each
+// within it: raft sends up to maxAppendEntries entries per AppendEntries
+// and caches them, so an entry's size bounds those too.
+func TestLocalClusterBatchSplitsBySize(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, singleConfig(t))
+	waitLeader(t, []*testServer{ts})
+	ctx := ctxT(t, 20*time.Second)
+	lc := localCluster{ts.srv}
+
+	const each = maxBatchEntryBytes / 5 // five fit in an entry, not six
+	var objs []*pb.Object
+	for i := range 12 {
+		objs = append(objs, pb.Wrap(&pb.ConfigMap{
+			Metadata: &pb.ObjectMeta{Name: fmt.Sprintf("cm%02d", i), Namespace: "default"},
+			Data:     map[string]string{"k": strings.Repeat("x", each-200)},
+		}))
+	}
+	stored, errs := controllers.CreateMany(ctx, lc, objs)
+	perEntry := map[uint64]int{}
+	for i := range objs {
+		if errs[i] != nil {
+			t.Fatalf("create %d: %v", i, errs[i])
+		}
+		perEntry[stored[i].Meta().GetResourceVersion()]++
+	}
+	if len(perEntry) != 3 {
+		t.Fatalf("12 objects of %d bytes went as %d entries (%v), want 3 of at most 5", each, len(perEntry), perEntry)
+	}
+	for rv, n := range perEntry {
+		if n > 5 {
+			t.Errorf("entry %d holds %d objects of %d bytes: over %d bytes", rv, n, each, maxBatchEntryBytes)
+		}
+	}
+}
