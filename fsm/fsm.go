@@ -366,6 +366,16 @@ func (f *FSM) AppliedIndex() uint64 {
 	return f.applied
 }
 
+// EventWindow reports the watch events retained for resuming watches, the
+// bytes of encodings they hold, and the index a watch may resume from at
+// the earliest.
+func (f *FSM) EventWindow() (events int, bytes, start uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	l := &f.events
+	return int(l.next - l.oldest()), l.bytes, l.start
+}
+
 // WaitForIndex blocks until AppliedIndex() >= index or ctx ends.
 func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
 	for {

@@ -362,6 +362,9 @@ func TestWatchWindowBytes(t *testing.T) {
 		last = c.must(updateCmd(cm))
 	}
 	// The two newest updates fit in 100 KB, the third does not.
+	if n, b, start := f.EventWindow(); n != 2 || b > 100<<10 || b < 80<<10 || start != last.Index-2 {
+		t.Fatalf("event window: %d events, %d bytes, from index %d; want 2, 80-100 KB, from %d", n, b, start, last.Index-2)
+	}
 	if _, err := f.Watch(context.Background(), fsm.Query{Kind: "ConfigMap"}, last.Index-3); !errors.Is(err, fsm.ErrExpired) {
 		t.Fatalf("watch from %d: %v, want ErrExpired", last.Index-3, err)
 	}

@@ -267,7 +267,8 @@ func TestThreeMasters(t *testing.T) {
 					return nil
 				})
 				if path == "/metrics" {
-					for _, m := range []string{"skiff_api_requests_total", "skiff_raft_commit_index", "skiff_objects", "skiff_raft_state"} {
+					for _, m := range []string{"skiff_api_requests_total", "skiff_raft_commit_index", "skiff_objects", "skiff_raft_state",
+						"skiff_watch_window_start_index"} {
 						if !strings.Contains(body, m) {
 							t.Errorf("%s /metrics lacks %s", ts.cfg.Name, m)
 						}
@@ -276,7 +277,13 @@ func TestThreeMasters(t *testing.T) {
 					if strings.Contains(body, "\nskiff_raft_log_write_entries_count 0\n") || !strings.Contains(body, "\nskiff_raft_log_write_entries_count ") {
 						t.Errorf("%s /metrics counts no raft log writes", ts.cfg.Name)
 					}
-					// ... and keeps the newest in memory.
+					// ... keeps their events for watches ...
+					for _, m := range []string{"skiff_watch_window_events", "skiff_watch_window_bytes"} {
+						if strings.Contains(body, "\n"+m+" 0\n") || !strings.Contains(body, "\n"+m+" ") {
+							t.Errorf("%s /metrics: %s missing or 0", ts.cfg.Name, m)
+						}
+					}
+					// ... and keeps the newest entries in memory.
 					if strings.Contains(body, "\nskiff_raft_log_cache_bytes 0\n") || !strings.Contains(body, "\nskiff_raft_log_cache_bytes ") {
 						t.Errorf("%s /metrics shows no cached raft entries", ts.cfg.Name)
 					}
