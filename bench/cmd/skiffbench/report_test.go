@@ -36,3 +36,14 @@ func TestReportPrint(t *testing.T) {
 		t.Errorf("the whole run's steal is not recorded for the results file: %v", r.Machine)
 	}
 }
+
+func TestParseHeapAlloc(t *testing.T) {
+	profile := "heap profile: 1: 2 [3: 4] @ heap/1048576\n1: 2 [3: 4] @ 0x1\n\n# runtime.MemStats\n# Alloc = 123\n# TotalAlloc = 456\n# HeapAlloc = 209715200\n# HeapSys = 300000000\n"
+	got, err := parseHeapAlloc(strings.NewReader(profile))
+	if err != nil || got != 209715200 {
+		t.Fatalf("parseHeapAlloc = %d, %v; want 209715200", got, err)
+	}
+	if _, err := parseHeapAlloc(strings.NewReader("heap profile: 1: 2\n")); err == nil {
+		t.Fatal("parseHeapAlloc of a profile without MemStats: no error")
+	}
+}

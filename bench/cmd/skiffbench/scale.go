@@ -82,6 +82,10 @@ func benchScale(ctx context.Context, e *env, bin string, serverArgs []string, s 
 		extra = append(extra, "--controllers=")
 		note = "controllers off (fake nodes)"
 	}
+	pprof := supportsFlag(bin, "enable-pprof")
+	if pprof {
+		extra = append(extra, "--enable-pprof") // benchLargeObjects reads the live heap
+	}
 	c, err := startSkiff(ctx, e, bin, "scale", 3, extra)
 	if err != nil {
 		return err
@@ -212,6 +216,11 @@ func benchScale(ctx context.Context, e *env, bin string, serverArgs []string, s 
 		rep.failed(bench+"/watch", "watch fan-out", nil, err)
 	}
 	leaderRSS(fmt.Sprintf("(+ %d watchers)", s.watchers), atMost(500, "MB"))
+	if pprof {
+		if err := benchLargeObjects(ctx, c, cl, rep); err != nil {
+			rep.failed(bench, "large objects", nil, err)
+		}
+	}
 	return nil
 }
 
