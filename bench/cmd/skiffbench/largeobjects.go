@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -71,20 +70,12 @@ func benchLargeObjects(ctx context.Context, c *skiffCluster, cl *client.Client, 
 func liveHeap(ctx context.Context, addr string) (uint64, error) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1&debug=1", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	body, err := masterGet(rctx, addr, "/debug/pprof/heap?gc=1&debug=1")
 	if err != nil {
 		return 0, fmt.Errorf("read the leader's heap profile: %w", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, fmt.Errorf("read the leader's heap profile: %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	return parseHeapAlloc(resp.Body)
+	defer body.Close()
+	return parseHeapAlloc(body)
 }
 
 // parseHeapAlloc finds "# HeapAlloc = N" in a text heap profile.

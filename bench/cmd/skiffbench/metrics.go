@@ -19,23 +19,13 @@ import (
 func promSums(ctx context.Context, httpAddr string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
+	body, err := masterGet(ctx, httpAddr, "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		// A 400 here is a master serving HTTPS (started without
-		// --insecure): the bench compares plaintext against plaintext.
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("GET http://%s/metrics: %s: %s", httpAddr, resp.Status, strings.TrimSpace(string(body)))
-	}
+	defer body.Close()
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -55,6 +45,27 @@ func promSums(ctx context.Context, httpAddr string) (map[string]float64, error) 
 		}
 	}
 	return out, sc.Err()
+}
+
+// masterGet GETs path from a master's plain-HTTP endpoint (--insecure) and
+// returns the body of a 200 answer.
+func masterGet(ctx context.Context, httpAddr, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		// A 400 here is a master serving HTTPS (started without
+		// --insecure): the bench compares plaintext against plaintext.
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET http://%s%s: %s: %s", httpAddr, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return resp.Body, nil
 }
 
 // meanBetween is the mean of a histogram between two scrapes, in ms.
