@@ -83,6 +83,9 @@ type inflightBatches struct {
 	holding   bool
 	holdGen   uint64
 	holdTimer *time.Timer
+	// quietCh, once asked for, is closed when the gate next goes quiet:
+	// its last batch ended with no write waiting, held or lingered for.
+	quietCh chan struct{}
 }
 
 const (
@@ -135,6 +138,26 @@ func (g *inflightBatches) activity() (busy bool, proposed uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.inflight > 0 || len(g.waiting) > 0, g.proposed
+}
+
+// quiet reports whether the gate is quiet now (no batch in flight, no
+// write waiting, held or lingered for) and returns a channel closed when
+// it next goes quiet: when its last batch ends, or a linger or hold runs
+// out, with nothing left to propose. A commit the leader makes then
+// travels with no entry after it, so the transport sends it to the
+// followers alone (syncedPipeline.push) without waiting to see whether more
+// writes come. A gate that keeps no count of batches (max 0) is never
+// quiet: nil, false.
+func (g *inflightBatches) quiet() (<-chan struct{}, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.max <= 0 {
+		return nil, false
+	}
+	if g.quietCh == nil {
+		g.quietCh = make(chan struct{})
+	}
+	return g.quietCh, g.inflight == 0 && len(g.waiting) == 0 && !g.lingering
 }
 
 // apply proposes data, an encoded command changing the object key names
@@ -290,7 +313,8 @@ func (g *inflightBatches) releaseHeld() {
 }
 
 // take makes the writes waiting (but withdrawn ones) the next batch, in
-// flight, and ends any hold. g.mu is held.
+// flight, and ends any hold; with nothing to take and nothing in flight the
+// gate has gone quiet. g.mu is held.
 func (g *inflightBatches) take() ([]*waitingWrite, *batch) {
 	if g.holding {
 		g.holding = false
@@ -305,6 +329,10 @@ func (g *inflightBatches) take() ([]*waitingWrite, *batch) {
 	}
 	g.waiting = nil
 	if len(next) == 0 {
+		if g.inflight == 0 && !g.lingering && g.quietCh != nil {
+			close(g.quietCh)
+			g.quietCh = nil
+		}
 		return nil, nil
 	}
 	g.inflight++

@@ -173,6 +173,67 @@ func TestInflightBatchesOneAtATime(t *testing.T) {
 	}
 }
 
+// TestInflightBatchesQuiet: the gate is quiet when no batch is in flight
+// and nothing waits or is lingered for, and its quiet channel closes when
+// it gets there: after its last batch, or after a linger that timed out
+// with nothing to propose; never while a linger still waits.
+func TestInflightBatchesQuiet(t *testing.T) {
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	ctx := context.Background()
+
+	r := &recordingRaft{}
+	g := newInflightBatches(r, 1, 0)
+	if _, now := g.quiet(); !now {
+		t.Fatal("not quiet with nothing proposed")
+	}
+	a := receive(t, propose(t, ctx, g, r, "a"))
+	quiet, now := g.quiet()
+	if now {
+		t.Fatal("quiet with a in flight")
+	}
+	b := propose(t, ctx, g, r, "b")
+	r.complete(t, g, "a", a.b)
+	sb := receive(t, b)
+	if closed(quiet) {
+		t.Fatal("quiet while b, released when a ended, is in flight")
+	}
+	r.complete(t, g, "b", sb.b)
+	if !closed(quiet) {
+		t.Fatal("not quiet once the last batch ended")
+	}
+	if _, now := g.quiet(); !now {
+		t.Fatal("quiet channel closed, but quiet() says not now")
+	}
+
+	// A linger that times out with nobody back ends quiet; while it
+	// waits, the gate is not quiet.
+	r, g, clock := lingeringGate(300 * time.Millisecond)
+	a = receive(t, propose(t, ctx, g, r, "a"))
+	quiet, _ = g.quiet()
+	clock.advance(time.Second)
+	r.complete(t, g, "a", a.b)
+	if _, now := g.quiet(); now || closed(quiet) {
+		t.Fatal("quiet while lingering for a's writer")
+	}
+	select {
+	case <-quiet:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not quiet after the linger timed out with nothing to propose")
+	}
+
+	// A gate with no limit keeps no count of batches: never quiet.
+	if ch, now := newInflightBatches(r, 0, 0).quiet(); ch != nil || now {
+		t.Fatal("a gate without a limit says it can tell when it is quiet")
+	}
+}
+
 // Held writes (lease renewals) wait for company with nothing in flight,
 // and go with the next batch released, whatever releases it.
 func TestInflightBatchesHold(t *testing.T) {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -80,12 +81,17 @@ func newMetrics() *metrics {
 	return m
 }
 
-// registerState adds the gauges read from raft and the store at scrape time.
-func (m *metrics) registerState(r *raft.Raft, store *fsm.FSM, logs *logCache) {
+// registerState adds the gauges read from raft and the store at scrape
+// time, and the count of commit pushes (serialTransport.pushes).
+func (m *metrics) registerState(r *raft.Raft, store *fsm.FSM, logs *logCache, pushes *atomic.Uint64) {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_raft_commit_pushes_total",
+			Help: "AppendEntries this master sent as leader only to tell a follower a new commit index that no entry would carry soon.",
+		}, func() float64 { return float64(pushes.Load()) }),
 		gauge("skiff_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
 			func() float64 { return float64(r.State()) }),
 		gauge("skiff_raft_term", "Current Raft term.", func() float64 { return float64(r.CurrentTerm()) }),

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +39,44 @@ type leaderCommit struct{ commit atomic.Uint64 }
 func (*leaderCommit) State() raft.RaftState { return raft.Leader }
 func (*leaderCommit) CurrentTerm() uint64   { return 3 }
 func (l *leaderCommit) CommitIndex() uint64 { return l.commit.Load() }
+
+// testGate is a writeGate the test sets.
+type testGate struct {
+	mu       sync.Mutex
+	busy     bool
+	isQuiet  bool
+	proposed uint64
+	step     uint64 // added to proposed at every look
+	ch       chan struct{}
+}
+
+func (g *testGate) activity() (bool, uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.proposed += g.step
+	return g.busy, g.proposed
+}
+
+func (g *testGate) quiet() (<-chan struct{}, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch == nil {
+		g.ch = make(chan struct{})
+	}
+	return g.ch, g.isQuiet
+}
+
+// set changes what the gate says; goQuiet closes the quiet channel (the
+// gate's last batch ended), whether or not busy says a write came since.
+func (g *testGate) set(busy, isQuiet, goQuiet bool, step uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.busy, g.isQuiet, g.step = busy, isQuiet, step
+	if goQuiet && g.ch != nil {
+		close(g.ch)
+		g.ch = nil
+	}
+}
 
 // sendRecorder is an AppendPipeline that records what it sends.
 type sendRecorder struct {
@@ -199,18 +238,14 @@ func TestPipelinePushesCommits(t *testing.T) {
 			}
 			// Not while writes are in flight or waiting: their entries
 			// carry the commit index.
-			var busy atomic.Bool
-			var proposed, step atomic.Uint64 // step: writes proposed per look
-			busy.Store(true)
-			activity := func() (bool, uint64) { return busy.Load(), proposed.Add(step.Load()) }
-			tr.writes.Store(&activity)
+			gate := &testGate{busy: true}
+			tr.gate.Store(writeGate(gate))
 			q.ring()
 			nothing("writes in flight")
-			busy.Store(false)
-			step.Store(1)
+			gate.set(false, false, false, 1)
 			q.ring()
 			nothing("writes proposed meanwhile")
-			step.Store(0)
+			gate.set(false, false, false, 0)
 			q.ring()
 			pushed("a commit beyond the last entry sent", 10)
 			q.ring()
@@ -224,6 +259,84 @@ func TestPipelinePushesCommits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPipelinePushesWhenQuiet: a commit index raft will not send goes to
+// the follower once the write gate is quiet and stays so for the grace,
+// long before the push delay; not while writes are in flight, nor when a
+// write came as the gate went quiet or in the grace after.
+func TestPipelinePushesWhenQuiet(t *testing.T) {
+	q := newQuietLog()
+	rc := &leaderCommit{}
+	rc.commit.Store(9)
+	tr := &serialTransport{logs: q, stop: make(chan struct{})}
+	tr.raft.Store(termState(rc))
+	gate := &testGate{busy: true}
+	tr.gate.Store(writeGate(gate))
+	rec := &sendRecorder{sent: make(chan *raft.AppendEntriesRequest, 1)}
+	p := &syncedPipeline{AppendPipeline: rec, t: tr, resend: time.Hour, delay: time.Hour, grace: 20 * time.Millisecond, done: make(chan struct{})}
+	go p.push(q.news())
+	defer p.Close()
+
+	send := func(prev, idx uint64) {
+		t.Helper()
+		args := &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: prev, PrevLogTerm: 3, LeaderCommitIndex: rc.commit.Load(),
+			Entries: []*raft.Log{{Index: idx, Term: 3}}}
+		if _, err := p.AppendEntries(args, new(raft.AppendEntriesResponse)); err != nil {
+			t.Fatal(err)
+		}
+		<-rec.sent
+	}
+	pushed := func(what string, commit uint64) {
+		t.Helper()
+		select {
+		case got := <-rec.sent:
+			if len(got.Entries) != 0 || got.LeaderCommitIndex != commit {
+				t.Fatalf("%s: sent %+v, want commit %d alone", what, got, commit)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: commit %d not pushed", what, commit)
+		}
+	}
+	nothing := func(what string) {
+		t.Helper()
+		select {
+		case got := <-rec.sent:
+			t.Fatalf("%s: pushed %+v", what, got)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// asked waits until push looks at the gate's quiet channel.
+	asked := func() {
+		t.Helper()
+		eventually(t, 5*time.Second, "push waiting for the gate", func() error {
+			gate.mu.Lock()
+			defer gate.mu.Unlock()
+			if gate.ch == nil {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+	}
+
+	send(9, 10)
+	rc.commit.Store(10)
+	q.ring()
+	asked()
+	nothing("writes in flight")
+	gate.set(true, false, true, 0)
+	nothing("a write came as the gate went quiet")
+	asked()
+	gate.set(false, true, true, 1)
+	nothing("writes proposed in the grace after the gate went quiet")
+	gate.set(false, true, false, 0)
+	pushed("the gate went quiet", 10)
+
+	// Quiet already when the commit rings: at once.
+	send(10, 11)
+	rc.commit.Store(11)
+	q.ring()
+	pushed("a commit with the gate quiet", 11)
 }
 
 // TestLogStoreRingsNews: a log write and an applied commit wake whoever

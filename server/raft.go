@@ -184,9 +184,11 @@ type serialTransport struct {
 	consume chan raft.RPC
 	stop    chan struct{}
 	once    sync.Once
-	// writes, once set, reports the leader's write activity (see
-	// syncedPipeline.push and inflightBatches.activity).
-	writes atomic.Pointer[func() (busy bool, proposed uint64)]
+	// gate, once set (a writeGate), is the leader's write gate (see
+	// syncedPipeline.push).
+	gate atomic.Value
+	// pushes counts the AppendEntries sent only to carry a commit index.
+	pushes atomic.Uint64
 }
 
 // syncedLog is the part of logStore the transport asks.

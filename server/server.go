@@ -185,11 +185,10 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 	s.batches = newInflightBatches(s.raft, cfg.MaxInflightBatches, cfg.BatchLinger)
 	s.batches.entries = func(n int) { s.metrics.entryWrites.Observe(float64(n)) }
-	writes := s.batches.activity
-	s.stores.trans.writes.Store(&writes)
+	s.stores.trans.gate.Store(writeGate(s.batches))
 	s.stores.own.raft.Store(raftState(s.raft))
 	s.stores.trans.raft.Store(termState(s.raft))
-	s.metrics.registerState(s.raft, s.fsm, s.stores.logs)
+	s.metrics.registerState(s.raft, s.fsm, s.stores.logs, &s.stores.trans.pushes)
 
 	s.gossip, err = newGossip(s)
 	if err != nil {

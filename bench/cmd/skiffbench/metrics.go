@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// promSums scrapes a master's /metrics and returns every *_sum and *_count
-// sample, keyed by the sample as written ("name{labels}"). The bench's
+// promSums scrapes a master's /metrics and returns every *_sum, *_count and
+// *_total sample, keyed by the sample as written ("name{labels}"). The bench's
 // masters run with --insecure (skiff.go), so their endpoint is plain HTTP
 // and anonymous; a master with a token serves HTTPS and wants a credential
 // (client.Connection.HTTPClient builds a client for it).
@@ -37,7 +37,7 @@ func promSums(ctx context.Context, httpAddr string) (map[string]float64, error) 
 			continue
 		}
 		base, _, _ := strings.Cut(name, "{")
-		if !strings.HasSuffix(base, "_sum") && !strings.HasSuffix(base, "_count") {
+		if !strings.HasSuffix(base, "_sum") && !strings.HasSuffix(base, "_count") && !strings.HasSuffix(base, "_total") {
 			continue
 		}
 		if v, err := strconv.ParseFloat(val, 64); err == nil {
@@ -113,7 +113,7 @@ func logBatches(ctx context.Context, rep *Report, c *skiffCluster, what string, 
 	}
 	after := c.scrapeAll(ctx)
 	var parts []string
-	var leader float64
+	var leader, leaderWrites float64
 	for i := range c.masters {
 		if before[i] == nil || after[i] == nil {
 			return
@@ -126,7 +126,7 @@ func logBatches(ctx context.Context, rep *Report, c *skiffCluster, what string, 
 		mean := (after[i][h+"_sum"] - before[i][h+"_sum"]) / n
 		role := "follower"
 		if i == l {
-			role, leader = "leader", mean
+			role, leader, leaderWrites = "leader", mean, n
 		}
 		parts = append(parts, fmt.Sprintf("m%d (%s) %.1f entries in %.0f writes", i+1, role, mean, n))
 	}
@@ -137,5 +137,13 @@ func logBatches(ctx context.Context, rep *Report, c *skiffCluster, what string, 
 	if n := after[l][e+"_count"] - before[l][e+"_count"]; n > 0 {
 		rep.add("writes", fmt.Sprintf("%s writes per raft entry on the leader, %d clients", what, clients),
 			(after[l][e+"_sum"]-before[l][e+"_sum"])/n, "", nil, "", fmt.Sprintf("%.0f entries", n))
+	}
+	// AppendEntries sent only to carry a commit index (to either follower):
+	// news to them, but a send and a receive that writes could have carried.
+	const p = "skiff_raft_commit_pushes_total"
+	if _, ok := after[l][p]; ok && leaderWrites > 0 {
+		pushes := after[l][p] - before[l][p]
+		rep.add("writes", fmt.Sprintf("%s commit pushes per 100 log writes on the leader, %d clients", what, clients),
+			100*pushes/leaderWrites, "", nil, "", fmt.Sprintf("%.0f pushes to 2 followers", pushes))
 	}
 }
