@@ -70,7 +70,9 @@ func (t *serialTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Se
 //     commit of the last write of a burst only at the next CommitTimeout,
 //     so its watchers saw that write 15 ms (median) after the leader's
 //     answer, and reads served by followers waited as long; with the
-//     delay alone, 7-8 ms; with the quiet gate, 5.5-6.5 ms.
+//     delay alone 7.3 ms, with the quiet gate 6.6 (medians of the scale
+//     benchmark's fan-out; docs/performance-history.md, twenty-ninth
+//     session).
 //
 // The commit index pushed is at most the last entry sent on the pipeline,
 // which the follower holds (or refuses, like the request before it) by the
