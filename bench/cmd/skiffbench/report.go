@@ -94,6 +94,18 @@ func (r *Report) add(bench, metric string, v float64, unit string, g *goal, spre
 	fmt.Fprintf(os.Stderr, "  %-22s %-40s %12s %-6s %s\n", bench, metric, fmtNum(v), unit, row.Status)
 }
 
+// value returns the figure of an earlier row of this run.
+func (r *Report) value(bench, metric string) (float64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, row := range r.Rows {
+		if row.Bench == bench && row.Metric == metric && row.Status != statusFailed {
+			return row.Value, true
+		}
+	}
+	return 0, false
+}
+
 // failed records a figure that could not be measured because the operation
 // failed; the error is shown in the table. Unlike fail, it does not make the
 // run exit non-zero: the benchmark ran, skiff could not do the operation.

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReportPrint: the table gives the data disk's probe and the whole
@@ -34,6 +35,29 @@ func TestReportPrint(t *testing.T) {
 	}
 	if r.Machine["host_steal"] == "" {
 		t.Errorf("the whole run's steal is not recorded for the results file: %v", r.Machine)
+	}
+}
+
+// TestWritesP99NotesRawRaft: the API's p99 row with a target gives, in its
+// note, raw raft's p99 at the same client count from earlier in the run.
+func TestWritesP99NotesRawRaft(t *testing.T) {
+	r := &Report{}
+	r.add("raft", "raft p99, 64 clients", 25.16, "ms", nil, "", "")
+	r.add("raft", "raft p99, 16 clients", 11, "ms", nil, "", "")
+	res := writeResult{clients: 64, ops: 1000, elapsed: time.Second, p99: 43 * time.Millisecond, max: 70 * time.Millisecond}
+	reportWrites(r, "writes", "API", res, atMost(30, "ms"))
+	reportWrites(r, "writes", "API via leader only", res, nil)
+	for _, row := range r.Rows {
+		switch row.Metric {
+		case "API p99, 64 clients":
+			if !strings.Contains(row.Note, "raw raft in-process p99 25.2ms in this run") {
+				t.Errorf("the API's p99 note %q lacks raw raft's p99 at 64 clients", row.Note)
+			}
+		case "API via leader only p99, 64 clients":
+			if strings.Contains(row.Note, "raw raft") {
+				t.Errorf("a row without a target has the note %q", row.Note)
+			}
+		}
 	}
 }
 
