@@ -178,14 +178,7 @@ func TestInflightBatchesOneAtATime(t *testing.T) {
 // it gets there: after its last batch, or after a linger that timed out
 // with nothing to propose; never while a linger still waits.
 func TestInflightBatchesQuiet(t *testing.T) {
-	closed := func(ch <-chan struct{}) bool {
-		select {
-		case <-ch:
-			return true
-		default:
-			return false
-		}
-	}
+	closed := isClosed
 	ctx := context.Background()
 
 	r := &recordingRaft{}

@@ -90,6 +90,39 @@ func (r *sendRecorder) AppendEntries(args *raft.AppendEntriesRequest, _ *raft.Ap
 func (r *sendRecorder) Consumer() <-chan raft.AppendFuture { return nil }
 func (r *sendRecorder) Close() error                       { return nil }
 
+// next returns the next request sent, failing the test if none comes
+// within 5 s.
+func (r *sendRecorder) next(t *testing.T, what string) *raft.AppendEntriesRequest {
+	t.Helper()
+	select {
+	case got := <-r.sent:
+		return got
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: nothing sent", what)
+		return nil
+	}
+}
+
+// none fails the test if anything is sent within d.
+func (r *sendRecorder) none(t *testing.T, what string, d time.Duration) {
+	t.Helper()
+	select {
+	case got := <-r.sent:
+		t.Fatalf("%s: sent %+v", what, got)
+	case <-time.After(d):
+	}
+}
+
+// isClosed reports whether ch is closed, without waiting.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // TestPipelineHoldsIdleAppends: a pipelined AppendEntries that repeats the
 // last one, with the commit index where it was, waits for the log store's
 // news, the resend interval or the transport's end; anything that tells the
@@ -210,22 +243,13 @@ func TestPipelinePushesCommits(t *testing.T) {
 			}
 			pushed := func(what string, commit uint64) {
 				t.Helper()
-				select {
-				case got := <-rec.sent:
-					if len(got.Entries) != 0 || got.PrevLogEntry != 10 || got.PrevLogTerm != 3 || got.Term != 3 || got.LeaderCommitIndex != commit {
-						t.Fatalf("%s: pushed %+v, want commit %d after entry 10", what, got, commit)
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatalf("%s: commit %d not pushed", what, commit)
+				if got := rec.next(t, what); len(got.Entries) != 0 || got.PrevLogEntry != 10 || got.PrevLogTerm != 3 || got.Term != 3 || got.LeaderCommitIndex != commit {
+					t.Fatalf("%s: pushed %+v, want commit %d after entry 10", what, got, commit)
 				}
 			}
 			nothing := func(what string) {
 				t.Helper()
-				select {
-				case got := <-rec.sent:
-					t.Fatalf("%s: pushed %+v", what, got)
-				case <-time.After(2*tc.delay + 100*time.Millisecond):
-				}
+				rec.none(t, what, 2*tc.delay+100*time.Millisecond)
 			}
 
 			send(entries(9, 10))
@@ -289,22 +313,13 @@ func TestPipelinePushesWhenQuiet(t *testing.T) {
 	}
 	pushed := func(what string, commit uint64) {
 		t.Helper()
-		select {
-		case got := <-rec.sent:
-			if len(got.Entries) != 0 || got.LeaderCommitIndex != commit {
-				t.Fatalf("%s: sent %+v, want commit %d alone", what, got, commit)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: commit %d not pushed", what, commit)
+		if got := rec.next(t, what); len(got.Entries) != 0 || got.LeaderCommitIndex != commit {
+			t.Fatalf("%s: sent %+v, want commit %d alone", what, got, commit)
 		}
 	}
 	nothing := func(what string) {
 		t.Helper()
-		select {
-		case got := <-rec.sent:
-			t.Fatalf("%s: pushed %+v", what, got)
-		case <-time.After(200 * time.Millisecond):
-		}
+		rec.none(t, what, 200*time.Millisecond)
 	}
 	// asked waits until push looks at the gate's quiet channel.
 	asked := func() {
@@ -343,14 +358,7 @@ func TestPipelinePushesWhenQuiet(t *testing.T) {
 // waits for the log store's news.
 func TestLogStoreRingsNews(t *testing.T) {
 	s, _ := newTestLogStore(t, raft.NewInmemStore(), time.Second, raft.Follower)
-	closed := func(ch <-chan struct{}) bool {
-		select {
-		case <-ch:
-			return true
-		default:
-			return false
-		}
-	}
+	closed := isClosed
 	news := s.news()
 	if closed(news) {
 		t.Fatal("news before anything happened")
