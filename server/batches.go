@@ -145,9 +145,9 @@ func (g *inflightBatches) activity() (busy bool, proposed uint64) {
 // it next goes quiet: when its last batch ends, or a linger or hold runs
 // out, with nothing left to propose. A commit the leader makes then
 // travels with no entry after it, so the transport sends it to the
-// followers alone (syncedPipeline.push) without waiting to see whether more
-// writes come. A gate that keeps no count of batches (max 0) is never
-// quiet: nil, false.
+// followers alone (syncedPipeline.push) once the gate has stayed quiet for a
+// short grace, instead of a longer delay. A gate that keeps no count of
+// batches (max 0) is never quiet: nil, false.
 func (g *inflightBatches) quiet() (<-chan struct{}, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
