@@ -65,8 +65,15 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, stdio ExecI
 		AdditionalGroups: ss.Groups,
 		Init:             false,
 	}
+	// The exec gets the container's filter as its init did: libcontainer
+	// gives it the container's, which is only the second part of a split
+	// filter; the first comes from the thread that starts it.
+	start, err := shim.StartUnder(rec)
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
 	if tty {
-		return r.execTTY(ctx, id, c, p, stdio)
+		return r.execTTY(ctx, id, c, p, stdio, start)
 	}
 
 	// Own pipes for stdin, so Wait does not wait for a caller's reader
@@ -85,7 +92,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, stdio ExecI
 	}
 	p.Stdout = orDiscard(stdio.Stdout)
 	p.Stderr = orDiscard(stdio.Stderr)
-	if err := c.Run(p); err != nil {
+	if err := start(func() error { return c.Run(p) }); err != nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = p.Signal(unix.SIGKILL) })
@@ -94,7 +101,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, stdio ExecI
 	return exitCodeOf(ctx, ps, err, id)
 }
 
-func (r *Runtime) execTTY(ctx context.Context, id string, c *libcontainer.Container, p *libcontainer.Process, stdio ExecIO) (int, error) {
+func (r *Runtime) execTTY(ctx context.Context, id string, c *libcontainer.Container, p *libcontainer.Process, stdio ExecIO, start func(func() error) error) (int, error) {
 	parent, child, err := utils.NewSockPair("console")
 	if err != nil {
 		return -1, err
@@ -106,7 +113,7 @@ func (r *Runtime) execTTY(ctx context.Context, id string, c *libcontainer.Contai
 		p.ConsoleWidth, p.ConsoleHeight = stdio.Size.Width, stdio.Size.Height
 	}
 	consoleC := shim.RecvConsole(parent)
-	err = c.Run(p)
+	err = start(func() error { return c.Run(p) })
 	child.Close()
 	if err != nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, err)

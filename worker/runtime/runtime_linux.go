@@ -45,6 +45,8 @@ type Runtime struct {
 	noX32 bool
 	// cgroupns is whether the kernel has cgroup namespaces (Linux 4.6).
 	cgroupns bool
+	// filters are the compiled split seccomp filters (splitSeccomp).
+	filters splitFilters
 }
 
 // On-disk layout:
@@ -58,6 +60,7 @@ type Runtime struct {
 //	StateDir/pods/<podUID>/<id>              an empty file per container of the pod (the pod index)
 //	StateDir/libcontainer/<id>/              libcontainer's state
 //	StateDir/sandboxes/<podUID>/             sandbox.json, ns/{net,ipc,uts} pins, shm/
+//	StateDir/seccomp/<sha256>.bpf            compiled first parts of split seccomp filters (shim.Split)
 //	DataDir/containers/<id>/{upper,work}/    the container's writable layer
 //	DataDir/containers/<id>/container.log*   its logs
 
@@ -201,6 +204,7 @@ func (r *Runtime) StartContainer(ctx context.Context, sb *Sandbox, spec Containe
 		}
 	}
 	cfg, seccomp := r.containerConfig(id, sb, rootfs.Target, spec, res, caps)
+	r.splitSeccomp(seccomp)
 	rec := &shim.Record{
 		ID:               id,
 		PodUID:           sb.PodUID,

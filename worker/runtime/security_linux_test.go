@@ -494,6 +494,35 @@ func main() {
 			case <-time.After(3 * time.Second):
 				fmt.Println("x32-keyctl: thread killed")
 			}
+		case "unshare":
+			report("unshare", syscall.Unshare(syscall.CLONE_NEWUTS))
+		case "sethostname":
+			report("sethostname", syscall.Sethostname([]byte("probe")))
+		case "clone3":
+			// clone3(NULL, 0): EINVAL where the call is allowed, ENOSYS
+			// where Docker's profile answers for it.
+			var err error
+			if _, _, e := syscall.Syscall(435, 0, 0, 0); e != 0 {
+				err = e
+			}
+			report("clone3", err)
+		case "personality":
+			// READ_IMPLIES_EXEC: not among the personalities Docker's
+			// profile allows.
+			var err error
+			if _, _, e := syscall.Syscall(syscall.SYS_PERSONALITY, 0x0400000, 0, 0); e != 0 {
+				err = e
+			}
+			report("personality", err)
+		case "filters":
+			b, _ := os.ReadFile("/proc/self/status")
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "Seccomp_filters:"); ok {
+					fmt.Printf("filters: %s\n", strings.TrimSpace(v))
+				}
+			}
+		case "sleep":
+			time.Sleep(time.Hour)
 		case "procs":
 			ents, _ := os.ReadDir("/proc")
 			var pids []string

@@ -26,6 +26,10 @@ type SeccompDefault struct {
 	// NoX32 leaves the x32 ABI out of the filter: the worker sets it where
 	// the kernel refuses x32 system calls (see Spec).
 	NoX32 bool `json:"noX32,omitempty"`
+	// Program, when set, is the file (WriteProgram) of the compiled first
+	// part of the split filter (Split): the shim starts the container
+	// under it and gives libcontainer the second part only.
+	Program string `json:"program,omitempty"`
 }
 
 // Spec returns the profile in its OCI form.

@@ -30,6 +30,9 @@ import (
 // runtime starts the shim with a ready pipe as fd 3, on which
 // the shim reports the container started (or why it did not).
 func Main(args []string) int {
+	if len(args) == 1 && args[0] == CompileArg {
+		return compileMain()
+	}
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "usage: "+Subcommand+" CONTAINER_STATE_DIR (the worker starts shims; they are not run by hand)")
 		return 2
@@ -70,11 +73,10 @@ func run(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	if err != nil {
 		return err
 	}
-	if rec.SeccompDefault != nil && rec.Config != nil {
-		if rec.Config.Seccomp, err = rec.SeccompDefault.Config(); err != nil {
-			// Fail closed: such a container does not start.
-			return err
-		}
+	// Fail closed: a container whose filter cannot be had does not start.
+	startUnder, err := seccompFilter(rec)
+	if err != nil {
+		return err
 	}
 	lw, err := openLogWriter(rec.LogPath, rec.LogMaxSize, rec.LogMaxFiles)
 	if err != nil {
@@ -162,7 +164,7 @@ func run(dir string, ready *os.File, log *slog.Logger) (retErr error) {
 	}
 
 	tCreated := time.Now()
-	if err := c.Run(p); err != nil {
+	if err := startUnder(func() error { return c.Run(p) }); err != nil {
 		for _, f := range afterStart {
 			f.Close()
 		}
