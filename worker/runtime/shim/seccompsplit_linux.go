@@ -191,22 +191,35 @@ func RunUnder(prog []unix.SockFilter, f func() error) error {
 		return errors.New("seccomp program is empty")
 	}
 	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread ends with this goroutine, and the
-		// filter with it. Threads the runtime starts meanwhile come from
-		// its template thread, not from this one.
-		runtime.LockOSThread()
-		fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-		// Without TSYNC: this thread only. Allowed without
-		// no_new_privs to a thread with CAP_SYS_ADMIN.
-		if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
-			done <- fmt.Errorf("load seccomp filter: %w", errno)
-			return
-		}
-		runtime.KeepAlive(prog)
-		done <- f()
-	}()
+	go runUnder(prog, f, done)
 	return <-done
+}
+
+func runUnder(prog []unix.SockFilter, f func() error, done chan<- error) {
+	// Never unlocked: the thread ends with this goroutine, and the filter
+	// with it. Threads the runtime starts meanwhile come from its template
+	// thread, not from this one.
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread does not end with its goroutine: the runtime
+		// parks it, and the process would show the filter for good. Hold
+		// it while another goroutine, which cannot run here, does the work.
+		inner := make(chan error, 1)
+		go runUnder(prog, f, inner)
+		err := <-inner
+		runtime.UnlockOSThread()
+		done <- err
+		return
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	// Without TSYNC: this thread only. Allowed without no_new_privs to a
+	// thread with CAP_SYS_ADMIN.
+	if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+		done <- fmt.Errorf("load seccomp filter: %w", errno)
+		return
+	}
+	runtime.KeepAlive(prog)
+	done <- f()
 }
 
 // CompileArg, after Subcommand, makes the shim compile a seccomp filter
