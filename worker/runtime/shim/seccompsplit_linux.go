@@ -157,11 +157,23 @@ func WriteProgram(dir string, prog []byte) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, prog, 0o600); err != nil {
+	// A name of its own: starts of the same profile may write it at once.
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
 		return "", err
 	}
-	return path, os.Rename(tmp, path)
+	_, err = f.Write(prog)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return path, nil
 }
 
 // ReadProgram loads a filter written by WriteProgram, checking it against

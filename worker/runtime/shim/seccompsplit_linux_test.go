@@ -2,7 +2,11 @@ package shim
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -34,5 +38,42 @@ func TestRunUnderLeavesNoFilter(t *testing.T) {
 		if !bytes.Contains(status, []byte("\nSeccomp:\t0\n")) {
 			t.Fatal("the main thread has the filter")
 		}
+	}
+}
+
+// Starts of one profile may store its program at once; each gets the
+// file whole, and a file whose content is not its name is refused.
+func TestProgramFile(t *testing.T) {
+	dir := t.TempDir()
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
+	var b bytes.Buffer
+	if err := binary.Write(&b, binary.NativeEndian, prog); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	paths := make([]string, 16)
+	for i := range paths {
+		wg.Go(func() {
+			p, err := WriteProgram(dir, b.Bytes())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got, err := ReadProgram(p); err != nil || !slices.Equal(got, prog) {
+				t.Errorf("read back %v, %v", got, err)
+			}
+			paths[i] = p
+		})
+	}
+	wg.Wait()
+	distinct := slices.Compact(slices.Sorted(slices.Values(paths)))
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 || len(distinct) != 1 {
+		t.Fatalf("dir holds %d entries, paths %q; want one file", len(ents), distinct)
+	}
+	if err := os.WriteFile(distinct[0], append(b.Bytes(), b.Bytes()...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadProgram(distinct[0]); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Errorf("tampered program: %v, want refused", err)
 	}
 }
