@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -248,6 +249,9 @@ func runUnder(prog []unix.SockFilter, f func() error, done chan<- error) {
 // its threads, whose ID it then prints, for CompileFilter to read back.
 const CompileArg = "--compile-seccomp"
 
+// compileTimeout bounds CompileFilter's helper.
+var compileTimeout = 10 * time.Second
+
 // CompileFilter compiles cfg exactly as libcontainer does in a container's
 // init, in a process started from shimCommand (the shim's binary and
 // Subcommand), and reads the program back from the kernel
@@ -275,12 +279,23 @@ func CompileFilter(shimCommand []string, cfg *configs.Seccomp) ([]byte, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("compile seccomp filter: %w", err)
 	}
-	defer func() {
+	// A helper that hangs must not hold every start of its profile.
+	timer := time.AfterFunc(compileTimeout, func() { _ = cmd.Process.Kill() })
+	waited := false
+	wait := func() {
+		timer.Stop()
 		stdin.Close() // the helper exits on EOF
 		_ = cmd.Wait()
+		waited = true
+	}
+	defer func() {
+		if !waited {
+			wait()
+		}
 	}()
 	fail := func(err error) ([]byte, error) {
 		_ = cmd.Process.Kill()
+		wait() // and its stderr is whole
 		if s := strings.TrimSpace(stderr.String()); s != "" {
 			err = fmt.Errorf("%w: %s", err, s)
 		}
@@ -300,30 +315,53 @@ func CompileFilter(shimCommand []string, cfg *configs.Seccomp) ([]byte, error) {
 	if err := unix.PtraceSeize(tid); err != nil {
 		return fail(fmt.Errorf("ptrace: %w", err))
 	}
-	defer func() { _ = unix.PtraceDetach(tid) }()
-	if err := unix.PtraceInterrupt(tid); err != nil {
-		return fail(fmt.Errorf("ptrace: %w", err))
+	prog, stopped, err := readFilter(tid)
+	if !stopped || unix.PtraceDetach(tid) != nil {
+		// A traced thread that exits waits for its tracer to reap it, and
+		// the process for the thread: end the helper and reap the thread.
+		_ = cmd.Process.Kill()
+		for {
+			var ws unix.WaitStatus
+			if _, werr := unix.Wait4(tid, &ws, unix.WALL, nil); werr != nil || ws.Exited() || ws.Signaled() {
+				break
+			}
+		}
+		if err == nil {
+			err = errors.New("could not let the helper go")
+		}
 	}
-	var ws unix.WaitStatus
-	if _, err := unix.Wait4(tid, &ws, unix.WALL, nil); err != nil || !ws.Stopped() {
-		return fail(fmt.Errorf("helper did not stop: %v (%v)", err, ws))
-	}
-	n, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(tid), 0, 0, 0, 0)
-	if errno != 0 {
-		return fail(fmt.Errorf("read the filter back: %w", errno))
-	}
-	prog := make([]unix.SockFilter, n)
-	if n == 0 {
-		return fail(errors.New("helper has no filter"))
-	}
-	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(tid), 0, uintptr(unsafe.Pointer(&prog[0])), 0, 0); errno != 0 {
-		return fail(fmt.Errorf("read the filter back: %w", errno))
+	if err != nil {
+		return fail(err)
 	}
 	var out bytes.Buffer
 	if err := binary.Write(&out, binary.NativeEndian, prog); err != nil {
 		return fail(err)
 	}
 	return out.Bytes(), nil
+}
+
+// readFilter stops the seized thread tid and reads its seccomp filter.
+// stopped says whether the thread is stopped (and can be detached).
+func readFilter(tid int) (prog []unix.SockFilter, stopped bool, err error) {
+	if err := unix.PtraceInterrupt(tid); err != nil {
+		return nil, false, fmt.Errorf("ptrace: %w", err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(tid, &ws, unix.WALL, nil); err != nil || !ws.Stopped() {
+		return nil, false, fmt.Errorf("helper did not stop: %v (%v)", err, ws)
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(tid), 0, 0, 0, 0)
+	if errno != 0 {
+		return nil, true, fmt.Errorf("read the filter back: %w", errno)
+	}
+	if n == 0 {
+		return nil, true, errors.New("helper has no filter")
+	}
+	prog = make([]unix.SockFilter, n)
+	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(tid), 0, uintptr(unsafe.Pointer(&prog[0])), 0, 0); errno != 0 {
+		return nil, true, fmt.Errorf("read the filter back: %w", errno)
+	}
+	return prog, true, nil
 }
 
 // compileMain is the helper's side of CompileFilter.

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,5 +77,30 @@ func TestProgramFile(t *testing.T) {
 	}
 	if _, err := ReadProgram(distinct[0]); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Errorf("tampered program: %v, want refused", err)
+	}
+}
+
+// A compile helper that never answers is given up on, and the start goes
+// on with the whole filter compiled in its init.
+func TestCompileFilterTimeout(t *testing.T) {
+	defer func(d time.Duration) { compileTimeout = d }(compileTimeout)
+	compileTimeout = 100 * time.Millisecond
+	start := time.Now()
+	// "exec": the helper is sleep itself, which the timeout kills.
+	_, err := CompileFilter([]string{"sh", "-c", "exec sleep 60"}, &configs.Seccomp{})
+	if err == nil {
+		t.Fatal("a silent helper compiled a filter")
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+}
+
+// A helper that answers but loaded no filter is read, refused and ended.
+func TestCompileFilterNoFilter(t *testing.T) {
+	// The shell's pid, then sleep in its place: a thread to read.
+	_, err := CompileFilter([]string{"sh", "-c", "echo $$; exec sleep 60"}, &configs.Seccomp{})
+	if err == nil || !strings.Contains(err.Error(), "read the filter back") {
+		t.Fatalf("helper without a filter: %v, want refused", err)
 	}
 }
