@@ -236,7 +236,7 @@ func TestSeccompSplitContainer(t *testing.T) {
 	}
 	mounts := []Mount{{HostPath: probeBinary(t), ContainerPath: "/probe", ReadOnly: true}}
 	id, err := e.rt.StartContainer(ctxFor(t, 60*time.Second), sb, ContainerSpec{Image: fix.img, Mounts: mounts,
-		Container: &pb.Container{Name: "split", Image: fix.ref, Command: append(append([]string{"/probe"}, steps...), "sleep")}})
+		Container: &pb.Container{Name: "split", Image: fix.ref, Command: append(append([]string{"/probe"}, steps...), "wait")}})
 	if err != nil {
 		t.Fatal(err)
 	}

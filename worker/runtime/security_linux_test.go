@@ -439,6 +439,7 @@ const probeSource = `package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -521,8 +522,11 @@ func main() {
 					fmt.Printf("filters: %s\n", strings.TrimSpace(v))
 				}
 			}
-		case "sleep":
-			time.Sleep(time.Hour)
+		case "wait":
+			// Stay, for execs, until the container is stopped.
+			term := make(chan os.Signal, 1)
+			signal.Notify(term, syscall.SIGTERM)
+			<-term
 		case "procs":
 			ents, _ := os.ReadDir("/proc")
 			var pids []string
