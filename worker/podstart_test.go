@@ -2,7 +2,10 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,5 +156,57 @@ func createBurst(t *testing.T, tc *testCluster, prefix string, n int) {
 		if err != nil {
 			t.Fatalf("create %s-%d: %v", prefix, i, err)
 		}
+	}
+}
+
+// slowSandboxRuntime takes at least delay to create a pod's sandbox, as a
+// network namespace and a veth take on a busy node.
+type slowSandboxRuntime struct {
+	*fakeRuntime
+	delay time.Duration
+}
+
+func (s *slowSandboxRuntime) CreateSandbox(ctx context.Context, podUID string, opts wrt.SandboxOptions) (*wrt.Sandbox, error) {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.fakeRuntime.CreateSandbox(ctx, podUID, opts)
+}
+
+// TestStartedContainerLogsSetup: the "started container" line says how
+// long the pod's sandbox took before it (the pod start benchmark reads it
+// as "of which pod setup").
+func TestStartedContainerLogsSetup(t *testing.T) {
+	t.Parallel()
+	const delay = 40 * time.Millisecond
+	tc := startCluster(t, clusterOptions{})
+	rt := &slowSandboxRuntime{fakeRuntime: newFakeRuntime(), delay: delay}
+	logs := &syncBuffer{}
+	tc.startAgent(t, "w1", func(c *Config) {
+		c.Runtime, c.Images, c.testProber = rt, rt.fakeRuntime, newFakeProber()
+		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	})
+	tc.waitNodeReady(t, "w1", "True", 30*time.Second)
+	createBurst(t, tc, "setup", 1)
+	tc.waitPod(t, "setup-0", 60*time.Second, "Running", phaseIs("Running"))
+	var line struct {
+		Msg   string `json:"msg"`
+		Pod   string `json:"pod"`
+		Setup int64  `json:"setup"` // slog's JSON: nanoseconds
+	}
+	found := false
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "started container" && line.Pod == "default/setup-0" {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Fatalf("no \"started container\" line for default/setup-0 in:\n%s", logs.String())
+	}
+	if got := time.Duration(line.Setup); got < delay {
+		t.Errorf("started container: setup %s, want at least the sandbox's %s", got, delay)
 	}
 }

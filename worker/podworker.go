@@ -73,6 +73,9 @@ type podWorker struct {
 	// podIP is the pod's address on the pod network (nil before it is
 	// attached, and for hostNetwork pods).
 	podIP net.IP
+	// setup is how long the pod's sandbox, network, /etc files and volumes
+	// took to set up, as logged with its containers' starts.
+	setup time.Duration
 	// etc is the pod's /etc files (hosts, resolv.conf) by the path they
 	// are mounted on; nil until written.
 	etc map[string]string
@@ -262,6 +265,9 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 		return 200 * time.Millisecond, false
 	}
 
+	// How long the pod's sandbox, network, /etc files and volumes take,
+	// for the "started container" lines.
+	setupStart, fresh := time.Now(), w.sandbox == nil || w.etc == nil || w.vols == nil
 	if w.sandbox == nil {
 		sb, err := a.rt.GetSandbox(w.uid)
 		if errors.Is(err, wrt.ErrSandboxNotFound) {
@@ -327,6 +333,9 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 			}
 			w.vols = vols
 		}
+	}
+	if fresh {
+		w.setup += time.Since(setupStart)
 	}
 
 	w.refresh()
@@ -546,7 +555,8 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 		st = wrt.ContainerStatus{ID: id, State: wrt.StateRunning, StartedAt: startedAt}
 	}
 	w.log.Info("started container", "pod", podKey(pod), "container", c.GetName(), "id", shortID(id), "attempt", attempt,
-		"took", time.Since(startedAt).Round(time.Millisecond), "queued", startedAt.Sub(queued).Round(time.Millisecond))
+		"took", time.Since(startedAt).Round(time.Millisecond), "queued", startedAt.Sub(queued).Round(time.Millisecond),
+		"setup", w.setup.Round(time.Millisecond))
 	old := cs.prev
 	w.mu.Lock()
 	cs.prev, cs.cur = cs.cur, &ctrInstance{id: id, attempt: attempt, st: st}

@@ -150,7 +150,11 @@ type podSample struct {
 	// queued is how long the start waited for a turn (the worker's
 	// MaxParallelStarts) before the runtime was called; 0 for workers
 	// without the bound.
-	queued  time.Duration
+	queued time.Duration
+	// setup is how long the worker took to set up the pod's sandbox,
+	// network, /etc files and volumes before its first container; 0 for
+	// workers that do not log it.
+	setup   time.Duration
 	running time.Time // watch: status.phase Running
 }
 
@@ -391,7 +395,7 @@ func podstartRun(ctx context.Context, e *env, o options, rep *Report, mode strin
 	sample := func(n string) podSample {
 		s := podSample{name: n, created: createdAt[n], bound: seen[n].bound, running: seen[n].running}
 		if st, ok := starts[podstartNS+"/"+n]; ok {
-			s.started, s.runtime, s.queued = st.at, st.took, st.queued
+			s.started, s.runtime, s.queued, s.setup = st.at, st.took, st.queued, st.setup
 		}
 		return s
 	}
@@ -477,6 +481,7 @@ func reportPodstart(rep *Report, bench, what string, ss []podSample, note, p99no
 	parts := []part{
 		{"create -> scheduled (bind seen)", phase(func(s podSample) (time.Duration, bool) { return s.bound.Sub(s.created), !s.bound.IsZero() })},
 		{"scheduled -> container started", phase(func(s podSample) (time.Duration, bool) { return s.started.Sub(s.bound), hasLog(s) })},
+		{"  of which pod setup (sandbox, network, volumes)", phase(func(s podSample) (time.Duration, bool) { return s.setup, hasLog(s) && s.setup > 0 })},
 		{"  of which runtime create+start", phase(func(s podSample) (time.Duration, bool) { return s.runtime, hasLog(s) })},
 		{"  of which queued for a start slot", phase(func(s podSample) (time.Duration, bool) { return s.queued, hasLog(s) })},
 		{"container started -> Running seen", phase(func(s podSample) (time.Duration, bool) { return s.running.Sub(s.started), hasLog(s) })},
@@ -505,6 +510,7 @@ type containerStart struct {
 	at     time.Time
 	took   time.Duration
 	queued time.Duration
+	setup  time.Duration
 }
 
 // startedContainers reads the worker's JSON log: for each pod, when its
@@ -532,12 +538,15 @@ func startedContainers(path string) (map[string]containerStart, error) {
 			// Queued: waiting for a start slot before the runtime
 			// was called (newer workers).
 			Queued int64 `json:"queued"`
+			// Setup: the pod's sandbox, network, /etc files and
+			// volumes, before its first container (newer workers).
+			Setup int64 `json:"setup"`
 		}
 		if json.Unmarshal(line, &rec) != nil || rec.Msg != "started container" {
 			continue
 		}
 		if _, ok := out[rec.Pod]; !ok {
-			out[rec.Pod] = containerStart{at: rec.Time, took: time.Duration(rec.Took), queued: time.Duration(rec.Queued)}
+			out[rec.Pod] = containerStart{at: rec.Time, took: time.Duration(rec.Took), queued: time.Duration(rec.Queued), setup: time.Duration(rec.Setup)}
 		}
 	}
 	return out, sc.Err()
