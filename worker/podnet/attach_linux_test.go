@@ -173,6 +173,25 @@ func checkAttached(t *testing.T, n *Network, hostPath, podPath, uid string, ip n
 	}
 }
 
+// checkOneQueue: both ends of a new pod's veth were created with one
+// transmit and one receive queue. Created without a count, a veth gets one
+// per possible CPU and the kernel cuts it down to one under the RTNL lock,
+// waiting for an expedited RCU grace period per end, which every other
+// pod's attach then waits for.
+func checkOneQueue(t *testing.T, hostPath, podPath, uid string) {
+	t.Helper()
+	hostVeth, _ := vethNames(uid)
+	for _, l := range []struct{ path, name string }{{hostPath, hostVeth}, {podPath, podIfName}} {
+		link, err := handleIn(t, l.path).LinkByName(l.name)
+		if err != nil {
+			t.Fatalf("pod %s: %s: %v", uid, l.name, err)
+		}
+		if a := link.Attrs(); a.NumTxQueues != 1 || a.NumRxQueues != 1 {
+			t.Errorf("pod %s: %s has %d transmit and %d receive queues, want 1 and 1", uid, l.name, a.NumTxQueues, a.NumRxQueues)
+		}
+	}
+}
+
 // TestAttachBurst attaches 20 pods at once: each gets its own address and
 // a complete configuration, nothing else is left behind, and pods reach
 // each other.
@@ -208,6 +227,7 @@ func TestAttachBurst(t *testing.T) {
 		}
 		seen[ips[i].String()] = i
 		checkAttached(t, n, host, paths[i], fmt.Sprintf("pod-%d", i), ips[i])
+		checkOneQueue(t, host, paths[i], fmt.Sprintf("pod-%d", i))
 	}
 	// Only the pods' host veths, the bridge and lo in the node's
 	// namespace; only lo and eth0 in each pod's.

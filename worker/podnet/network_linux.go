@@ -297,8 +297,8 @@ func (n *Network) Attach(ctx context.Context, podUID, netnsPath string) (_ net.I
 			}
 		}
 		// One request creates the pair with the pod end already in the
-		// pod's namespace, named eth0, and the host end up (the bridge
-		// port is set right after it by LinkAdd). Moving the pod end in
+		// pod's namespace, named eth0 (the bridge port is set right after
+		// it by LinkAdd). Moving the pod end in
 		// afterwards is what made a burst of attaches slow: the kernel
 		// waits for RCU grace periods (synchronize_net, rcu_barrier)
 		// while it holds the RTNL lock, so every other pod's netlink
@@ -313,15 +313,22 @@ func (n *Network) Attach(ctx context.Context, podUID, netnsPath string) (_ net.I
 				}
 			}
 		}()
+		// One queue each way, on both ends, asked for explicitly: a veth
+		// created without a count gets one per possible CPU, and the
+		// kernel then cuts it down to one (the veth's default) with an
+		// expedited RCU grace period per end while it holds the RTNL
+		// lock (veth_init_queues); every other pod's netlink change and
+		// namespace waited behind those in a burst.
 		veth := &netlink.Veth{
-			LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: n.mtu, TxQLen: -1, Flags: net.FlagUp, MasterIndex: br.Attrs().Index},
-			PeerName:  podIfName, PeerNamespace: netlink.NsFd(int(podNS)),
+			LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: n.mtu, TxQLen: -1, MasterIndex: br.Attrs().Index,
+				NumTxQueues: 1, NumRxQueues: 1},
+			PeerName: podIfName, PeerNamespace: netlink.NsFd(int(podNS)),
 		}
 		if err := n.h.LinkAdd(veth); err != nil {
 			return nil, fmt.Errorf("attach pod %s: create veth %s: %w", podUID, hostName, err)
 		}
-		// LinkAdd filled in the host end's index; its master, flags and
-		// MTU are what was asked for. Every lookup saved is a wait less
+		// LinkAdd filled in the host end's index; its master and MTU are
+		// what was asked for. Every lookup saved is a wait less
 		// on the RTNL lock in a burst.
 		host = veth
 		if host.Attrs().Index == 0 {
@@ -343,11 +350,6 @@ func (n *Network) Attach(ctx context.Context, podUID, netnsPath string) (_ net.I
 	if err := n.h.LinkSetHairpin(host, true); err != nil {
 		return nil, fmt.Errorf("attach pod %s: hairpin on %s: %w", podUID, hostName, err)
 	}
-	if host.Attrs().Flags&net.FlagUp == 0 {
-		if err := n.h.LinkSetUp(host); err != nil {
-			return nil, fmt.Errorf("attach pod %s: set %s up: %w", podUID, hostName, err)
-		}
-	}
 	if pod.Attrs().MTU != n.mtu {
 		if err := ph.LinkSetMTU(pod, n.mtu); err != nil {
 			return nil, fmt.Errorf("attach pod %s: MTU: %w", podUID, err)
@@ -365,8 +367,20 @@ func (n *Network) Attach(ctx context.Context, podUID, netnsPath string) (_ net.I
 	if err := n.disableIPv6(podNS, hostName); err != nil {
 		return nil, fmt.Errorf("attach pod %s: %w", podUID, err)
 	}
+	// The pod end goes up first, then the host end: the pair gets its
+	// carrier as both are up. A host end up without a carrier (created up,
+	// or up before the pod end) has the kernel stop its queues when it
+	// handles the carrier change, with an expedited RCU grace period
+	// under the RTNL lock (dev_deactivate); the netlink library's own
+	// lookup right after LinkAdd handled it at once, and a burst's
+	// attaches queued behind those.
 	if err := ph.LinkSetUp(pod); err != nil {
 		return nil, fmt.Errorf("attach pod %s: set %s up: %w", podUID, podIfName, err)
+	}
+	if host.Attrs().Flags&net.FlagUp == 0 {
+		if err := n.h.LinkSetUp(host); err != nil {
+			return nil, fmt.Errorf("attach pod %s: set %s up: %w", podUID, hostName, err)
+		}
 	}
 	// The runtime usually has set lo up already.
 	if lo, err := ph.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
