@@ -78,6 +78,13 @@ func TestWorkerEndToEnd(t *testing.T) {
 		t.Errorf("delete namespace kube-node-lease: %v\n%s", err, out)
 	}
 	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  password: s3cret-e2e
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: hello
@@ -94,6 +101,11 @@ spec:
     readinessProbe:
       httpGet: {path: /healthz, port: http}
       periodSeconds: 1
+    volumeMounts:
+    - {name: creds, mountPath: /etc/creds}
+  volumes:
+  - name: creds
+    secret: {secretName: creds}
 `, imageRef)
 	created := time.Now()
 	if out, err := c.cli(manifest, "apply", "-f", "-"); err != nil {
@@ -120,6 +132,7 @@ spec:
 	}
 	out, _ := c.cli("", "get", "pod", "hello", "-o", "wide")
 	t.Logf("skiff get pod hello -o wide:\n%s", out)
+	assertSecretVolumeInMemory(t, c, w, "hello", "creds", "/etc/creds/password", "s3cret-e2e")
 
 	out, err := c.cli("", "logs", "hello")
 	if err != nil || !strings.Contains(out, "hello from e2e from hello") || !strings.Contains(out, "listening on :8080") {
@@ -233,6 +246,33 @@ spec:
 		}
 		return nil
 	})
+}
+
+// assertSecretVolumeInMemory checks a pod's secret volume: the container
+// reads the key through `skiff exec`, and on the node the volume is a tmpfs
+// of its own, so the secret never reaches the worker's disk.
+func assertSecretVolumeInMemory(t *testing.T, c *cluster, w *workerProc, pod, volume, file, want string) {
+	t.Helper()
+	if out, err := c.cli("", "exec", pod, "--", "/hello", "cat", file); err != nil || out != want {
+		t.Errorf("exec cat %s: %v %q, want %q", file, err, out, want)
+	}
+	out, err := c.cli("", "get", "pod", pod, "-o", "json")
+	if err != nil {
+		t.Fatalf("get pod: %v\n%s", err, out)
+	}
+	var p struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal([]byte(out), &p); err != nil || p.Metadata.UID == "" {
+		t.Fatalf("pod json: %v\n%s", err, out)
+	}
+	dir := filepath.Join(w.dataDir, "pods", p.Metadata.UID, "volumes", volume)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil || st.Type != 0x01021994 { // TMPFS_MAGIC
+		t.Errorf("secret volume %s: filesystem type %#x, %v; want a tmpfs", dir, st.Type, err)
+	}
 }
 
 // regexpLine reports whether some line of out has all fields, in order.

@@ -490,8 +490,13 @@ func TestVolumes(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(hostDir, "from-pod")); err != nil || string(b) != "pod data" {
 		t.Errorf("hostPath write: %q %v", b, err)
 	}
-	if len(mountsBelow(filepath.Join(e.dataDir, "pods"))) != 1 {
-		t.Errorf("the memory emptyDir is not mounted: %v", mountsBelow(e.dataDir))
+	// The memory emptyDir and the secret are tmpfs mounts, the secret's so
+	// that its keys never reach the node's disk; the rest is on the disk.
+	vols := filepath.Join(e.dataDir, "pods", p.GetMetadata().GetUid(), "volumes")
+	for name, want := range map[string]bool{"mem": true, "sec": true, "cfg": false, "scratch": false} {
+		if got := onTmpfs(t, filepath.Join(vols, name)); got != want || mounted(filepath.Join(vols, name)) != want {
+			t.Errorf("volume %s on a tmpfs of its own: %v, want %v (mounts %v)", name, got, want, mountsBelow(vols))
+		}
 	}
 	tc.deletePod(t, "vols", nil)
 	tc.waitPodGone(t, "vols", 30*time.Second)

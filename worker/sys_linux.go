@@ -39,7 +39,7 @@ func removeCgroupDirs(parent string) {
 	}
 }
 
-// mountTmpfs mounts a tmpfs at dir (memory-backed emptyDir volumes).
+// mountTmpfs mounts a tmpfs at dir (memory-backed emptyDir and secret volumes).
 func mountTmpfs(dir, opts string) error {
 	return unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
 }

@@ -23,7 +23,9 @@ import (
 //   - emptyDir: a directory there (a tmpfs for medium Memory, sized by
 //     sizeLimit);
 //   - configMap and secret: their keys written as files there, once, when
-//     the pod starts (later changes to the object are not propagated);
+//     the pod starts (later changes to the object are not propagated); a
+//     secret's on a tmpfs of its own, as Kubernetes does, so that its
+//     keys, encrypted in the masters' log, never reach the node's disk;
 //   - hostPath: the host path itself, checked against its type.
 //
 // Containers get bind mounts of them (configMap and secret read-only).
@@ -191,45 +193,61 @@ func (a *Agent) writeSecretVolume(ctx context.Context, pod *pb.Pod, src *pb.Secr
 	default:
 		return err
 	}
-	return writeKeys(dir, data, src.GetItems(), src.GetDefaultMode(), src.DefaultMode != nil, src.GetOptional())
+	files, err := keyFiles(data, src.GetItems(), src.GetDefaultMode(), src.DefaultMode != nil, src.GetOptional())
+	if err != nil {
+		return err
+	}
+	return writeKeysInMemory(dir, files)
 }
 
-// writeKeys writes data into dir: every key as a file, or only items (key
-// -> relative path) when given. It writes into a fresh directory and
-// renames it into place, so a container never sees half the files.
-func writeKeys(dir string, data map[string][]byte, items []*pb.KeyToPath, defaultMode int32, hasMode, optional bool) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil // written when the pod first started
-	}
+// keyFile is a key of a configMap or secret as a file of its volume.
+type keyFile struct {
+	rel  string
+	body []byte
+	mode fs.FileMode
+}
+
+// keyFiles lists the files of a configMap or secret volume: every key, or
+// only items (key -> relative path) when given.
+func keyFiles(data map[string][]byte, items []*pb.KeyToPath, defaultMode int32, hasMode, optional bool) ([]keyFile, error) {
 	mode := fs.FileMode(0o644)
 	if hasMode {
 		mode = fs.FileMode(defaultMode) & fs.ModePerm
 	}
-	type file struct {
-		rel  string
-		body []byte
-		mode fs.FileMode
-	}
-	var files []file
+	var files []keyFile
 	if len(items) == 0 {
 		for _, k := range sortedKeys(data) {
-			files = append(files, file{k, data[k], mode})
+			files = append(files, keyFile{k, data[k], mode})
 		}
-	} else {
-		for _, it := range items {
-			body, ok := data[it.GetKey()]
-			if !ok {
-				if optional {
-					continue
-				}
-				return configErr("key %q not found", it.GetKey())
+		return files, nil
+	}
+	for _, it := range items {
+		body, ok := data[it.GetKey()]
+		if !ok {
+			if optional {
+				continue
 			}
-			m := mode
-			if it.Mode != nil {
-				m = fs.FileMode(it.GetMode()) & fs.ModePerm
-			}
-			files = append(files, file{it.GetPath(), body, m})
+			return nil, configErr("key %q not found", it.GetKey())
 		}
+		m := mode
+		if it.Mode != nil {
+			m = fs.FileMode(it.GetMode()) & fs.ModePerm
+		}
+		files = append(files, keyFile{it.GetPath(), body, m})
+	}
+	return files, nil
+}
+
+// writeKeys writes a configMap's files into dir. It writes into a fresh
+// directory and renames it into place, so a container never sees half the
+// files.
+func writeKeys(dir string, data map[string][]byte, items []*pb.KeyToPath, defaultMode int32, hasMode, optional bool) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil // written when the pod first started
+	}
+	files, err := keyFiles(data, items, defaultMode, hasMode, optional)
+	if err != nil {
+		return err
 	}
 	tmp := dir + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -238,9 +256,47 @@ func writeKeys(dir string, data map[string][]byte, items []*pb.KeyToPath, defaul
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
+	if err := writeFiles(tmp, files); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dir)
+}
+
+// writeKeysInMemory writes a secret's files into a tmpfs mounted at dir.
+// The marker dir+".written", on the data disk and empty, tells a complete
+// write: a worker that stopped halfway, or a node that rebooted (the tmpfs
+// gone), writes them again. Containers start only after their volumes are
+// written, so none sees half the files.
+func writeKeysInMemory(dir string, files []keyFile) error {
+	written := dir + ".written"
+	if mounted(dir) {
+		if _, err := os.Stat(written); err == nil {
+			return nil // written when the pod first started
+		}
+		if err := unmount(dir); err != nil {
+			return fmt.Errorf("unmount a half-written secret volume: %w", err)
+		}
+	}
+	if err := os.Remove(written); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := mountTmpfs(dir, "mode=0755"); err != nil {
+		return fmt.Errorf("mount tmpfs: %w", err)
+	}
+	if err := writeFiles(dir, files); err != nil {
+		return err
+	}
+	return os.WriteFile(written, nil, 0o600)
+}
+
+// writeFiles writes files below root, which none of them may escape.
+func writeFiles(root string, files []keyFile) error {
 	for _, f := range files {
-		p, err := securejoin.SecureJoin(tmp, f.rel)
-		if err != nil || !strings.HasPrefix(p, tmp+string(os.PathSeparator)) {
+		p, err := securejoin.SecureJoin(root, f.rel)
+		if err != nil || !strings.HasPrefix(p, root+string(os.PathSeparator)) {
 			return configErr("path %q escapes the volume", f.rel)
 		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -253,7 +309,7 @@ func writeKeys(dir string, data map[string][]byte, items []*pb.KeyToPath, defaul
 			return err
 		}
 	}
-	return os.Rename(tmp, dir)
+	return nil
 }
 
 // containerMounts turns c's volumeMounts into the runtime's bind mounts.

@@ -86,6 +86,16 @@ func command(args []string) int {
 			return 1
 		}
 		return 0
+	case args[0] == "cat" && len(args) > 1:
+		for _, name := range args[1:] {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			_, _ = os.Stdout.Write(b)
+		}
+		return 0
 	case args[0] == "tty":
 		// What `skiff exec -t` gave the command: a terminal on stdin and
 		// stdout, and the size of the user's terminal.
@@ -113,6 +123,6 @@ func command(args []string) int {
 			return 1
 		}
 	}
-	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL | tty | tty-resize]")
+	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL | cat FILE... | tty | tty-resize]")
 	return 2
 }
