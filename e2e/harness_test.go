@@ -97,6 +97,11 @@ type master struct {
 	// stays uid 0): nftables matches it (meta skgid) to tell this master's
 	// packets from the others' on the shared loopback (see chaosNet).
 	gid uint32
+	// cgroup, when set, is a cgroup directory the process starts in (a
+	// shell moves itself there, then execs the master); env is added to
+	// the environment.
+	cgroup string
+	env    []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -145,6 +150,8 @@ type clusterOptions struct {
 	// insecure runs everything in plaintext (--insecure); by default the
 	// cluster has a token and every connection is mutual TLS.
 	insecure bool
+	// cgroup, when set, is the cgroup directory every master starts in.
+	cgroup string
 }
 
 // startCluster starts n masters with --bootstrap-expect n.
@@ -175,6 +182,7 @@ func startClusterWith(t *testing.T, n int, opts clusterOptions) *cluster {
 		if opts.gids {
 			m.gid = newGID()
 		}
+		m.cgroup = opts.cgroup
 		c.masters = append(c.masters, m)
 	}
 	var joins []string
@@ -214,6 +222,12 @@ func (c *cluster) start(m *master) {
 		c.t.Fatal(err)
 	}
 	cmd := exec.Command(skiffBin, m.args...)
+	if m.cgroup != "" {
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, m.cgroup, skiffBin}, m.args...)...)
+	}
+	if m.env != nil {
+		cmd.Env = append(os.Environ(), m.env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if m.gid != 0 {

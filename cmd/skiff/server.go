@@ -72,6 +72,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			setMemoryLimit(ctx, logger)
 			return s.Run(ctx)
 		},
 	}
@@ -130,7 +131,7 @@ A master restarted with its --data-dir rejoins by itself, with the same flags.`,
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", cfg.CertLifetime, "lifetime of the certificates this master issues (renewed at 2/3)")
 	_ = f.MarkHidden("cert-lifetime")
 	f.IntVar(&gcPercent, "gc-percent", gcPercent,
-		"Go GC target: the heap may grow to (1 + N/100) x the live data before a collection; higher trades memory for CPU (the environment's GOGC applies when this flag is not given)")
+		"Go GC target: the heap may grow to (1 + N/100) x the live data before a collection; higher trades memory for CPU (the environment's GOGC applies when this flag is not given). In a cgroup with a memory limit, Go's memory limit is 90% of it, so the collector works harder near it (GOMEMLIMIT in the environment wins; AUTOMEMLIMIT=off leaves it unset)")
 	f.DurationVar(&timerSlack, "timer-slack", timerSlack, timerSlackUsage)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

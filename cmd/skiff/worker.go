@@ -75,6 +75,7 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			setMemoryLimit(ctx, logger)
 			if cfg.Hollow && hollowCount > 0 {
 				return worker.RunHollow(ctx, cfg, hollowCount)
 			}
