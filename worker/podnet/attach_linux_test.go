@@ -668,3 +668,67 @@ func TestAttachWithoutIPv6OnTheLink(t *testing.T) {
 		t.Errorf("pod-1 saw pod-0 as %s, want %s", from, ips[0])
 	}
 }
+
+// BenchmarkAttachDuringTeardown attaches 6 pods while 20 others are torn
+// down at once (Detach, then the namespace released, as a worker removes
+// a pod), as a rollout on a node does: the attaches' mean time
+// (ms/attach) is what the teardown makes new pods wait, mostly for the
+// RTNL lock. Root; e.g. go test -run '^$' -bench AttachDuringTeardown
+// -benchtime 5x ./worker/podnet.
+func BenchmarkAttachDuringTeardown(b *testing.B) {
+	needRoot(b)
+	host := newNetNS(b, "host")
+	n := mustNew(b, testConfig(b, host, "10.244.0.0/16"))
+	const old, fresh = 20, 6
+	var total time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		olds := make([]string, old)
+		for j := range olds {
+			olds[j] = newNetNS(b, fmt.Sprintf("o%d-%d", i, j))
+			if _, err := n.Attach(context.Background(), fmt.Sprintf("old-%d-%d", i, j), olds[j]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		news := make([]string, fresh)
+		for j := range news {
+			news[j] = newNetNS(b, fmt.Sprintf("n%d-%d", i, j))
+		}
+		b.StartTimer()
+		var wg sync.WaitGroup
+		for j, p := range olds {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := n.Detach(fmt.Sprintf("old-%d-%d", i, j), p); err != nil {
+					b.Error(err)
+				}
+				endNetNS(b, p)
+			}()
+		}
+		took := make([]time.Duration, fresh)
+		for j, p := range news {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				if _, err := n.Attach(context.Background(), fmt.Sprintf("new-%d-%d", i, j), p); err != nil {
+					b.Error(err)
+				}
+				took[j] = time.Since(t0)
+			}()
+		}
+		wg.Wait()
+		for _, d := range took {
+			total += d
+		}
+		b.StopTimer()
+		for j, p := range news {
+			if err := n.Detach(fmt.Sprintf("new-%d-%d", i, j), p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N*fresh), "ms/attach")
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -28,7 +29,7 @@ import (
 // runs with Config.NetNS set to a "host" namespace of the test's, and pods
 // are namespaces of the test's too.
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("these tests create network namespaces: run them as root")
@@ -37,7 +38,7 @@ func needRoot(t *testing.T) {
 
 // newNetNS creates a named network namespace (pinned under /run/netns)
 // that is deleted when the test ends, and returns its path.
-func newNetNS(t *testing.T, what string) string {
+func newNetNS(t testing.TB, what string) string {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
@@ -56,12 +57,45 @@ func newNetNS(t *testing.T, what string) string {
 	if err := <-errc; err != nil {
 		t.Fatalf("create network namespace %s: %v", name, err)
 	}
+	path := filepath.Join("/run/netns", name)
 	t.Cleanup(func() {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return // ended by the test (endNetNS)
+		}
 		if err := netns.DeleteNamed(name); err != nil {
 			t.Errorf("delete network namespace %s: %v", name, err)
 		}
 	})
-	return filepath.Join("/run/netns", name)
+	return path
+}
+
+// eventuallyGone waits until the link name is gone from h's namespace.
+func eventuallyGone(t testing.TB, h *netlink.Handle, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := h.LinkByName(name)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if !errors.As(err, &nf) {
+				t.Fatalf("look up %s: %v", name, err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is still there 10s after its pod's namespace ended", name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// endNetNS releases a namespace newNetNS made, as a sandbox's removal
+// does: the kernel deletes it and its devices once nothing holds it.
+func endNetNS(t testing.TB, path string) {
+	t.Helper()
+	if err := netns.DeleteNamed(filepath.Base(path)); err != nil {
+		t.Fatalf("delete network namespace %s: %v", path, err)
+	}
 }
 
 // doIn runs f on a thread inside the namespace at path (the thread is
@@ -86,7 +120,7 @@ func doIn(path string, f func() error) error {
 }
 
 // handleIn is a netlink handle in the namespace at path.
-func handleIn(t *testing.T, path string) *netlink.Handle {
+func handleIn(t testing.TB, path string) *netlink.Handle {
 	t.Helper()
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
@@ -156,7 +190,7 @@ func askFrom(t *testing.T, path, addr string) string {
 	}
 }
 
-func testConfig(t *testing.T, hostNS, podCIDR string) Config {
+func testConfig(t testing.TB, hostNS, podCIDR string) Config {
 	cfg := DefaultConfig()
 	cfg.PodCIDR = podCIDR
 	cfg.NetNS = hostNS
@@ -165,7 +199,7 @@ func testConfig(t *testing.T, hostNS, podCIDR string) Config {
 	return cfg
 }
 
-func mustNew(t *testing.T, cfg Config) *Network {
+func mustNew(t testing.TB, cfg Config) *Network {
 	t.Helper()
 	n, err := New(cfg)
 	if err != nil {
@@ -287,25 +321,36 @@ func TestOneNode(t *testing.T) {
 		t.Errorf("pod 2 saw pod 3 as %s", from)
 	}
 
-	// Detach deletes the veth and releases the address.
+	// Detach takes the address off the pod's eth0 and releases it; the
+	// veth pair ends with the pod's namespace, which the caller releases
+	// next.
 	if err := n.Detach("pod-1", p1); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.Detach("pod-1", p1); err != nil {
 		t.Fatalf("second Detach: %v", err)
 	}
-	if _, err := hh.LinkByName(hostVeth); err == nil {
-		t.Error("the host veth of a detached pod is still there")
-	}
-	if _, err := ph.LinkByName("eth0"); err == nil {
-		t.Error("eth0 of a detached pod is still there")
+	if eth0, err := ph.LinkByName("eth0"); err != nil {
+		t.Errorf("eth0 of a detached pod before its namespace ends: %v", err)
+	} else if addrs, err := ph.AddrList(eth0, netlink.FAMILY_V4); err != nil || len(addrs) != 0 {
+		t.Errorf("eth0 of a detached pod still has %v (%v)", addrs, err)
 	}
 	if allocs, _ := n.Allocations(); len(allocs) != 2 || allocs["pod-1"] != nil {
 		t.Errorf("allocations after Detach: %v", allocs)
 	}
-	// A pod whose namespace is gone detaches too.
+	ph.Close() // a netlink socket in the namespace holds it too
+	endNetNS(t, p1)
+	eventuallyGone(t, hh, hostVeth)
+	// A pod whose namespace is gone detaches too, by the veth's name.
+	hostVeth3, _ := vethNames("pod-3")
+	if _, err := hh.LinkByName(hostVeth3); err != nil {
+		t.Fatalf("pod-3's host veth: %v", err)
+	}
 	if err := n.Detach("pod-3", "/run/netns/no-such-namespace"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := hh.LinkByName(hostVeth3); err == nil {
+		t.Error("the host veth of a pod detached without its namespace is still there")
 	}
 
 	// SetRoutes replaces its own routes and leaves others alone.
