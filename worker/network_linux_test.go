@@ -31,14 +31,23 @@ func newTestNetNS(t *testing.T) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := "skiff-wtest-" + hex.EncodeToString(b)
+	// From a thread that goes back to its own namespace: one left in the
+	// new namespace could be the main thread, which Go never ends.
 	errc := make(chan error, 1)
 	go func() {
-		// The thread stays in the new namespace and ends with the
-		// goroutine (no UnlockOSThread).
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		h, err := netns.NewNamed(name)
 		if err == nil {
 			h.Close()
+		}
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
 		}
 		errc <- err
 	}()

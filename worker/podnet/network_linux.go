@@ -634,20 +634,48 @@ func vethNames(podUID string) (host, tmp string) {
 	return vethPrefix + h, "skt" + h
 }
 
-// inNS runs f on an OS thread that joined the network namespace ns. The
-// thread is never given back to the scheduler: it ends with its goroutine,
-// so no other goroutine ever runs in that namespace.
+// inNS runs f on a locked OS thread inside the network namespace ns, and
+// moves the thread back to the namespace it came from before unlocking
+// it. A thread must not be left in a pod's namespace when its goroutine
+// ends: Go ends such a thread, but never the main thread, which it parks
+// for good instead, and a main thread parked in a pod's namespace would
+// hold that namespace, and its veth, for the worker's life. A thread that
+// cannot go back stays locked, and Go retires it.
 func inNS(ns netns.NsHandle, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open this thread's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter the network namespace: %w", err)
 			return
 		}
-		errc <- f()
+		ferr := f()
+		if unix.Setns(int(orig), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
 	}()
 	return <-errc
+}
+
+// InNetNS runs f on an OS thread inside the network namespace pinned at
+// path; the thread goes back to its own namespace afterwards (see inNS).
+// Sockets f creates stay in that namespace, and work from any thread.
+func InNetNS(path string, f func() error) error {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	return inNS(ns, f)
 }
 
 // disableIPv6 turns IPv6 off on the host end of a pod's veth (in the
@@ -661,7 +689,7 @@ func inNS(ns netns.NsHandle, f func() error) error {
 // IPv6, so [::1] and dual-stack listeners work inside the pod.
 //
 // A sysctl of another namespace can only be written from a thread inside
-// it (netlink cannot set this one), so one discarded thread does both.
+// it (netlink cannot set this one), so one thread does both (inNS).
 func (n *Network) disableIPv6(podNS netns.NsHandle, hostVeth string) error {
 	return inNS(n.hostNS, func() error {
 		if err := writeDisableIPv6(hostVeth); err != nil {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,18 +44,7 @@ func newNetNS(t testing.TB, what string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := "skiff-pn-" + what + "-" + hex.EncodeToString(b)
-	errc := make(chan error, 1)
-	go func() {
-		// The thread is left in the new namespace and ends with the
-		// goroutine (no UnlockOSThread).
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err == nil {
-			h.Close()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := newNamedNetNS(name); err != nil {
 		t.Fatalf("create network namespace %s: %v", name, err)
 	}
 	path := filepath.Join("/run/netns", name)
@@ -98,23 +88,29 @@ func endNetNS(t testing.TB, path string) {
 	}
 }
 
-// doIn runs f on a thread inside the namespace at path (the thread is
-// discarded afterwards).
-func doIn(path string, f func() error) error {
+// doIn runs f on a thread inside the namespace at path.
+func doIn(path string, f func() error) error { return InNetNS(path, f) }
+
+// newNamedNetNS creates a network namespace pinned at /run/netns/name from a
+// thread that then goes back to its own (see inNS).
+func newNamedNetNS(name string) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		orig, err := netns.Get()
 		if err != nil {
 			errc <- err
 			return
 		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
+		defer orig.Close()
+		h, err := netns.NewNamed(name)
+		if err == nil {
+			h.Close()
 		}
-		errc <- f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
@@ -578,5 +574,47 @@ func TestTwoNodes(t *testing.T) {
 		if err := n.Teardown(); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestInNetNSLeavesNoThreadInside: after InNetNS, no thread of the process
+// is in the namespace it entered, although some of the goroutines ran on
+// the main thread, which Go never ends: a thread left in a pod's namespace
+// would hold it, and the pod's veth, for the worker's life.
+func TestInNetNSLeavesNoThreadInside(t *testing.T) {
+	needRoot(t)
+	p := newNetNS(t, "inns")
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	inside := fmt.Sprintf("net:[%d]", st.Ino)
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := InNetNS(p, func() error { return nil }); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tasks, _ := filepath.Glob("/proc/self/task/*/ns/net")
+		var in []string
+		for _, task := range tasks {
+			if l, err := os.Readlink(task); err == nil && l == inside {
+				in = append(in, task)
+			}
+		}
+		if len(in) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("threads still in %s (%s): %v", p, inside, in)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
