@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	gproto "google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/labels"
@@ -401,8 +402,19 @@ func TestMetadataInformerListsEitherWay(t *testing.T) {
 				t.Errorf("%s: %s is %v listing metadata, %v listing objects", what, key, a, b)
 			}
 		}
-		if got, want := sortedCopy(sides[0].rec.get()), sortedCopy(sides[1].rec.get()); !slices.Equal(got, want) {
-			t.Errorf("%s: handlers saw %v listing metadata, %v listing objects", what, got, want)
+		// Handlers are told after the cache holds a change: the two sides'
+		// handlers may trail their caches for a moment.
+		var got, other []string
+		ok := func() bool {
+			got, other = sortedCopy(sides[0].rec.get()), sortedCopy(sides[1].rec.get())
+			return slices.Equal(got, other)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // polling interval, not synchronisation
+		}
+		if !slices.Equal(got, other) {
+			t.Errorf("%s: handlers saw %v listing metadata, %v listing objects", what, got, other)
 		}
 		if got := keys(sides[0].inf.ByIndex(controllers.IndexOwner, "uid-rs1")); !slices.Contains(got, "a/p1") {
 			t.Errorf("%s: owner index %v", what, got)
