@@ -16,16 +16,7 @@ func TestServerGCPercent(t *testing.T) {
 	m := c.masters[0]
 	gogc := func(want float64) {
 		t.Helper()
-		eventually(t, 20*time.Second, func() error {
-			v, err := scrapeGauge(m.httpAd, "go_gc_gogc_percent")
-			if err != nil {
-				return err
-			}
-			if v != want {
-				return fmt.Errorf("go_gc_gogc_percent = %v, want %v", v, want)
-			}
-			return nil
-		})
+		waitGauge(t, m.httpAd, "go_gc_gogc_percent", want)
 	}
 	gogc(200)
 
@@ -38,4 +29,20 @@ func TestServerGCPercent(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "--gc-percent 10: must be at least 25") {
 		t.Fatalf("--gc-percent 10: err %v, output:\n%s", err, out)
 	}
+}
+
+// waitGauge waits until the master at httpAddr reports want for the gauge
+// name on /metrics.
+func waitGauge(t *testing.T, httpAddr, name string, want float64) {
+	t.Helper()
+	eventually(t, 20*time.Second, func() error {
+		v, err := scrapeGauge(httpAddr, name)
+		if err != nil {
+			return err
+		}
+		if v != want {
+			return fmt.Errorf("%s = %v, want %v", name, v, want)
+		}
+		return nil
+	})
 }

@@ -46,16 +46,7 @@ func TestServerMemoryLimitFromCgroup(t *testing.T) {
 	m := c.masters[0]
 	gomemlimit := func(want float64) {
 		t.Helper()
-		eventually(t, 20*time.Second, func() error {
-			v, err := scrapeGauge(m.httpAd, "go_gc_gomemlimit_bytes")
-			if err != nil {
-				return err
-			}
-			if v != want {
-				return fmt.Errorf("go_gc_gomemlimit_bytes = %v, want %v", v, want)
-			}
-			return nil
-		})
+		waitGauge(t, m.httpAd, "go_gc_gomemlimit_bytes", want)
 	}
 	gomemlimit(float64(uint64(float64(limit) * 0.9))) // memlimit truncates the product
 	if log, _ := os.ReadFile(m.logPath); !strings.Contains(string(log), "Go's memory limit follows the cgroup's") {
