@@ -24,17 +24,13 @@ func TestServerMemoryLimitFromCgroup(t *testing.T) {
 	t.Cleanup(func() {
 		// The master is killed before this runs (cleanups run last
 		// first); its cgroup goes once it is empty.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			err := os.Remove(cg)
-			if err == nil || errors.Is(err, os.ErrNotExist) {
-				return
+		if err := poll(10*time.Second, func() error {
+			if err := os.Remove(cg); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
 			}
-			if time.Now().After(deadline) {
-				t.Errorf("remove cgroup %s: %v", cg, err)
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+			return nil
+		}); err != nil {
+			t.Errorf("remove cgroup %s: %v", cg, err)
 		}
 	})
 	limit := uint64(512 << 20)

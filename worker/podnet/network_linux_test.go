@@ -59,24 +59,37 @@ func newNetNS(t testing.TB, what string) string {
 	return path
 }
 
-// eventuallyGone waits until the link name is gone from h's namespace.
-func eventuallyGone(t testing.TB, h *netlink.Handle, name string) {
+// eventually polls cond until it returns nil, failing t with its last
+// error after within.
+func eventually(t testing.TB, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
-		_, err := h.LinkByName(name)
-		if err != nil {
-			var nf netlink.LinkNotFoundError
-			if !errors.As(err, &nf) {
-				t.Fatalf("look up %s: %v", name, err)
-			}
+		err := cond()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s is still there 10s after its pod's namespace ended", name)
+			t.Fatalf("after %s: %v", within, err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
 	}
+}
+
+// eventuallyGone waits until the link name is gone from h's namespace.
+func eventuallyGone(t testing.TB, h *netlink.Handle, name string) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		_, err := h.LinkByName(name)
+		var nf netlink.LinkNotFoundError
+		switch {
+		case errors.As(err, &nf):
+			return nil
+		case err != nil:
+			t.Fatalf("look up %s: %v", name, err)
+		}
+		return fmt.Errorf("%s is still there after its pod's namespace ended", name)
+	})
 }
 
 // endNetNS releases a namespace newNetNS made, as a sandbox's removal
@@ -600,8 +613,7 @@ func TestInNetNSLeavesNoThreadInside(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, func() error {
 		tasks, _ := filepath.Glob("/proc/self/task/*/ns/net")
 		var in []string
 		for _, task := range tasks {
@@ -609,12 +621,9 @@ func TestInNetNSLeavesNoThreadInside(t *testing.T) {
 				in = append(in, task)
 			}
 		}
-		if len(in) == 0 {
-			return
+		if len(in) > 0 {
+			return fmt.Errorf("threads still in %s (%s): %v", p, inside, in)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("threads still in %s (%s): %v", p, inside, in)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
