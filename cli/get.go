@@ -21,6 +21,7 @@ type getOptions struct {
 	output        string
 	watch         bool
 	stale         bool
+	noHeaders     bool
 }
 
 func newGetCommand(o *Options) *cobra.Command {
@@ -35,7 +36,8 @@ Kinds take their Kubernetes names, plurals or short names: pods, po, deployments
   skiff get deploy web -o yaml
   skiff get svc,endpoints -n demo
   skiff get pods -l app=web,tier!=db -w
-  skiff get pods --field-selector spec.nodeName=w1`,
+  skiff get pods --field-selector spec.nodeName=w1
+  skiff get pods -n demo --no-headers -o wide | awk '{print $6}'   # the pods' IPs`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runGet(o, g, args)
@@ -50,6 +52,7 @@ Kinds take their Kubernetes names, plurals or short names: pods, po, deployments
 	f.StringVarP(&g.output, "output", "o", "", "output format: wide, yaml, json or name")
 	f.BoolVarP(&g.watch, "watch", "w", false, "after listing, print changes as they happen (Ctrl-C stops)")
 	f.BoolVar(&g.stale, "stale", false, "read from whichever master answers without confirming it is current")
+	f.BoolVar(&g.noHeaders, "no-headers", false, "print tables without their header line (for scripts)")
 	return cmd
 }
 
@@ -134,6 +137,7 @@ func runGet(o *Options, g *getOptions, args []string) error {
 	defer cancel()
 
 	p := newPrinter(o.Out, g.output, g.allNamespaces)
+	p.noHeaders = g.noHeaders
 	var objs []*pb.Object
 	var rv uint64
 	var missing []string

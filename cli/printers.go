@@ -23,6 +23,7 @@ type printer struct {
 	format        string // "", wide, yaml, json, name
 	allNamespaces bool
 	headerDone    bool
+	noHeaders     bool // tables without their header line
 	kindPrefix    bool // several kinds in one listing: NAME is kind/name
 	now           func() time.Time
 }
@@ -110,7 +111,7 @@ func (p *printer) printRows(objs []*pb.Object) error {
 		// kind/name, as kubectl prints them.
 		p.kindPrefix = true
 		for i, g := range groups {
-			if i > 0 {
+			if i > 0 && !p.noHeaders {
 				fmt.Fprintln(p.out)
 			}
 			p.headerDone = false
@@ -124,7 +125,7 @@ func (p *printer) printRows(objs []*pb.Object) error {
 	cols, row := columnsFor(kind)
 	wide := p.format == "wide"
 	tw := tabwriter.NewWriter(p.out, 3, 0, 3, ' ', 0)
-	if !p.headerDone {
+	if !p.headerDone && !p.noHeaders {
 		var h []string
 		if p.allNamespaces {
 			h = append(h, "NAMESPACE")

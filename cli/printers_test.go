@@ -93,6 +93,19 @@ func TestTablesLookLikeKubectl(t *testing.T) {
 		t.Errorf("wide pods:\n%s\nwant fields %v", buf.String(), want)
 	}
 
+	// --no-headers: the rows alone, of every kind in a mixed listing.
+	buf.Reset()
+	p = newPrinter(&buf, "wide", false)
+	p.now, p.noHeaders = func() time.Time { return now }, true
+	if err := p.printList([]*pb.Object{pod, objs[0]}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "pod/web-1 1/2 Running 3 90s 10.244.1.5 w1" ||
+		!strings.HasPrefix(lines[1], "deployment/web ") {
+		t.Errorf("--no-headers:\n%s", buf.String())
+	}
+
 	// A node's lease: its holder, and in -o wide when it was last renewed.
 	buf.Reset()
 	p = newPrinter(&buf, "wide", false)

@@ -32,10 +32,10 @@ const (
 func newRolloutCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout SUBCOMMAND",
-		Short: "Follow, pause, resume, undo and list the rollouts of a Deployment or DaemonSet",
+		Short: "Follow, restart, pause, resume, undo and list the rollouts of a Deployment or DaemonSet",
 		Long: `Rollout manages how a Deployment or DaemonSet moves from one pod template to the next: follow a
 rollout until it completes, list the revisions a Deployment has had, go back to one, pause and
-resume.
+resume, restart every pod.
 
 status and restart take a deployment or a daemonset; history, undo, pause and resume take a
 deployment. A DaemonSet with the OnDelete update strategy has no rollout to follow: its pods take
