@@ -100,7 +100,7 @@ spec:
     - {name: http, containerPort: 8080}
     readinessProbe:
       httpGet: {path: /healthz, port: http}
-      periodSeconds: 1
+      periodSeconds: 60
     volumeMounts:
     - {name: creds, mountPath: /etc/creds}
   volumes:
@@ -111,7 +111,10 @@ spec:
 	if out, err := c.cli(manifest, "apply", "-f", "-"); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
-	eventually(t, 60*time.Second, func() error {
+	// Ready well within the probe's period of 60s: a readiness probe that
+	// fails before the container was ever ready (the program not yet
+	// listening) is retried within a second, not a period later.
+	eventually(t, 45*time.Second, func() error {
 		out, err := c.cli("", "get", "pod", "hello", "-o", "wide")
 		if err != nil || !regexpLine(out, "hello", "1/1", "Running", "w1") {
 			return fmt.Errorf("get pod: %v\n%s", err, out)
@@ -132,6 +135,10 @@ spec:
 	}
 	out, _ := c.cli("", "get", "pod", "hello", "-o", "wide")
 	t.Logf("skiff get pod hello -o wide:\n%s", out)
+	// For scripts: the row alone.
+	if out, err := c.cli("", "get", "pods", "--no-headers"); err != nil || !strings.HasPrefix(out, "hello ") || strings.Count(out, "\n") != 1 {
+		t.Errorf("get pods --no-headers: %v\n%s", err, out)
+	}
 	assertSecretVolumeInMemory(t, c, w, "hello", "creds", "/etc/creds/password", "s3cret-e2e")
 
 	out, err := c.cli("", "logs", "hello")

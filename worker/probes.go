@@ -24,6 +24,15 @@ import (
 // readiness to turn true). A failed liveness or startup probe gets the
 // container killed by its pod worker, which then restarts it or not under
 // the pod's restart policy.
+//
+// Two things differ from probing strictly every periodSeconds, both so that
+// a pod is Ready soon after its program listens rather than a period later
+// (every step of a rolling update waits for it; the kubelet gets there by
+// probing again when it next sees the container running):
+//   - until a container has first been ready, its readiness probe runs again
+//     sooner: after readinessRetry, doubling up to periodSeconds;
+//   - liveness and readiness probe at once when the startup probe succeeds,
+//     not at their next period.
 
 type probeKind int
 
@@ -166,6 +175,9 @@ func probePort(c *pb.Container, port string) (int, error) {
 type containerProbes struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// startedCh is closed when the startup probe succeeds (at once without
+	// one).
+	startedCh chan struct{}
 
 	mu           sync.Mutex
 	started      bool // the startup probe succeeded (true without one)
@@ -178,9 +190,12 @@ type containerProbes struct {
 // result changes.
 func startProbes(t probeTarget, pr prober, wake func()) *containerProbes {
 	ctx, cancel := context.WithCancel(context.Background())
-	cp := &containerProbes{cancel: cancel}
+	cp := &containerProbes{cancel: cancel, startedCh: make(chan struct{})}
 	c := t.container
 	cp.started = c.GetStartupProbe() == nil
+	if cp.started {
+		close(cp.startedCh)
+	}
 	cp.ready = c.GetReadinessProbe() == nil
 	for kind, p := range map[probeKind]*pb.Probe{probeLiveness: c.GetLivenessProbe(), probeReadiness: c.GetReadinessProbe(), probeStartup: c.GetStartupProbe()} {
 		if p == nil {
@@ -231,6 +246,10 @@ func seconds(n int32, def time.Duration) time.Duration {
 	return time.Duration(n) * time.Second
 }
 
+// readinessRetry is the first wait before a readiness probe runs again
+// while its container has not been ready yet.
+const readinessRetry = 250 * time.Millisecond
+
 func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe, t probeTarget, pr prober, wake func()) {
 	period := seconds(p.GetPeriodSeconds(), 10*time.Second)
 	timeout := seconds(p.GetTimeoutSeconds(), time.Second)
@@ -245,8 +264,12 @@ func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe,
 	var oks, fails int
 	tick := time.NewTicker(period)
 	defer tick.Stop()
+	// Readiness only: whether the container has been ready, and the wait
+	// before the next probe until it has.
+	beenReady, retry := false, time.Duration(0)
 	for {
-		if kind == probeStartup || cp.isStarted() {
+		started := kind == probeStartup || cp.isStarted()
+		if started {
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			ok, msg := pr.probe(pctx, t, p)
 			cancel()
@@ -265,6 +288,7 @@ func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe,
 				switch {
 				case ok:
 					cp.started, changed, done = true, true, true
+					close(cp.startedCh)
 				case fails >= failure:
 					cp.liveFailed, changed, done = true, true, true
 					cp.failedReason = fmt.Sprintf("startup probe failed %d times: %s", fails, msg)
@@ -277,7 +301,7 @@ func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe,
 			case probeReadiness:
 				switch {
 				case ok && oks >= success && !cp.ready:
-					cp.ready, changed = true, true
+					cp.ready, changed, beenReady = true, true, true
 				case !ok && fails >= failure && cp.ready:
 					cp.ready, changed = false, true
 				}
@@ -290,10 +314,28 @@ func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe,
 				return
 			}
 		}
+		var soon <-chan time.Time
+		var timer *time.Timer
+		if started && kind == probeReadiness && !beenReady {
+			retry = min(max(2*retry, readinessRetry), period)
+			timer = time.NewTimer(retry)
+			soon = timer.C
+		}
+		var startedCh <-chan struct{}
+		if !started {
+			startedCh = cp.startedCh
+		}
 		select {
 		case <-ctx.Done():
-			return
 		case <-tick.C:
+		case <-soon:
+		case <-startedCh:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }
