@@ -67,6 +67,8 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		newScaleCommand(o),
 		newRolloutCommand(o),
 		newSetCommand(o),
+		newLabelCommand(o),
+		newAnnotateCommand(o),
 		newCordonCommand(o, true),
 		newCordonCommand(o, false),
 		newDrainCommand(o),
