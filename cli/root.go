@@ -69,6 +69,7 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		newSetCommand(o),
 		newLabelCommand(o),
 		newAnnotateCommand(o),
+		newTaintCommand(o),
 		newCordonCommand(o, true),
 		newCordonCommand(o, false),
 		newDrainCommand(o),
