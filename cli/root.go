@@ -66,6 +66,7 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		newClusterCommand(o),
 		newScaleCommand(o),
 		newRolloutCommand(o),
+		newWaitCommand(o),
 		newSetCommand(o),
 		newLabelCommand(o),
 		newAnnotateCommand(o),
