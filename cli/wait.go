@@ -314,14 +314,12 @@ func runWait(o *Options, forFlag string, sel waitSelection, timeout time.Duratio
 	defer c.Close()
 	ctx, stop := interruptible()
 	defer stop()
-	limit := timeout
-	switch {
-	case timeout < 0:
-		limit = forever
-	case timeout == 0:
-		limit = o.Timeout // one read of each, within --request-timeout
+	var cancel context.CancelFunc
+	if timeout == 0 {
+		ctx, cancel = context.WithTimeout(ctx, o.Timeout) // one read of each
+	} else {
+		ctx, cancel = withWaitTimeout(ctx, timeout)
 	}
-	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 
 	w := &waiter{c: c, cond: cond, once: timeout == 0, out: o.Out}
@@ -345,7 +343,7 @@ func runWait(o *Options, forFlag string, sel waitSelection, timeout time.Duratio
 		}
 		items, rv, err := c.List(ctx, t.kind.Kind, client.ListOptions{Namespace: ns, LabelSelector: sel.selector, FieldSelector: sel.fieldSelector})
 		if err != nil {
-			return w.failed(ctx, err, t.kind.Plural)
+			return waitFailed(ctx, err, t.kind.Plural)
 		}
 		for _, it := range items {
 			matched++
@@ -358,6 +356,23 @@ func runWait(o *Options, forFlag string, sel waitSelection, timeout time.Duratio
 		return errors.New("no matching resources found")
 	}
 	return nil
+}
+
+// errWaitTimedOut ends a wait's context when --timeout passes.
+var errWaitTimedOut = errors.New("--timeout passed")
+
+// withWaitTimeout returns ctx ended after d (a week if d is negative) with
+// errWaitTimedOut as its cause. It is not a deadline on purpose: a deadline
+// travels with every request, and a master whose copy of it expires first
+// answers DeadlineExceeded while this process's context is still live, which
+// would read as a failure of the cluster rather than a timeout.
+func withWaitTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d < 0 {
+		d = forever
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	t := time.AfterFunc(d, func() { cancel(errWaitTimedOut) })
+	return ctx, func() { t.Stop(); cancel(nil) }
 }
 
 // waiter waits for one object at a time.
@@ -390,7 +405,7 @@ func (w *waiter) wait(ctx context.Context, kind pb.KindInfo, ns, name string, ob
 	if obj == nil {
 		var err error
 		if obj, rv, err = w.read(ctx, kind, ns, name); err != nil {
-			return w.failed(ctx, err, where)
+			return waitFailed(ctx, err, where)
 		}
 		if obj == nil {
 			if w.cond.deleted {
@@ -445,12 +460,12 @@ func (w *waiter) wait(ctx context.Context, kind pb.KindInfo, ns, name string, ob
 			watch.Close()
 		}
 		if ctx.Err() != nil || !errors.Is(err, client.ErrExpired) {
-			return w.failed(ctx, err, where)
+			return waitFailed(ctx, err, where)
 		}
 		// The history to resume from is gone: read the object again and
 		// watch from there.
 		if obj, rv, err = w.read(ctx, kind, ns, name); err != nil {
-			return w.failed(ctx, err, where)
+			return waitFailed(ctx, err, where)
 		}
 		if ok, err := check(obj); err != nil || ok {
 			if err != nil {
@@ -461,11 +476,11 @@ func (w *waiter) wait(ctx context.Context, kind pb.KindInfo, ns, name string, ob
 	}
 }
 
-// failed words the error a wait on where ended with: kubectl's timeout
-// message when --timeout passed.
-func (w *waiter) failed(ctx context.Context, err error, where string) error {
+// waitFailed words the error a wait on where ended with: kubectl's timeout
+// message when --timeout passed, whatever the call in progress returned.
+func waitFailed(ctx context.Context, err error, where string) error {
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded) && !w.once:
+	case errors.Is(context.Cause(ctx), errWaitTimedOut):
 		return fmt.Errorf("timed out waiting for the condition on %s", where)
 	case errors.Is(ctx.Err(), context.Canceled):
 		return fmt.Errorf("interrupted while waiting for the condition on %s", where)

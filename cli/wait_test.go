@@ -2,9 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/skiff-sh/skiff/proto"
 )
@@ -209,5 +214,42 @@ func TestWaitCommandRejectsBadInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("skiff wait %s: %v; want an error containing %q", strings.Join(tc.args, " "), err, tc.wantErr)
 		}
+	}
+}
+
+// A wait that ends because --timeout passed says so in kubectl's words,
+// whatever error the call in flight returned (a master whose copy of a
+// deadline expired first answered DeadlineExceeded before this process's
+// own context ended); Ctrl-C says it was interrupted; anything else is the
+// cluster's error.
+func TestWaitFailed(t *testing.T) {
+	serverDeadline := status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+
+	ctx, cancel := withWaitTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	<-ctx.Done()
+	if err := waitFailed(ctx, serverDeadline, "pods/web-0"); err == nil || err.Error() != "timed out waiting for the condition on pods/web-0" {
+		t.Errorf("after --timeout: %v", err)
+	}
+
+	parent, interrupt := context.WithCancel(context.Background())
+	ctx, cancel = withWaitTimeout(parent, time.Hour)
+	defer cancel()
+	interrupt()
+	if err := waitFailed(ctx, context.Canceled, "pods/web-0"); err == nil || err.Error() != "interrupted while waiting for the condition on pods/web-0" {
+		t.Errorf("after Ctrl-C: %v", err)
+	}
+
+	ctx, cancel = withWaitTimeout(context.Background(), time.Hour)
+	defer cancel()
+	denied := status.Error(codes.PermissionDenied, "pods: forbidden")
+	if err := waitFailed(ctx, denied, "pods/web-0"); err == nil || err.Error() != "pods: forbidden" {
+		t.Errorf("an API error while waiting: %v", err)
+	}
+
+	ctx, cancel = withWaitTimeout(context.Background(), -1)
+	defer cancel()
+	if d, ok := ctx.Deadline(); ok {
+		t.Errorf("the wait's context has a deadline (%v): it would travel with each request", d)
 	}
 }
