@@ -241,7 +241,10 @@ func runDrain(o *Options, c *client.Client, node string, opts drainOptions) erro
 		pending[m.Key()] = m.GetUid()
 	}
 	if err := waitPodsGone(ctx, o.Out, c, node, rv, pending); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		// Past --timeout the last request failed either way: this
+		// process's context ended, or a master answered DeadlineExceeded
+		// for the deadline the request carried.
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("drain of node %q did not finish within %s: %d pods left: %s", node, opts.timeout, len(pending), strings.Join(sortedKeys(pending), ", "))
 		}
 		return err

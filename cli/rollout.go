@@ -214,16 +214,24 @@ Deployment's progress deadline passes, or --timeout does.`,
 				defer cancel()
 			}
 			err = followRollout(ctx, o.Out, c, kind.Kind, orDefault(namespace, "default"), name, watch)
-			if errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("timed out after %s waiting for the rollout of %s/%s", timeout, strings.ToLower(kind.Kind), name)
-			}
-			return err
+			return rolloutTimedOut(ctx, err, timeout, kind.Kind, name)
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace (default \"default\")")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", true, "follow the rollout until it is done")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (0: wait as long as it takes)")
 	return cmd
+}
+
+// rolloutTimedOut words err as a timeout once --timeout has passed. The
+// request that failed then may have failed either way: the client saw its
+// context end, or a master found the deadline the request carried had
+// passed and answered DeadlineExceeded.
+func rolloutTimedOut(ctx context.Context, err error, timeout time.Duration, kind, name string) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("timed out after %s waiting for the rollout of %s/%s", timeout, strings.ToLower(kind), name)
+	}
+	return err
 }
 
 // followRollout prints the rollout's status each time it changes until it

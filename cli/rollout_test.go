@@ -2,9 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/skiff-sh/skiff/proto"
 )
@@ -151,5 +156,31 @@ func TestSetImages(t *testing.T) {
 	}
 	if _, err := parseImages([]string{"app"}); err == nil {
 		t.Error("no =: no error")
+	}
+}
+
+// Once --timeout has passed, the failure says so, whichever way the last
+// request failed: the client's context ending, or a master answering
+// DeadlineExceeded for the deadline the request carried.
+func TestRolloutTimedOut(t *testing.T) {
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	want := "timed out after 5s waiting for the rollout of deployment/web"
+	for _, err := range []error{
+		context.DeadlineExceeded,
+		status.Error(codes.DeadlineExceeded, "context deadline exceeded"),
+		status.Error(codes.Unavailable, "connection reset"),
+	} {
+		if got := rolloutTimedOut(expired, err, 5*time.Second, "Deployment", "web"); got == nil || got.Error() != want {
+			t.Errorf("after the timeout, %v: got %v, want %q", err, got, want)
+		}
+	}
+	live := context.Background()
+	other := status.Error(codes.DeadlineExceeded, "a master's own deadline")
+	if got := rolloutTimedOut(live, other, 5*time.Second, "Deployment", "web"); got != other {
+		t.Errorf("before the timeout: got %v, want the error unchanged", got)
+	}
+	if got := rolloutTimedOut(expired, nil, 5*time.Second, "Deployment", "web"); got != nil {
+		t.Errorf("a rollout that completed: got %v", got)
 	}
 }
