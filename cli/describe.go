@@ -144,7 +144,21 @@ func describe(w io.Writer, obj *pb.Object, lease *pb.Lease, events []*pb.Object,
 	if ts := m.GetDeletionTimestamp(); ts != nil {
 		fmt.Fprintf(tw, "Deleting Since:\t%s\n", ts.AsTime().UTC().Format(time.RFC1123))
 	}
-	if obj.GetNode() != nil {
+	if node := obj.GetNode(); node != nil {
+		// Taints and unschedulable, as kubectl describe node shows them:
+		// what keeps pods off the node.
+		taints := node.GetSpec().GetTaints()
+		if len(taints) == 0 {
+			fmt.Fprintf(tw, "Taints:\t<none>\n")
+		}
+		for i, t := range taints {
+			label := ""
+			if i == 0 {
+				label = "Taints:"
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", label, taintString(t))
+		}
+		fmt.Fprintf(tw, "Unschedulable:\t%t\n", node.GetSpec().GetUnschedulable())
 		if lease == nil {
 			fmt.Fprintf(tw, "Lease:\t<none>\n")
 		} else {

@@ -151,4 +151,25 @@ func TestDescribeNodeLease(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^Lease:\s+<none>$`).MatchString(buf.String()) {
 		t.Errorf("a node without a lease should say Lease: <none>:\n%s", buf.String())
 	}
+	if !regexp.MustCompile(`(?m)^Taints:\s+<none>\nUnschedulable:\s+false$`).MatchString(buf.String()) {
+		t.Errorf("a node without taints should say Taints: <none>:\n%s", buf.String())
+	}
+}
+
+// A node's taints head its description, one a line, as kubectl describe
+// node shows them.
+func TestDescribeNodeTaints(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 10, 0, 0, time.UTC)
+	n := pb.Wrap(&pb.Node{Metadata: &pb.ObjectMeta{Name: "w1"}, Spec: &pb.NodeSpec{Unschedulable: true, Taints: []*pb.Taint{
+		{Key: "dedicated", Value: "db", Effect: "NoSchedule"},
+		{Key: "node.kubernetes.io/unschedulable", Effect: "NoSchedule"},
+	}}})
+	var buf bytes.Buffer
+	if err := describe(&buf, n, nil, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	want := regexp.MustCompile(`(?m)^Taints:\s+dedicated=db:NoSchedule\n\s+node.kubernetes.io/unschedulable:NoSchedule\nUnschedulable:\s+true$`)
+	if !want.MatchString(buf.String()) {
+		t.Errorf("no Taints block:\n%s", buf.String())
+	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -127,6 +128,9 @@ func TestLabelAnnotateTaintCLI(t *testing.T) {
 	out = fail("taint", "nodes", "h1", "dedicated:NoExecute-")
 	if !strings.Contains(out, `taint "dedicated:NoExecute" not found: node h1 has taints`) || !strings.Contains(out, "dedicated=db:NoSchedule") {
 		t.Errorf("removing a taint the node does not have:\n%s", out)
+	}
+	if out := run("describe", "node", "h1"); !regexp.MustCompile(`(?m)^Taints:\s+dedicated=db:NoSchedule$`).MatchString(out) {
+		t.Errorf("describe node h1 does not head with its taint:\n%s", out)
 	}
 	if out := run("get", "node", "h1", "-o", "yaml"); !strings.Contains(out, "key: dedicated") || !strings.Contains(out, "value: db") || !strings.Contains(out, "effect: NoSchedule") {
 		t.Errorf("the node's spec lacks the taint:\n%s", out)
