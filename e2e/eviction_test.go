@@ -39,6 +39,23 @@ func hollowWorker(t *testing.T, c *cluster, name string, extra ...string) *worke
 	return w
 }
 
+// waitNodesReady waits until `skiff get nodes` shows every named node Ready.
+func waitNodesReady(t *testing.T, c *cluster, names ...string) {
+	t.Helper()
+	eventually(t, 60*time.Second, func() error {
+		out, err := c.cli("", "get", "nodes")
+		if err != nil {
+			return fmt.Errorf("get nodes: %v\n%s", err, out)
+		}
+		for _, n := range names {
+			if !regexpLine(out, n, "Ready") {
+				return fmt.Errorf("node %s not Ready:\n%s", n, out)
+			}
+		}
+		return nil
+	})
+}
+
 // TestKilledWorkerPodsReplaced: a Deployment's pods on a worker that is
 // SIGKILLed are evicted once the node is unreachable for their
 // tolerationSeconds, and the ReplicaSet replaces them on the other worker:
@@ -58,13 +75,7 @@ func TestKilledWorkerPodsReplaced(t *testing.T) {
 	c := cc.cluster
 	w1 := hollowWorker(t, c, "h1")
 	hollowWorker(t, c, "h2")
-	eventually(t, 60*time.Second, func() error {
-		out, err := c.cli("", "get", "nodes")
-		if err != nil || !regexpLine(out, "h1", "Ready") || !regexpLine(out, "h2", "Ready") {
-			return fmt.Errorf("get nodes: %v\n%s", err, out)
-		}
-		return nil
-	})
+	waitNodesReady(t, c, "h1", "h2")
 	// Every change to the pods: the eviction and replacement stamps are
 	// read from it afterwards (an evicted pod is gone within a second).
 	watch := startChaosWatch(cc, "Pod", "default", "app=web")

@@ -109,13 +109,7 @@ func TestLabelAnnotateTaintCLI(t *testing.T) {
 	expect(run("annotate", "configmap", "settings", "--list"), "", "annotations after removal")
 
 	// A node: cluster-scoped objects take labels too.
-	eventually(t, 60*time.Second, func() error {
-		out, err := c.cli("", "get", "nodes")
-		if err != nil || !regexpLine(out, "h1", "Ready") {
-			return fmt.Errorf("get nodes: %v\n%s", err, out)
-		}
-		return nil
-	})
+	waitNodesReady(t, c, "h1")
 	expect(run("label", "nodes", "h1", "disk=ssd"), "node/h1 labeled\n", "label nodes h1")
 	expect(run("get", "nodes", "-l", "disk=ssd", "-o", "name"), "node/h1\n", "get nodes -l disk=ssd")
 

@@ -110,13 +110,7 @@ func TestRolloutCLI(t *testing.T) {
 	c := cc.cluster
 	hollowWorker(t, c, "h1")
 	hollowWorker(t, c, "h2")
-	eventually(t, 60*time.Second, func() error {
-		out, err := c.cli("", "get", "nodes")
-		if err != nil || !regexpLine(out, "h1", "Ready") || !regexpLine(out, "h2", "Ready") {
-			return fmt.Errorf("get nodes: %v\n%s", err, out)
-		}
-		return nil
-	})
+	waitNodesReady(t, c, "h1", "h2")
 	api := rolloutAPI{t: t, cl: c.client()}
 	run := func(args ...string) string {
 		t.Helper()

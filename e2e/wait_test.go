@@ -37,13 +37,7 @@ func TestWaitCLI(t *testing.T) {
 		}
 		return out
 	}
-	eventually(t, 60*time.Second, func() error {
-		out, err := c.cli("", "get", "nodes")
-		if err != nil || !regexpLine(out, "h1", "Ready") {
-			return fmt.Errorf("get nodes: %v\n%s", err, out)
-		}
-		return nil
-	})
+	waitNodesReady(t, c, "h1")
 	if out := c.mustCLI(t, "", "wait", "--for=condition=Ready", "node/h1"); out != "node/h1 condition met\n" {
 		t.Errorf("wait for node/h1 Ready: %q", out)
 	}
