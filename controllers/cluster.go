@@ -102,7 +102,7 @@ type BatchWriter interface {
 // CreateMany creates objs, in one write when c is a BatchWriter, and
 // returns per object, in order, the stored object or the error (a gRPC
 // status error, as Create returns).
-func CreateMany(ctx context.Context, c Cluster, objs []*pb.Object) ([]*pb.Object, []error) {
+func CreateMany(ctx context.Context, c Writer, objs []*pb.Object) ([]*pb.Object, []error) {
 	stored := make([]*pb.Object, len(objs))
 	errs := make([]error, len(objs))
 	if len(objs) == 0 {

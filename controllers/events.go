@@ -33,11 +33,19 @@ type EventRecorder interface {
 	Eventf(obj *pb.Object, eventType, reason, format string, args ...any)
 }
 
+// Writer creates and updates objects, as Cluster does. A Recorder writes
+// Events through one: the leader's Cluster, or a thin adapter over an API
+// client (a worker's, for the events it records about its pods).
+type Writer interface {
+	Create(ctx context.Context, obj *pb.Object) (*pb.Object, error)
+	Update(ctx context.Context, obj *pb.Object) (*pb.Object, error)
+}
+
 // RecorderConfig configures a Recorder.
 type RecorderConfig struct {
-	Cluster Cluster
-	Logger  *slog.Logger
-	Clock   clock.PassiveClock
+	Writer Writer
+	Logger *slog.Logger
+	Clock  clock.PassiveClock
 	// Host is the source host written into events (the master's name).
 	Host string
 	// MaxPending bounds distinct events waiting to be written.
@@ -55,8 +63,8 @@ type RecorderConfig struct {
 	SpamInterval time.Duration
 }
 
-// Recorder writes Events through a Cluster. Make one per manager run and
-// run it with Run; For gives each component its own EventRecorder.
+// Recorder writes Events through a Writer. Make one per manager run
+// (or per worker) and run it with Run; For gives each component its own EventRecorder.
 type Recorder struct {
 	cfg     RecorderConfig
 	metrics *metrics
@@ -233,7 +241,7 @@ func (r *Recorder) Run(ctx context.Context) {
 		r.pending, r.order = make(map[eventKey]*pendingEvent), nil
 		r.mu.Unlock()
 		// Repeats update their event one by one; new events are created
-		// together, as one Raft entry where the Cluster can batch
+		// together, as one Raft entry where the Writer can batch
 		// (CreateMany), so a burst of pods costs one write for its
 		// "Created" or "Scheduled" events, not one each.
 		var keys []eventKey
@@ -250,7 +258,7 @@ func (r *Recorder) Run(ctx context.Context) {
 		if len(objs) == 0 {
 			continue
 		}
-		stored, errs := CreateMany(ctx, r.cfg.Cluster, objs)
+		stored, errs := CreateMany(ctx, r.cfg.Writer, objs)
 		for i, key := range keys {
 			if errs[i] != nil {
 				r.drop(key, errs[i])
@@ -271,7 +279,7 @@ func (r *Recorder) update(ctx context.Context, key eventKey, p *pendingEvent) bo
 		n := next.GetEvent()
 		n.Count += p.count
 		n.LastTimestamp = timestamppb.New(p.last)
-		stored, err := r.cfg.Cluster.Update(ctx, next)
+		stored, err := r.cfg.Writer.Update(ctx, next)
 		if err == nil {
 			r.remember(key, stored.GetEvent())
 			r.metrics.eventsWritten.Inc()

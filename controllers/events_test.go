@@ -18,7 +18,7 @@ import (
 func TestRecorderFoldsRepeatsIntoCount(t *testing.T) {
 	clk := controllertest.NewClock(controllertest.Epoch)
 	fake := controllertest.NewFake(clk)
-	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, Clock: clk, Host: "m1"})
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Writer: fake, Clock: clk, Host: "m1"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { rec.Run(ctx); close(done) }()
@@ -86,7 +86,7 @@ func TestRecorderFoldsRepeatsIntoCount(t *testing.T) {
 
 func TestRecorderIsBounded(t *testing.T) {
 	fake := controllertest.NewFake(nil)
-	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, MaxPending: 10})
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Writer: fake, MaxPending: 10})
 	r := rec.For("test")
 	p := pod("default", "p", nil, "")
 	for i := range 100 {
@@ -152,7 +152,7 @@ func TestWriteBarrier(t *testing.T) {
 func TestRecorderCreatesNewEventsTogether(t *testing.T) {
 	clk := controllertest.NewClock(controllertest.Epoch)
 	fake := &batchingFake{Fake: controllertest.NewFake(clk)}
-	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, Clock: clk, Host: "m1"})
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Writer: fake, Clock: clk, Host: "m1"})
 	r := rec.For("replicaset-controller")
 	for i := range 10 {
 		p := pod("default", fmt.Sprintf("web-%d", i), nil, "")
@@ -175,7 +175,7 @@ func TestRecorderCreatesNewEventsTogether(t *testing.T) {
 func TestRecorderSpamFilter(t *testing.T) {
 	clk := controllertest.NewClock(controllertest.Epoch)
 	fake := controllertest.NewFake(clk)
-	rec := controllers.NewRecorder(controllers.RecorderConfig{Cluster: fake, Clock: clk, Host: "m1"})
+	rec := controllers.NewRecorder(controllers.RecorderConfig{Writer: fake, Clock: clk, Host: "m1"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { rec.Run(ctx); close(done) }()

@@ -147,7 +147,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	// which may list metadata cheaply (metadataLister).
 	factory := NewInformerFactory(m.cfg.Cluster, log, m.cfg.ResyncPeriod)
 	factory.metrics = m.metrics.informer
-	rec := NewRecorder(RecorderConfig{Cluster: cluster, Logger: log, Clock: m.cfg.Clock, Host: m.cfg.Host, MaxPending: m.cfg.EventQueueSize})
+	rec := NewRecorder(RecorderConfig{Writer: cluster, Logger: log, Clock: m.cfg.Clock, Host: m.cfg.Host, MaxPending: m.cfg.EventQueueSize})
 	rec.metrics = m.metrics
 
 	ctrls := make([]Controller, 0, len(m.enabled))

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -140,6 +141,7 @@ spec:
 		t.Errorf("get pods --no-headers: %v\n%s", err, out)
 	}
 	assertSecretVolumeInMemory(t, c, w, "hello", "creds", "/etc/creds/password", "s3cret-e2e")
+	assertWorkerEvents(t, c, imageRef)
 
 	out, err := c.cli("", "logs", "hello")
 	if err != nil || !strings.Contains(out, "hello from e2e from hello") || !strings.Contains(out, "listening on :8080") {
@@ -736,4 +738,74 @@ func execMemTotal(t *testing.T) int64 {
 	}
 	t.Fatal("no MemTotal in /proc/meminfo")
 	return 0
+}
+
+// assertWorkerEvents checks the Events the worker records, as the kubelet
+// does: `skiff describe pod` shows how hello's image and container came to
+// run, and a pod whose readiness probe keeps failing shows one Unhealthy
+// event whose count grows (the worker updates its event: a node may).
+func assertWorkerEvents(t *testing.T, c *cluster, imageRef string) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		out, err := c.cli("", "describe", "pod", "hello")
+		for _, want := range [][]string{
+			{"Normal", "Pulling", "worker", "Pulling", "image", strconv.Quote(imageRef)},
+			{"Normal", "Pulled", "worker", "Successfully", "pulled", "image", strconv.Quote(imageRef)},
+			{"Normal", "Created", "worker", "Created", "container", "hello"},
+			{"Normal", "Started", "worker", "Started", "container", "hello"},
+		} {
+			if err != nil || !regexpLine(out, want...) {
+				return fmt.Errorf("describe pod hello: no event %q: %v\n%s", want, err, out)
+			}
+		}
+		return nil
+	})
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: unready
+spec:
+  nodeName: w1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: %s
+    readinessProbe:
+      tcpSocket: {port: 9}
+      periodSeconds: 1
+`, imageRef)
+	if out, err := c.cli(manifest, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	folded := regexp.MustCompile(`Warning\s+Unhealthy\s+\S+ \(x(\d+) over \S+\)\s+worker\s+Readiness probe failed: tcp probe: .*connection refused`)
+	eventually(t, 45*time.Second, func() error {
+		out, err := c.cli("", "describe", "pod", "unready")
+		n := 0
+		if m := folded.FindStringSubmatch(out); m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+		if err != nil || n < 3 {
+			return fmt.Errorf("describe pod unready: no Unhealthy event counted 3 times: %v\n%s", err, out)
+		}
+		return nil
+	})
+	out, err := c.cli("", "get", "events", "--no-headers")
+	unhealthy := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "unready") && strings.Contains(line, "Unhealthy") {
+			unhealthy++
+		}
+	}
+	if err != nil || unhealthy != 1 {
+		t.Errorf("the repeats of Unhealthy are not one event (%d): %v\n%s", unhealthy, err, out)
+	}
+	if out, err := c.cli("", "delete", "pod", "unready"); err != nil {
+		t.Fatalf("delete pod unready: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if out, err := c.cli("", "get", "pod", "unready"); err == nil {
+			return fmt.Errorf("pod unready still there:\n%s", out)
+		}
+		return nil
+	})
 }

@@ -15,8 +15,9 @@ package server
 //   - node: Kubernetes' Node authorizer plus NodeRestriction: read pods,
 //     services, endpoints and nodes; get a ConfigMap or Secret only when a
 //     pod bound to the node references it; write only its own Node, the
-//     status of pods bound to it, deletions of those pods, Events, and
-//     its own Lease in kube-node-lease (its heartbeat).
+//     status of pods bound to it, deletions of those pods, Events (create
+//     and update: a repeat updates its count), and its own Lease in
+//     kube-node-lease (its heartbeat).
 //
 // The decision reads the store (for a node's pods) but never writes; a
 // denial is PermissionDenied naming the principal, the verb, the object and
@@ -273,7 +274,7 @@ func authorizeNode(p principal, a action, objs objectReader, deny func(string, .
 		return nil
 	case a.kind == "Pod":
 		return deny("a node may only update the status of pods bound to it and delete them")
-	case a.kind == "Event" && (a.verb == "create" || a.verb == "apply"):
+	case a.kind == "Event" && (a.verb == "create" || a.verb == "update" || a.verb == "apply"):
 		return nil
 	case a.kind == "Lease":
 		switch {

@@ -165,6 +165,8 @@ func TestAuthorize(t *testing.T) {
 		{w1, a("create", "Pod", "default", "p"), "only update the status of pods bound to it", codes.PermissionDenied},
 		{w1, a("bind", "Pod", "default", "pending"), "only update the status", codes.PermissionDenied},
 		{w1, a("create", "Event", "default", "e"), "", 0},
+		{w1, a("update", "Event", "default", "e"), "", 0}, // a repeat's count
+		{w1, a("delete", "Event", "default", "e"), "a node may not delete events", codes.PermissionDenied},
 		{w1, a("create", "Deployment", "default", "d"), "a node may not create deployments", codes.PermissionDenied},
 		{w1, a("list", "ReplicaSet", "", ""), "a node may not list replicasets", codes.PermissionDenied},
 		{w1, a("status", "", "", ""), "may not make operator calls", codes.PermissionDenied},

@@ -145,6 +145,9 @@ type Config struct {
 
 	Logger  *slog.Logger
 	Version string
+	// Events records the worker's Events about its pods; nil records none
+	// (hollow nodes). See EventRecorder.
+	Events EventRecorder
 
 	// Runtime and Images replace the libcontainer runtime and the image
 	// store built from DataDir (tests, hollow nodes).

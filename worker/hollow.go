@@ -34,6 +34,11 @@ func (h *HollowRuntime) Ensure(ctx context.Context, ref, policy string) (*image.
 	return &image.Image{Ref: ref, ID: ref}, nil
 }
 
+// Get returns a placeholder image: every image is present.
+func (h *HollowRuntime) Get(ref string) (*image.Image, error) {
+	return &image.Image{Ref: ref, ID: ref}, nil
+}
+
 func (h *HollowRuntime) CreateSandbox(ctx context.Context, podUID string, opts wrt.SandboxOptions) (*wrt.Sandbox, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -282,6 +282,7 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 		}
 		if err != nil {
 			w.log.Warn("create pod sandbox", "err", err)
+			w.event(pod, eventWarning, eventFailedSandbox, "Failed to create pod sandbox: %v", err)
 			w.waitAll(pod, reasonContainerCreating, fmt.Sprintf("create pod sandbox: %v", err))
 			w.writeStatus(ctx, pod, w.status(pod, false, false, now))
 			return 2 * time.Second, false
@@ -294,6 +295,7 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 		ip, err := netw.Attach(ctx, w.uid, w.sandbox.NetNSPath)
 		if err != nil {
 			w.log.Warn("attach the pod to the pod network", "err", err)
+			w.event(pod, eventWarning, eventFailedSandbox, "Failed to create pod sandbox: set up the pod's network: %v", err)
 			w.waitAll(pod, reasonContainerCreating, fmt.Sprintf("set up the pod's network: %v", err))
 			w.writeStatus(ctx, pod, w.status(pod, false, false, now))
 			return 2 * time.Second, false
@@ -311,6 +313,7 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 		files, err := a.writePodEtc(pod, w.sandbox.Hostname, w.podIP, gw)
 		if err != nil {
 			w.log.Warn("write the pod's /etc files", "err", err)
+			w.event(pod, eventWarning, eventFailedSandbox, "Failed to create pod sandbox: %v", err)
 			w.waitAll(pod, reasonContainerCreating, err.Error())
 			w.writeStatus(ctx, pod, w.status(pod, false, false, now))
 			return 2 * time.Second, false
@@ -327,6 +330,7 @@ func (w *podWorker) syncRunning(ctx context.Context, pod *pb.Pod) (time.Duration
 			vols, err := a.setupVolumes(ctx, pod)
 			if err != nil {
 				w.log.Warn("set up volumes", "err", err)
+				w.event(pod, eventWarning, eventFailedMount, "Unable to set up volumes: %v", err)
 				w.waitAll(pod, reasonContainerCreating, fmt.Sprintf("set up volumes: %v", err))
 				w.writeStatus(ctx, pod, w.status(pod, false, false, now))
 				return 2 * time.Second, false
@@ -377,9 +381,9 @@ initLoop:
 			cs := w.ctr(c.GetName(), false)
 			if cs.cur != nil && cs.cur.st.State == wrt.StateRunning {
 				if cs.probes == nil {
-					cs.probes = startProbes(w.probeTarget(pod, c, cs.cur.id), a.prober, w.notify)
+					cs.probes = startProbes(w.probeTarget(pod, c, cs.cur.id), a.prober, w.notify, w.probeFailed(pod))
 				}
-				if _, _, kill := cs.probes.results(); kill != "" {
+				if _, _, kill := cs.probes.results(); kill != nil {
 					w.kill(ctx, pod, c, cs, kill)
 				}
 			}
@@ -452,9 +456,7 @@ func (w *podWorker) setWait(cs *ctrState, reason, msg string) {
 func (w *podWorker) restart(ctx context.Context, pod *pb.Pod, c *pb.Container, cs *ctrState) {
 	now := time.Now()
 	if !cs.retryAt.IsZero() && now.Before(cs.retryAt) {
-		if cs.waitReason == reasonErrImagePull {
-			w.setWait(cs, reasonImagePullBackOff, cs.waitMessage)
-		}
+		w.imagePullBackOff(pod, c, cs)
 		return
 	}
 	at, next := w.a.backoff.restartAt(cs.backoff, cs.cur.st.StartedAt, cs.cur.st.FinishedAt, now)
@@ -462,6 +464,8 @@ func (w *podWorker) restart(ctx context.Context, pod *pb.Pod, c *pb.Container, c
 		cs.retryAt = at
 		w.setWait(cs, reasonCrashLoopBackOff, fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
 			cs.backoff, c.GetName(), pod.GetMetadata().GetName(), pod.GetMetadata().GetNamespace(), w.uid))
+		w.event(pod, eventWarning, eventBackOff, "Back-off restarting failed container %s in pod %s_%s(%s)",
+			c.GetName(), pod.GetMetadata().GetName(), pod.GetMetadata().GetNamespace(), w.uid)
 		return
 	}
 	cs.backoff = next
@@ -474,9 +478,7 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 	a := w.a
 	now := time.Now()
 	if !cs.retryAt.IsZero() && now.Before(cs.retryAt) {
-		if cs.waitReason == reasonErrImagePull {
-			w.setWait(cs, reasonImagePullBackOff, cs.waitMessage)
-		}
+		w.imagePullBackOff(pod, c, cs)
 		return
 	}
 	fail := func(reason string, err error) {
@@ -485,6 +487,14 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 		w.setWait(cs, reason, err.Error())
 		w.log.Warn("start container", "pod", podKey(pod), "container", c.GetName(), "reason", reason, "err", err, "retry_in", cs.backoff)
 		w.persist()
+		switch reason {
+		case reasonErrImagePull:
+			w.event(pod, eventWarning, eventFailed, "Failed to pull image %q: %v", c.GetImage(), err)
+		case reasonErrImageNeverPull:
+			w.event(pod, eventWarning, reasonErrImageNeverPull, "Container image %q is not present with pull policy of Never", c.GetImage())
+		default:
+			w.event(pod, eventWarning, eventFailed, "Error: %v", err)
+		}
 	}
 	spec := gproto.Clone(c).(*pb.Container)
 	if !a.cfg.Hollow {
@@ -496,7 +506,18 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 		spec.Env = env
 		spec.EnvFrom = nil
 	}
+	present, pullStart := w.imagePresent(c), time.Now()
+	if !present {
+		w.event(pod, eventNormal, eventPulling, "Pulling image %q", c.GetImage())
+	}
 	img, err := a.images.Ensure(ctx, c.GetImage(), c.GetImagePullPolicy())
+	switch {
+	case err != nil:
+	case present:
+		w.event(pod, eventNormal, eventPulled, "Container image %q already present on machine", c.GetImage())
+	default:
+		w.event(pod, eventNormal, eventPulled, "Successfully pulled image %q in %s", c.GetImage(), time.Since(pullStart).Round(time.Millisecond))
+	}
 	if err != nil {
 		reason := reasonErrImagePull
 		if errors.Is(err, image.ErrImageNeverPull) {
@@ -564,10 +585,12 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 	cs.retryAt = time.Time{}
 	cs.waitReason, cs.waitMessage = "", ""
 	w.mu.Unlock()
+	w.event(pod, eventNormal, eventCreated, "Created container %s", c.GetName())
+	w.event(pod, eventNormal, eventStarted, "Started container %s", c.GetName())
 	cs.probes.stop()
 	cs.probes = nil
 	if !cs.init {
-		cs.probes = startProbes(w.probeTarget(pod, c, id), a.prober, w.notify)
+		cs.probes = startProbes(w.probeTarget(pod, c, id), a.prober, w.notify, w.probeFailed(pod))
 	}
 	w.persist()
 	if old != nil {
@@ -578,14 +601,15 @@ func (w *podWorker) start(ctx context.Context, pod *pb.Pod, c *pb.Container, cs 
 }
 
 // kill stops a running container whose liveness or startup probe failed.
-func (w *podWorker) kill(ctx context.Context, pod *pb.Pod, c *pb.Container, cs *ctrState, why string) {
+func (w *podWorker) kill(ctx context.Context, pod *pb.Pod, c *pb.Container, cs *ctrState, why *probeKill) {
 	grace := time.Duration(terminationGrace(pod)) * time.Second
 	for _, p := range []*pb.Probe{c.GetLivenessProbe(), c.GetStartupProbe()} {
 		if p != nil && p.TerminationGracePeriodSeconds != nil {
 			grace = time.Duration(p.GetTerminationGracePeriodSeconds()) * time.Second
 		}
 	}
-	w.log.Info("killing container", "pod", podKey(pod), "container", c.GetName(), "reason", why, "grace", grace)
+	w.log.Info("killing container", "pod", podKey(pod), "container", c.GetName(), "reason", why.reason, "grace", grace)
+	w.event(pod, eventNormal, eventKilling, "Container %s failed %s probe, will be restarted", c.GetName(), why.kind)
 	cs.probes.stop()
 	cs.probes = nil
 	if err := w.a.rt.Stop(ctx, cs.cur.id, grace); err != nil {
@@ -902,11 +926,11 @@ func (w *podWorker) terminate(ctx context.Context) (time.Duration, bool) {
 // a force delete) cuts the wait short. It reports whether all stopped.
 func (w *podWorker) stopAll(ctx context.Context) bool {
 	a := w.a
-	var ids []string
+	var ids, names []string
 	if all, err := a.rt.ListPod(w.uid); err == nil {
 		for _, c := range all {
 			if c.State != wrt.StateExited {
-				ids = append(ids, c.ID)
+				ids, names = append(ids, c.ID), append(names, c.Name)
 			}
 		}
 	} else {
@@ -915,6 +939,11 @@ func (w *podWorker) stopAll(ctx context.Context) bool {
 	}
 	if len(ids) == 0 {
 		return true
+	}
+	if pod, _ := w.snapshot(); pod != nil {
+		for _, name := range names {
+			w.event(pod, eventNormal, eventKilling, "Stopping container %s", name)
+		}
 	}
 	graceOf := func() time.Duration {
 		pod, _ := w.snapshot()

@@ -179,16 +179,23 @@ type containerProbes struct {
 	// one).
 	startedCh chan struct{}
 
-	mu           sync.Mutex
-	started      bool // the startup probe succeeded (true without one)
-	ready        bool // the readiness probe succeeded (true without one)
-	liveFailed   bool // liveness or startup failed: kill the container
-	failedReason string
+	mu      sync.Mutex
+	started bool       // the startup probe succeeded (true without one)
+	ready   bool       // the readiness probe succeeded (true without one)
+	kill    *probeKill // liveness or startup failed: kill the container
+}
+
+// probeKill says which probe failed its container, and how.
+type probeKill struct {
+	kind probeKind
+	// reason is the failure count and the last probe's message.
+	reason string
 }
 
 // startProbes starts c's probes against t. wake is called whenever a
-// result changes.
-func startProbes(t probeTarget, pr prober, wake func()) *containerProbes {
+// result changes; failed (if not nil) with every failed probe that the
+// kubelet would have run (see unhealthy), for the Unhealthy events.
+func startProbes(t probeTarget, pr prober, wake func(), failed func(kind probeKind, msg string)) *containerProbes {
 	ctx, cancel := context.WithCancel(context.Background())
 	cp := &containerProbes{cancel: cancel, startedCh: make(chan struct{})}
 	c := t.container
@@ -204,7 +211,7 @@ func startProbes(t probeTarget, pr prober, wake func()) *containerProbes {
 		cp.wg.Add(1)
 		go func() {
 			defer cp.wg.Done()
-			cp.run(ctx, kind, p, t, pr, wake)
+			cp.run(ctx, kind, p, t, pr, wake, failed)
 		}()
 	}
 	return cp
@@ -220,17 +227,17 @@ func (cp *containerProbes) stop() {
 }
 
 // results returns started, ready and, if a probe wants the container
-// killed, why.
-func (cp *containerProbes) results() (started, ready bool, kill string) {
+// killed, which and why.
+func (cp *containerProbes) results() (started, ready bool, kill *probeKill) {
 	if cp == nil {
-		return true, true, ""
+		return true, true, nil
 	}
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if cp.liveFailed {
-		return cp.started, false, cp.failedReason
+	if cp.kill != nil {
+		return cp.started, false, cp.kill
 	}
-	return cp.started, cp.started && cp.ready, ""
+	return cp.started, cp.started && cp.ready, nil
 }
 
 func (cp *containerProbes) isStarted() bool {
@@ -250,7 +257,7 @@ func seconds(n int32, def time.Duration) time.Duration {
 // while its container has not been ready yet.
 const readinessRetry = 250 * time.Millisecond
 
-func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe, t probeTarget, pr prober, wake func()) {
+func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe, t probeTarget, pr prober, wake func(), failed func(probeKind, string)) {
 	period := seconds(p.GetPeriodSeconds(), 10*time.Second)
 	timeout := seconds(p.GetTimeoutSeconds(), time.Second)
 	success := max(int(p.GetSuccessThreshold()), 1)
@@ -280,6 +287,11 @@ func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe,
 				oks, fails = oks+1, 0
 			} else {
 				oks, fails = 0, fails+1
+				// Not the quicker retries of a container not yet ready:
+				// the kubelet would not have probed then.
+				if failed != nil && (kind != probeReadiness || beenReady || retry >= period) {
+					failed(kind, msg)
+				}
 			}
 			changed, done := false, false
 			cp.mu.Lock()
@@ -290,13 +302,11 @@ func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe,
 					cp.started, changed, done = true, true, true
 					close(cp.startedCh)
 				case fails >= failure:
-					cp.liveFailed, changed, done = true, true, true
-					cp.failedReason = fmt.Sprintf("startup probe failed %d times: %s", fails, msg)
+					cp.kill, changed, done = &probeKill{kind, fmt.Sprintf("startup probe failed %d times: %s", fails, msg)}, true, true
 				}
 			case probeLiveness:
 				if fails >= failure {
-					cp.liveFailed, changed, done = true, true, true
-					cp.failedReason = fmt.Sprintf("liveness probe failed %d times: %s", fails, msg)
+					cp.kill, changed, done = &probeKill{kind, fmt.Sprintf("liveness probe failed %d times: %s", fails, msg)}, true, true
 				}
 			case probeReadiness:
 				switch {

@@ -13,7 +13,7 @@ import (
 // a probe that waited for its period would fail them.
 func readyWithin(t *testing.T, c *pb.Container, pr *fakeProber, before func(cp *containerProbes)) {
 	t.Helper()
-	cp := startProbes(probeTarget{containerID: "c1", container: c}, pr, func() {})
+	cp := startProbes(probeTarget{containerID: "c1", container: c}, pr, func() {}, nil)
 	t.Cleanup(cp.stop)
 	if before != nil {
 		before(cp)

@@ -48,6 +48,8 @@ type Runtime interface {
 // policy forbids a needed pull.
 type Images interface {
 	Ensure(ctx context.Context, ref, policy string) (*image.Image, error)
+	// Get returns the image ref if it is present (image.ErrNotFound if not).
+	Get(ref string) (*image.Image, error)
 }
 
 // Labels the worker sets on every container so that a restarted worker can

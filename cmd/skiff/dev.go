@@ -308,7 +308,7 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, tokenFile stri
 	cfg.TokenFile, cfg.Insecure = tokenFile, o.insecure
 	cfg.Logger = logger
 	cfg.Version = version
-	w, err := worker.New(cfg)
+	w, runWorker, err := newWorker(cfg, logger)
 	if err != nil {
 		reg.close()
 		return "", nil, fmt.Errorf("start worker w1: %w", err)
@@ -324,7 +324,7 @@ func startDevWorker(out io.Writer, o devOptions, gossip []string, tokenFile stri
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := svc.run(ctx, w.Run, cfg.StopPodsOnExit); err != nil {
+		if err := svc.run(ctx, runWorker, cfg.StopPodsOnExit); err != nil {
 			errs <- fmt.Errorf("worker w1: %w", err)
 		}
 	}()

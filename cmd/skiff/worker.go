@@ -80,7 +80,7 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 				return worker.RunHollow(ctx, cfg, hollowCount)
 			}
 			cfg.StopPodsOnExit = cleanupOnExit
-			a, err := worker.New(cfg)
+			a, run, err := newWorker(cfg, logger)
 			if err != nil {
 				return err
 			}
@@ -88,7 +88,7 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 			if err != nil {
 				return err
 			}
-			return svc.run(ctx, a.Run, cleanupOnExit)
+			return svc.run(ctx, run, cleanupOnExit)
 		},
 	}
 	f := cmd.Flags()
