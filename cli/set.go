@@ -13,11 +13,12 @@ import (
 func newSetCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set SUBCOMMAND",
-		Short: "Change one field of objects (set image)",
+		Short: "Change one field of objects (set image, env)",
 		Example: `  skiff set image deployment/web app=example/web:v2
-  skiff set image daemonset/node-agent '*=example/agent:1.4'`,
+  skiff set image daemonset/node-agent '*=example/agent:1.4'
+  skiff set env deployment/web GREETING=hello`,
 	}
-	cmd.AddCommand(newSetImageCommand(o))
+	cmd.AddCommand(newSetImageCommand(o), newSetEnvCommand(o))
 	return cmd
 }
 
