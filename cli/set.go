@@ -13,12 +13,13 @@ import (
 func newSetCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set SUBCOMMAND",
-		Short: "Change one field of objects (set image, env)",
+		Short: "Change one field of objects (set image, env, resources)",
 		Example: `  skiff set image deployment/web app=example/web:v2
   skiff set image daemonset/node-agent '*=example/agent:1.4'
-  skiff set env deployment/web GREETING=hello`,
+  skiff set env deployment/web GREETING=hello
+  skiff set resources deployment/web --limits=cpu=200m,memory=512Mi`,
 	}
-	cmd.AddCommand(newSetImageCommand(o), newSetEnvCommand(o))
+	cmd.AddCommand(newSetImageCommand(o), newSetEnvCommand(o), newSetResourcesCommand(o))
 	return cmd
 }
 

@@ -353,7 +353,7 @@ func TestSetEnvRefusesBadArgumentsBeforeConnecting(t *testing.T) {
 }
 
 func TestSetHelpHasExamples(t *testing.T) {
-	for _, sub := range []string{"env"} {
+	for _, sub := range []string{"env", "resources"} {
 		root := NewRootCommand("test")
 		var out bytes.Buffer
 		root.SetOut(&out)
