@@ -112,17 +112,7 @@ template, which starts a rollout of a Deployment or DaemonSet, or of a pod's con
 			ctx, cancel := o.context()
 			defer cancel()
 			obj, changed, err := mutateObject(ctx, c, kind.Kind, orDefault(namespace, "default"), name, func(obj *pb.Object) (bool, error) {
-				var spec *pb.PodSpec
-				switch {
-				case obj.GetDeployment() != nil:
-					spec = obj.GetDeployment().GetSpec().GetTemplate().GetSpec()
-				case obj.GetDaemonSet() != nil:
-					spec = obj.GetDaemonSet().GetSpec().GetTemplate().GetSpec()
-				case obj.GetReplicaSet() != nil:
-					spec = obj.GetReplicaSet().GetSpec().GetTemplate().GetSpec()
-				case obj.GetPod() != nil:
-					spec = obj.GetPod().GetSpec()
-				}
+				spec := podSpecOf(obj)
 				if spec == nil {
 					return false, fmt.Errorf("%s has no containers", objectRef(obj))
 				}

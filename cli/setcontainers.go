@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strings"
 
@@ -79,39 +80,21 @@ func planPodSpecs(sel *selection, objects []string, verb, what string, writing b
 	return nil
 }
 
-// globMatch reports whether name matches pattern, in which '*' stands for
-// any run of characters and nothing else is special, as kubectl's
-// --containers.
-func globMatch(pattern, name string) bool {
-	parts := strings.Split(pattern, "*")
-	if len(parts) == 1 {
-		return pattern == name
-	}
-	if !strings.HasPrefix(name, parts[0]) {
-		return false
-	}
-	rest := name[len(parts[0]):]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(rest, p)
-		if i < 0 {
-			return false
-		}
-		rest = rest[i+len(p):]
-	}
-	return strings.HasSuffix(rest, parts[len(parts)-1])
-}
-
-// selectContainers returns spec's containers whose names match pattern:
-// the app containers, then the init containers, as kubectl 1.32's set env
-// and set resources take them. None matching is an error worded as
-// kubectl's, with the names there are.
+// selectContainers returns spec's containers whose names match pattern (a
+// shell pattern, as path.Match and kubectl's --containers take it): the app
+// containers, then the init containers, as kubectl 1.32's set env and set
+// resources take them. None matching is an error worded as kubectl's, with
+// the names there are.
 func selectContainers(spec *pb.PodSpec, pattern string) ([]*pb.Container, error) {
+	if _, err := path.Match(pattern, ""); err != nil {
+		return nil, fmt.Errorf("--containers %q: %v", pattern, err)
+	}
 	var out []*pb.Container
 	var names []string
 	for _, list := range [][]*pb.Container{spec.GetContainers(), spec.GetInitContainers()} {
 		for _, c := range list {
 			names = append(names, c.GetName())
-			if globMatch(pattern, c.GetName()) {
+			if ok, _ := path.Match(pattern, c.GetName()); ok {
 				out = append(out, c)
 			}
 		}

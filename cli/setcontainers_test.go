@@ -7,33 +7,6 @@ import (
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
-func TestGlobMatch(t *testing.T) {
-	tests := []struct {
-		pattern, name string
-		want          bool
-	}{
-		{"*", "app", true},
-		{"app", "app", true},
-		{"app", "apps", false},
-		{"a*", "app", true},
-		{"a*", "proxy", false},
-		{"*p", "app", true},
-		{"*x*", "proxy", true},
-		{"p*y", "proxy", true},
-		{"p*y", "proxyx", false},
-		{"a*a", "a", false},
-		{"a*b*c", "abc", true},
-		{"a*b*c", "acb", false},
-		{"i*", "side", false}, // kubectl 1.32 matches this one; a glob does not
-		{"", "app", false},
-	}
-	for _, tc := range tests {
-		if got := globMatch(tc.pattern, tc.name); got != tc.want {
-			t.Errorf("globMatch(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
-		}
-	}
-}
-
 func TestSelectContainers(t *testing.T) {
 	spec := podSpecOf(webDeployment())
 	names := func(cs []*pb.Container) string {
@@ -43,7 +16,9 @@ func TestSelectContainers(t *testing.T) {
 		}
 		return strings.Join(out, ",")
 	}
-	for pattern, want := range map[string]string{"*": "app,proxy,migrate", "app": "app", "migrate": "migrate", "*p*": "app,proxy"} {
+	for pattern, want := range map[string]string{
+		"*": "app,proxy,migrate", "app": "app", "migrate": "migrate", "*p*": "app,proxy", "pro?y": "proxy", "[am]*": "app,migrate",
+	} {
 		cs, err := selectContainers(spec, pattern)
 		if err != nil || names(cs) != want {
 			t.Errorf("selectContainers(%q) = %s, %v; want %s", pattern, names(cs), err, want)
@@ -51,6 +26,9 @@ func TestSelectContainers(t *testing.T) {
 	}
 	if _, err := selectContainers(spec, "x*"); err == nil || err.Error() != `unable to find container named "x*" (containers: app, proxy, migrate)` {
 		t.Errorf("no match: err = %v", err)
+	}
+	if _, err := selectContainers(spec, "[a"); err == nil || !strings.Contains(err.Error(), `--containers "[a"`) {
+		t.Errorf("bad pattern: err = %v", err)
 	}
 }
 
