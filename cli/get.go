@@ -22,6 +22,9 @@ type getOptions struct {
 	watch         bool
 	stale         bool
 	noHeaders     bool
+	showLabels    bool
+	labelColumns  []string
+	sortBy        string
 }
 
 func newGetCommand(o *Options) *cobra.Command {
@@ -37,7 +40,11 @@ Kinds take their Kubernetes names, plurals or short names: pods, po, deployments
   skiff get svc,endpoints -n demo
   skiff get pods -l app=web,tier!=db -w
   skiff get pods --field-selector spec.nodeName=w1
-  skiff get pods -n demo --no-headers -o wide | awk '{print $6}'   # the pods' IPs`,
+  skiff get pods -n demo --no-headers -o wide | awk '{print $6}'   # the pods' IPs
+  skiff get pods -o jsonpath='{.items[*].status.podIP}'
+  skiff get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName --sort-by=.spec.nodeName
+  skiff get nodes -L topology.kubernetes.io/zone --show-labels
+  skiff get events --sort-by=.lastTimestamp`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runGet(o, g, args)
@@ -49,10 +56,13 @@ Kinds take their Kubernetes names, plurals or short names: pods, po, deployments
 	f.BoolVarP(&g.allNamespaces, "all-namespaces", "A", false, "read every namespace")
 	f.StringVarP(&g.selector, "selector", "l", "", "label selector: a=b, a!=b, a in (x,y), !a")
 	f.StringVar(&g.fieldSelector, "field-selector", "", "field selector: metadata.name=x, spec.nodeName=w1, status.phase=Running")
-	f.StringVarP(&g.output, "output", "o", "", "output format: wide, yaml, json or name")
+	f.StringVarP(&g.output, "output", "o", "", "output format: "+outputFormats)
 	f.BoolVarP(&g.watch, "watch", "w", false, "after listing, print changes as they happen (Ctrl-C stops)")
 	f.BoolVar(&g.stale, "stale", false, "read from whichever master answers without confirming it is current")
 	f.BoolVar(&g.noHeaders, "no-headers", false, "print tables without their header line (for scripts)")
+	f.BoolVar(&g.showLabels, "show-labels", false, "tables: a last column with every label")
+	f.StringSliceVarP(&g.labelColumns, "label-columns", "L", nil, "tables: a column with the value of each of these label keys (comma-separated, repeatable)")
+	f.StringVar(&g.sortBy, "sort-by", "", "order by the field at this JSONPath, e.g. .metadata.creationTimestamp or {.status.podIP}")
 	return cmd
 }
 
@@ -116,10 +126,14 @@ func lookupKind(name string) (pb.KindInfo, error) {
 }
 
 func runGet(o *Options, g *getOptions, args []string) error {
-	switch g.output {
-	case "", "wide", "yaml", "json", "name":
-	default:
-		return fmt.Errorf("--output %q: use wide, yaml, json or name", g.output)
+	format, err := parseOutput(g.output)
+	if err != nil {
+		return err
+	}
+	if g.sortBy != "" {
+		if _, err := parseJSONPath("--sort-by", g.sortBy, true); err != nil {
+			return err
+		}
 	}
 	targets, err := parseTargets(args)
 	if err != nil {
@@ -136,8 +150,9 @@ func runGet(o *Options, g *getOptions, args []string) error {
 	ctx, cancel := o.context()
 	defer cancel()
 
-	p := newPrinter(o.Out, g.output, g.allNamespaces)
-	p.noHeaders = g.noHeaders
+	p := newPrinter(o.Out, format.name, g.allNamespaces)
+	p.noHeaders, p.showLabels, p.labelColumns, p.template = g.noHeaders, g.showLabels, g.labelColumns, format
+	p.single = len(targets) == 1 && len(targets[0].names) == 1
 	var objs []*pb.Object
 	var rv uint64
 	var missing []string
@@ -181,6 +196,11 @@ func runGet(o *Options, g *getOptions, args []string) error {
 			where = "in the cluster"
 		}
 		fmt.Fprintf(o.ErrOut, "No %s found %s.\n", targets[0].kind.Plural, where)
+	}
+	if g.sortBy != "" {
+		if err := sortObjects(objs, g.sortBy); err != nil {
+			return err
+		}
 	}
 	if err := p.printList(objs); err != nil {
 		return err

@@ -26,6 +26,11 @@ type printer struct {
 	noHeaders     bool // tables without their header line
 	kindPrefix    bool // several kinds in one listing: NAME is kind/name
 	now           func() time.Time
+
+	template     outputFormat // -o jsonpath= and custom-columns=
+	single       bool         // one object asked for by name: jsonpath sees it, not a List
+	showLabels   bool         // tables: a LABELS column
+	labelColumns []string     // tables: a column per label key (-L)
 }
 
 func newPrinter(out io.Writer, format string, allNamespaces bool) *printer {
@@ -44,6 +49,12 @@ func (p *printer) printList(objs []*pb.Object) error {
 			fmt.Fprintln(p.out, objectRef(o))
 		}
 		return nil
+	case "jsonpath":
+		return printJSONPath(p.out, p.template.template, objs, p.single)
+	case "custom-columns":
+		header := !p.headerDone && !p.noHeaders
+		p.headerDone = true
+		return printCustomColumns(p.out, p.template.columns, objs, header)
 	}
 	return p.printRows(objs)
 }
@@ -59,8 +70,14 @@ func (p *printer) printEvent(ev *pb.WatchEvent) error {
 	case "name":
 		fmt.Fprintf(p.out, "%s %s\n", objectRef(ev.GetObject()), strings.ToLower(ev.GetType()))
 		return nil
+	case "jsonpath":
+		if err := printJSONPath(p.out, p.template.template, []*pb.Object{ev.GetObject()}, true); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintln(p.out)
+		return err
 	}
-	return p.printRows([]*pb.Object{ev.GetObject()})
+	return p.printList([]*pb.Object{ev.GetObject()})
 }
 
 func (p *printer) printObject(o *pb.Object) error {
@@ -135,6 +152,12 @@ func (p *printer) printRows(objs []*pb.Object) error {
 				h = append(h, c.name)
 			}
 		}
+		for _, k := range p.labelColumns {
+			h = append(h, labelColumn(k))
+		}
+		if p.showLabels {
+			h = append(h, "LABELS")
+		}
 		fmt.Fprintln(tw, strings.Join(h, "\t"))
 		p.headerDone = true
 	}
@@ -151,6 +174,13 @@ func (p *printer) printRows(objs []*pb.Object) error {
 			if !c.wide || wide {
 				r = append(r, vals[i])
 			}
+		}
+		labels := o.Meta().GetLabels()
+		for _, k := range p.labelColumns {
+			r = append(r, labels[k])
+		}
+		if p.showLabels {
+			r = append(r, mapString(labels))
 		}
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}

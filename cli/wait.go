@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -173,14 +172,8 @@ func splitJSONPathInput(s string) []string {
 // object's JSON form, as kubectl reads an unstructured object, so every
 // kind works the same way.
 func (w waitCondition) met(obj *pb.Object) (bool, error) {
-	raw, err := pb.EncodeJSON(obj)
+	doc, err := objectDoc(obj)
 	if err != nil {
-		return false, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var doc map[string]any
-	if err := dec.Decode(&doc); err != nil {
 		return false, err
 	}
 	if w.path != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -113,6 +114,26 @@ data: {color: blue}
 	if out != "configmap/dir-a unchanged\nconfigmap/dir-b unchanged\nconfigmap/dir-c created\n" {
 		t.Errorf("apply -R -f DIR: want dir-a and dir-b unchanged, dir-c created:\n%s", out)
 	}
+	// Output for scripts, as kubectl's: -o jsonpath, -o custom-columns,
+	// --sort-by, label columns.
+	if out := run("", "get", "configmaps", "-o", "jsonpath={.items[*].metadata.name}", "--sort-by", ".data.file"); out != "settings dir-a dir-b dir-c" {
+		t.Errorf("get -o jsonpath --sort-by .data.file (settings has no file): %q", out)
+	}
+	if out := run("", "get", "configmap", "settings", "-o", "jsonpath={.data.color}"); out != "blue" {
+		t.Errorf("get one object -o jsonpath: %q", out)
+	}
+	out = run("", "get", "configmaps", "-o", "custom-columns=NAME:.metadata.name,FILE:.data.file", "--sort-by", "{.metadata.name}")
+	if !regexp.MustCompile(`^NAME +FILE\ndir-a +a\ndir-b +b\ndir-c +c\nsettings +<none>\n$`).MatchString(out) {
+		t.Errorf("get -o custom-columns:\n%s", out)
+	}
+	out = run("", "get", "configmap", "settings", "-L", "tier", "--show-labels")
+	if !regexp.MustCompile(`NAME +DATA +AGE +TIER +LABELS\nsettings +1 +\S+ +web +tier=web\n`).MatchString(out) {
+		t.Errorf("get -L tier --show-labels:\n%s", out)
+	}
+	if out, err := c.cli("", "get", "configmaps", "-o", "jsonpath={.items[*"); err == nil || !strings.Contains(out, "unterminated array") {
+		t.Errorf("a bad template: want an error naming it, got (err %v) %s", err, out)
+	}
+
 	// delete -f FILE deletes what the file names, and only that.
 	out = run("", "delete", "-f", filepath.Join(dir, "a.yaml"))
 	if out != "configmap/dir-a deleted\n" {
