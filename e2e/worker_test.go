@@ -764,6 +764,7 @@ func assertWorkerEvents(t *testing.T, c *cluster, imageRef string) {
 kind: Pod
 metadata:
   name: unready
+  labels: {app: unready}
 spec:
   nodeName: w1
   terminationGracePeriodSeconds: 1
@@ -773,7 +774,10 @@ spec:
     readinessProbe:
       tcpSocket: {port: 9}
       periodSeconds: 1
-`, imageRef)
+  - name: second
+    image: %s
+    env: [{name: PORT, value: "8081"}]
+`, imageRef, imageRef)
 	if out, err := c.cli(manifest, "apply", "-f", "-"); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
@@ -799,6 +803,54 @@ spec:
 	if err != nil || unhealthy != 1 {
 		t.Errorf("the repeats of Unhealthy are not one event (%d): %v\n%s", unhealthy, err, out)
 	}
+	// The logs of every pod a selector matches, each line naming its pod
+	// and container; without -c, a pod's first container, said on stderr.
+	eventually(t, 30*time.Second, func() error {
+		out, err := c.cli("", "logs", "-l", "app=unready", "--prefix", "--all-containers")
+		if err != nil || !strings.Contains(out, "[pod/unready/app] listening on :8080") || !strings.Contains(out, "[pod/unready/second] listening on :8081") {
+			return fmt.Errorf("logs -l app=unready --prefix --all-containers: %v\n%s", err, out)
+		}
+		return nil
+	})
+	if out, err := c.cli("", "logs", "unready"); err != nil || !strings.Contains(out, `Defaulted container "app" out of: app, second`) || !strings.Contains(out, "listening on :8080") || strings.Contains(out, ":8081") {
+		t.Errorf("logs of a two-container pod without -c: %v\n%s", err, out)
+	}
+	// A workload's name stands for one of its pods.
+	rs := fmt.Sprintf(`apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: echo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      nodeName: w1
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: echo
+        image: %s
+        env: [{name: GREETING, value: echo}]
+`, imageRef)
+	if out, err := c.cli(rs, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		out, err := c.cli("", "logs", "replicaset/echo")
+		if err != nil || !strings.Contains(out, "Found 2 pods, using pod/echo-") || !strings.Contains(out, "listening on :8080") {
+			return fmt.Errorf("logs replicaset/echo: %v\n%s", err, out)
+		}
+		return nil
+	})
+	if out, err := c.cli("", "delete", "replicaset", "echo"); err != nil {
+		t.Fatalf("delete replicaset echo: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if out, err := c.cli("", "get", "pods", "-l", "app=echo", "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
+			return fmt.Errorf("the echo pods are still there: %v\n%s", err, out)
+		}
+		return nil
+	})
 	if out, err := c.cli("", "delete", "pod", "unready"); err != nil {
 		t.Fatalf("delete pod unready: %v\n%s", err, out)
 	}
