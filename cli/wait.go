@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/util/jsonpath"
 
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -35,9 +36,11 @@ func newWaitCommand(o *Options) *cobra.Command {
                                     Deployments Available and Progressing; Nodes Ready; Jobs
                                     Complete and Failed.
   --for=delete                      the object is gone. An object already gone counts as met.
-  --for=jsonpath='{.a.b}'[=VALUE]   the field at that path equals VALUE, compared as text, or exists
-                                    when no VALUE is given. Only plain dotted field paths are
-                                    supported: no array indexes, filters or wildcards.
+  --for=create                      the object exists (named objects only).
+  --for=jsonpath='{.a.b}'[=VALUE]   the value at that JSONPath equals VALUE, compared as text, or
+                                    exists when no VALUE is given. The path must lead to one
+                                    value: {.status.containerStatuses[0].ready} or
+                                    {.status.conditions[?(@.type=="Ready")].status}, not a list.
 
 A condition is not met while the object's controller has not yet seen its latest spec
 (status.observedGeneration behind metadata.generation). The objects are waited for in turn
@@ -48,7 +51,8 @@ waits for a week. Wait follows the objects with a watch, it does not poll.`,
   skiff wait --for=condition=Ready=False node/w1
   skiff wait --for=jsonpath='{.status.phase}'=Running pod -l app=web
   skiff wait --for=condition=Complete job/migrate --timeout 10m
-  skiff delete pod web-0 && skiff wait --for=delete pod/web-0`,
+  skiff delete pod web-0 && skiff wait --for=delete pod/web-0
+  skiff wait --for=create configmap/settings --timeout 1m`,
 		ValidArgsFunction: completeKinds,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := runWait(o, forFlag, sel, timeout, args)
@@ -62,7 +66,7 @@ waits for a week. Wait follows the objects with a watch, it does not poll.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&forFlag, "for", "", "the condition to wait for: delete, condition=TYPE[=STATUS] or jsonpath='{.field.path}'[=VALUE]")
+	f.StringVar(&forFlag, "for", "", "the condition to wait for: delete, create, condition=TYPE[=STATUS] or jsonpath='{.field.path}'[=VALUE]")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long; 0 checks once, a negative value waits for a week")
 	f.StringVarP(&sel.namespace, "namespace", "n", "", "namespace of the objects (default \"default\")")
 	f.BoolVarP(&sel.allNamespaces, "all-namespaces", "A", false, "with -l or --all: select in every namespace")
@@ -74,17 +78,18 @@ waits for a week. Wait follows the objects with a watch, it does not poll.`,
 
 // waitCondition is a parsed --for.
 type waitCondition struct {
-	deleted bool
+	deleted, created bool
 	// condition=TYPE[,TYPE...][=STATUS]
 	types  []string
 	status string
 	// jsonpath={.a.b}[=VALUE]; anyValue: no VALUE, the field only has to exist.
-	path     []string
+	path     *jsonpath.JSONPath
+	expr     string
 	value    string
 	anyValue bool
 }
 
-const waitForForms = "use --for=delete, --for=condition=TYPE[=STATUS] (e.g. condition=Ready) or --for=jsonpath='{.field.path}'[=VALUE] (e.g. jsonpath='{.status.phase}'=Running)"
+const waitForForms = "use --for=delete, --for=create, --for=condition=TYPE[=STATUS] (e.g. condition=Ready) or --for=jsonpath='{.field.path}'[=VALUE] (e.g. jsonpath='{.status.phase}'=Running)"
 
 // parseWaitFor reads --for as kubectl does.
 func parseWaitFor(s string) (waitCondition, error) {
@@ -93,6 +98,8 @@ func parseWaitFor(s string) (waitCondition, error) {
 		return waitCondition{}, errors.New("--for is required: " + waitForForms)
 	case strings.EqualFold(s, "delete"):
 		return waitCondition{deleted: true}, nil
+	case strings.EqualFold(s, "create"):
+		return waitCondition{created: true}, nil
 	case strings.HasPrefix(s, "condition="):
 		name, status, hasStatus := strings.Cut(strings.TrimPrefix(s, "condition="), "=")
 		if !hasStatus {
@@ -123,20 +130,14 @@ func parseJSONPathWait(s string) (waitCondition, error) {
 		return waitCondition{}, errors.New("jsonpath wait format must be --for=jsonpath='{.status.readyReplicas}'=3 or --for=jsonpath='{.status.readyReplicas}'")
 	}
 	expr := strings.TrimSpace(parts[0])
-	if strings.HasPrefix(expr, "{") && strings.HasSuffix(expr, "}") {
-		expr = expr[1 : len(expr)-1]
-	}
-	expr = strings.TrimPrefix(expr, ".")
-	if expr == "" {
+	if strings.Trim(expr, "{}. ") == "" {
 		return waitCondition{}, errors.New("jsonpath expression cannot be empty: give a field path such as --for=jsonpath='{.status.phase}'=Running")
 	}
-	path := strings.Split(expr, ".")
-	for _, p := range path {
-		if p == "" || strings.ContainsAny(p, "{}[]()*?@$=!<>'\"\\ ") {
-			return waitCondition{}, fmt.Errorf("jsonpath %q is not supported: only plain dotted field paths such as {.status.phase} or {.status.readyReplicas} are (no array indexes, filters, wildcards or recursive descent); for a condition use --for=condition=TYPE", parts[0])
-		}
+	jp, err := parseJSONPath("--for=jsonpath", expr, true)
+	if err != nil {
+		return waitCondition{}, err
 	}
-	w := waitCondition{path: path, anyValue: len(parts) == 1}
+	w := waitCondition{path: jp, expr: relaxedPath(expr), anyValue: len(parts) == 1}
 	if !w.anyValue {
 		w.value = strings.Trim(parts[1], `'"`)
 		if w.value == "" {
@@ -177,15 +178,27 @@ func (w waitCondition) met(obj *pb.Object) (bool, error) {
 		return false, err
 	}
 	if w.path != nil {
-		v, ok := lookupField(doc, w.path...)
-		if !ok {
+		res, err := w.path.FindResults(doc)
+		if err != nil {
+			return false, fmt.Errorf("jsonpath %s: %v", w.expr, err)
+		}
+		var vals []any
+		for _, set := range res {
+			for _, r := range set {
+				vals = append(vals, r.Interface())
+			}
+		}
+		switch {
+		case len(vals) == 0:
 			return false, nil
+		case len(vals) > 1:
+			return false, fmt.Errorf("jsonpath %s gives %d values, not one: give the path of a single field", w.expr, len(vals))
 		}
-		switch v.(type) {
+		switch vals[0].(type) {
 		case map[string]any, []any:
-			return false, fmt.Errorf("jsonpath {.%s} leads to a nested object or list, which is not supported: give the path of a single field", strings.Join(w.path, "."))
+			return false, fmt.Errorf("jsonpath %s leads to a nested object or list, which is not supported: give the path of a single field", w.expr)
 		}
-		return w.anyValue || strings.TrimSpace(fmt.Sprint(v)) == strings.TrimSpace(w.value), nil
+		return w.anyValue || strings.TrimSpace(fmt.Sprint(vals[0])) == strings.TrimSpace(w.value), nil
 	}
 	conds, _ := lookupField(doc, "status", "conditions")
 	list, _ := conds.([]any)
@@ -300,6 +313,9 @@ func runWait(o *Options, forFlag string, sel waitSelection, timeout time.Duratio
 	if err != nil {
 		return err
 	}
+	if cond.created && sel.selecting() {
+		return errors.New("--for=create waits for named objects: name them (KIND/NAME) instead of selecting with -l, --field-selector or --all")
+	}
 	c, err := o.client()
 	if err != nil {
 		return err
@@ -400,20 +416,27 @@ func (w *waiter) wait(ctx context.Context, kind pb.KindInfo, ns, name string, ob
 		if obj, rv, err = w.read(ctx, kind, ns, name); err != nil {
 			return waitFailed(ctx, err, where)
 		}
-		if obj == nil {
-			if w.cond.deleted {
-				return nil // gone already: nothing to report, as kubectl
-			}
+		switch {
+		case obj != nil, w.cond.created:
+		case w.cond.deleted:
+			return nil // gone already: nothing to report, as kubectl
+		default:
 			return &notFoundError{plural: kind.Plural, name: name}
 		}
 	}
-	uid := obj.Meta().GetUid()
+	var uid string
+	if obj != nil {
+		uid = obj.Meta().GetUid()
+	}
 	// check tells whether the object as last read (nil: absent) meets
 	// the condition.
 	check := func(obj *pb.Object) (bool, error) {
 		if w.cond.deleted {
 			// Another object of the same name means this one went.
 			return obj == nil || obj.Meta().GetUid() != uid, nil
+		}
+		if w.cond.created {
+			return obj != nil, nil
 		}
 		if obj == nil {
 			return false, nil // deleted meanwhile: it may come back

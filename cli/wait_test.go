@@ -25,27 +25,25 @@ func TestParseWaitFor(t *testing.T) {
 		{in: "condition=Ready", want: waitCondition{types: []string{"Ready"}, status: "True"}},
 		{in: "condition=Ready=False", want: waitCondition{types: []string{"Ready"}, status: "False"}},
 		{in: "condition=Complete,Failed", want: waitCondition{types: []string{"Complete", "Failed"}, status: "True"}},
-		{in: "jsonpath={.status.phase}=Running", want: waitCondition{path: []string{"status", "phase"}, value: "Running"}},
-		{in: "jsonpath='{.status.phase}'=Running", wantErr: "not supported"}, // quotes the shell did not remove
-		{in: "jsonpath={.status.readyReplicas}='3'", want: waitCondition{path: []string{"status", "readyReplicas"}, value: "3"}},
-		{in: "jsonpath=.status.phase=Running", want: waitCondition{path: []string{"status", "phase"}, value: "Running"}},
-		{in: "jsonpath=status.phase=Running", want: waitCondition{path: []string{"status", "phase"}, value: "Running"}},
-		{in: "jsonpath={.status.podIP}", want: waitCondition{path: []string{"status", "podIP"}, anyValue: true}},
+		{in: "create", want: waitCondition{created: true}},
+		{in: "jsonpath={.status.phase}=Running", want: waitCondition{expr: "{.status.phase}", value: "Running"}},
+		{in: "jsonpath='{.status.phase}'=Running", wantErr: "--for=jsonpath"}, // quotes the shell did not remove
+		{in: "jsonpath={.status.readyReplicas}='3'", want: waitCondition{expr: "{.status.readyReplicas}", value: "3"}},
+		{in: "jsonpath=.status.phase=Running", want: waitCondition{expr: "{.status.phase}", value: "Running"}},
+		{in: "jsonpath=status.phase=Running", want: waitCondition{expr: "{.status.phase}", value: "Running"}},
+		{in: "jsonpath={.status.podIP}", want: waitCondition{expr: "{.status.podIP}", anyValue: true}},
+		{in: "jsonpath={.status.containerStatuses[0].ready}=true", want: waitCondition{expr: "{.status.containerStatuses[0].ready}", value: "true"}},
+		{in: `jsonpath={.status.conditions[?(@.type=="Ready")].status}=True`, want: waitCondition{expr: `{.status.conditions[?(@.type=="Ready")].status}`, value: "True"}},
 
 		{in: "", wantErr: "--for is required"},
-		{in: "ready", wantErr: `unrecognized condition: "ready"; use --for=delete, --for=condition=TYPE`},
-		{in: "create", wantErr: "unrecognized condition"},
+		{in: "ready", wantErr: `unrecognized condition: "ready"; use --for=delete, --for=create, --for=condition=TYPE`},
 		{in: "condition=", wantErr: "the condition type is missing"},
 		{in: "condition=Ready=", wantErr: "the status after the second '=' is missing"},
 		{in: "jsonpath=", wantErr: "jsonpath expression cannot be empty"},
 		{in: "jsonpath={}=x", wantErr: "jsonpath expression cannot be empty"},
 		{in: "jsonpath={.status.phase}=", wantErr: "has to have a value after equal sign"},
 		{in: "jsonpath={.a}=b=c", wantErr: "jsonpath wait format must be"},
-		{in: "jsonpath={.status.containerStatuses[0].ready}=true", wantErr: "only plain dotted field paths"},
-		{in: `jsonpath={.status.conditions[?(@.type=="Ready")].status}=True`, wantErr: "only plain dotted field paths"},
-		{in: "jsonpath={.items[*].metadata.name}=x", wantErr: "no array indexes, filters, wildcards"},
-		{in: "jsonpath={..phase}=Running", wantErr: "only plain dotted field paths"},
-		{in: "jsonpath={.status.}=Running", wantErr: "only plain dotted field paths"},
+		{in: "jsonpath={.items[*}=x", wantErr: "unterminated array"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
@@ -59,8 +57,8 @@ func TestParseWaitFor(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseWaitFor(%q): %v", tc.in, err)
 			}
-			if got.deleted != tc.want.deleted || !slices.Equal(got.types, tc.want.types) || got.status != tc.want.status ||
-				!slices.Equal(got.path, tc.want.path) || got.value != tc.want.value || got.anyValue != tc.want.anyValue {
+			if got.deleted != tc.want.deleted || got.created != tc.want.created || !slices.Equal(got.types, tc.want.types) || got.status != tc.want.status ||
+				got.expr != tc.want.expr || got.value != tc.want.value || got.anyValue != tc.want.anyValue {
 				t.Errorf("parseWaitFor(%q) = %+v, want %+v", tc.in, got, tc.want)
 			}
 		})
@@ -124,6 +122,10 @@ func TestWaitConditionMet(t *testing.T) {
 		{"path through a scalar", "jsonpath={.status.phase.x}=y", pod, false, ""},
 		{"nested object", "jsonpath={.status}=x", pod, false, "nested object or list"},
 		{"list", "jsonpath={.status.conditions}", pod, false, "nested object or list"},
+		{"filter", `jsonpath={.status.conditions[?(@.type=="PodScheduled")].status}=True`, pod, true, ""},
+		{"filter not met", `jsonpath={.status.conditions[?(@.type=="Ready")].status}=True`, pod, false, ""},
+		{"index", "jsonpath={.status.conditions[1].type}=Ready", pod, true, ""},
+		{"several values", "jsonpath={.status.conditions[*].type}=Ready", pod, false, "gives 2 values, not one"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,7 +203,8 @@ func TestWaitCommandRejectsBadInput(t *testing.T) {
 	}{
 		{[]string{"pod/web-0"}, "--for is required"},
 		{[]string{"--for=ready", "pod/web-0"}, `unrecognized condition: "ready"`},
-		{[]string{"--for=jsonpath={.status.containerStatuses[0].ready}=true", "pod/web-0"}, "only plain dotted field paths"},
+		{[]string{"--for=jsonpath={.status.containerStatuses[0}=true", "pod/web-0"}, "unterminated array"},
+		{[]string{"--for=create", "pod", "-l", "app=web"}, "--for=create waits for named objects"},
 		{[]string{"--for=condition=Ready", "pod"}, "name the pods to wait for"},
 		{[]string{"--for=condition=Ready", "pod", "web-0", "-l", "app=web"}, "either names or a selection"},
 	} {

@@ -119,8 +119,13 @@ spec:
 	if out := fails("wait", "--for=ready", "pod/"+pod); !strings.Contains(out, `unrecognized condition: "ready"`) || !strings.Contains(out, "--for=condition=TYPE") {
 		t.Errorf("unknown --for: %q", out)
 	}
-	if out := fails("wait", "--for=jsonpath={.status.conditions[0].status}=True", "pod/"+pod); !strings.Contains(out, "only plain dotted field paths") {
-		t.Errorf("jsonpath with an index: %q", out)
+	// Kubernetes' JSONPath: a filter picks the condition; a path that gives
+	// several values is an error.
+	if out := c.mustCLI(t, "", "wait", `--for=jsonpath={.status.conditions[?(@.type=="Ready")].status}=True`, "pod/"+pod, "--timeout", "60s"); out != "pod/"+pod+" condition met\n" {
+		t.Errorf("jsonpath with a filter: %q", out)
+	}
+	if out := fails("wait", "--for=jsonpath={.status.conditions[*].type}=Ready", "pod/"+pod); !strings.Contains(out, "values, not one: give the path of a single field") {
+		t.Errorf("jsonpath of several values: %q", out)
 	}
 
 	// --for=delete: an absent pod is deleted already.
@@ -160,32 +165,37 @@ spec:
 		}
 		return v
 	}
-	before := watchers()
-	var out syncBuffer
-	w := exec.Command(skiffBin, append(append([]string{"--server", m.apiAddr}, c.securityArgs()...), "wait", "--for=delete", "pod/held", "--timeout", "60s")...)
-	w.Stdout, w.Stderr = &out, &out
-	w.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"))
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var waitErr error
-	exited := make(chan struct{})
-	go func() { waitErr = w.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		w.Process.Kill() // nothing to do if it has exited
-		<-exited
-	})
-	eventually(t, 30*time.Second, func() error {
-		if n := watchers(); n <= before {
-			return fmt.Errorf("%s has %v watches open, as before the wait started (output so far %q)", m.name, n, out.String())
+	// startWait runs skiff wait against m in the background and returns
+	// once it watches.
+	startWait := func(args ...string) (out *syncBuffer, exited chan struct{}, waitErr *error) {
+		t.Helper()
+		before := watchers()
+		out, exited, waitErr = &syncBuffer{}, make(chan struct{}), new(error)
+		w := exec.Command(skiffBin, append(append([]string{"--server", m.apiAddr}, c.securityArgs()...), append([]string{"wait"}, args...)...)...)
+		w.Stdout, w.Stderr = out, out
+		w.Env = append(os.Environ(), "SKIFF_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"))
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	select {
-	case <-exited:
-		t.Fatalf("wait --for=delete returned while the finalizer held the pod: %v\n%s", waitErr, out.String())
-	default:
+		go func() { *waitErr = w.Wait(); close(exited) }()
+		t.Cleanup(func() {
+			w.Process.Kill() // nothing to do if it has exited
+			<-exited
+		})
+		eventually(t, 30*time.Second, func() error {
+			if n := watchers(); n <= before {
+				return fmt.Errorf("%s has %v watches open, as before the wait started (output so far %q)", m.name, n, out.String())
+			}
+			return nil
+		})
+		select {
+		case <-exited:
+			t.Fatalf("skiff wait %s returned before the change it waits for: %v\n%s", strings.Join(args, " "), *waitErr, out.String())
+		default:
+		}
+		return out, exited, waitErr
 	}
+	out, exited, waitErr := startWait("--for=delete", "pod/held", "--timeout", "60s")
 	eventually(t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -202,13 +212,25 @@ spec:
 	})
 	select {
 	case <-exited:
-		if waitErr != nil || out.String() != "pod/held condition met\n" {
-			t.Errorf("wait --for=delete once the finalizer went: %v, %q", waitErr, out.String())
+		if *waitErr != nil || out.String() != "pod/held condition met\n" {
+			t.Errorf("wait --for=delete once the finalizer went: %v, %q", *waitErr, out.String())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("wait --for=delete still running 30s after the pod went\n%s", out.String())
 	}
 	if _, err := api.get("Pod", "held"); !chaosNotFound(err) {
 		t.Errorf("pod/held after wait --for=delete returned: %v", err)
+	}
+
+	// --for=create: waits, watching, until the object appears.
+	out, exited, waitErr = startWait("--for=create", "configmap/later", "--timeout", "60s")
+	c.mustCLI(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\n", "apply", "-f", "-")
+	select {
+	case <-exited:
+		if *waitErr != nil || out.String() != "configmap/later condition met\n" {
+			t.Errorf("wait --for=create once the configmap was created: %v, %q", *waitErr, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("wait --for=create still running 30s after the configmap was created\n%s", out.String())
 	}
 }
