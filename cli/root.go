@@ -60,6 +60,7 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 	root.AddCommand(
 		newApplyCommand(o),
 		newReplaceCommand(o),
+		newEditCommand(o),
 		newGetCommand(o),
 		newDescribeCommand(o),
 		newDeleteCommand(o),
