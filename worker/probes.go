@@ -33,6 +33,13 @@ import (
 //     sooner: after readinessRetry, doubling up to periodSeconds;
 //   - liveness and readiness probe at once when the startup probe succeeds,
 //     not at their next period.
+//
+// And one thing waits longer: without a startup probe, a container's first
+// liveness probe comes a period after it starts (after initialDelaySeconds
+// too), not at once. The kubelet's comes up to a period after the start,
+// whenever its probe worker next ticks; a probe at once would count the
+// moment before the program listens as a failure (and record it as an
+// Unhealthy event), and with failureThreshold 1 kill a healthy container.
 
 type probeKind int
 
@@ -263,6 +270,11 @@ func (cp *containerProbes) run(ctx context.Context, kind probeKind, p *pb.Probe,
 	success := max(int(p.GetSuccessThreshold()), 1)
 	failure := max(int(p.GetFailureThreshold()), 1)
 	delay := time.Duration(p.GetInitialDelaySeconds()) * time.Second
+	if kind == probeLiveness && t.container.GetStartupProbe() == nil {
+		// The first liveness probe of a container comes a period after
+		// it starts, not the moment before its program listens.
+		delay += period
+	}
 	select {
 	case <-ctx.Done():
 		return

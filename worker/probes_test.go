@@ -69,3 +69,31 @@ func TestReadinessProbesWhenStarted(t *testing.T) {
 		pr.set("slow", probeStartup, true)
 	})
 }
+
+// Without a startup probe, liveness first probes a period after the start:
+// a container is not probed (and, with failureThreshold 1, killed) before
+// its program could listen. Readiness, probing meanwhile, shows time passed.
+func TestLivenessWaitsAPeriodFirst(t *testing.T) {
+	pr := newFakeProber()
+	pr.set("web", probeLiveness, false)
+	pr.set("web", probeReadiness, false)
+	c := &pb.Container{
+		Name:           "web",
+		LivenessProbe:  &pb.Probe{PeriodSeconds: 60, FailureThreshold: 1},
+		ReadinessProbe: &pb.Probe{PeriodSeconds: 60},
+	}
+	cp := startProbes(probeTarget{containerID: "c1", container: c}, pr, func() {}, nil)
+	t.Cleanup(cp.stop)
+	eventually(t, 10*time.Second, "readiness probed 3 times (at once, after 250 and 500 ms)", func() error {
+		if n := pr.callsOf("web", probeReadiness); n < 3 {
+			return fmt.Errorf("%d readiness probes", n)
+		}
+		return nil
+	})
+	if n := pr.callsOf("web", probeLiveness); n != 0 {
+		t.Errorf("liveness probed %d times within a second of the start (period 60s)", n)
+	}
+	if _, _, kill := cp.results(); kill != nil {
+		t.Errorf("killed at start: %v", kill.reason)
+	}
+}
