@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -528,6 +529,22 @@ func cleanupRuntime(t *testing.T, dataDir, cgParent string) {
 	// killed worker or one stopped without --cleanup-on-exit leaves.
 	if err := wrt.UnmountStateTmpfs(cfg.StateDir); err != nil {
 		t.Errorf("cleanup: %v", err)
+	}
+	// Pods' volumes (a secret's tmpfs) that a failed test left mounted,
+	// deepest first.
+	if data, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		var points []string
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dataDir+"/") {
+				points = append(points, f[1])
+			}
+		}
+		sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+		for _, p := range points {
+			if err := syscall.Unmount(p, 0); err != nil {
+				t.Errorf("cleanup: unmount %s: %v", p, err)
+			}
+		}
 	}
 	// The pod cgroups are gone with their sandboxes; remove the parent.
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
