@@ -20,6 +20,35 @@ const LeaderHeader = "skiff-leader-api"
 // other Unavailable (a broken connection) leaves a write's outcome unknown.
 const reasonNotApplied = "NOT_APPLIED"
 
+// reasonNodeUnreachable marks an Unavailable error of a master that
+// answered but could not reach the worker it relays to: the master is
+// fine, so the client neither retries elsewhere nor avoids it.
+const reasonNodeUnreachable = "NODE_UNREACHABLE"
+
+// NodeUnreachableError returns an Unavailable status saying a master could
+// not reach a node's worker.
+func NodeUnreachableError(msg string) error {
+	st := status.New(codes.Unavailable, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reasonNodeUnreachable, Domain: "skiff"}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// IsNodeUnreachable reports whether err is a NodeUnreachableError.
+func IsNodeUnreachable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == reasonNodeUnreachable {
+			return true
+		}
+	}
+	return false
+}
+
 // NotAppliedError returns an Unavailable status saying the request was not
 // applied and is safe to retry.
 func NotAppliedError(msg string) error {
