@@ -47,3 +47,9 @@ func (r *Runtime) Remove(ctx context.Context, id string) error { return ErrUnsup
 func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, stdio ExecIO, tty bool) (int, error) {
 	return -1, ErrUnsupported
 }
+
+func (r *Runtime) ContainerUsage(id string, withMemory bool) (Usage, error) {
+	return Usage{}, ErrUnsupported
+}
+
+func (r *Runtime) NodeUsage(withMemory bool) (Usage, error) { return Usage{}, ErrUnsupported }

@@ -296,6 +296,23 @@ type ExecIO struct {
 	Resize <-chan TerminalSize
 }
 
+// Usage is what a cgroup's counters said at one moment, as the kubelet's
+// summary API reports them.
+type Usage struct {
+	// Time is when they were read.
+	Time time.Time
+	// CPUNanos is the CPU time the cgroup's processes used since it was
+	// created.
+	CPUNanos uint64
+	// HasMemory is set when the memory fields were read.
+	HasMemory bool
+	// MemoryUsage includes the page cache; MemoryWorkingSet leaves out
+	// the inactive file pages (cAdvisor's working set, which kubectl top
+	// shows).
+	MemoryUsage      uint64
+	MemoryWorkingSet uint64
+}
+
 // TerminalSize is a terminal's size in characters.
 type TerminalSize struct {
 	Width, Height uint16

@@ -5,6 +5,7 @@
 //	testapp trap-term 42 serve 127.0.0.1:8080 sleep 1h
 //	testapp ns            (prints the ipc, uts and net namespace links)
 //	testapp timerslack    (prints its timer slack in ns)
+//	testapp alloc 32 spin 1h   (holds 32 MiB, then burns CPU for an hour)
 //
 // It is built statically (CGO_ENABLED=0) by the testimage package.
 package main
@@ -53,6 +54,29 @@ func main() {
 			n, _ := strconv.Atoi(next())
 			for i := range n {
 				fmt.Printf("line %06d %s\n", i, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+			}
+		case "alloc":
+			// MiB of memory it touches and keeps (anonymous, resident:
+			// the cgroup's working set).
+			n, _ := strconv.Atoi(next())
+			for range n {
+				b := make([]byte, 1<<20)
+				for i := range b {
+					b[i] = 1
+				}
+				held = append(held, b)
+			}
+			fmt.Println("allocated", n, "MiB")
+		case "spin":
+			// Burns CPU on one thread until the duration passes.
+			d, err := time.ParseDuration(next())
+			if err != nil {
+				fail(err)
+			}
+			for end := time.Now().Add(d); time.Now().Before(end); {
+				for i := 0; i < 1e6; i++ {
+					spun++
+				}
 			}
 		case "oom":
 			var hog [][]byte
@@ -154,6 +178,13 @@ func main() {
 		}
 	}
 }
+
+// held and spun keep alloc's memory and spin's loop from being optimized
+// away.
+var (
+	held [][]byte
+	spun int
+)
 
 func get(url string) {
 	deadline := time.Now().Add(60 * time.Second)
