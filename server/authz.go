@@ -8,7 +8,8 @@ package server
 //   - admin and master: everything. Calls another master forwards carry the
 //     master's identity: they were authorized where the client connected.
 //   - viewer: get, list and watch of every kind except Secrets (as
-//     Kubernetes' view role), cluster status and pod logs.
+//     Kubernetes' view role), cluster status, pod logs and usage (stats,
+//     skiff top: metrics.k8s.io, which the view role may read).
 //   - controller: what viewer may, plus Secrets without their data
 //     (redactSecrets), plus create, update, updateStatus, apply, delete and
 //     bind of the workload kinds; no operator calls, no exec.
@@ -113,7 +114,7 @@ func principalFrom(ctx context.Context) (principal, bool) {
 
 // action is what one call asks to do. A Bind asks one action per pod.
 type action struct {
-	verb          string // get list watch create update updateStatus apply delete bind status logs exec snapshot-save snapshot-restore transfer-leadership remove-peer read-index
+	verb          string // get list watch create update updateStatus apply delete bind status logs exec stats snapshot-save snapshot-restore transfer-leadership remove-peer read-index
 	kind          string // canonical kind; empty for calls about no object
 	namespace     string
 	name          string
@@ -170,6 +171,11 @@ func actionsOf(method string, req any) (acts []action, ok bool) {
 		return []action{{verb: "watch", kind: r.GetKind(), namespace: r.GetNamespace(), fieldSelector: r.GetFieldSelector()}}, true
 	case *pb.LogsRequest:
 		return []action{{verb: "logs", kind: "Pod", namespace: r.GetNamespace(), name: r.GetPod()}}, true
+	case *pb.StatsRequest:
+		if r.GetPod() != "" || r.GetNamespace() != "" {
+			return []action{{verb: "stats", kind: "Pod", namespace: r.GetNamespace(), name: r.GetPod()}}, true
+		}
+		return []action{{verb: "stats", kind: "Node", name: r.GetNodeName()}}, true
 	}
 	return nil, false
 }
@@ -215,10 +221,10 @@ func authorize(p principal, a action, objs objectReader) error {
 		switch {
 		case isRead(a.verb) && a.kind == "Secret" && p.role == RoleViewer:
 			return deny("role viewer may not read Secrets")
-		case isRead(a.verb) || a.verb == "status" || a.verb == "logs":
+		case isRead(a.verb) || a.verb == "status" || a.verb == "logs" || a.verb == "stats":
 			return nil
 		case p.role == RoleViewer:
-			return deny("role viewer is read-only (get, list, watch, cluster status, logs)")
+			return deny("role viewer is read-only (get, list, watch, cluster status, logs, top)")
 		case a.kind != "" && workloadKinds[a.kind]:
 			return nil
 		case a.kind != "":
@@ -234,6 +240,8 @@ func authorize(p principal, a action, objs objectReader) error {
 // authorizeNode is Kubernetes' Node authorizer and NodeRestriction.
 func authorizeNode(p principal, a action, objs objectReader, deny func(string, ...any) error) error {
 	switch {
+	case a.verb == "stats":
+		return deny("a node may not read the usage of nodes and pods (skiff top is for viewers and above)")
 	case isRead(a.verb) && nodeReadableKinds[a.kind]:
 		return nil
 	case a.kind == "Secret" || a.kind == "ConfigMap":

@@ -104,6 +104,9 @@ func TestAuthorize(t *testing.T) {
 		{viewer, a("get", "Node", "", "w1"), "", 0},
 		{viewer, a("status", "", "", ""), "", 0},
 		{viewer, a("logs", "Pod", "default", "web-1"), "", 0},
+		{viewer, a("stats", "Pod", "default", "web-1"), "", 0},
+		{viewer, a("stats", "Node", "", "w1"), "", 0},
+		{ctrl, a("stats", "Pod", "", ""), "", 0},
 		{viewer, a("get", "Secret", "default", "s"), `viewer token "abc123" may not get secrets "default/s": role viewer may not read Secrets`, codes.PermissionDenied},
 		{viewer, a("list", "secret", "", ""), `may not list secrets: role viewer may not read Secrets`, codes.PermissionDenied},
 		{viewer, a("create", "Pod", "default", "p"), `viewer token "abc123" may not create pods "default/p": role viewer is read-only`, codes.PermissionDenied},
@@ -171,6 +174,9 @@ func TestAuthorize(t *testing.T) {
 		{w1, a("list", "ReplicaSet", "", ""), "a node may not list replicasets", codes.PermissionDenied},
 		{w1, a("status", "", "", ""), "may not make operator calls", codes.PermissionDenied},
 		{w1, a("logs", "Pod", "default", "web-1"), "only update the status", codes.PermissionDenied},
+		{w1, a("stats", "Pod", "default", "web-1"), `node "w1" may not stats pods "default/web-1": a node may not read the usage`, codes.PermissionDenied},
+		{w1, a("stats", "Node", "", "w1"), `node "w1" may not stats nodes "w1": a node may not read the usage`, codes.PermissionDenied},
+		{norole, a("stats", "Node", "", "w1"), "the certificate names no role", codes.PermissionDenied},
 
 		{norole, a("get", "Pod", "default", "x"), `certificate "stranger" may not get pods "default/x": the certificate names no role`, codes.PermissionDenied},
 	} {
@@ -200,6 +206,20 @@ func TestActionsOf(t *testing.T) {
 	acts, ok = actionsOf(pb.Cluster_Watch_FullMethodName, &pb.WatchRequest{Kind: "pods", FieldSelector: "spec.nodeName=w1"})
 	if !ok || acts[0] != (action{verb: "watch", kind: "pods", fieldSelector: "spec.nodeName=w1"}) {
 		t.Fatalf("watch: %+v %v", acts, ok)
+	}
+	for _, tc := range []struct {
+		req  *pb.StatsRequest
+		want action
+	}{
+		{&pb.StatsRequest{NodeName: "w1", NodeOnly: true}, action{verb: "stats", kind: "Node", name: "w1"}},
+		{&pb.StatsRequest{NodeName: "w1"}, action{verb: "stats", kind: "Node", name: "w1"}},
+		{&pb.StatsRequest{NodeName: "w1", Namespace: "prod"}, action{verb: "stats", kind: "Pod", namespace: "prod"}},
+		{&pb.StatsRequest{Namespace: "prod", Pod: "web-1"}, action{verb: "stats", kind: "Pod", namespace: "prod", name: "web-1"}},
+	} {
+		acts, ok = actionsOf(pb.Pods_Stats_FullMethodName, tc.req)
+		if !ok || len(acts) != 1 || acts[0] != tc.want {
+			t.Errorf("stats %v: %+v %v, want %+v", tc.req, acts, ok, tc.want)
+		}
 	}
 	if _, ok := actionsOf("/skiff.v1.Cluster/Unknown", &pb.StatusRequest{}); ok {
 		t.Fatal("an unknown method was described")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -17,8 +18,8 @@ import (
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
-// podsProxy serves the Pods service: logs and exec of a pod, relayed to the
-// NodeAgent of the worker that runs it. Operators only ever reach masters;
+// podsProxy serves the Pods service: logs, exec and stats of a pod (stats
+// of a node too), relayed to the NodeAgent of the worker that runs it. Operators only ever reach masters;
 // the master finds the worker from the store (the pod's spec.nodeName, the
 // Node's InternalIP and daemon endpoint port, both kept current by the
 // worker's heartbeats).
@@ -202,4 +203,83 @@ func (p *podsProxy) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.Exec
 			return err
 		}
 	}
+}
+
+// statsTimeout bounds a Stats relay: a worker that does not answer a few
+// counters by then is shown as unknown (metrics-server gives a scrape 10 s).
+const statsTimeout = 10 * time.Second
+
+// Stats relays a usage report from the worker of req.NodeName, or of
+// req.Pod's node. A worker that cannot be reached is a NodeUnreachable
+// error: this master is fine, so the client does not try the others.
+func (p *podsProxy) Stats(ctx context.Context, req *pb.StatsRequest) (*pb.StatsResponse, error) {
+	fwd := gproto.Clone(req).(*pb.StatsRequest)
+	var addr, node string
+	var err error
+	switch {
+	case req.GetPod() != "":
+		if fwd.Namespace == "" {
+			fwd.Namespace = "default"
+		}
+		var uid string
+		if addr, node, uid, err = p.route(ctx, fwd.Namespace, req.GetPod()); err != nil {
+			if status.Code(err) == codes.Unavailable {
+				// The pod's node is not registered, or has no address.
+				return nil, pb.NodeUnreachableError(status.Convert(err).Message())
+			}
+			return nil, err
+		}
+		if req.GetNodeName() != "" && req.GetNodeName() != node {
+			return nil, status.Errorf(codes.NotFound, "pod %s/%s is on node %s, not %s", fwd.Namespace, req.GetPod(), node, req.GetNodeName())
+		}
+		fwd.NodeName, fwd.PodUid = node, uid
+	case req.GetNodeName() != "":
+		node = req.GetNodeName()
+		if addr, err = p.nodeRoute(ctx, node); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, status.Error(codes.InvalidArgument, "stats: node_name or pod: required")
+	}
+	cl, err := p.agent(addr, node)
+	if err != nil {
+		return nil, pb.NodeUnreachableError(status.Convert(err).Message())
+	}
+	callCtx, cancel := context.WithTimeout(ctx, statsTimeout)
+	defer cancel()
+	resp, err := cl.Stats(callCtx, fwd)
+	if err != nil {
+		switch st := status.Convert(err); {
+		case st.Code() == codes.Unavailable:
+			return nil, pb.NodeUnreachableError(fmt.Sprintf("cannot reach the worker of node %s at %s: %s", node, addr, st.Message()))
+		case st.Code() == codes.DeadlineExceeded && ctx.Err() == nil:
+			return nil, pb.NodeUnreachableError(fmt.Sprintf("the worker of node %s at %s did not answer within %s", node, addr, statsTimeout))
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// nodeRoute finds the NodeAgent address of node, reading the store again
+// after catching up with the leader when the node is not here (it may have
+// registered a moment ago through another master).
+func (p *podsProxy) nodeRoute(ctx context.Context, node string) (string, error) {
+	nobj, err := p.s.fsm.Get("Node", "", node)
+	if errors.Is(err, fsm.ErrNotFound) {
+		if err := p.s.linearize(ctx); err != nil {
+			return "", err
+		}
+		nobj, err = p.s.fsm.Get("Node", "", node)
+	}
+	if errors.Is(err, fsm.ErrNotFound) {
+		return "", status.Errorf(codes.NotFound, "nodes %q not found", node)
+	}
+	if err != nil {
+		return "", fsmStatus(err)
+	}
+	addr, err := agentAddress(nobj.GetNode())
+	if err != nil {
+		return "", pb.NodeUnreachableError(fmt.Sprintf("node %s: %v", node, err))
+	}
+	return addr, nil
 }
