@@ -219,6 +219,9 @@ func (c *Client) avoid(i int) {
 // failedThere reports an error that says nothing about the request itself
 // but about the master or the way to it (unlike, say, AlreadyExists).
 func failedThere(err error) bool {
+	if pb.IsNodeUnreachable(err) {
+		return false // the master answered: a worker behind it did not
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown:
 		return true
@@ -313,7 +316,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func retryable(kind retryKind, err error) bool {
-	if status.Code(err) != codes.Unavailable {
+	if status.Code(err) != codes.Unavailable || pb.IsNodeUnreachable(err) {
 		return false
 	}
 	return kind == idempotent || pb.IsNotApplied(err) || neverSent(err)

@@ -161,3 +161,18 @@ func execInput(ctx context.Context, stream grpc.BidiStreamingClient[pb.ExecReque
 		}
 	}
 }
+
+// Stats asks a master for the usage of a node and its pods (req.NodeName),
+// or of one pod (req.Pod), which the master relays from the node's worker.
+// A worker the master cannot reach fails at once (proto.IsNodeUnreachable)
+// rather than after every master was tried: the others would relay to the
+// same worker.
+func (c *Client) Stats(ctx context.Context, req *pb.StatsRequest) (*pb.StatsResponse, error) {
+	var out *pb.StatsResponse
+	err := c.do(ctx, idempotent, func(conn *grpc.ClientConn) error {
+		var err error
+		out, err = pb.NewPodsClient(conn).Stats(ctx, req)
+		return err
+	})
+	return out, err
+}
