@@ -38,6 +38,9 @@ type Agent struct {
 	desc   nodeDescription
 	pods   *podManager
 	net    *podNetwork
+	// cpu keeps earlier reads of the CPU counters for Stats (nil on
+	// hollow nodes).
+	cpu *cpuHistory
 
 	// cgroupParent is the runtime's cgroup parent when the agent built the
 	// runtime itself.
@@ -223,6 +226,9 @@ func New(cfg Config) (_ *Agent, retErr error) {
 		}
 	}
 	a.pods = newPodManager(a)
+	if _, ok := a.rt.(usageRuntime); ok && !cfg.Hollow {
+		a.cpu = newCPUHistory(statsMinWindow)
+	}
 	return a, nil
 }
 
@@ -301,6 +307,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	bg(a.heartbeatLoop)
 	bg(a.pods.run)
+	bg(a.statsLoop)
 	switch {
 	case a.podNetworkOn() && a.cfg.Hollow:
 		bg(a.hollowCIDRLoop)

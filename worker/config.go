@@ -97,6 +97,13 @@ type Config struct {
 	// wakes it: pod updates, probe results, container state changes and
 	// backoffs do (Kubernetes' --sync-frequency, 1m).
 	ResyncInterval time.Duration
+	// StatsInterval is how often the node reads the CPU counters of
+	// itself and its running containers, so that NodeAgent.Stats (skiff
+	// top) reports a rate over a recent span at once (the kubelet's
+	// cAdvisor housekeeping, 10s). Zero reads them only on request: a
+	// rate then spans the time since the previous request, or since the
+	// container started.
+	StatsInterval time.Duration
 	// BackoffBase, BackoffMax and BackoffReset shape CrashLoopBackOff: a
 	// container that keeps failing is restarted at once, then after
 	// BackoffBase, doubling up to BackoffMax; the delay starts over once a
@@ -179,6 +186,7 @@ func DefaultConfig() Config {
 		NodeStatusReportFrequency: 5 * time.Minute,
 		SyncInterval:              time.Second,
 		ResyncInterval:            time.Minute,
+		StatsInterval:             10 * time.Second,
 		BackoffBase:               10 * time.Second,
 		BackoffMax:                5 * time.Minute,
 		BackoffReset:              10 * time.Minute,
@@ -291,6 +299,9 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			return bad(d.name, "must be positive (start from DefaultConfig)")
 		}
+	}
+	if c.StatsInterval < 0 {
+		return bad("StatsInterval", "must not be negative (0 reads usage only on request)")
 	}
 	if c.BackoffMax < c.BackoffBase {
 		return bad("BackoffMax", "%s is below BackoffBase %s", c.BackoffMax, c.BackoffBase)

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/skiff-sh/skiff/client"
 	"github.com/skiff-sh/skiff/pki"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -104,6 +107,11 @@ func TestHollowNodes(t *testing.T) {
 	// to the shared NodeAgent worked.
 	if _, err := tc.logsOf(t, &pb.LogsRequest{Pod: "quiet"}); err == nil || !strings.Contains(err.Error(), "not supported on a hollow node") {
 		t.Errorf("logs from a hollow node: %v, want the node's refusal", err)
+	}
+	// Nor is usage: a hollow node has no cgroups to read.
+	if _, err := tc.api.Stats(ctxFor(t, 10*time.Second), &pb.StatsRequest{NodeName: names[0]}); status.Code(err) != codes.Unimplemented ||
+		!strings.Contains(err.Error(), "is hollow: it runs no containers and reports no usage") {
+		t.Errorf("stats of a hollow node: %v, want Unimplemented", err)
 	}
 	checkHollowAgentCert(t, tc, names[0])
 

@@ -25,8 +25,8 @@ import (
 
 // Server serves the NodeAgent gRPC service for the agents of one process
 // (one real worker, or many hollow ones), routing each request by node
-// name. Masters call it to register the node (Info) and to relay logs and
-// exec.
+// name. Masters call it to register the node (Info) and to relay logs,
+// exec and stats.
 type Server struct {
 	log  *slog.Logger
 	ln   net.Listener
@@ -295,6 +295,15 @@ func (n *nodeAgentAPI) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.E
 		return status.Errorf(codes.Unknown, "exec: %v", err)
 	}
 	return send(&pb.ExecResponse{Msg: &pb.ExecResponse_ExitCode{ExitCode: int32(code)}})
+}
+
+// Stats reports the node's usage and its pods' (stats.go).
+func (n *nodeAgentAPI) Stats(ctx context.Context, req *pb.StatsRequest) (*pb.StatsResponse, error) {
+	a, err := n.s.agent(req.GetNodeName())
+	if err != nil {
+		return nil, err
+	}
+	return a.stats(req)
 }
 
 type writerFunc func([]byte) (int, error)

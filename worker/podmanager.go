@@ -287,6 +287,17 @@ func (m *podManager) find(namespace, name, uid string) *podWorker {
 	return nil
 }
 
+// all returns every pod worker.
+func (m *podManager) all() []*podWorker {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*podWorker, 0, len(m.workers))
+	for _, w := range m.workers {
+		out = append(out, w)
+	}
+	return out
+}
+
 // wakeAll has every pod worker sync now: something all of the node's pods
 // depend on changed.
 func (m *podManager) wakeAll() {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,4 +53,14 @@ func unmount(path string) error {
 		}
 	}
 	return nil
+}
+
+// bootTime is when the machine booted (now less its uptime): the root
+// cgroup's CPU counter started then.
+func bootTime() time.Time {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return time.Time{}
+	}
+	return time.Now().Add(-time.Duration(si.Uptime) * time.Second)
 }

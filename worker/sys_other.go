@@ -2,7 +2,10 @@
 
 package worker
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 var errNotLinux = errors.New("only supported on linux")
 
@@ -11,3 +14,5 @@ func removeCgroupDirs(parent string) {}
 func mountTmpfs(dir, opts string) error { return errNotLinux }
 
 func unmount(path string) error { return errNotLinux }
+
+func bootTime() time.Time { return time.Time{} }

@@ -124,6 +124,7 @@ runs many such nodes in one process for scale tests. Needs root (except --hollow
 	f.DurationVar(&cfg.NodeStatusReportFrequency, "node-status-report-frequency", cfg.NodeStatusReportFrequency, "how often the node posts its status when nothing in it changed")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often the state of the node's containers is read: a container exit is noticed this fast")
 	f.DurationVar(&cfg.ResyncInterval, "resync-interval", cfg.ResyncInterval, "how often each pod is synced when nothing about it changed")
+	f.DurationVar(&cfg.StatsInterval, "stats-interval", cfg.StatsInterval, "how often the CPU counters of the node and its containers are read, so skiff top shows a recent rate at once (0: only when asked)")
 	f.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "how many containers may be being created and started at once (0: no bound)")
 	f.DurationVar(&cfg.BackoffBase, "backoff-base", cfg.BackoffBase, "first CrashLoopBackOff delay (doubles up to --backoff-max)")
 	f.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest CrashLoopBackOff delay")
