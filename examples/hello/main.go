@@ -7,9 +7,11 @@
 //
 // The image holds nothing but this program, so it also has small commands
 // for `skiff exec`: `hello env` prints the environment, `hello get URL`
-// prints a URL's body (try http://127.0.0.1:8080/), and `hello tty` tells
+// prints a URL's body (try http://127.0.0.1:8080/), `hello tty` tells
 // whether it runs on a terminal and the terminal's size (try
-// `skiff exec -it hello -- /hello tty`).
+// `skiff exec -it hello -- /hello tty`), and `hello spin [MiB]` holds
+// that much memory (default 64) and burns CPU until stopped, for
+// `skiff top` to show (give it a CPU limit).
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -96,6 +99,33 @@ func command(args []string) int {
 			_, _ = os.Stdout.Write(b)
 		}
 		return 0
+	case args[0] == "spin" && len(args) <= 2:
+		mib := 64
+		if len(args) == 2 {
+			n, err := strconv.Atoi(args[1])
+			if err != nil || n < 0 {
+				fmt.Fprintln(os.Stderr, "spin: MiB must be a number of mebibytes")
+				return 2
+			}
+			mib = n
+		}
+		// Touched, so it is resident: the container's working set.
+		held = make([]byte, mib<<20)
+		for i := 0; i < len(held); i += 4096 {
+			held[i] = 1
+		}
+		// As PID 1 of its container it gets no default action for
+		// SIGTERM: exit on it.
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+		go func() {
+			<-stop
+			os.Exit(0)
+		}()
+		fmt.Printf("spinning with %d MiB\n", mib)
+		for {
+			spun++
+		}
 	case args[0] == "tty":
 		// What `skiff exec -t` gave the command: a terminal on stdin and
 		// stdout, and the size of the user's terminal.
@@ -123,6 +153,13 @@ func command(args []string) int {
 			return 1
 		}
 	}
-	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL | cat FILE... | tty | tty-resize]")
+	fmt.Fprintln(os.Stderr, "usage: hello [env | get URL | cat FILE... | tty | tty-resize | spin [MiB]]")
 	return 2
 }
+
+// held and spun are spin's memory and counter, kept where the compiler
+// cannot drop them.
+var (
+	held []byte
+	spun uint64
+)
