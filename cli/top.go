@@ -355,8 +355,8 @@ func statsOf(ctx context.Context, c topClient, reqs map[string]*pb.StatsRequest)
 }
 
 // warnNodes writes a warning per node that gave no usage, with what
-// left out says is missing because of it; hollow nodes (Unimplemented)
-// share one line, as a cluster may have thousands.
+// left out says is missing because of it; hollow nodes (Unimplemented,
+// saying so) share one line, as a cluster may have thousands.
 func warnNodes(errOut io.Writer, results map[string]statsResult, leftOut func(node string) string) {
 	var failed, hollow []string
 	for node, r := range results {
@@ -367,7 +367,7 @@ func warnNodes(errOut io.Writer, results map[string]statsResult, leftOut func(no
 	slices.Sort(failed)
 	for _, node := range failed {
 		err := results[node].err
-		if status.Code(err) == codes.Unimplemented {
+		if status.Code(err) == codes.Unimplemented && strings.Contains(status.Convert(err).Message(), " is hollow") {
 			hollow = append(hollow, node)
 			continue
 		}
@@ -450,6 +450,9 @@ func runTopPods(ctx context.Context, c topClient, opts topPodsOptions, name stri
 		return noPodUsage(pods[0], results)
 	}
 	warnNodes(errOut, results, func(node string) string {
+		if podsOn[node] == 1 {
+			return " (1 pod left out)"
+		}
 		return fmt.Sprintf(" (%d pods left out)", podsOn[node])
 	})
 	if len(rows) == 0 {

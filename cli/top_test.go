@@ -261,7 +261,7 @@ web    201m         72Mi
 	if out.String() != want {
 		t.Errorf("top pods: got\n%s\nwant\n%s", out.String(), want)
 	}
-	wantErr := "warning: no usage from node w2 (1 pods left out): cannot reach the worker of node w2 at 10.0.0.2:10250: connection refused\n" +
+	wantErr := "warning: no usage from node w2 (1 pod left out): cannot reach the worker of node w2 at 10.0.0.2:10250: connection refused\n" +
 		"warning: no usage from hollow nodes (they run no containers): h1\n"
 	if errOut.String() != wantErr {
 		t.Errorf("warnings: got\n%s\nwant\n%s", errOut.String(), wantErr)

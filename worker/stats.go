@@ -189,8 +189,11 @@ func (a *Agent) statsLoop(ctx context.Context) {
 // stats answers NodeAgent.Stats for this node.
 func (a *Agent) stats(req *pb.StatsRequest) (*pb.StatsResponse, error) {
 	ur, ok := a.rt.(usageRuntime)
-	if a.cfg.Hollow || !ok || a.cpu == nil {
+	switch {
+	case a.cfg.Hollow:
 		return nil, status.Errorf(codes.Unimplemented, "node %s is hollow: it runs no containers and reports no usage", a.cfg.Name)
+	case !ok || a.cpu == nil:
+		return nil, status.Errorf(codes.Unimplemented, "node %s: its container runtime reports no usage", a.cfg.Name)
 	}
 	nu, err := ur.NodeUsage(true)
 	if err != nil {
