@@ -134,6 +134,11 @@ data: {color: blue}
 		t.Errorf("a bad template: want an error naming it, got (err %v) %s", err, out)
 	}
 
+	// The kinds, as kubectl api-resources lists them.
+	if out := run("", "api-resources", "--namespaced=false"); !regexp.MustCompile(`(?m)^nodes +no +v1 +false +Node$`).MatchString(out) || strings.Contains(out, "Deployment") {
+		t.Errorf("api-resources --namespaced=false:\n%s", out)
+	}
+
 	// delete -f FILE deletes what the file names, and only that.
 	out = run("", "delete", "-f", filepath.Join(dir, "a.yaml"))
 	if out != "configmap/dir-a deleted\n" {
