@@ -175,7 +175,12 @@ metadata:
   annotations: {owner: gone-controller}
 data: {k: v}
 `, "apply", "-f", "-")
-		out := run(t, "", "delete", "configmap", "held")
+		// delete waits for the object to go; held by a finalizer, it does
+		// not, until --timeout; --wait=false returns at once.
+		if out, err := c.cli("", "delete", "configmap", "held", "--timeout", "1s"); err == nil || !strings.Contains(out, "configmap/held deletion started\nerror: timed out waiting for the condition on configmaps/held") {
+			t.Fatalf("delete of an object held by a finalizer, --timeout 1s: %v\n%s", err, out)
+		}
+		out := run(t, "", "delete", "configmap", "held", "--wait=false")
 		if !strings.Contains(out, "configmap/held") {
 			t.Fatalf("delete: %s", out)
 		}

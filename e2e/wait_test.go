@@ -150,7 +150,7 @@ spec:
 	if out := c.mustCLI(t, "", "wait", "--for=condition=Ready", "pod/held", "--timeout", "60s"); out != "pod/held condition met\n" {
 		t.Errorf("wait for pod/held Ready: %q", out)
 	}
-	c.mustCLI(t, "", "delete", "pod", "held")
+	c.mustCLI(t, "", "delete", "pod", "held", "--wait=false")
 	if out := fails("wait", "--for=delete", "pod/held", "--timeout", "1s"); out != "error: timed out waiting for the condition on pods/held\n" {
 		t.Errorf("wait --for=delete of a terminating pod: %q", out)
 	}

@@ -223,17 +223,14 @@ spec:
 		t.Errorf("exec after readoption: %v %q", err, out)
 	}
 
-	// Delete: the pod disappears once the worker confirms.
-	if out, err := c.cli("", "delete", "pod", "hello"); err != nil {
+	// Delete: the pod disappears once the worker confirms, and delete
+	// waits for that, as kubectl's.
+	if out, err := c.cli("", "delete", "pod", "hello"); err != nil || out != "pod/hello deletion started\n" {
 		t.Fatalf("delete: %v\n%s", err, out)
 	}
-	eventually(t, 60*time.Second, func() error {
-		out, _ := c.cli("", "get", "pods")
-		if strings.Contains(out, "hello") {
-			return fmt.Errorf("still there:\n%s", out)
-		}
-		return nil
-	})
+	if out, err := c.cli("", "get", "pod", "hello"); err == nil || !strings.Contains(out, "not found") {
+		t.Errorf("pod hello still there after delete returned: %v\n%s", err, out)
+	}
 
 	// A graceful stop marks the node NotReady at once.
 	w.stop(t, 30*time.Second)
