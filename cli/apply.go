@@ -54,13 +54,11 @@ object stuck in deletion, say), use skiff replace.`,
 			if bad := checkObjects(objs); len(bad) > 0 {
 				return nothingStored(o, bad, len(objs), "applied")
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			return runApply(ctx, o, c, objs, dryRun)
 		},
 	}

@@ -35,13 +35,11 @@ func newClusterStatusCommand(o *Options) *cobra.Command {
 			if output != "" && output != "json" {
 				return fmt.Errorf("--output %q: use json or leave it out", output)
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			st, err := c.Status(ctx)
 			if err != nil {
 				return apiError(err)
@@ -140,13 +138,11 @@ func newTransferCommand(o *Options) *cobra.Command {
 		Example: "  skiff cluster transfer-leadership\n  skiff cluster transfer-leadership --to m2",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			leader, err := c.TransferLeadership(ctx, to)
 			if err != nil {
 				return apiError(err)
@@ -169,13 +165,11 @@ restarting rejoins by itself.`,
 		Example: "  skiff cluster remove-peer m3",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			if err := c.RemovePeer(ctx, args[0]); err != nil {
 				return apiError(err)
 			}
@@ -198,13 +192,11 @@ func newSnapshotCommand(o *Options) *cobra.Command {
 		Example: "  skiff cluster snapshot save backup.snap",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			tmp, err := os.CreateTemp(filepath.Dir(args[0]), ".snapshot-*")
 			if err != nil {
 				return fmt.Errorf("create %s: %w", args[0], err)
@@ -241,13 +233,11 @@ recovery onto a fresh cluster: start new masters, then restore the last saved sn
 				return err
 			}
 			defer f.Close()
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			index, err := c.SnapshotRestore(ctx, f, progressPrinter(o, "sent"))
 			if err != nil {
 				return apiError(err)

@@ -34,13 +34,11 @@ func newDescribeCommand(o *Options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			for i, t := range targets {
 				if len(t.names) == 0 {
 					return fmt.Errorf("describe needs a name: skiff describe %s NAME", strings.ToLower(t.kind.Kind))

@@ -443,13 +443,11 @@ func newMapCommand(o *Options, f metaMap, use, short, long, example string) *cob
 			if _, _, err := sel.plan(objects, verb); err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			keys, err := sel.resolve(ctx, c, objects, verb)
 			if err != nil {
 				return err

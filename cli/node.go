@@ -30,13 +30,11 @@ func newCordonCommand(o *Options, cordon bool) *cobra.Command {
 		Example: example,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			return setUnschedulable(ctx, o.Out, c, args[0], cordon)
 		},
 	}

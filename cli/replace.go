@@ -50,13 +50,11 @@ it: it is deleted as soon as no finalizer remains.`,
 			if bad := checkObjects(objs); len(bad) > 0 {
 				return nothingStored(o, bad, len(objs), "replaced")
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			live, bad, err := readLive(ctx, c, objs)
 			if err != nil {
 				return apiError(err)

@@ -386,13 +386,11 @@ kubernetes.io/change-cause annotation records one. --revision shows one revision
 			if err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			ns := orDefault(namespace, "default")
 			d, revs, err := deploymentHistory(ctx, c, ns, name)
 			if err != nil {
@@ -468,13 +466,11 @@ becomes the newest revision.`,
 			if err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			ns := orDefault(namespace, "default")
 			skipped := int64(-1)
 			d, changed, err := mutateObject(ctx, c, "Deployment", ns, name, func(obj *pb.Object) (bool, error) {
@@ -518,13 +514,13 @@ becomes the newest revision.`,
 
 func newRolloutPauseCommand(o *Options, pause bool) *cobra.Command {
 	var namespace string
-	verb, done := "pause", "paused"
+	verb, past := "pause", "paused"
 	short := "Pause a Deployment's rollouts: template changes wait until it is resumed"
 	example := `  skiff rollout pause deployment/web
   skiff set image deployment/web app=web:v2     # recorded, not rolled out
   skiff rollout resume deployment/web           # rolls out now`
 	if !pause {
-		verb, done = "resume", "resumed"
+		verb, past = "resume", "resumed"
 		short = "Resume a paused Deployment: changes made meanwhile roll out"
 		example = `  skiff rollout resume deployment/web`
 	}
@@ -537,13 +533,11 @@ func newRolloutPauseCommand(o *Options, pause bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			d, changed, err := mutateObject(ctx, c, "Deployment", orDefault(namespace, "default"), name, func(obj *pb.Object) (bool, error) {
 				spec := obj.GetDeployment().GetSpec()
 				if spec.GetPaused() == pause {
@@ -556,9 +550,9 @@ func newRolloutPauseCommand(o *Options, pause bool) *cobra.Command {
 				return apiError(err)
 			}
 			if !changed {
-				return fmt.Errorf("%s is already %s", objectRef(d), done)
+				return fmt.Errorf("%s is already %s", objectRef(d), past)
 			}
-			fmt.Fprintf(o.Out, "%s %s\n", objectRef(d), done)
+			fmt.Fprintf(o.Out, "%s %s\n", objectRef(d), past)
 			return nil
 		},
 	}
@@ -580,13 +574,11 @@ annotation), which rolls every pod over within the workload's update bounds.`,
 			if err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			now := time.Now().UTC().Format(time.RFC3339)
 			obj, _, err := mutateObject(ctx, c, kind.Kind, orDefault(namespace, "default"), name, func(obj *pb.Object) (bool, error) {
 				var t *pb.PodTemplateSpec

@@ -110,6 +110,17 @@ func (o *Options) client() (*client.Client, error) {
 	return client.New(cfg)
 }
 
+// connect returns a client of the masters and a context bounded by
+// --request-timeout and cancelled by Ctrl-C; done releases both.
+func (o *Options) connect() (*client.Client, context.Context, func(), error) {
+	c, err := o.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := o.context()
+	return c, ctx, func() { cancel(); c.Close() }, nil
+}
+
 // connection is how this invocation reaches the masters.
 func (o *Options) connection() client.Connection {
 	return client.Connection{Servers: o.Server, TokenFile: o.TokenFile, Token: o.Token, CAFile: o.CAFile, Insecure: o.Insecure}

@@ -104,13 +104,11 @@ template, which starts a rollout of a Deployment or DaemonSet, or of a pod's con
 			if err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			obj, changed, err := mutateObject(ctx, c, kind.Kind, orDefault(namespace, "default"), name, func(obj *pb.Object) (bool, error) {
 				spec := podSpecOf(obj)
 				if spec == nil {

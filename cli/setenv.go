@@ -405,13 +405,11 @@ variables already are what was asked is not written ("env unchanged").`,
 			if err := planPodSpecs(&sel, objects, verb, what, !list); err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			var vars []*pb.EnvVar
 			if from != "" {
 				src := objectKey{kind: fromKind, namespace: orDefault(sel.namespace, "default"), name: fromName}

@@ -164,13 +164,11 @@ retried, not lost. An object that already has the quantities asked for is not wr
 			if err := planPodSpecs(&sel, args, verb, what, true); err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			keys, err := sel.resolve(ctx, c, args, verb)
 			if err != nil {
 				return err

@@ -229,13 +229,11 @@ own taints) is retried, not lost.`,
 					return fmt.Errorf("taints are only on nodes, not %s: skiff taint nodes NAME KEY=VALUE:EFFECT", k.Plural)
 				}
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			keys, err := sel.resolve(ctx, c, objects, "taint")
 			if err != nil {
 				return err

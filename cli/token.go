@@ -115,13 +115,11 @@ kinds; admin does everything.`,
 				return errors.New("--ttl: must not be negative (0 never expires)")
 			}
 			o := optionsFrom(cmd)
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			token, id, err := NewUserToken()
 			if err != nil {
 				return err
@@ -169,13 +167,11 @@ kinds; admin does everything.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := optionsFrom(cmd)
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			items, _, err := c.List(ctx, "Secret", client.ListOptions{Namespace: tokenNamespace})
 			if err != nil {
 				return err
@@ -208,13 +204,11 @@ kinds; admin does everything.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o := optionsFrom(cmd)
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			id, _, _ := strings.Cut(args[0], ".") // a whole token works too
 			if _, err := c.Delete(ctx, &pb.DeleteOp{Kind: "Secret", Namespace: tokenNamespace, Name: tokenSecretPrefix + id}); err != nil {
 				if status.Code(err) == codes.NotFound {

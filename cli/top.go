@@ -91,13 +91,11 @@ is left out; a pod on a node that cannot be reached or is hollow is left out wit
 			if err := opts.validate(name); err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			return runTopPods(ctx, c, opts, name, o.Out, o.ErrOut)
 		},
 	}
@@ -164,13 +162,11 @@ capacity). A node whose worker cannot be reached, or that is hollow, shows <unkn
 			if name != "" && opts.selector != "" {
 				return errors.New("only one of NAME or --selector can be provided")
 			}
-			c, err := o.client()
+			c, ctx, done, err := o.connect()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := o.context()
-			defer cancel()
+			defer done()
 			return runTopNodes(ctx, c, opts, name, o.Out, o.ErrOut)
 		},
 	}
