@@ -353,6 +353,20 @@ func syncedRafts(t *testing.T, stallTimeout time.Duration, leaderDisk *atomic.Po
 	if err := leader.r.Barrier(10 * time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
+	// The barrier is committed once the followers have it, and raft does not
+	// pass it to the FSM (which would wait for the leader's copy): the
+	// leader's own write of it may not even have started. Wait for it, so
+	// that a test that holds the leader's disk next holds only the writes it
+	// makes. Under load the barrier's write was held instead, the test's first
+	// write found it in flight for the stall timeout, and the leader stepped
+	// down before appending it (1 run in 40 with -race beside other tests).
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := leader.disk.LogStore.LastIndex(); n < leader.r.LastIndex(); n, _ = leader.disk.LogStore.LastIndex() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader's disk holds entries up to %d, its log %d", n, leader.r.LastIndex())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	return leader, followers
 }
 
