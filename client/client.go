@@ -150,6 +150,9 @@ const (
 // sent on a connection known to work; a master that is down is skipped
 // without any doubt about whether it received the request.
 func (c *Client) ready(ctx context.Context, conn *grpc.ClientConn) bool {
+	if conn.GetState() == connectivity.Ready {
+		return true // the common case, without a timer for the wait below
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
 	for {
