@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"sync"
@@ -30,6 +31,16 @@ func (f *fakePods) Stats(ctx context.Context, req *pb.StatsRequest) (*pb.StatsRe
 		return nil, f.err
 	}
 	return &pb.StatsResponse{Node: &pb.ResourceUsage{UsageNanoCores: 1}}, nil
+}
+
+func (f *fakePods) Logs(req *pb.LogsRequest, stream grpc.ServerStreamingServer[pb.LogsResponse]) error {
+	f.mu.Lock()
+	f.calls++
+	f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	return stream.Send(&pb.LogsResponse{Data: []byte("hello\n")})
 }
 
 func (f *fakePods) count() int {
@@ -79,5 +90,28 @@ func TestStatsRetryRules(t *testing.T) {
 	resp, err := c.Stats(ctx, &pb.StatsRequest{NodeName: "w1"})
 	if err != nil || resp.GetNode().GetUsageNanoCores() != 1 || up.count() != 1 {
 		t.Errorf("stats with an unavailable first master: %v %v (second master asked %d times), want an answer from the second", resp, err, up.count())
+	}
+}
+
+// Logs of a pod whose worker a master cannot reach fail at once, as Stats
+// do: before, the client tried every master for its whole retry time.
+func TestLogsRetryRules(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	unreachable := &fakePods{err: pb.NodeUnreachableError("cannot reach the worker of node w1")}
+	other := &fakePods{}
+	c := newTestClient(t, servePods(t, unreachable), servePods(t, other))
+	var out bytes.Buffer
+	err := c.Logs(ctx, &pb.LogsRequest{Pod: "p"}, &out)
+	if !pb.IsNodeUnreachable(err) || unreachable.count() != 1 || other.count() != 0 {
+		t.Fatalf("logs of a pod on an unreachable node: %v, masters asked %d and %d times; want NodeUnreachable from the first only", err, unreachable.count(), other.count())
+	}
+
+	down := &fakePods{err: status.Error(codes.Unavailable, "the master is shutting down")}
+	up := &fakePods{}
+	c = newTestClient(t, servePods(t, down), servePods(t, up))
+	out.Reset()
+	if err := c.Logs(ctx, &pb.LogsRequest{Pod: "p"}, &out); err != nil || out.String() != "hello\n" || up.count() != 1 {
+		t.Errorf("logs with an unavailable first master: %v %q (second master asked %d times), want the log from the second", err, out.String(), up.count())
 	}
 }

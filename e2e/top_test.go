@@ -147,6 +147,17 @@ spec:
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("top node w1 took %v with its worker down, want an answer at once", d)
 	}
+	// So do the logs of its pod: the masters would all relay to the same
+	// worker, so the client does not try them one after another for its
+	// whole retry time (15 s).
+	start = time.Now()
+	out, stderr, err = topCLI(c, "logs", "burner", "-c", "web")
+	if err == nil || !strings.Contains(stderr, "cannot reach the worker of node w1") {
+		t.Errorf("logs of a pod on a killed worker: %v\n%s%s", err, out, stderr)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("logs of a pod on a killed worker took %v, want an error at once", d)
+	}
 }
 
 // topCLI runs skiff and returns its stdout and stderr apart: the tables

@@ -52,14 +52,14 @@ func (p *podsProxy) route(ctx context.Context, namespace, name string) (addr, no
 	}
 	nobj, err := p.s.fsm.Get("Node", "", node)
 	if errors.Is(err, fsm.ErrNotFound) {
-		return "", "", "", status.Errorf(codes.Unavailable, "pod %s/%s is on node %s, which is not registered", namespace, name, node)
+		return "", "", "", pb.NodeUnreachableError(fmt.Sprintf("pod %s/%s is on node %s, which is not registered", namespace, name, node))
 	}
 	if err != nil {
 		return "", "", "", fsmStatus(err)
 	}
 	addr, err = agentAddress(nobj.GetNode())
 	if err != nil {
-		return "", "", "", status.Errorf(codes.Unavailable, "pod %s/%s is on node %s: %v", namespace, name, node, err)
+		return "", "", "", pb.NodeUnreachableError(fmt.Sprintf("pod %s/%s is on node %s: %v", namespace, name, node, err))
 	}
 	return addr, node, obj.Meta().GetUid(), nil
 }
@@ -88,20 +88,23 @@ func agentAddress(nd *pb.Node) (string, error) {
 func (p *podsProxy) agent(addr, node string) (pb.NodeAgentClient, error) {
 	conn, err := p.s.agents.get(addr)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "node %s at %s: %v", node, addr, err)
+		return nil, pb.NodeUnreachableError(fmt.Sprintf("node %s at %s: %v", node, addr, err))
 	}
 	return pb.NewNodeAgentClient(conn), nil
 }
 
 // agentErr names the node in transport errors, which otherwise say nothing
-// about where the relay failed.
+// about where the relay failed. A worker that cannot be reached is a
+// NodeUnreachable error, as for Stats: this master is fine, and the
+// others would relay to the same worker, so the client does not try them
+// (it did, for its whole retry time, before).
 func agentErr(err error, node, addr string) error {
 	if err == nil || errors.Is(err, io.EOF) {
 		return err
 	}
 	st := status.Convert(err)
 	if st.Code() == codes.Unavailable {
-		return status.Errorf(codes.Unavailable, "cannot reach the worker of node %s at %s: %s", node, addr, st.Message())
+		return pb.NodeUnreachableError(fmt.Sprintf("cannot reach the worker of node %s at %s: %s", node, addr, st.Message()))
 	}
 	return err
 }
@@ -223,10 +226,6 @@ func (p *podsProxy) Stats(ctx context.Context, req *pb.StatsRequest) (*pb.StatsR
 		}
 		var uid string
 		if addr, node, uid, err = p.route(ctx, fwd.Namespace, req.GetPod()); err != nil {
-			if status.Code(err) == codes.Unavailable {
-				// The pod's node is not registered, or has no address.
-				return nil, pb.NodeUnreachableError(status.Convert(err).Message())
-			}
 			return nil, err
 		}
 		if req.GetNodeName() != "" && req.GetNodeName() != node {
@@ -243,19 +242,16 @@ func (p *podsProxy) Stats(ctx context.Context, req *pb.StatsRequest) (*pb.StatsR
 	}
 	cl, err := p.agent(addr, node)
 	if err != nil {
-		return nil, pb.NodeUnreachableError(status.Convert(err).Message())
+		return nil, err
 	}
 	callCtx, cancel := context.WithTimeout(ctx, statsTimeout)
 	defer cancel()
 	resp, err := cl.Stats(callCtx, fwd)
 	if err != nil {
-		switch st := status.Convert(err); {
-		case st.Code() == codes.Unavailable:
-			return nil, pb.NodeUnreachableError(fmt.Sprintf("cannot reach the worker of node %s at %s: %s", node, addr, st.Message()))
-		case st.Code() == codes.DeadlineExceeded && ctx.Err() == nil:
+		if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
 			return nil, pb.NodeUnreachableError(fmt.Sprintf("the worker of node %s at %s did not answer within %s", node, addr, statsTimeout))
 		}
-		return nil, err
+		return nil, agentErr(err, node, addr)
 	}
 	return resp, nil
 }
