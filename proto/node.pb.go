@@ -149,8 +149,13 @@ type LogsRequest struct {
 	Timestamps bool `protobuf:"varint,7,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
 	// Set by the master that relays the request: the node and the pod UID it
 	// resolved, so the worker answers for exactly that pod.
-	NodeName      string `protobuf:"bytes,8,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	PodUid        string `protobuf:"bytes,9,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	NodeName string `protobuf:"bytes,8,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	PodUid   string `protobuf:"bytes,9,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	// Only the lines written at or after this time (nanoseconds since the
+	// Unix epoch), counted before tail_lines; absent means all.
+	SinceUnixNano *int64 `protobuf:"varint,10,opt,name=since_unix_nano,json=sinceUnixNano,proto3,oneof" json:"since_unix_nano,omitempty"`
+	// End the stream after this many bytes of output; absent means no limit.
+	LimitBytes    *int64 `protobuf:"varint,11,opt,name=limit_bytes,json=limitBytes,proto3,oneof" json:"limit_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,6 +251,20 @@ func (x *LogsRequest) GetPodUid() string {
 		return x.PodUid
 	}
 	return ""
+}
+
+func (x *LogsRequest) GetSinceUnixNano() int64 {
+	if x != nil && x.SinceUnixNano != nil {
+		return *x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *LogsRequest) GetLimitBytes() int64 {
+	if x != nil && x.LimitBytes != nil {
+		return *x.LimitBytes
+	}
+	return 0
 }
 
 type LogsResponse struct {
@@ -1041,7 +1060,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0fNodeInfoRequest\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\"6\n" +
 	"\x10NodeInfoResponse\x12\"\n" +
-	"\x04node\x18\x01 \x01(\v2\x0e.skiff.v1.NodeR\x04node\"\x98\x02\n" +
+	"\x04node\x18\x01 \x01(\v2\x0e.skiff.v1.NodeR\x04node\"\x8f\x03\n" +
 	"\vLogsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x1c\n" +
@@ -1054,8 +1073,14 @@ const file_node_proto_rawDesc = "" +
 	"timestamps\x18\a \x01(\bR\n" +
 	"timestamps\x12\x1b\n" +
 	"\tnode_name\x18\b \x01(\tR\bnodeName\x12\x17\n" +
-	"\apod_uid\x18\t \x01(\tR\x06podUidB\r\n" +
-	"\v_tail_lines\"\"\n" +
+	"\apod_uid\x18\t \x01(\tR\x06podUid\x12+\n" +
+	"\x0fsince_unix_nano\x18\n" +
+	" \x01(\x03H\x01R\rsinceUnixNano\x88\x01\x01\x12$\n" +
+	"\vlimit_bytes\x18\v \x01(\x03H\x02R\n" +
+	"limitBytes\x88\x01\x01B\r\n" +
+	"\v_tail_linesB\x12\n" +
+	"\x10_since_unix_nanoB\x0e\n" +
+	"\f_limit_bytes\"\"\n" +
 	"\fLogsResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\xaa\x01\n" +
 	"\vExecRequest\x12+\n" +

@@ -74,6 +74,14 @@ func (m *LogsRequest) CloneVT() *LogsRequest {
 		tmpVal := *rhs
 		r.TailLines = &tmpVal
 	}
+	if rhs := m.SinceUnixNano; rhs != nil {
+		tmpVal := *rhs
+		r.SinceUnixNano = &tmpVal
+	}
+	if rhs := m.LimitBytes; rhs != nil {
+		tmpVal := *rhs
+		r.LimitBytes = &tmpVal
+	}
 	if len(m.unknownFields) > 0 {
 		r.unknownFields = make([]byte, len(m.unknownFields))
 		copy(r.unknownFields, m.unknownFields)
@@ -489,6 +497,16 @@ func (m *LogsRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.LimitBytes != nil {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(*m.LimitBytes))
+		i--
+		dAtA[i] = 0x58
+	}
+	if m.SinceUnixNano != nil {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(*m.SinceUnixNano))
+		i--
+		dAtA[i] = 0x50
 	}
 	if len(m.PodUid) > 0 {
 		i -= len(m.PodUid)
@@ -1327,6 +1345,12 @@ func (m *LogsRequest) SizeVT() (n int) {
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
+	if m.SinceUnixNano != nil {
+		n += 1 + protohelpers.SizeOfVarint(uint64(*m.SinceUnixNano))
+	}
+	if m.LimitBytes != nil {
+		n += 1 + protohelpers.SizeOfVarint(uint64(*m.LimitBytes))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -2069,6 +2093,46 @@ func (m *LogsRequest) UnmarshalVT(dAtA []byte) error {
 			}
 			m.PodUid = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
+		case 10:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SinceUnixNano", wireType)
+			}
+			var v int64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.SinceUnixNano = &v
+		case 11:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field LimitBytes", wireType)
+			}
+			var v int64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.LimitBytes = &v
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

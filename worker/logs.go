@@ -23,12 +23,19 @@ type logOptions struct {
 	follow     bool
 	tail       int64 // < 0: all lines
 	timestamps bool
+	since      time.Time // zero: every line; else only those written at or after it
+	limitBytes int64     // <= 0: no limit; else the stream ends after this many bytes
 }
+
+// errLogLimit ends a stream that has sent its limit of bytes.
+var errLogLimit = errors.New("log byte limit reached")
 
 // logDecoder turns CRI records into output lines.
 type logDecoder struct {
 	timestamps bool
+	since      time.Time
 	partial    bool // the last record was a P: the next continues its line
+	skip       bool // the line being read is older than since
 	line       []byte
 }
 
@@ -50,6 +57,12 @@ func (d *logDecoder) record(rec []byte) []byte {
 		if d.timestamps {
 			d.line = append(append(d.line, ts...), ' ')
 		}
+		// A line's time is its first record's, the one --timestamps shows.
+		d.skip = false
+		if !d.since.IsZero() {
+			t, err := time.Parse(time.RFC3339Nano, string(ts))
+			d.skip = err == nil && t.Before(d.since)
+		}
 	}
 	d.line = append(d.line, msg...)
 	if string(tag) == "P" {
@@ -57,6 +70,9 @@ func (d *logDecoder) record(rec []byte) []byte {
 		return nil
 	}
 	d.partial = false
+	if d.skip {
+		return nil
+	}
 	return append(append([]byte(nil), d.line...), '\n')
 }
 
@@ -77,13 +93,27 @@ func logFiles(path string) []string {
 	return append(out, path)
 }
 
-// logSender batches output for the stream.
+// logSender batches output for the stream, up to left bytes when left >= 0.
 type logSender struct {
 	send func([]byte) error
 	buf  []byte
+	left int64
 }
 
+// write returns errLogLimit, after sending what fits, once the limit is
+// reached.
 func (s *logSender) write(b []byte) error {
+	if s.left >= 0 {
+		if int64(len(b)) >= s.left {
+			s.buf = append(s.buf, b[:s.left]...)
+			s.left = 0
+			if err := s.flush(); err != nil {
+				return err
+			}
+			return errLogLimit
+		}
+		s.left -= int64(len(b))
+	}
 	s.buf = append(s.buf, b...)
 	if len(s.buf) >= 32<<10 {
 		return s.flush()
@@ -102,10 +132,22 @@ func (s *logSender) flush() error {
 
 // streamLog writes the log at path to send. With follow it keeps reading
 // as the container writes (across rotations) until running reports the
-// container gone and everything is read, or ctx ends.
+// container gone and everything is read, ctx ends, or opts.limitBytes are
+// sent. Lines older than opts.since are dropped before opts.tail counts.
 func streamLog(ctx context.Context, path string, opts logOptions, running func() bool, send func([]byte) error) error {
-	out := &logSender{send: send}
-	dec := &logDecoder{timestamps: opts.timestamps}
+	err := streamLogLimited(ctx, path, opts, running, send)
+	if errors.Is(err, errLogLimit) {
+		return nil
+	}
+	return err
+}
+
+func streamLogLimited(ctx context.Context, path string, opts logOptions, running func() bool, send func([]byte) error) error {
+	out := &logSender{send: send, left: -1}
+	if opts.limitBytes > 0 {
+		out.left = opts.limitBytes
+	}
+	dec := &logDecoder{timestamps: opts.timestamps, since: opts.since}
 	files := logFiles(path)
 
 	// Everything before the current file, in order (or only the last lines).

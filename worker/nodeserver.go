@@ -178,6 +178,9 @@ func (n *nodeAgentAPI) Logs(req *pb.LogsRequest, stream grpc.ServerStreamingServ
 	if a.cfg.Hollow {
 		return status.Error(codes.Unimplemented, ErrUnsupported.Error())
 	}
+	if req.LimitBytes != nil && req.GetLimitBytes() <= 0 {
+		return status.Errorf(codes.InvalidArgument, "limit_bytes: must be greater than 0, not %d", req.GetLimitBytes())
+	}
 	_, id, err := a.container(req.GetNamespace(), req.GetPod(), req.GetPodUid(), req.GetContainer(), req.GetPrevious())
 	if err != nil {
 		return err
@@ -186,9 +189,12 @@ func (n *nodeAgentAPI) Logs(req *pb.LogsRequest, stream grpc.ServerStreamingServ
 	if path == "" {
 		return status.Error(codes.Unimplemented, "this runtime keeps no logs")
 	}
-	opts := logOptions{follow: req.GetFollow() && !req.GetPrevious(), tail: -1, timestamps: req.GetTimestamps()}
+	opts := logOptions{follow: req.GetFollow() && !req.GetPrevious(), tail: -1, timestamps: req.GetTimestamps(), limitBytes: req.GetLimitBytes()}
 	if req.TailLines != nil {
 		opts.tail = max(req.GetTailLines(), 0)
+	}
+	if req.SinceUnixNano != nil {
+		opts.since = time.Unix(0, req.GetSinceUnixNano())
 	}
 	running := func() bool {
 		st, err := a.rt.Status(id)
