@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +26,10 @@ type logsOptions struct {
 	allContainers, prefix          bool
 	tail                           int64
 	maxRequests                    int
+	since                          time.Duration
+	sinceTime                      string
+	limitBytes                     int64
+	sinceUnixNano                  *int64 // from --since or --since-time, set by checkLimits
 }
 
 func newLogsCommand(o *Options) *cobra.Command {
@@ -43,6 +48,9 @@ its kubectl.kubernetes.io/default-container annotation names, else its first.`,
   skiff logs web -c sidecar --tail 20
   skiff logs web -f
   skiff logs web --previous      # the instance before the last restart
+  skiff logs web --since=1h      # only the lines of the last hour
+  skiff logs web --since-time=2026-01-02T15:04:05Z
+  skiff logs web --limit-bytes=500
   skiff logs deployment/web --all-containers
   skiff logs -l app=web --prefix -f`,
 		Args: cobra.MaximumNArgs(1),
@@ -52,6 +60,9 @@ its kubectl.kubernetes.io/default-container annotation names, else its first.`,
 			}
 			if l.allContainers && l.container != "" {
 				return fmt.Errorf("--all-containers and --container (-c) exclude each other")
+			}
+			if err := l.checkLimits(cmd.Flags().Changed, time.Now()); err != nil {
+				return err
 			}
 			if !cmd.Flags().Changed("tail") && l.selector != "" {
 				l.tail = 10
@@ -70,7 +81,38 @@ its kubectl.kubernetes.io/default-container annotation names, else its first.`,
 	f.BoolVarP(&l.previous, "previous", "p", false, "print the logs of the previous instance of a restarted container")
 	f.BoolVar(&l.timestamps, "timestamps", false, "prefix each line with its time")
 	f.Int64Var(&l.tail, "tail", -1, "print only the last N lines (-1: all; 10 with -l)")
+	f.DurationVar(&l.since, "since", 0, "print only the lines newer than this duration, such as 5s, 2m or 3h (excludes --since-time)")
+	f.StringVar(&l.sinceTime, "since-time", "", "print only the lines written at or after this RFC3339 time, such as 2026-01-02T15:04:05Z (excludes --since)")
+	f.Int64Var(&l.limitBytes, "limit-bytes", 0, "print at most this many bytes of each container's log (default: no limit)")
 	return cmd
+}
+
+// checkLimits validates --since, --since-time and --limit-bytes, as
+// kubectl does, and sets sinceUnixNano; --since counts back from now.
+// changed reports whether a flag was given.
+func (l *logsOptions) checkLimits(changed func(flag string) bool, now time.Time) error {
+	since, sinceTime := changed("since"), changed("since-time")
+	switch {
+	case since && sinceTime:
+		return fmt.Errorf("at most one of --since and --since-time may be used")
+	case since:
+		if l.since <= 0 {
+			return fmt.Errorf("--since=%s: must be greater than 0, such as 5s, 2m or 3h", l.since)
+		}
+		n := now.Add(-l.since).UnixNano()
+		l.sinceUnixNano = &n
+	case sinceTime:
+		t, err := time.Parse(time.RFC3339, l.sinceTime)
+		if err != nil {
+			return fmt.Errorf("--since-time=%q: not an RFC3339 time: use the form 2006-01-02T15:04:05Z or 2006-01-02T15:04:05+01:00", l.sinceTime)
+		}
+		n := t.UnixNano()
+		l.sinceUnixNano = &n
+	}
+	if changed("limit-bytes") && l.limitBytes <= 0 {
+		return fmt.Errorf("--limit-bytes=%d: must be greater than 0 (leave it out for no limit)", l.limitBytes)
+	}
+	return nil
 }
 
 // logSource is one container's log to print.
@@ -286,6 +328,10 @@ func streamLog(ctx context.Context, c *client.Client, l *logsOptions, s logSourc
 		Follow: l.follow, Previous: l.previous, Timestamps: l.timestamps}
 	if l.tail >= 0 {
 		req.TailLines = &l.tail
+	}
+	req.SinceUnixNano = l.sinceUnixNano
+	if l.limitBytes > 0 {
+		req.LimitBytes = &l.limitBytes
 	}
 	w := &lineWriter{out: out}
 	if prefix {

@@ -77,3 +77,63 @@ func TestLineWriterPrefixesWholeLines(t *testing.T) {
 		t.Errorf("got\n%q\nwant\n%q", out.String(), want)
 	}
 }
+
+func TestLogsLimitFlags(t *testing.T) {
+	now := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	parse := func(args ...string) (*logsOptions, error) {
+		l := &logsOptions{}
+		cmd := newLogsCommand(&Options{})
+		if err := cmd.ParseFlags(args); err != nil {
+			return nil, err
+		}
+		// newLogsCommand binds its own options: read them back through the flags.
+		f := cmd.Flags()
+		l.since, _ = f.GetDuration("since")
+		l.sinceTime, _ = f.GetString("since-time")
+		l.limitBytes, _ = f.GetInt64("limit-bytes")
+		return l, l.checkLimits(f.Changed, now)
+	}
+	for _, tc := range []struct {
+		args  []string
+		since time.Time // zero: no --since nor --since-time
+	}{
+		{nil, time.Time{}},
+		{[]string{"--since=2m"}, now.Add(-2 * time.Minute)},
+		{[]string{"--since", "3h"}, now.Add(-3 * time.Hour)},
+		{[]string{"--since-time=2026-01-02T15:00:00Z"}, time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)},
+		{[]string{"--since-time=2026-01-02T16:00:00.5+01:00"}, time.Date(2026, 1, 2, 15, 0, 0, 5e8, time.UTC)},
+		{[]string{"--limit-bytes=5"}, time.Time{}},
+	} {
+		l, err := parse(tc.args...)
+		if err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		switch {
+		case tc.since.IsZero() && l.sinceUnixNano != nil:
+			t.Errorf("%v: since %v, want none", tc.args, time.Unix(0, *l.sinceUnixNano).UTC())
+		case !tc.since.IsZero() && (l.sinceUnixNano == nil || *l.sinceUnixNano != tc.since.UnixNano()):
+			t.Errorf("%v: since %v, want %v", tc.args, l.sinceUnixNano, tc.since)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--since=5s", "--since-time=2026-01-02T15:00:00Z"}, "at most one of --since and --since-time may be used"},
+		{[]string{"--since=0s"}, "--since=0s: must be greater than 0"},
+		{[]string{"--since=-1m"}, "--since=-1m0s: must be greater than 0"},
+		{[]string{"--since-time=yesterday"}, `--since-time="yesterday": not an RFC3339 time: use the form 2006-01-02T15:04:05Z`},
+		{[]string{"--since-time=2026-01-02 15:00:00"}, "--since-time="},
+		{[]string{"--limit-bytes=0"}, "--limit-bytes=0: must be greater than 0"},
+		{[]string{"--limit-bytes=-3"}, "--limit-bytes=-3: must be greater than 0"},
+	} {
+		if _, err := parse(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	// Through the command: refused before it connects.
+	refusedBeforeConnecting(t, "at most one of --since and --since-time may be used", "logs", "web", "--since=1h", "--since-time=2026-01-02T15:00:00Z")
+	refusedBeforeConnecting(t, "--limit-bytes=0: must be greater than 0", "logs", "-l", "app=web", "--limit-bytes=0")
+	refusedBeforeConnecting(t, "--since-time=\"noon\": not an RFC3339 time", "logs", "web", "--all-containers", "--since-time=noon")
+}

@@ -152,6 +152,7 @@ spec:
 	if err != nil || out != "hello from e2e from hello\n" {
 		t.Errorf("exec: %v\n%q", err, out)
 	}
+	assertLogsSinceAndLimit(t, c)
 	_, err = c.cli("", "exec", "hello", "--", "/hello", "no-such-command")
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 		t.Errorf("exec of a failing command: %v, want exit code 2", err)
@@ -556,6 +557,37 @@ func cleanupRuntime(t *testing.T, dataDir, cgParent string) {
 		for i := len(dirs) - 1; i >= 0; i-- {
 			_ = syscall.Rmdir(dirs[i])
 		}
+	}
+}
+
+// assertLogsSinceAndLimit checks logs --since-time and --limit-bytes on
+// the pod hello, which printed its greeting and "listening on :8080" at
+// start and logs a line per request to / (the exec just made one). The
+// time to start from is that request line's own, read with --timestamps.
+func assertLogsSinceAndLimit(t *testing.T, c *cluster) {
+	t.Helper()
+	var first string // the first request's line, with its time
+	eventually(t, 30*time.Second, func() error {
+		out, err := c.cli("", "logs", "hello", "--timestamps")
+		if err != nil {
+			return fmt.Errorf("logs hello --timestamps: %v\n%s", err, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "GET / from ") {
+				first = line
+				return nil
+			}
+		}
+		return fmt.Errorf("logs hello --timestamps has no request line yet:\n%s", out)
+	})
+	since, _, _ := strings.Cut(first, " ")
+	out, err := c.cli("", "logs", "hello", "--timestamps", "--since-time="+since)
+	if err != nil || !strings.HasPrefix(out, first+"\n") || strings.Contains(out, "listening on :8080") || strings.Contains(out, "hello from e2e") {
+		t.Errorf("logs hello --since-time=%s: %v, want it to start at %q, without the lines before:\n%s", since, err, first, out)
+	}
+	out, err = c.cli("", "logs", "hello", "--limit-bytes=5")
+	if err != nil || out != "hello" {
+		t.Errorf("logs hello --limit-bytes=5: %v, got %q, want the first 5 bytes %q", err, out, "hello")
 	}
 }
 
