@@ -31,6 +31,9 @@ type printer struct {
 	single       bool         // one object asked for by name: jsonpath sees it, not a List
 	showLabels   bool         // tables: a LABELS column
 	labelColumns []string     // tables: a column per label key (-L)
+	// keep, if set, says which watch events to print (skiff events: those
+	// of its --for and --types).
+	keep func(*pb.WatchEvent) bool
 }
 
 func newPrinter(out io.Writer, format string, allNamespaces bool) *printer {
@@ -61,6 +64,9 @@ func (p *printer) printList(objs []*pb.Object) error {
 
 // printEvent prints one watch event: a row, or a document.
 func (p *printer) printEvent(ev *pb.WatchEvent) error {
+	if p.keep != nil && !p.keep(ev) {
+		return nil
+	}
 	switch p.format {
 	case "yaml":
 		fmt.Fprintln(p.out, "---")
@@ -357,14 +363,26 @@ func columnsFor(kind string) ([]column, rowFunc) {
 			return []string{name(o), orDefault(s.GetType(), "Opaque"), strconv.Itoa(len(s.GetData())), age(o, now)}
 		}
 	case "Event":
-		return cols("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), func(o *pb.Object, now time.Time) []string {
+		// kubectl get events' columns, -o wide's too.
+		return cols("LAST SEEN", "TYPE", "REASON", "OBJECT", "+SUBOBJECT", "+SOURCE", "MESSAGE", "+FIRST SEEN", "+COUNT", "+NAME"), func(o *pb.Object, now time.Time) []string {
 			e := o.GetEvent()
 			io := e.GetInvolvedObject()
 			return []string{since(e.GetLastTimestamp(), now), e.GetType(), e.GetReason(),
-				strings.ToLower(io.GetKind()) + "/" + io.GetName(), e.GetMessage()}
+				strings.ToLower(io.GetKind()) + "/" + io.GetName(), io.GetFieldPath(), eventSource(e), e.GetMessage(),
+				since(e.GetFirstTimestamp(), now), itoa(e.GetCount()), name(o)}
 		}
 	}
 	return cols("NAME", "AGE"), func(o *pb.Object, now time.Time) []string { return []string{name(o), age(o, now)} }
+}
+
+// eventSource is kubectl's SOURCE of an event: component, host.
+func eventSource(e *pb.Event) string {
+	comp := orDefault(e.GetSource().GetComponent(), e.GetReportingComponent())
+	host := orDefault(e.GetSource().GetHost(), e.GetReportingInstance())
+	if host == "" {
+		return comp
+	}
+	return comp + ", " + host
 }
 
 // podStatus is the STATUS column of `get pods`, computed as kubectl does: a

@@ -78,6 +78,7 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		newLogsCommand(o),
 		newExecCommand(o),
 		newTopCommand(o),
+		newEventsCommand(o),
 		newAPIResourcesCommand(o),
 		newVersionCommand(o),
 	)
