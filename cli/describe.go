@@ -189,11 +189,7 @@ func describe(w io.Writer, obj *pb.Object, lease *pb.Lease, events []*pb.Object,
 	fmt.Fprintln(tw, "  Type\tReason\tAge\tFrom\tMessage")
 	for _, e := range events {
 		ev := e.GetEvent()
-		a := since(ev.GetLastTimestamp(), now)
-		if ev.GetCount() > 1 {
-			a = fmt.Sprintf("%s (x%d over %s)", a, ev.GetCount(), since(ev.GetFirstTimestamp(), now))
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", ev.GetType(), ev.GetReason(), a, ev.GetSource().GetComponent(), ev.GetMessage())
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", ev.GetType(), ev.GetReason(), lastSeen(ev, now), ev.GetSource().GetComponent(), ev.GetMessage())
 	}
 	return tw.Flush()
 }

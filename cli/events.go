@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -159,10 +160,25 @@ func (q eventsQuery) matches(e *pb.Event) bool {
 func (q eventsQuery) printer(out io.Writer) *printer {
 	p := newPrinter(out, q.format, q.allNamespaces)
 	p.noHeaders = q.noHeaders
+	p.columns = eventsColumns
 	p.keep = func(ev *pb.WatchEvent) bool {
 		return ev.GetType() != "DELETED" && q.matches(ev.GetObject().GetEvent())
 	}
 	return p
+}
+
+// eventsColumns is kubectl events' table: get events' columns, with LAST
+// SEEN folding in repeats ("5s (x3 over 2m)") and OBJECT naming the kind
+// as the event does ("Pod/web-0"; kubectl get events writes "pod/web-0").
+func eventsColumns(kind string) ([]column, rowFunc) {
+	cols, row := columnsFor(kind)
+	return cols, func(o *pb.Object, now time.Time) []string {
+		r := row(o, now)
+		e := o.GetEvent()
+		r[0] = lastSeen(e, now)                                                        // LAST SEEN
+		r[3] = e.GetInvolvedObject().GetKind() + "/" + e.GetInvolvedObject().GetName() // OBJECT
+		return r
+	}
 }
 
 // sortEvents orders events as kubectl events does: by when they were last

@@ -119,30 +119,30 @@ func TestEventsList(t *testing.T) {
 		want string
 	}{
 		{name: "oldest first, never seen before all", opts: eventsOptions{namespace: "default"}, want: `LAST SEEN   TYPE      REASON              OBJECT               MESSAGE
-<unknown>   Normal    Unseen              deployment/web       Unseen happened
-60m         Normal    NodeNotReady        node/w1              NodeNotReady happened
-3m          Normal    SuccessfulCreate    replicaset/web-abc   SuccessfulCreate happened
-3m          Normal    ScalingReplicaSet   deployment/web       ScalingReplicaSet happened
-5s          Warning   FailedScheduling    pod/web-abc-x1       0/1 nodes are available
+<unknown>   Normal    Unseen              Deployment/web       Unseen happened
+60m         Normal    NodeNotReady        Node/w1              NodeNotReady happened
+3m          Normal    SuccessfulCreate    ReplicaSet/web-abc   SuccessfulCreate happened
+3m          Normal    ScalingReplicaSet   Deployment/web       ScalingReplicaSet happened
+5s          Warning   FailedScheduling    Pod/web-abc-x1       0/1 nodes are available
 `},
 		{name: "all namespaces", opts: eventsOptions{allNamespaces: true, types: []string{"Normal"}}, want: `NAMESPACE   LAST SEEN   TYPE     REASON              OBJECT               MESSAGE
-default     <unknown>   Normal   Unseen              deployment/web       Unseen happened
-default     60m         Normal   NodeNotReady        node/w1              NodeNotReady happened
-default     3m          Normal   SuccessfulCreate    replicaset/web-abc   SuccessfulCreate happened
-default     3m          Normal   ScalingReplicaSet   deployment/web       ScalingReplicaSet happened
-demo        2m          Normal   ScalingReplicaSet   deployment/api       ScalingReplicaSet happened
+default     <unknown>   Normal   Unseen              Deployment/web       Unseen happened
+default     60m         Normal   NodeNotReady        Node/w1              NodeNotReady happened
+default     3m          Normal   SuccessfulCreate    ReplicaSet/web-abc   SuccessfulCreate happened
+default     3m          Normal   ScalingReplicaSet   Deployment/web       ScalingReplicaSet happened
+demo        2m          Normal   ScalingReplicaSet   Deployment/api       ScalingReplicaSet happened
 `},
-		{name: "for one object", opts: eventsOptions{namespace: "default", forObject: "deployments/web", noHeaders: true}, want: `<unknown>   Normal   Unseen              deployment/web   Unseen happened
-3m          Normal   ScalingReplicaSet   deployment/web   ScalingReplicaSet happened
+		{name: "for one object", opts: eventsOptions{namespace: "default", forObject: "deployments/web", noHeaders: true}, want: `<unknown>   Normal   Unseen              Deployment/web   Unseen happened
+3m          Normal   ScalingReplicaSet   Deployment/web   ScalingReplicaSet happened
 `},
 		{name: "for a node, from another namespace", opts: eventsOptions{namespace: "demo", forObject: "node/w1"}, want: `LAST SEEN   TYPE     REASON         OBJECT    MESSAGE
-60m         Normal   NodeNotReady   node/w1   NodeNotReady happened
+60m         Normal   NodeNotReady   Node/w1   NodeNotReady happened
 `},
 		{name: "warnings", opts: eventsOptions{namespace: "default", types: []string{"Warning"}}, want: `LAST SEEN   TYPE      REASON             OBJECT           MESSAGE
-5s          Warning   FailedScheduling   pod/web-abc-x1   0/1 nodes are available
+5s          Warning   FailedScheduling   Pod/web-abc-x1   0/1 nodes are available
 `},
 		{name: "wide", opts: eventsOptions{namespace: "default", forObject: "rs/web-abc", output: "wide"}, want: `LAST SEEN   TYPE     REASON             OBJECT               SUBOBJECT   SOURCE            MESSAGE                     FIRST SEEN   COUNT   NAME
-3m          Normal   SuccessfulCreate   replicaset/web-abc               test-controller   SuccessfulCreate happened   4m           1       web-abc.1
+3m          Normal   SuccessfulCreate   ReplicaSet/web-abc               test-controller   SuccessfulCreate happened   4m           1       web-abc.1
 `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,9 +214,9 @@ func TestEventsWatchPrinter(t *testing.T) {
 		}
 	}
 	want := `LAST SEEN   TYPE     REASON              OBJECT           MESSAGE
-3m          Normal   ScalingReplicaSet   deployment/web   ScalingReplicaSet happened
-2s   Normal   ScalingReplicaSet   deployment/web   ScalingReplicaSet happened
-0s   Normal   ScalingReplicaSet   deployment/web   ScalingReplicaSet happened
+3m          Normal   ScalingReplicaSet   Deployment/web   ScalingReplicaSet happened
+2s (x2 over 62s)   Normal   ScalingReplicaSet   Deployment/web   ScalingReplicaSet happened
+0s   Normal   ScalingReplicaSet   Deployment/web   ScalingReplicaSet happened
 `
 	if out.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", out.String(), want)

@@ -34,6 +34,9 @@ type printer struct {
 	// keep, if set, says which watch events to print (skiff events: those
 	// of its --for and --types).
 	keep func(*pb.WatchEvent) bool
+	// columns, if set, replaces columnsFor (skiff events: kubectl events'
+	// table rather than kubectl get events').
+	columns func(kind string) ([]column, rowFunc)
 }
 
 func newPrinter(out io.Writer, format string, allNamespaces bool) *printer {
@@ -146,6 +149,9 @@ func (p *printer) printRows(objs []*pb.Object) error {
 	}
 	kind := objs[0].KindName()
 	cols, row := columnsFor(kind)
+	if p.columns != nil {
+		cols, row = p.columns(kind)
+	}
 	wide := p.format == "wide"
 	tw := tabwriter.NewWriter(p.out, 3, 0, 3, ' ', 0)
 	if !p.headerDone && !p.noHeaders {
@@ -411,6 +417,16 @@ func podStatus(pod *pb.Pod) string {
 func name(o *pb.Object) string { return o.Meta().GetName() }
 
 func age(o *pb.Object, now time.Time) string { return since(o.Meta().GetCreationTimestamp(), now) }
+
+// lastSeen is when an event was last seen, with its repeats folded in as
+// kubectl events and kubectl describe show them: "5s (x3 over 2m)".
+func lastSeen(e *pb.Event, now time.Time) string {
+	a := since(e.GetLastTimestamp(), now)
+	if e.GetCount() > 1 {
+		a = fmt.Sprintf("%s (x%d over %s)", a, e.GetCount(), since(e.GetFirstTimestamp(), now))
+	}
+	return a
+}
 
 func since(ts *timestamppb.Timestamp, now time.Time) string {
 	if ts == nil {

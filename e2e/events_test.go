@@ -70,13 +70,13 @@ spec:
 		}
 		m := rs.FindStringSubmatch(out)
 		switch {
-		case m == nil || !regexpLine(out, "Normal", "ScalingReplicaSet", "deployment/web", "Scaled", "up"):
+		case m == nil || !regexpLine(out, "Normal", "ScalingReplicaSet", "Deployment/web", "Scaled", "up"):
 			return fmt.Errorf("no ScalingReplicaSet event of deployment/web:\n%s", out)
-		case !regexpLine(out, "Normal", "SuccessfulCreate", "replicaset/"+m[1], "Created", "pod:"):
+		case !regexpLine(out, "Normal", "SuccessfulCreate", "ReplicaSet/"+m[1], "Created", "pod:"):
 			return fmt.Errorf("no SuccessfulCreate event of replicaset/%s:\n%s", m[1], out)
 		case !regexpLine(out, "Normal", "Scheduled", "Successfully", "assigned", "to", "h1"):
 			return fmt.Errorf("no Scheduled event of the pod:\n%s", out)
-		case !regexpLine(out, "Warning", "FailedScheduling", "pod/stuck"):
+		case !regexpLine(out, "Warning", "FailedScheduling", "Pod/stuck"):
 			return fmt.Errorf("no FailedScheduling event of pod/stuck:\n%s", out)
 		}
 		rsName = m[1]
@@ -86,10 +86,12 @@ spec:
 	if !header.MatchString(lines[0]) {
 		t.Errorf("header %q, want kubectl events' columns", lines[0])
 	}
-	age := regexp.MustCompile(`^([0-9]+[smhdy])+$`)
+	// LAST SEEN with repeats folded in ("5s (x3 over 2m)"), TYPE, REASON,
+	// OBJECT as Kind/name (kubectl events'), MESSAGE.
+	row := regexp.MustCompile(`^([0-9]+[smhdy])+( \(x[0-9]+ over ([0-9]+[smhdy])+\))?\s+(Normal|Warning)\s+\S+\s+[A-Z][A-Za-z]*/\S+\s+\S`)
 	for _, l := range lines[1:] {
-		if f := strings.Fields(l); len(f) < 5 || !age.MatchString(f[0]) || (f[1] != "Normal" && f[1] != "Warning") || !strings.Contains(f[3], "/") || f[3] != strings.ToLower(f[3]) {
-			t.Errorf("row %q: want LAST SEEN, TYPE, REASON, kind/name and a message", l)
+		if !row.MatchString(l) {
+			t.Errorf("row %q: want LAST SEEN, TYPE, REASON, Kind/name and a message", l)
 		}
 	}
 
@@ -119,18 +121,18 @@ spec:
 			t.Errorf("events --for %s:\n%s", f, out)
 		}
 		for _, r := range rows[1:] {
-			if !regexpLine(r, "Normal", "ScalingReplicaSet", "deployment/web") {
+			if !regexpLine(r, "Normal", "ScalingReplicaSet", "Deployment/web") {
 				t.Errorf("events --for %s has another object's row %q", f, r)
 			}
 		}
 	}
-	if out := c.mustCLI(t, "", "events", "--for", "rs/"+rsName, "--no-headers"); !regexpLine(out, "SuccessfulCreate", "replicaset/"+rsName) || strings.Contains(out, "LAST SEEN") || strings.Contains(out, "deployment/web") {
+	if out := c.mustCLI(t, "", "events", "--for", "rs/"+rsName, "--no-headers"); !regexpLine(out, "SuccessfulCreate", "ReplicaSet/"+rsName) || strings.Contains(out, "LAST SEEN") || strings.Contains(out, "Deployment/web") {
 		t.Errorf("events --for rs/%s --no-headers:\n%s", rsName, out)
 	}
 
 	// Types.
 	out = c.mustCLI(t, "", "events", "--types", "Warning")
-	if !regexpLine(out, "Warning", "FailedScheduling", "pod/stuck") || regexpLine(out, "Normal") {
+	if !regexpLine(out, "Warning", "FailedScheduling", "Pod/stuck") || regexpLine(out, "Normal") {
 		t.Errorf("events --types Warning:\n%s", out)
 	}
 	out = c.mustCLI(t, "", "events", "--types", "normal", "--for", "pod/stuck")
@@ -146,14 +148,14 @@ spec:
 
 	// Every namespace: NAMESPACE first. A namespace without events.
 	out = c.mustCLI(t, "", "events", "-A", "--for", "deployment/web")
-	if !regexp.MustCompile(`^NAMESPACE\s+LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE\n`).MatchString(out) || !regexpLine(out, "default", "Normal", "ScalingReplicaSet", "deployment/web") {
+	if !regexp.MustCompile(`^NAMESPACE\s+LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE\n`).MatchString(out) || !regexpLine(out, "default", "Normal", "ScalingReplicaSet", "Deployment/web") {
 		t.Errorf("events -A:\n%s", out)
 	}
 	if out := c.mustCLI(t, "", "events", "-n", "empty"); out != "No events found in empty namespace.\n" {
 		t.Errorf("events -n empty: %q", out)
 	}
 	// A node's events are looked for in default.
-	if out := c.mustCLI(t, "", "events", "-n", "empty", "--for", "node/h1"); out != "No events found in default namespace.\n" && !regexpLine(out, "node/h1") {
+	if out := c.mustCLI(t, "", "events", "-n", "empty", "--for", "node/h1"); out != "No events found in default namespace.\n" && !regexpLine(out, "Node/h1") {
 		t.Errorf("events --for node/h1: %q", out)
 	}
 
@@ -186,7 +188,7 @@ spec:
 			return fmt.Errorf("events -w exited: %v\n%s", err, watchOut.String())
 		default:
 		}
-		if !regexpLine(watchOut.String(), "Normal", "ScalingReplicaSet", "deployment/web", "Scaled", "up", "replica", "set", rsName, "from", "1", "to", "2") {
+		if !regexpLine(watchOut.String(), "Normal", "ScalingReplicaSet", "Deployment/web", "Scaled", "up", "replica", "set", rsName, "from", "1", "to", "2") {
 			return fmt.Errorf("events -w has not printed the scale: %q", watchOut.String())
 		}
 		return nil
