@@ -213,9 +213,5 @@ func listEvents(ctx context.Context, c eventsClient, q eventsQuery, p *printer, 
 		return rv, nil
 	}
 	sortEvents(evs)
-	if q.format == "json" || q.format == "yaml" {
-		// A List even of one event, as kubectl events prints it.
-		return rv, p.printAsList(evs)
-	}
-	return rv, p.printList(evs)
+	return rv, p.printList(evs) // -o yaml and json: a List even of one event
 }

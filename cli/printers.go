@@ -28,7 +28,7 @@ type printer struct {
 	now           func() time.Time
 
 	template     outputFormat // -o jsonpath= and custom-columns=
-	single       bool         // one object asked for by name: jsonpath sees it, not a List
+	single       bool         // one object asked for by name: -o yaml, json and jsonpath see it, not a List
 	showLabels   bool         // tables: a LABELS column
 	labelColumns []string     // tables: a column per label key (-L)
 	// keep, if set, says which watch events to print (skiff events: those
@@ -46,7 +46,10 @@ func newPrinter(out io.Writer, format string, allNamespaces bool) *printer {
 func (p *printer) printList(objs []*pb.Object) error {
 	switch p.format {
 	case "yaml", "json":
-		if len(objs) == 1 {
+		// One object asked for by name prints as itself; a listing is a
+		// List however many it holds, as kubectl prints them (scripts read
+		// .items of `get pods -o json` whether one pod matched or ten).
+		if p.single && len(objs) == 1 {
 			return p.printObject(objs[0])
 		}
 		return p.printAsList(objs)

@@ -183,3 +183,35 @@ func TestTableOfSeveralKinds(t *testing.T) {
 		t.Fatalf("table:\n%s", buf.String())
 	}
 }
+
+// -o yaml and json print an object asked for by name as itself, and any
+// listing as a List, even of one object or none, as kubectl does.
+func TestPrintListDocuments(t *testing.T) {
+	cm := pb.Wrap(&pb.ConfigMap{Metadata: &pb.ObjectMeta{Name: "settings", Namespace: "default"}})
+	for _, tc := range []struct {
+		format string
+		single bool
+		objs   []*pb.Object
+		want   string
+	}{
+		{"yaml", true, []*pb.Object{cm}, "kind: ConfigMap\n"},
+		{"yaml", false, []*pb.Object{cm}, "kind: List\n"},
+		{"yaml", false, nil, "items: []\nkind: List\n"},
+		{"json", true, []*pb.Object{cm}, `"kind":"ConfigMap"`},
+		{"json", false, []*pb.Object{cm}, `"kind":"List"`},
+	} {
+		var buf bytes.Buffer
+		p := newPrinter(&buf, tc.format, false)
+		p.single = tc.single
+		if err := p.printList(tc.objs); err != nil {
+			t.Fatal(err)
+		}
+		got := buf.String()
+		if tc.format == "json" {
+			got = strings.ReplaceAll(got, " ", "")
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("-o %s, by name %v, %d objects:\n%s\nwant it to contain %q", tc.format, tc.single, len(tc.objs), buf.String(), tc.want)
+		}
+	}
+}
