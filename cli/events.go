@@ -89,7 +89,7 @@ are recorded or repeated, until Ctrl-C.`,
 				return err
 			}
 			eventKind, _ := pb.LookupKind("Event")
-			return watchAndPrint(o, c, p, target{kind: eventKind}, &getOptions{namespace: q.namespace, allNamespaces: q.allNamespaces}, rv)
+			return watchAndPrint(o, c, p, target{kind: eventKind}, &getOptions{namespace: q.namespace, allNamespaces: q.allNamespaces, fieldSelector: q.fieldSelector()}, rv)
 		},
 	}
 	f := cmd.Flags()
@@ -144,6 +144,20 @@ func (opts eventsOptions) query() (eventsQuery, error) {
 	return q, nil
 }
 
+// fieldSelector asks the masters for only the events of --for and of a
+// single --types value (the store selects events by involvedObject.* and
+// type, as Kubernetes does); matches checks what comes back all the same.
+func (q eventsQuery) fieldSelector() string {
+	var s []string
+	if q.kind != "" {
+		s = append(s, "involvedObject.kind="+q.kind, "involvedObject.name="+q.name)
+	}
+	if len(q.types) == 1 {
+		s = append(s, "type="+q.types[0])
+	}
+	return strings.Join(s, ",")
+}
+
 // matches tells whether an event is about the --for object and of one of
 // the --types.
 func (q eventsQuery) matches(e *pb.Event) bool {
@@ -194,7 +208,7 @@ func sortEvents(evs []*pb.Object) {
 // listEvents lists and prints the events q asks for and returns the
 // resourceVersion to watch from.
 func listEvents(ctx context.Context, c eventsClient, q eventsQuery, p *printer, errOut io.Writer) (uint64, error) {
-	objs, rv, err := c.List(ctx, "Event", client.ListOptions{Namespace: q.namespace})
+	objs, rv, err := c.List(ctx, "Event", client.ListOptions{Namespace: q.namespace, FieldSelector: q.fieldSelector()})
 	if err != nil {
 		return 0, apiError(err)
 	}

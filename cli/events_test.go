@@ -246,3 +246,26 @@ func TestEventsLastSeen(t *testing.T) {
 		}
 	}
 }
+
+// --for and a single --types go to the masters as a field selector, so that
+// only those events are sent.
+func TestEventsFieldSelector(t *testing.T) {
+	for _, tc := range []struct {
+		opts eventsOptions
+		want string
+	}{
+		{eventsOptions{namespace: "default"}, ""},
+		{eventsOptions{namespace: "default", forObject: "deploy/web"}, "involvedObject.kind=Deployment,involvedObject.name=web"},
+		{eventsOptions{namespace: "default", types: []string{"warning"}}, "type=Warning"},
+		{eventsOptions{namespace: "default", forObject: "pod/web-0", types: []string{"Warning"}}, "involvedObject.kind=Pod,involvedObject.name=web-0,type=Warning"},
+		{eventsOptions{namespace: "default", types: []string{"Normal", "Warning"}}, ""},
+	} {
+		q, err := tc.opts.query()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := q.fieldSelector(); got != tc.want {
+			t.Errorf("%+v: field selector %q, want %q", tc.opts, got, tc.want)
+		}
+	}
+}

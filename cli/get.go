@@ -55,7 +55,7 @@ Kinds take their Kubernetes names, plurals or short names: pods, po, deployments
 	f.StringVarP(&g.namespace, "namespace", "n", "default", "namespace to read")
 	f.BoolVarP(&g.allNamespaces, "all-namespaces", "A", false, "read every namespace")
 	f.StringVarP(&g.selector, "selector", "l", "", "label selector: a=b, a!=b, a in (x,y), !a")
-	f.StringVar(&g.fieldSelector, "field-selector", "", "field selector: metadata.name=x, spec.nodeName=w1, status.phase=Running")
+	f.StringVar(&g.fieldSelector, "field-selector", "", "field selector: metadata.name=x, spec.nodeName=w1, status.phase=Running; for events involvedObject.kind, .name, .uid, type, reason, source")
 	f.StringVarP(&g.output, "output", "o", "", "output format: "+outputFormats)
 	f.BoolVarP(&g.watch, "watch", "w", false, "after listing, print changes as they happen (Ctrl-C stops)")
 	f.BoolVar(&g.stale, "stale", false, "read from whichever master answers without confirming it is current")

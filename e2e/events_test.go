@@ -130,6 +130,13 @@ spec:
 		t.Errorf("events --for rs/%s --no-headers:\n%s", rsName, out)
 	}
 
+	// The masters select events as Kubernetes' do: get events
+	// --field-selector on involvedObject.* and type.
+	out = c.mustCLI(t, "", "get", "events", "--field-selector", "involvedObject.kind=Pod,involvedObject.name=stuck,type=Warning", "--no-headers")
+	if !regexpLine(out, "Warning", "FailedScheduling", "pod/stuck") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("get events --field-selector involvedObject.name=stuck,type=Warning: one row of pod/stuck:\n%s", out)
+	}
+
 	// Types.
 	out = c.mustCLI(t, "", "events", "--types", "Warning")
 	if !regexpLine(out, "Warning", "FailedScheduling", "Pod/stuck") || regexpLine(out, "Normal") {

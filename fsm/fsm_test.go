@@ -856,3 +856,61 @@ func TestCreateTakenName(t *testing.T) {
 		t.Fatalf("event %s %s, want Added api", ev.Type, ev.Object.Meta().Name)
 	}
 }
+
+// Events take Kubernetes' event field selectors (kubectl get events
+// --field-selector involvedObject.name=web-0,type=Warning), in lists and in
+// watches alike.
+func TestEventFieldSelectors(t *testing.T) {
+	c := newCluster(t, 0)
+	c.must(createCmd(namespace("default")))
+	event := func(name, kind, obj, typ, reason string) *pb.Object {
+		return pb.Wrap(&pb.Event{
+			Metadata:       &pb.ObjectMeta{Name: name, Namespace: "default"},
+			InvolvedObject: &pb.ObjectReference{Kind: kind, Namespace: "default", Name: obj, Uid: "uid-" + obj},
+			Type:           typ, Reason: reason, Source: &pb.EventSource{Component: "worker"},
+		})
+	}
+	c.must(createCmd(event("e1", "Pod", "web-0", "Normal", "Pulled")))
+	c.must(createCmd(event("e2", "Pod", "web-0", "Warning", "BackOff")))
+	c.must(createCmd(event("e3", "Pod", "web-1", "Warning", "BackOff")))
+	c.must(createCmd(event("e4", "Deployment", "web", "Normal", "ScalingReplicaSet")))
+	for _, tc := range []struct {
+		sel, want, err string
+	}{
+		{"involvedObject.name=web-0", "e1 e2", ""},
+		{"involvedObject.name=web-0,type=Warning", "e2", ""},
+		{"involvedObject.kind=Pod,reason!=BackOff", "e1", ""},
+		{"involvedObject.uid=uid-web-1", "e3", ""},
+		{"type=Normal,source=worker,involvedObject.namespace=default", "e1 e4", ""},
+		{"involvedObject.kind=Deployment,metadata.name=e4", "e4", ""},
+		{"involvedObject.name=nope", "", ""},
+		{"involvedObject.color=red", "", "involvedObject.color"},
+	} {
+		objs, _, err := c.f.List(fsm.Query{Kind: "Event", FieldSelector: tc.sel})
+		if tc.err != "" {
+			if !errors.Is(err, fsm.ErrInvalid) || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "involvedObject.name") {
+				t.Errorf("%s: %v, want ErrInvalid naming %q and the event fields", tc.sel, err, tc.err)
+			}
+			continue
+		}
+		var got []string
+		for _, o := range objs {
+			got = append(got, o.Meta().GetName())
+		}
+		if err != nil || strings.Join(got, " ") != tc.want {
+			t.Errorf("events %s: %q, %v; want %q", tc.sel, strings.Join(got, " "), err, tc.want)
+		}
+	}
+	if _, _, err := c.f.List(fsm.Query{Kind: "Pod", FieldSelector: "type=Warning"}); !errors.Is(err, fsm.ErrInvalid) || !strings.Contains(err.Error(), "pods") {
+		t.Errorf("an event field on pods: %v, want ErrInvalid", err)
+	}
+
+	// A watch decides from the decoded event as a list does from the store.
+	w, err := c.f.Watch(context.Background(), fsm.Query{Kind: "Event", FieldSelector: "involvedObject.name=web-0,type=Warning"}, c.index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.must(createCmd(event("e5", "Pod", "web-0", "Normal", "Started")))
+	res := c.must(createCmd(event("e6", "Pod", "web-0", "Warning", "Unhealthy")))
+	expect(t, w, wantEvent{fsm.Added, "e6", res.Index})
+}

@@ -1,6 +1,9 @@
 package fsm
 
 import (
+	"strconv"
+	"strings"
+
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -43,14 +46,18 @@ func (f *FSM) compile(q Query) (*matcher, error) {
 			return nil, errorf(ErrInvalid, "field selector %q: %v", q.FieldSelector, err)
 		}
 		for _, r := range sel.Requirements() {
-			switch r.Field {
-			case "metadata.name", "metadata.namespace":
-			case "spec.nodeName", "status.phase":
+			switch _, isEventField := eventField(nil, r.Field); {
+			case r.Field == "metadata.name", r.Field == "metadata.namespace":
+			case r.Field == "spec.nodeName", r.Field == "status.phase":
 				if km.Kind != "Pod" {
 					return nil, errorf(ErrInvalid, "field selector: field %q is not supported for %s", r.Field, km.Plural)
 				}
+			case isEventField:
+				if km.Kind != "Event" {
+					return nil, errorf(ErrInvalid, "field selector: field %q is not supported for %s", r.Field, km.Plural)
+				}
 			default:
-				return nil, errorf(ErrInvalid, "field selector: field %q is not supported (metadata.name, metadata.namespace; for pods also spec.nodeName, status.phase)", r.Field)
+				return nil, errorf(ErrInvalid, "field selector: field %q is not supported (metadata.name, metadata.namespace; for pods also spec.nodeName, status.phase; for events also %s)", r.Field, strings.Join(eventFields, ", "))
 			}
 		}
 		if !sel.Empty() {
@@ -94,7 +101,7 @@ func (m *matcher) matchesRecord(r *record) bool {
 	if m.labels != nil && !m.labels.Matches(&r.labels) { // a pointer: no allocation per record
 		return false
 	}
-	return m.fields == nil || m.fields.Matches(recordFields{r})
+	return m.fields == nil || m.fields.Matches(&recordFields{r: r})
 }
 
 // filter turns a store event into what this watch sees. As in Kubernetes, an
@@ -125,6 +132,48 @@ func (m *matcher) filter(ev Event) (Event, bool) {
 	return Event{}, false
 }
 
+// eventFields are the fields of an Event a field selector may name besides
+// metadata.name and metadata.namespace, as in Kubernetes (the event
+// registry's ToSelectableFields): kubectl get events --field-selector
+// involvedObject.name=web-0,type=Warning.
+var eventFields = []string{"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+	"involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+	"involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"}
+
+// eventField returns field of e (nil: reports only whether field is one of
+// eventFields).
+func eventField(e *pb.Event, field string) (string, bool) {
+	io := e.GetInvolvedObject()
+	switch field {
+	case "involvedObject.kind":
+		return io.GetKind(), true
+	case "involvedObject.namespace":
+		return io.GetNamespace(), true
+	case "involvedObject.name":
+		return io.GetName(), true
+	case "involvedObject.uid":
+		return io.GetUid(), true
+	case "involvedObject.apiVersion":
+		return io.GetApiVersion(), true
+	case "involvedObject.resourceVersion":
+		if v := io.GetResourceVersion(); v != 0 {
+			return strconv.FormatUint(v, 10), true
+		}
+		return "", true
+	case "involvedObject.fieldPath":
+		return io.GetFieldPath(), true
+	case "reason":
+		return e.GetReason(), true
+	case "reportingComponent":
+		return e.GetReportingComponent(), true
+	case "source":
+		return e.GetSource().GetComponent(), true
+	case "type":
+		return e.GetType(), true
+	}
+	return "", false
+}
+
 // objectFields and recordFields expose the selectable fields without
 // building a map per object.
 type objectFields struct{ obj *pb.Object }
@@ -136,7 +185,8 @@ func (o objectFields) Has(field string) bool {
 	case "spec.nodeName", "status.phase":
 		return o.obj.GetPod() != nil
 	}
-	return false
+	_, ok := eventField(nil, field)
+	return ok && o.obj.GetEvent() != nil
 }
 
 func (o objectFields) Get(field string) string {
@@ -150,22 +200,30 @@ func (o objectFields) Get(field string) string {
 	case "status.phase":
 		return o.obj.GetPod().GetStatus().GetPhase()
 	}
-	return ""
+	v, _ := eventField(o.obj.GetEvent(), field)
+	return v
 }
 
-type recordFields struct{ r *record }
+// recordFields reads a stored record's fields; an event's own fields come
+// from decoding it, once per record, and only for a selector that names
+// them.
+type recordFields struct {
+	r     *record
+	event *pb.Event
+}
 
-func (f recordFields) Has(field string) bool {
+func (f *recordFields) Has(field string) bool {
 	switch field {
 	case "metadata.name", "metadata.namespace":
 		return true
 	case "spec.nodeName", "status.phase":
 		return f.r.kind == "Pod"
 	}
-	return false
+	_, ok := eventField(nil, field)
+	return ok && f.r.kind == "Event"
 }
 
-func (f recordFields) Get(field string) string {
+func (f *recordFields) Get(field string) string {
 	switch field {
 	case "metadata.name":
 		return f.r.name
@@ -177,6 +235,18 @@ func (f recordFields) Get(field string) string {
 		if f.r.kind == "Pod" {
 			return f.r.phase
 		}
+		return ""
 	}
-	return ""
+	if f.r.kind != "Event" {
+		return ""
+	}
+	if f.event == nil {
+		obj, err := f.r.object()
+		if err != nil {
+			return "" // the store's own bytes: cannot happen
+		}
+		f.event = obj.GetEvent()
+	}
+	v, _ := eventField(f.event, field)
+	return v
 }
