@@ -60,6 +60,7 @@ type topPodsOptions struct {
 	containers    bool
 	sortBy        string
 	noHeaders     bool
+	sum           bool
 }
 
 func newTopPodsCommand(o *Options) *cobra.Command {
@@ -80,8 +81,8 @@ is left out; a pod on a node that cannot be reached or is hollow is left out wit
   # One pod, container by container
   skiff top pod web-7d4b9 --containers
 
-  # The pods of a label selector
-  skiff top pods -l app=web`,
+  # The pods of a label selector, and what they use together
+  skiff top pods -l app=web --sum`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
@@ -106,6 +107,7 @@ is left out; a pod on a node that cannot be reached or is hollow is left out wit
 	f.BoolVar(&opts.containers, "containers", false, "a row per container")
 	f.StringVar(&opts.sortBy, "sort-by", "", "sort by cpu or memory, the largest first (default: by name)")
 	f.BoolVar(&opts.noHeaders, "no-headers", false, "print no header row")
+	f.BoolVar(&opts.sum, "sum", false, "print the sum of the rows' usage below them")
 	return cmd
 }
 
@@ -231,8 +233,10 @@ func byUsage(a, b usage, sortBy string) int {
 	return 0
 }
 
-// printTopPods writes kubectl top pod's table.
-func printTopPods(out io.Writer, pods []podTop, containers, withNamespace, noHeaders bool, sortBy string) error {
+// printTopPods writes kubectl top pod's table; with sum, kubectl's two
+// rows below it: a rule under the usage columns, then their totals.
+func printTopPods(out io.Writer, pods []podTop, opts topPodsOptions) error {
+	containers, withNamespace, noHeaders, sortBy := opts.containers, opts.allNamespaces, opts.noHeaders, opts.sortBy
 	slices.SortStableFunc(pods, func(a, b podTop) int {
 		return cmp.Or(byUsage(a.total(), b.total(), sortBy), cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
 	})
@@ -264,6 +268,15 @@ func printTopPods(out io.Writer, pods []podTop, containers, withNamespace, noHea
 		for _, c := range cs {
 			fmt.Fprintln(tw, strings.Join(append(slices.Clone(lead), p.name, c.name, c.cpuString(), c.memString()), "\t"))
 		}
+	}
+	if opts.sum {
+		var total usage
+		for _, p := range pods {
+			total = total.add(p.total())
+		}
+		blank := strings.Repeat("\t", len(h)+1) // under NAMESPACE, POD and NAME
+		fmt.Fprintln(tw, blank+"________\t________")
+		fmt.Fprintln(tw, blank+total.cpuString()+"\t"+total.memString())
 	}
 	return tw.Flush()
 }
@@ -454,7 +467,7 @@ func runTopPods(ctx context.Context, c topClient, opts topPodsOptions, name stri
 	if len(rows) == 0 {
 		return errors.New("metrics not available yet: none of these pods has a running container with usage to report (skiff get pods shows their state)")
 	}
-	return printTopPods(out, rows, opts.containers, opts.allNamespaces, opts.noHeaders, opts.sortBy)
+	return printTopPods(out, rows, opts)
 }
 
 // noPodUsage says why a named pod has no usage, and what to look at.

@@ -48,8 +48,23 @@ func TestTopPodsTable(t *testing.T) {
 		name                       string
 		containers, withNS, noHead bool
 		sortBy                     string
+		sum                        bool
 		want                       string
 	}{
+		{name: "sum", sum: true, want: `NAME    CPU(cores)   MEMORY(bytes)
+cache   2m           20Mi
+db      100m         300Mi
+web     255m         130Mi
+        ________     ________
+        357m         450Mi
+`},
+		{name: "containers, all namespaces, sum", containers: true, withNS: true, sum: true, noHead: true, want: `default   cache   redis     2m         20Mi
+default   db      db        100m       300Mi
+prod      web     app       250m       40Mi
+prod      web     sidecar   5m         90Mi
+                            ________   ________
+                            357m       450Mi
+`},
 		{name: "by name", want: `NAME    CPU(cores)   MEMORY(bytes)
 cache   2m           20Mi
 db      100m         300Mi
@@ -84,7 +99,8 @@ default     cache   redis     2m           20Mi
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			if err := printTopPods(&out, topRows(), tc.containers, tc.withNS, tc.noHead, tc.sortBy); err != nil {
+			opts := topPodsOptions{containers: tc.containers, allNamespaces: tc.withNS, noHeaders: tc.noHead, sortBy: tc.sortBy, sum: tc.sum}
+			if err := printTopPods(&out, topRows(), opts); err != nil {
 				t.Fatal(err)
 			}
 			if out.String() != tc.want {

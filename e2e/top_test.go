@@ -107,6 +107,15 @@ spec:
 		t.Errorf("top pods -A --sort-by=cpu --no-headers: %v\n%s", err, out)
 	}
 
+	// --sum: kubectl's rule and totals below the rows; here the one pod
+	// with usage, so its figures again.
+	out, _, err = topCLI(c, "top", "pods", "--sum")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || len(lines) < 4 ||
+		!regexp.MustCompile(`^\s+________\s+________$`).MatchString(lines[len(lines)-2]) ||
+		!regexp.MustCompile(`^\s+[0-9]+m\s+[0-9]+Mi$`).MatchString(lines[len(lines)-1]) {
+		t.Errorf("top pods --sum: %v\n%s", err, out)
+	}
+
 	// A pod without usage says why.
 	out, stderr, err = topCLI(c, "top", "pod", "ghost")
 	if err == nil || !strings.Contains(stderr, "no usage for pod default/ghost: node h1 is hollow") {
