@@ -693,6 +693,215 @@ func (*ExecResponse_Stderr) isExecResponse_Msg() {}
 
 func (*ExecResponse_ExitCode) isExecResponse_Msg() {}
 
+// PortForwardRequest: the first message of a stream carries start; later
+// ones carry the bytes the caller's connection sent. The caller's end of
+// sending (CloseSend) is a half close: the pod's side reads end of file.
+type PortForwardRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*PortForwardRequest_Start
+	//	*PortForwardRequest_Data
+	Msg           isPortForwardRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardRequest) Reset() {
+	*x = PortForwardRequest{}
+	mi := &file_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardRequest) ProtoMessage() {}
+
+func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardRequest.ProtoReflect.Descriptor instead.
+func (*PortForwardRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PortForwardRequest) GetMsg() isPortForwardRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *PortForwardRequest) GetStart() *PortForwardStart {
+	if x != nil {
+		if x, ok := x.Msg.(*PortForwardRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *PortForwardRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*PortForwardRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isPortForwardRequest_Msg interface {
+	isPortForwardRequest_Msg()
+}
+
+type PortForwardRequest_Start struct {
+	Start *PortForwardStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type PortForwardRequest_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*PortForwardRequest_Start) isPortForwardRequest_Msg() {}
+
+func (*PortForwardRequest_Data) isPortForwardRequest_Msg() {}
+
+type PortForwardStart struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod       string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	// The pod's TCP port, 1 to 65535.
+	Port int32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// Set by the relaying master, as in LogsRequest.
+	NodeName      string `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	PodUid        string `protobuf:"bytes,5,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardStart) Reset() {
+	*x = PortForwardStart{}
+	mi := &file_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardStart) ProtoMessage() {}
+
+func (x *PortForwardStart) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardStart.ProtoReflect.Descriptor instead.
+func (*PortForwardStart) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PortForwardStart) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PortForwardStart) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *PortForwardStart) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *PortForwardStart) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *PortForwardStart) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
+// PortForwardResponse carries the bytes the pod's side sent; the stream
+// ends when the pod's side closes the connection.
+type PortForwardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardResponse) Reset() {
+	*x = PortForwardResponse{}
+	mi := &file_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardResponse) ProtoMessage() {}
+
+func (x *PortForwardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardResponse.ProtoReflect.Descriptor instead.
+func (*PortForwardResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PortForwardResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // StatsRequest asks one node for its usage and its pods'.
 type StatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -714,7 +923,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +935,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +948,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{8}
+	return file_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatsRequest) GetNodeName() string {
@@ -790,7 +999,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +1011,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +1024,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{9}
+	return file_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatsResponse) GetNode() *ResourceUsage {
@@ -844,7 +1053,7 @@ type PodUsage struct {
 
 func (x *PodUsage) Reset() {
 	*x = PodUsage{}
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1065,7 @@ func (x *PodUsage) String() string {
 func (*PodUsage) ProtoMessage() {}
 
 func (x *PodUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1078,7 @@ func (x *PodUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodUsage.ProtoReflect.Descriptor instead.
 func (*PodUsage) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{10}
+	return file_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PodUsage) GetNamespace() string {
@@ -910,7 +1119,7 @@ type ContainerUsage struct {
 
 func (x *ContainerUsage) Reset() {
 	*x = ContainerUsage{}
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1131,7 @@ func (x *ContainerUsage) String() string {
 func (*ContainerUsage) ProtoMessage() {}
 
 func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1144,7 @@ func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerUsage.ProtoReflect.Descriptor instead.
 func (*ContainerUsage) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{11}
+	return file_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ContainerUsage) GetName() string {
@@ -980,7 +1189,7 @@ type ResourceUsage struct {
 
 func (x *ResourceUsage) Reset() {
 	*x = ResourceUsage{}
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1201,7 @@ func (x *ResourceUsage) String() string {
 func (*ResourceUsage) ProtoMessage() {}
 
 func (x *ResourceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1214,7 @@ func (x *ResourceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceUsage.ProtoReflect.Descriptor instead.
 func (*ResourceUsage) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{12}
+	return file_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResourceUsage) GetTime() *timestamppb.Timestamp {
@@ -1106,7 +1315,19 @@ const file_node_proto_rawDesc = "" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12\x1d\n" +
 	"\texit_code\x18\x03 \x01(\x05H\x00R\bexitCodeB\x05\n" +
-	"\x03msg\"\x91\x01\n" +
+	"\x03msg\"e\n" +
+	"\x12PortForwardRequest\x122\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.skiff.v1.PortForwardStartH\x00R\x05start\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
+	"\x03msg\"\x8c\x01\n" +
+	"\x10PortForwardStart\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x1b\n" +
+	"\tnode_name\x18\x04 \x01(\tR\bnodeName\x12\x17\n" +
+	"\apod_uid\x18\x05 \x01(\tR\x06podUid\")\n" +
+	"\x13PortForwardResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x91\x01\n" +
 	"\fStatsRequest\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -1132,16 +1353,18 @@ const file_node_proto_rawDesc = "" +
 	"\x17usage_core_nano_seconds\x18\x03 \x01(\x04R\x14usageCoreNanoSeconds\x121\n" +
 	"\x06window\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06window\x127\n" +
 	"\x18memory_working_set_bytes\x18\x05 \x01(\x04R\x15memoryWorkingSetBytes\x12,\n" +
-	"\x12memory_usage_bytes\x18\x06 \x01(\x04R\x10memoryUsageBytes2\xf8\x01\n" +
+	"\x12memory_usage_bytes\x18\x06 \x01(\x04R\x10memoryUsageBytes2\xc8\x02\n" +
 	"\tNodeAgent\x12=\n" +
 	"\x04Info\x12\x19.skiff.v1.NodeInfoRequest\x1a\x1a.skiff.v1.NodeInfoResponse\x127\n" +
 	"\x04Logs\x12\x15.skiff.v1.LogsRequest\x1a\x16.skiff.v1.LogsResponse0\x01\x129\n" +
 	"\x04Exec\x12\x15.skiff.v1.ExecRequest\x1a\x16.skiff.v1.ExecResponse(\x010\x01\x128\n" +
-	"\x05Stats\x12\x16.skiff.v1.StatsRequest\x1a\x17.skiff.v1.StatsResponse2\xb4\x01\n" +
+	"\x05Stats\x12\x16.skiff.v1.StatsRequest\x1a\x17.skiff.v1.StatsResponse\x12N\n" +
+	"\vPortForward\x12\x1c.skiff.v1.PortForwardRequest\x1a\x1d.skiff.v1.PortForwardResponse(\x010\x012\x84\x02\n" +
 	"\x04Pods\x127\n" +
 	"\x04Logs\x12\x15.skiff.v1.LogsRequest\x1a\x16.skiff.v1.LogsResponse0\x01\x129\n" +
 	"\x04Exec\x12\x15.skiff.v1.ExecRequest\x1a\x16.skiff.v1.ExecResponse(\x010\x01\x128\n" +
-	"\x05Stats\x12\x16.skiff.v1.StatsRequest\x1a\x17.skiff.v1.StatsResponseB!Z\x1fgithub.com/skiff-sh/skiff/protob\x06proto3"
+	"\x05Stats\x12\x16.skiff.v1.StatsRequest\x1a\x17.skiff.v1.StatsResponse\x12N\n" +
+	"\vPortForward\x12\x1c.skiff.v1.PortForwardRequest\x1a\x1d.skiff.v1.PortForwardResponse(\x010\x01B!Z\x1fgithub.com/skiff-sh/skiff/protob\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -1155,7 +1378,7 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_node_proto_goTypes = []any{
 	(*NodeInfoRequest)(nil),       // 0: skiff.v1.NodeInfoRequest
 	(*NodeInfoResponse)(nil),      // 1: skiff.v1.NodeInfoResponse
@@ -1165,45 +1388,53 @@ var file_node_proto_goTypes = []any{
 	(*ExecStart)(nil),             // 5: skiff.v1.ExecStart
 	(*TerminalSize)(nil),          // 6: skiff.v1.TerminalSize
 	(*ExecResponse)(nil),          // 7: skiff.v1.ExecResponse
-	(*StatsRequest)(nil),          // 8: skiff.v1.StatsRequest
-	(*StatsResponse)(nil),         // 9: skiff.v1.StatsResponse
-	(*PodUsage)(nil),              // 10: skiff.v1.PodUsage
-	(*ContainerUsage)(nil),        // 11: skiff.v1.ContainerUsage
-	(*ResourceUsage)(nil),         // 12: skiff.v1.ResourceUsage
-	(*Node)(nil),                  // 13: skiff.v1.Node
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*PortForwardRequest)(nil),    // 8: skiff.v1.PortForwardRequest
+	(*PortForwardStart)(nil),      // 9: skiff.v1.PortForwardStart
+	(*PortForwardResponse)(nil),   // 10: skiff.v1.PortForwardResponse
+	(*StatsRequest)(nil),          // 11: skiff.v1.StatsRequest
+	(*StatsResponse)(nil),         // 12: skiff.v1.StatsResponse
+	(*PodUsage)(nil),              // 13: skiff.v1.PodUsage
+	(*ContainerUsage)(nil),        // 14: skiff.v1.ContainerUsage
+	(*ResourceUsage)(nil),         // 15: skiff.v1.ResourceUsage
+	(*Node)(nil),                  // 16: skiff.v1.Node
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_node_proto_depIdxs = []int32{
-	13, // 0: skiff.v1.NodeInfoResponse.node:type_name -> skiff.v1.Node
+	16, // 0: skiff.v1.NodeInfoResponse.node:type_name -> skiff.v1.Node
 	5,  // 1: skiff.v1.ExecRequest.start:type_name -> skiff.v1.ExecStart
 	6,  // 2: skiff.v1.ExecRequest.resize:type_name -> skiff.v1.TerminalSize
 	6,  // 3: skiff.v1.ExecStart.size:type_name -> skiff.v1.TerminalSize
-	12, // 4: skiff.v1.StatsResponse.node:type_name -> skiff.v1.ResourceUsage
-	10, // 5: skiff.v1.StatsResponse.pods:type_name -> skiff.v1.PodUsage
-	11, // 6: skiff.v1.PodUsage.containers:type_name -> skiff.v1.ContainerUsage
-	12, // 7: skiff.v1.ContainerUsage.usage:type_name -> skiff.v1.ResourceUsage
-	14, // 8: skiff.v1.ResourceUsage.time:type_name -> google.protobuf.Timestamp
-	15, // 9: skiff.v1.ResourceUsage.window:type_name -> google.protobuf.Duration
-	0,  // 10: skiff.v1.NodeAgent.Info:input_type -> skiff.v1.NodeInfoRequest
-	2,  // 11: skiff.v1.NodeAgent.Logs:input_type -> skiff.v1.LogsRequest
-	4,  // 12: skiff.v1.NodeAgent.Exec:input_type -> skiff.v1.ExecRequest
-	8,  // 13: skiff.v1.NodeAgent.Stats:input_type -> skiff.v1.StatsRequest
-	2,  // 14: skiff.v1.Pods.Logs:input_type -> skiff.v1.LogsRequest
-	4,  // 15: skiff.v1.Pods.Exec:input_type -> skiff.v1.ExecRequest
-	8,  // 16: skiff.v1.Pods.Stats:input_type -> skiff.v1.StatsRequest
-	1,  // 17: skiff.v1.NodeAgent.Info:output_type -> skiff.v1.NodeInfoResponse
-	3,  // 18: skiff.v1.NodeAgent.Logs:output_type -> skiff.v1.LogsResponse
-	7,  // 19: skiff.v1.NodeAgent.Exec:output_type -> skiff.v1.ExecResponse
-	9,  // 20: skiff.v1.NodeAgent.Stats:output_type -> skiff.v1.StatsResponse
-	3,  // 21: skiff.v1.Pods.Logs:output_type -> skiff.v1.LogsResponse
-	7,  // 22: skiff.v1.Pods.Exec:output_type -> skiff.v1.ExecResponse
-	9,  // 23: skiff.v1.Pods.Stats:output_type -> skiff.v1.StatsResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	9,  // 4: skiff.v1.PortForwardRequest.start:type_name -> skiff.v1.PortForwardStart
+	15, // 5: skiff.v1.StatsResponse.node:type_name -> skiff.v1.ResourceUsage
+	13, // 6: skiff.v1.StatsResponse.pods:type_name -> skiff.v1.PodUsage
+	14, // 7: skiff.v1.PodUsage.containers:type_name -> skiff.v1.ContainerUsage
+	15, // 8: skiff.v1.ContainerUsage.usage:type_name -> skiff.v1.ResourceUsage
+	17, // 9: skiff.v1.ResourceUsage.time:type_name -> google.protobuf.Timestamp
+	18, // 10: skiff.v1.ResourceUsage.window:type_name -> google.protobuf.Duration
+	0,  // 11: skiff.v1.NodeAgent.Info:input_type -> skiff.v1.NodeInfoRequest
+	2,  // 12: skiff.v1.NodeAgent.Logs:input_type -> skiff.v1.LogsRequest
+	4,  // 13: skiff.v1.NodeAgent.Exec:input_type -> skiff.v1.ExecRequest
+	11, // 14: skiff.v1.NodeAgent.Stats:input_type -> skiff.v1.StatsRequest
+	8,  // 15: skiff.v1.NodeAgent.PortForward:input_type -> skiff.v1.PortForwardRequest
+	2,  // 16: skiff.v1.Pods.Logs:input_type -> skiff.v1.LogsRequest
+	4,  // 17: skiff.v1.Pods.Exec:input_type -> skiff.v1.ExecRequest
+	11, // 18: skiff.v1.Pods.Stats:input_type -> skiff.v1.StatsRequest
+	8,  // 19: skiff.v1.Pods.PortForward:input_type -> skiff.v1.PortForwardRequest
+	1,  // 20: skiff.v1.NodeAgent.Info:output_type -> skiff.v1.NodeInfoResponse
+	3,  // 21: skiff.v1.NodeAgent.Logs:output_type -> skiff.v1.LogsResponse
+	7,  // 22: skiff.v1.NodeAgent.Exec:output_type -> skiff.v1.ExecResponse
+	12, // 23: skiff.v1.NodeAgent.Stats:output_type -> skiff.v1.StatsResponse
+	10, // 24: skiff.v1.NodeAgent.PortForward:output_type -> skiff.v1.PortForwardResponse
+	3,  // 25: skiff.v1.Pods.Logs:output_type -> skiff.v1.LogsResponse
+	7,  // 26: skiff.v1.Pods.Exec:output_type -> skiff.v1.ExecResponse
+	12, // 27: skiff.v1.Pods.Stats:output_type -> skiff.v1.StatsResponse
+	10, // 28: skiff.v1.Pods.PortForward:output_type -> skiff.v1.PortForwardResponse
+	20, // [20:29] is the sub-list for method output_type
+	11, // [11:20] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -1224,13 +1455,17 @@ func file_node_proto_init() {
 		(*ExecResponse_Stderr)(nil),
 		(*ExecResponse_ExitCode)(nil),
 	}
+	file_node_proto_msgTypes[8].OneofWrappers = []any{
+		(*PortForwardRequest_Start)(nil),
+		(*PortForwardRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -38,10 +38,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NodeAgent_Info_FullMethodName  = "/skiff.v1.NodeAgent/Info"
-	NodeAgent_Logs_FullMethodName  = "/skiff.v1.NodeAgent/Logs"
-	NodeAgent_Exec_FullMethodName  = "/skiff.v1.NodeAgent/Exec"
-	NodeAgent_Stats_FullMethodName = "/skiff.v1.NodeAgent/Stats"
+	NodeAgent_Info_FullMethodName        = "/skiff.v1.NodeAgent/Info"
+	NodeAgent_Logs_FullMethodName        = "/skiff.v1.NodeAgent/Logs"
+	NodeAgent_Exec_FullMethodName        = "/skiff.v1.NodeAgent/Exec"
+	NodeAgent_Stats_FullMethodName       = "/skiff.v1.NodeAgent/Stats"
+	NodeAgent_PortForward_FullMethodName = "/skiff.v1.NodeAgent/PortForward"
 )
 
 // NodeAgentClient is the client API for NodeAgent service.
@@ -60,6 +61,10 @@ type NodeAgentClient interface {
 	// use, read from their cgroups (what the kubelet's summary API gives
 	// metrics-server, for `skiff top`).
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// PortForward connects to a TCP port of a pod, from inside its network
+	// namespace (the host's for a hostNetwork pod): one stream per
+	// connection.
+	PortForward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PortForwardRequest, PortForwardResponse], error)
 }
 
 type nodeAgentClient struct {
@@ -122,6 +127,19 @@ func (c *nodeAgentClient) Stats(ctx context.Context, in *StatsRequest, opts ...g
 	return out, nil
 }
 
+func (c *nodeAgentClient) PortForward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PortForwardRequest, PortForwardResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NodeAgent_ServiceDesc.Streams[2], NodeAgent_PortForward_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PortForwardRequest, PortForwardResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeAgent_PortForwardClient = grpc.BidiStreamingClient[PortForwardRequest, PortForwardResponse]
+
 // NodeAgentServer is the server API for NodeAgent service.
 // All implementations must embed UnimplementedNodeAgentServer
 // for forward compatibility.
@@ -138,6 +156,10 @@ type NodeAgentServer interface {
 	// use, read from their cgroups (what the kubelet's summary API gives
 	// metrics-server, for `skiff top`).
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// PortForward connects to a TCP port of a pod, from inside its network
+	// namespace (the host's for a hostNetwork pod): one stream per
+	// connection.
+	PortForward(grpc.BidiStreamingServer[PortForwardRequest, PortForwardResponse]) error
 	mustEmbedUnimplementedNodeAgentServer()
 }
 
@@ -159,6 +181,9 @@ func (UnimplementedNodeAgentServer) Exec(grpc.BidiStreamingServer[ExecRequest, E
 }
 func (UnimplementedNodeAgentServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedNodeAgentServer) PortForward(grpc.BidiStreamingServer[PortForwardRequest, PortForwardResponse]) error {
+	return status.Error(codes.Unimplemented, "method PortForward not implemented")
 }
 func (UnimplementedNodeAgentServer) mustEmbedUnimplementedNodeAgentServer() {}
 func (UnimplementedNodeAgentServer) testEmbeddedByValue()                   {}
@@ -235,6 +260,13 @@ func _NodeAgent_Stats_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeAgent_PortForward_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(NodeAgentServer).PortForward(&grpc.GenericServerStream[PortForwardRequest, PortForwardResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeAgent_PortForwardServer = grpc.BidiStreamingServer[PortForwardRequest, PortForwardResponse]
+
 // NodeAgent_ServiceDesc is the grpc.ServiceDesc for NodeAgent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -263,14 +295,21 @@ var NodeAgent_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 			ClientStreams: true,
 		},
+		{
+			StreamName:    "PortForward",
+			Handler:       _NodeAgent_PortForward_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 	},
 	Metadata: "node.proto",
 }
 
 const (
-	Pods_Logs_FullMethodName  = "/skiff.v1.Pods/Logs"
-	Pods_Exec_FullMethodName  = "/skiff.v1.Pods/Exec"
-	Pods_Stats_FullMethodName = "/skiff.v1.Pods/Stats"
+	Pods_Logs_FullMethodName        = "/skiff.v1.Pods/Logs"
+	Pods_Exec_FullMethodName        = "/skiff.v1.Pods/Exec"
+	Pods_Stats_FullMethodName       = "/skiff.v1.Pods/Stats"
+	Pods_PortForward_FullMethodName = "/skiff.v1.Pods/PortForward"
 )
 
 // PodsClient is the client API for Pods service.
@@ -285,6 +324,9 @@ type PodsClient interface {
 	// Stats relays to the worker of node_name, or of the pod when pod is
 	// set.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// PortForward relays one TCP connection to a pod's port (skiff
+	// port-forward opens a stream per accepted connection).
+	PortForward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PortForwardRequest, PortForwardResponse], error)
 }
 
 type podsClient struct {
@@ -337,6 +379,19 @@ func (c *podsClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *podsClient) PortForward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PortForwardRequest, PortForwardResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Pods_ServiceDesc.Streams[2], Pods_PortForward_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PortForwardRequest, PortForwardResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Pods_PortForwardClient = grpc.BidiStreamingClient[PortForwardRequest, PortForwardResponse]
+
 // PodsServer is the server API for Pods service.
 // All implementations must embed UnimplementedPodsServer
 // for forward compatibility.
@@ -349,6 +404,9 @@ type PodsServer interface {
 	// Stats relays to the worker of node_name, or of the pod when pod is
 	// set.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// PortForward relays one TCP connection to a pod's port (skiff
+	// port-forward opens a stream per accepted connection).
+	PortForward(grpc.BidiStreamingServer[PortForwardRequest, PortForwardResponse]) error
 	mustEmbedUnimplementedPodsServer()
 }
 
@@ -367,6 +425,9 @@ func (UnimplementedPodsServer) Exec(grpc.BidiStreamingServer[ExecRequest, ExecRe
 }
 func (UnimplementedPodsServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedPodsServer) PortForward(grpc.BidiStreamingServer[PortForwardRequest, PortForwardResponse]) error {
+	return status.Error(codes.Unimplemented, "method PortForward not implemented")
 }
 func (UnimplementedPodsServer) mustEmbedUnimplementedPodsServer() {}
 func (UnimplementedPodsServer) testEmbeddedByValue()              {}
@@ -425,6 +486,13 @@ func _Pods_Stats_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Pods_PortForward_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PodsServer).PortForward(&grpc.GenericServerStream[PortForwardRequest, PortForwardResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Pods_PortForwardServer = grpc.BidiStreamingServer[PortForwardRequest, PortForwardResponse]
+
 // Pods_ServiceDesc is the grpc.ServiceDesc for Pods service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -446,6 +514,12 @@ var Pods_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Exec",
 			Handler:       _Pods_Exec_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "PortForward",
+			Handler:       _Pods_PortForward_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
