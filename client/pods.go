@@ -162,6 +162,64 @@ func execInput(ctx context.Context, stream grpc.BidiStreamingClient[pb.ExecReque
 	}
 }
 
+// PortForward carries one connection to port start.Port of a pod, through
+// a master, on a stream of its own: what conn reads goes to the pod (its end
+// of file as a half close), what the pod sends is written to conn. It
+// returns when the pod's side has closed and everything it sent is written
+// (nil), or when the stream breaks or ctx ends; the caller then closes conn.
+// Like an exec it is never retried once a master has the stream (bytes may
+// have reached the pod); connecting is.
+func (c *Client) PortForward(ctx context.Context, start *pb.PortForwardStart, conn io.ReadWriter) error {
+	sent := false
+	return c.do(ctx, nonIdempotent, func(cc *grpc.ClientConn) error {
+		if sent {
+			return status.Error(codes.Unknown, "the port-forward stream broke")
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := pb.NewPodsClient(cc).PortForward(sctx)
+		if err != nil {
+			return err
+		}
+		sent = true
+		if err := stream.Send(&pb.PortForwardRequest{Msg: &pb.PortForwardRequest_Start{Start: start}}); err != nil {
+			_, err = stream.Recv()
+			return err
+		}
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := conn.Read(buf)
+				if n > 0 {
+					if stream.Send(&pb.PortForwardRequest{Msg: &pb.PortForwardRequest_Data{Data: append([]byte(nil), buf[:n]...)}}) != nil {
+						return
+					}
+				}
+				if errors.Is(err, io.EOF) {
+					_ = stream.CloseSend()
+					return
+				}
+				if err != nil {
+					cancel()
+					return
+				}
+			}
+		}()
+		for {
+			m, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := conn.Write(m.GetData()); err != nil {
+				return status.Errorf(codes.Canceled, "write to the local connection: %v", err)
+			}
+		}
+	})
+}
+
 // Stats asks a master for the usage of a node and its pods (req.NodeName),
 // or of one pod (req.Pod), which the master relays from the node's worker.
 // A worker the master cannot reach fails at once (proto.IsNodeUnreachable)

@@ -114,7 +114,7 @@ func principalFrom(ctx context.Context) (principal, bool) {
 
 // action is what one call asks to do. A Bind asks one action per pod.
 type action struct {
-	verb          string // get list watch create update updateStatus apply delete bind status logs exec stats snapshot-save snapshot-restore transfer-leadership remove-peer read-index
+	verb          string // get list watch create update updateStatus apply delete bind status logs exec stats portforward snapshot-save snapshot-restore transfer-leadership remove-peer read-index
 	kind          string // canonical kind; empty for calls about no object
 	namespace     string
 	name          string
@@ -131,6 +131,7 @@ var methodVerbs = map[string]string{
 	pb.Operator_SnapshotRestore_FullMethodName:    "snapshot-restore",
 	pb.Operator_ReadIndex_FullMethodName:          "read-index",
 	pb.Pods_Exec_FullMethodName:                   "exec",
+	pb.Pods_PortForward_FullMethodName:            "portforward",
 }
 
 // actionsOf describes a request. ok is false for a request this file does
@@ -230,7 +231,7 @@ func authorize(p principal, a action, objs objectReader) error {
 		case a.kind != "":
 			return deny("role controller writes only workload kinds (%s)", strings.Join(slices.Sorted(maps.Keys(workloadKinds)), ", "))
 		}
-		return deny("role controller may not make operator calls or exec")
+		return deny("role controller may not make operator calls, exec or port-forward")
 	case RoleNode:
 		return authorizeNode(p, a, objs, deny)
 	}

@@ -113,6 +113,9 @@ func TestAuthorize(t *testing.T) {
 		{viewer, a("delete", "ConfigMap", "default", "c"), "role viewer is read-only", codes.PermissionDenied},
 		{viewer, a("snapshot-save", "", "", ""), "read-only", codes.PermissionDenied},
 		{viewer, a("exec", "", "", ""), "read-only", codes.PermissionDenied},
+		{viewer, a("portforward", "", "", ""), "read-only", codes.PermissionDenied},
+		{ctrl, a("portforward", "", "", ""), "may not make operator calls, exec or port-forward", codes.PermissionDenied},
+		{master, a("portforward", "", "", ""), "", 0},
 		{viewer, a("get", "Nope", "", "x"), "", 0}, // the handler names the kinds
 
 		{ctrl, a("watch", "Pod", "", ""), "", 0},

@@ -18,7 +18,7 @@ import (
 	pb "github.com/skiff-sh/skiff/proto"
 )
 
-// podsProxy serves the Pods service: logs, exec and stats of a pod (stats
+// podsProxy serves the Pods service: logs, exec, port-forward and stats of a pod (stats
 // of a node too), relayed to the NodeAgent of the worker that runs it. Operators only ever reach masters;
 // the master finds the worker from the store (the pod's spec.nodeName, the
 // Node's InternalIP and daemon endpoint port, both kept current by the
@@ -177,11 +177,17 @@ func (p *podsProxy) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.Exec
 	if err := up.Send(&pb.ExecRequest{Msg: &pb.ExecRequest_Start{Start: fwd}}); err != nil {
 		return agentErr(fmt.Errorf("%w", err), node, addr)
 	}
-	// Caller to worker: stdin and resizes. It ends with the caller's
-	// stream; the worker learns the end through CloseSend.
+	return relay(ctx, cancel, stream, up, node, addr)
+}
+
+// relay copies a bidi stream both ways once its first message went up: the
+// caller's messages to the worker until the caller's stream ends (the worker
+// learns it through CloseSend; a broken caller cancels ctx), and the
+// worker's back until it ends the stream.
+func relay[Req, Resp any](ctx context.Context, cancel context.CancelFunc, down grpc.BidiStreamingServer[Req, Resp], up grpc.BidiStreamingClient[Req, Resp], node, addr string) error {
 	go func() {
 		for {
-			m, err := stream.Recv()
+			m, err := down.Recv()
 			if err != nil {
 				_ = up.CloseSend()
 				if !errors.Is(err, io.EOF) {
@@ -202,10 +208,49 @@ func (p *podsProxy) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.Exec
 		if err != nil {
 			return agentErr(err, node, addr)
 		}
-		if err := stream.Send(m); err != nil {
+		if err := down.Send(m); err != nil {
 			return err
 		}
 	}
+}
+
+// PortForward relays one forwarded connection: the first message (start)
+// picks the worker, then the caller's bytes flow up and the pod's down
+// until the worker ends the stream.
+func (p *podsProxy) PortForward(stream grpc.BidiStreamingServer[pb.PortForwardRequest, pb.PortForwardResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	start := first.GetStart()
+	if start == nil {
+		return status.Error(codes.InvalidArgument, "port-forward: the first message must be start")
+	}
+	addr, node, uid, err := p.route(ctx, start.GetNamespace(), start.GetPod())
+	if err != nil {
+		return err
+	}
+	cl, err := p.agent(addr, node)
+	if err != nil {
+		return err
+	}
+	up, err := cl.PortForward(ctx)
+	if err != nil {
+		return agentErr(err, node, addr)
+	}
+	fwd := gproto.Clone(start).(*pb.PortForwardStart)
+	if fwd.Namespace == "" {
+		fwd.Namespace = "default"
+	}
+	fwd.NodeName, fwd.PodUid = node, uid
+	if err := up.Send(&pb.PortForwardRequest{Msg: &pb.PortForwardRequest_Start{Start: fwd}}); err != nil {
+		// Send reports only that the stream broke; Recv says why.
+		_, err = up.Recv()
+		return agentErr(err, node, addr)
+	}
+	return relay(ctx, cancel, stream, up, node, addr)
 }
 
 // statsTimeout bounds a Stats relay: a worker that does not answer a few
