@@ -77,6 +77,7 @@ Point it at the masters with --server, $SKIFF_SERVER, or the file that ` + "`ski
 		newDrainCommand(o),
 		newLogsCommand(o),
 		newExecCommand(o),
+		newPortForwardCommand(o),
 		newTopCommand(o),
 		newEventsCommand(o),
 		newAPIResourcesCommand(o),
