@@ -297,16 +297,7 @@ func (s *editSession) render(obj *pb.Object) ([]byte, error) {
 	if s.format == "yaml" {
 		return pb.EncodeYAML(obj)
 	}
-	data, err := pb.EncodeJSON(obj)
-	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	if err := json.Indent(&b, data, "", "    "); err != nil {
-		return nil, err
-	}
-	b.WriteByte('\n')
-	return b.Bytes(), nil
+	return indentJSON(pb.EncodeJSON(obj))
 }
 
 // commentHeader is kubectl's header, then any error lines, as comments.

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -96,8 +98,7 @@ func (p *printer) printObject(o *pb.Object) error {
 	var data []byte
 	var err error
 	if p.format == "json" {
-		data, err = pb.EncodeJSON(o)
-		data = append(data, '\n')
+		data, err = indentJSON(pb.EncodeJSON(o))
 	} else {
 		data, err = pb.EncodeYAML(o)
 	}
@@ -106,6 +107,20 @@ func (p *printer) printObject(o *pb.Object) error {
 	}
 	_, err = p.out.Write(data)
 	return err
+}
+
+// indentJSON indents data as kubectl's -o json does (four spaces), with a
+// final newline.
+func indentJSON(data []byte, err error) ([]byte, error) {
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, data, "", "    "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
 }
 
 // printAsList prints several objects as a Kubernetes List.
@@ -120,7 +135,11 @@ func (p *printer) printAsList(objs []*pb.Object) error {
 	}
 	doc := `{"apiVersion":"v1","kind":"List","items":[` + strings.Join(items, ",") + `]}`
 	if p.format == "json" {
-		_, err := fmt.Fprintln(p.out, doc)
+		data, err := indentJSON([]byte(doc), nil)
+		if err != nil {
+			return err
+		}
+		_, err = p.out.Write(data)
 		return err
 	}
 	y, err := yaml.JSONToYAML([]byte(doc))

@@ -185,7 +185,8 @@ func TestTableOfSeveralKinds(t *testing.T) {
 }
 
 // -o yaml and json print an object asked for by name as itself, and any
-// listing as a List, even of one object or none, as kubectl does.
+// listing as a List, even of one object or none, as kubectl does; JSON
+// indented by four spaces, as kubectl's.
 func TestPrintListDocuments(t *testing.T) {
 	cm := pb.Wrap(&pb.ConfigMap{Metadata: &pb.ObjectMeta{Name: "settings", Namespace: "default"}})
 	for _, tc := range []struct {
@@ -208,6 +209,9 @@ func TestPrintListDocuments(t *testing.T) {
 		}
 		got := buf.String()
 		if tc.format == "json" {
+			if !strings.HasPrefix(got, "{\n    \"") {
+				t.Errorf("-o json, by name %v: not indented as kubectl's:\n%s", tc.single, got)
+			}
 			got = strings.ReplaceAll(got, " ", "")
 		}
 		if !strings.Contains(got, tc.want) {
