@@ -175,7 +175,9 @@ func (p *podsProxy) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.Exec
 	}
 	fwd.NodeName, fwd.PodUid = node, uid
 	if err := up.Send(&pb.ExecRequest{Msg: &pb.ExecRequest_Start{Start: fwd}}); err != nil {
-		return agentErr(fmt.Errorf("%w", err), node, addr)
+		// Send reports only that the stream broke; Recv says why.
+		_, err = up.Recv()
+		return agentErr(err, node, addr)
 	}
 	return relay(ctx, cancel, stream, up, node, addr)
 }
