@@ -181,7 +181,10 @@ GREETING=hello
 	fail(`configmap "nosuch" not found in namespace default`, "set", "env", "deployment/web", "--from=configmap/nosuch")
 	unchanged(was, "refused env changes")
 
-	// A pod's environment is listed, not changed.
+	// A pod's environment is listed, not changed. The env changes above
+	// roll the pods: wait for the rollout, or the pod picked may be
+	// replaced before the CLI reads it.
+	run("rollout", "status", "deployment/web", "--timeout", "60s")
 	var pod string
 	for _, p := range api.list("Pod", "app=web") {
 		if p.Meta().GetDeletionTimestamp() == nil {
