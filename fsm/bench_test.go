@@ -56,6 +56,7 @@ func BenchmarkList(b *testing.B) {
 		{"label", fsm.Query{Kind: "Pod", Namespace: "default", LabelSelector: "app=app-7"}, 100},
 		{"label-set", fsm.Query{Kind: "Pod", LabelSelector: "app in (app-1,app-2),app!=app-3"}, 200},
 		{"all", fsm.Query{Kind: "Pod"}, 10000},
+		{"name", fsm.Query{Kind: "Pod", Namespace: "default", FieldSelector: "metadata.name=pod-7"}, 1},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -495,7 +495,14 @@ func (f *FSM) scan(q Query, fn func(*record) error) (uint64, error) {
 		}
 		return err == nil
 	}
-	if node, ok := m.nodeName(); ok {
+	if name, ok := m.objectName(); ok {
+		// One name in one namespace (or of a cluster-scoped kind): a
+		// lookup, not a scan of the namespace (the controllers' live
+		// reads of one object).
+		if r := t.get(objectKey(m.kind.Kind, m.namespace, name)); r != nil {
+			visit(r)
+		}
+	} else if node, ok := m.nodeName(); ok {
 		// Pods on one node come from the node index, already in key order.
 		t.ascendIndex(indexNode, node, visit)
 	} else {

@@ -76,6 +76,15 @@ func (m *matcher) nodeName() (string, bool) {
 	return m.fields.RequiresExactMatch("spec.nodeName")
 }
 
+// objectName reports whether the query names exactly one object: an
+// exact metadata.name, and a namespace for a namespaced kind.
+func (m *matcher) objectName() (string, bool) {
+	if m.fields == nil || (m.kind.Namespaced && m.namespace == "") {
+		return "", false
+	}
+	return m.fields.RequiresExactMatch("metadata.name")
+}
+
 // matches decides for a decoded object (a watch event's), matchesRecord
 // for a stored one (a list); both must decide alike, as a watch continues
 // a list.
