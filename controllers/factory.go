@@ -20,6 +20,7 @@ type InformerFactory struct {
 	mu        sync.Mutex
 	informers map[string]*Informer
 	metadata  map[string]*Informer // ForMetadata's, for kinds For had not been asked for
+	dependent map[string]*Informer // ForDependents', for kinds neither had been asked for
 	ctx       context.Context      // set by Start
 	wg        sync.WaitGroup
 }
@@ -34,13 +35,13 @@ func NewInformerFactory(cluster Cluster, log *slog.Logger, resync time.Duration)
 	}
 	m, _ := newMetrics(nil)
 	return &InformerFactory{cluster: cluster, log: log, resync: resync, metrics: m.informer,
-		informers: make(map[string]*Informer), metadata: make(map[string]*Informer)}
+		informers: make(map[string]*Informer), metadata: make(map[string]*Informer), dependent: make(map[string]*Informer)}
 }
 
 // For returns the informer of kind (any name LookupKind accepts: "Pod",
 // "pods", "po"). An informer asked for after Start starts at once.
 func (f *InformerFactory) For(kind string) *Informer {
-	return f.get(kind, false)
+	return f.get(kind, false, false)
 }
 
 // ForMetadata returns an informer of kind whose objects carry only their
@@ -51,10 +52,32 @@ func (f *InformerFactory) For(kind string) *Informer {
 // objects first. Handlers and readers must not rely on the objects being
 // either.
 func (f *InformerFactory) ForMetadata(kind string) *Informer {
-	return f.get(kind, true)
+	return f.get(kind, true, false)
 }
 
-func (f *InformerFactory) get(kind string, metadata bool) *Informer {
+// ForDependents returns a metadata informer of kind that caches only the
+// objects with owner references or finalizers, and tells its handlers of
+// the deletion of every object of kind, cached or not: what the garbage
+// collector and the namespace controller follow of every kind, without a
+// copy of every object in the cluster in the leader's memory. Handlers
+// also hear of the update by which a cached object stops being kept (its
+// last owner or finalizer removed), and after a relist see every kept
+// object again (as an update with old == new): deletions of objects it did
+// not keep may have gone unseen meanwhile. If a full or metadata informer
+// of kind was asked for already it is shared instead, as for ForMetadata:
+// its handlers then hear of everything.
+func (f *InformerFactory) ForDependents(kind string) *Informer {
+	return f.get(kind, true, true)
+}
+
+// Dependent reports whether obj is one a ForDependents informer keeps: it
+// has owners, or finalizers that something must remove before it goes.
+func Dependent(obj *pb.Object) bool {
+	m := obj.Meta()
+	return len(m.GetOwnerReferences()) > 0 || len(m.GetFinalizers()) > 0
+}
+
+func (f *InformerFactory) get(kind string, metadata, dependents bool) *Informer {
 	if k, ok := pb.LookupKind(kind); ok {
 		kind = k.Kind
 	}
@@ -70,7 +93,14 @@ func (f *InformerFactory) get(kind string, metadata bool) *Informer {
 		}
 		into = f.metadata
 	}
-	inf := newInformer(kind, metadata, f.cluster, f.log, f.metrics, f.resync)
+	var keep func(*pb.Object) bool
+	if dependents {
+		if inf, ok := f.dependent[kind]; ok {
+			return inf
+		}
+		into, keep = f.dependent, Dependent
+	}
+	inf := newInformer(kind, metadata, keep, f.cluster, f.log, f.metrics, f.resync)
 	into[kind] = inf
 	if f.ctx != nil {
 		f.start(inf)
@@ -93,6 +123,9 @@ func (f *InformerFactory) Start(ctx context.Context) {
 	for _, inf := range f.metadata {
 		f.start(inf)
 	}
+	for _, inf := range f.dependent {
+		f.start(inf)
+	}
 }
 
 func (f *InformerFactory) start(inf *Informer) {
@@ -106,11 +139,14 @@ func (f *InformerFactory) Wait() { f.wg.Wait() }
 func (f *InformerFactory) Informers() []*Informer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]*Informer, 0, len(f.informers)+len(f.metadata))
+	out := make([]*Informer, 0, len(f.informers)+len(f.metadata)+len(f.dependent))
 	for _, inf := range f.informers {
 		out = append(out, inf)
 	}
 	for _, inf := range f.metadata {
+		out = append(out, inf)
+	}
+	for _, inf := range f.dependent {
 		out = append(out, inf)
 	}
 	return out

@@ -104,6 +104,11 @@ func EnqueueObject(q Queue) Handler {
 type Informer struct {
 	kind     string
 	metadata bool // keep and hand out metadataOf(obj), encoded (itemStore)
+	// keep, if set, decides which objects the cache holds (a dependents
+	// informer's, InformerFactory.ForDependents); handlers still hear of
+	// every deletion, and of the update by which a cached object stops
+	// being kept.
+	keep     func(*pb.Object) bool
 	cluster  Cluster
 	log      *slog.Logger
 	metrics  *informerMetrics
@@ -126,9 +131,9 @@ type Informer struct {
 	nextID     int
 }
 
-func newInformer(kind string, metadata bool, cluster Cluster, log *slog.Logger, m *informerMetrics, resync time.Duration) *Informer {
+func newInformer(kind string, metadata bool, keep func(*pb.Object) bool, cluster Cluster, log *slog.Logger, m *informerMetrics, resync time.Duration) *Informer {
 	inf := &Informer{
-		kind: kind, metadata: metadata, cluster: cluster, log: log.With("informer", kind), metrics: m, resync: resync,
+		kind: kind, metadata: metadata, keep: keep, cluster: cluster, log: log.With("informer", kind), metrics: m, resync: resync,
 		bookmark: 30,
 		indexers: make(map[string]IndexFunc),
 		indices:  make(map[string]map[string]map[string]struct{}),
@@ -472,7 +477,20 @@ func (inf *Informer) replace(ctx context.Context, items []*pb.Object, raws [][]b
 			seen[key] = struct{}{}
 			old = inf.items.get(key)
 		}
+		if inf.keep != nil && !inf.keep(obj) {
+			if old != nil {
+				// No longer kept: dropped, and reported as the update it is.
+				inf.store(key, old, nil, nil)
+				changes = append(changes, change{old, obj})
+			}
+			continue
+		}
 		if old != nil && old.Meta().GetResourceVersion() == obj.Meta().GetResourceVersion() && old.Meta().GetUid() == obj.Meta().GetUid() {
+			if inf.keep != nil {
+				// Deletions of objects it did not keep went unseen while
+				// the watch was down: handlers look at what is kept again.
+				changes = append(changes, change{old, old})
+			}
 			continue
 		}
 		inf.store(key, old, obj, raw)
@@ -528,14 +546,36 @@ func (inf *Informer) apply(ev *pb.WatchEvent) {
 	case ev.GetType() == EventDeleted:
 		if old == nil || (old.Meta().GetUid() != obj.Meta().GetUid() && obj.Meta().GetUid() != "") {
 			// Already gone (a repeated event), or a newer object of the
-			// same name has replaced it.
+			// same name has replaced it; or, if this informer keeps only
+			// some objects, one it did not keep, whose deletion its
+			// handlers still hear of.
 			inf.mu.Unlock()
+			if inf.keep != nil {
+				inf.dispatchMu.Lock()
+				inf.dispatch(obj, nil)
+				inf.dispatchMu.Unlock()
+			}
 			return
 		}
 	case old != nil && old.Meta().GetUid() == obj.Meta().GetUid() &&
 		old.Meta().GetResourceVersion() >= obj.Meta().GetResourceVersion():
 		// A repeat of a change the cache already holds.
 		inf.mu.Unlock()
+		return
+	case inf.keep != nil && !inf.keep(obj):
+		if old == nil {
+			inf.mu.Unlock()
+			return
+		}
+		// No longer kept: dropped from the cache, and reported as the
+		// update (or replacement) it is.
+		inf.store(key, old, nil, nil)
+		n := inf.items.len()
+		inf.mu.Unlock()
+		inf.metrics.objects.WithLabelValues(inf.kind).Set(float64(n))
+		inf.dispatchMu.Lock()
+		inf.dispatch(old, obj)
+		inf.dispatchMu.Unlock()
 		return
 	default:
 		next = obj

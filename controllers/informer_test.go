@@ -436,3 +436,79 @@ func TestMetadataInformerListsEitherWay(t *testing.T) {
 		t.Errorf("after relist: %v", o.Meta())
 	}
 }
+
+// A dependents informer keeps only objects with owners or finalizers, and
+// still tells its handlers of every deletion; after a relist they see what
+// it keeps again, since deletions of what it did not keep went unseen.
+func TestDependentsInformer(t *testing.T) {
+	cm := func(name, owner string, finalizers ...string) *pb.Object {
+		c := &pb.ConfigMap{Metadata: &pb.ObjectMeta{Namespace: "a", Name: name, Finalizers: finalizers}, Data: map[string]string{"k": "v"}}
+		if owner != "" {
+			c.Metadata.OwnerReferences = []*pb.OwnerReference{{Kind: "ReplicaSet", Name: owner, Uid: "uid-" + owner}}
+		}
+		return pb.Wrap(c)
+	}
+	h := controllertest.NewHarness(t, cm("owned", "rs1"), cm("plain", ""), cm("final", "", "example.com/hold"), cm("plain2", ""), cm("steady", "rs5"))
+	inf := h.Informers.ForDependents("configmaps")
+	if again := h.Informers.ForDependents("ConfigMap"); again != inf {
+		t.Fatal("a second ForDependents made another informer")
+	}
+	if h.Informers.ForDependents("Pod") == h.Informers.For("Pod") {
+		t.Fatal("For after ForDependents returned the dependents informer")
+	}
+	if full := h.Informers.For("Secret"); h.Informers.ForDependents("secrets") != full {
+		t.Fatal("ForDependents after For did not share the full informer")
+	}
+	rec := &recorder{}
+	inf.AddHandler(rec)
+	h.Start()
+	if got := keys(inf.List()); !slices.Equal(got, []string{"a/final", "a/owned", "a/steady"}) {
+		t.Fatalf("cached %v, want only the owned and the finalized", got)
+	}
+	if o, ok := inf.Get("a/owned"); !ok || o.GetConfigMap().GetData() != nil || len(o.Meta().GetOwnerReferences()) != 1 {
+		t.Errorf("a/owned = %v, want its metadata only", o)
+	}
+	if got := keys(inf.ByIndex(controllers.IndexOwner, "uid-rs1")); !slices.Equal(got, []string{"a/owned"}) {
+		t.Errorf("owner rs1 = %v", got)
+	}
+
+	// Every deletion is told; an object that gains an owner is added, one
+	// that loses its last one is dropped, as an update; changes to objects
+	// it does not keep are not told.
+	h.Fake.Remove("ConfigMap", "a", "plain")
+	h.Fake.Mutate("ConfigMap", "a", "plain2", func(o *pb.Object) { o.Meta().Labels = map[string]string{"x": "y"} })
+	h.Fake.Mutate("ConfigMap", "a", "plain2", func(o *pb.Object) {
+		o.Meta().OwnerReferences = []*pb.OwnerReference{{Kind: "ReplicaSet", Name: "rs2", Uid: "uid-rs2"}}
+	})
+	h.Fake.Mutate("ConfigMap", "a", "owned", func(o *pb.Object) { o.Meta().OwnerReferences = nil })
+	h.WaitForCache()
+	want := []string{"add a/final", "add a/owned", "add a/steady", "delete a/plain", "add a/plain2", "update a/owned"}
+	if got := rec.get(); !slices.Equal(sortedHead(got, 3), want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+	if got := keys(inf.List()); !slices.Equal(got, []string{"a/final", "a/plain2", "a/steady"}) {
+		t.Errorf("cached %v after the changes", got)
+	}
+	if got := keys(inf.ByIndex(controllers.IndexOwner, "uid-rs1")); len(got) != 0 {
+		t.Errorf("owner rs1 = %v after its reference went", got)
+	}
+
+	// Relist: what went while the watch was down is reported if it was
+	// kept, and what is still kept is seen again.
+	h.Fake.ExpireWatches()
+	h.Fake.Remove("ConfigMap", "a", "owned")                                                         // not kept: unseen
+	h.Fake.Remove("ConfigMap", "a", "final")                                                         // kept: a deletion
+	h.Fake.Add(cm("new", "rs3"))                                                                     // an addition
+	h.Fake.Mutate("ConfigMap", "a", "plain2", func(o *pb.Object) { o.Meta().OwnerReferences = nil }) // dropped, as an update
+	h.Fake.Add(cm("kept", "rs4"))
+	h.Fake.ExpireWatches()
+	h.Eventually(func() bool { return len(rec.get()) >= len(want)+5 }, "relist events")
+	h.WaitForCache()
+	if got := keys(inf.List()); !slices.Equal(got, []string{"a/kept", "a/new", "a/steady"}) {
+		t.Errorf("cached %v after the relist", got)
+	}
+	got := sortedCopy(rec.get()[len(want):])
+	if wantRelist := []string{"add a/kept", "add a/new", "delete a/final", "update a/plain2", "update a/steady"}; !slices.Equal(got, wantRelist) {
+		t.Errorf("relist events = %v, want %v", got, wantRelist)
+	}
+}

@@ -19,10 +19,14 @@
 // dependent because its owner looks gone the collector confirms the absence
 // with a live read (a List by name): an informer that lags behind the store
 // may not show an owner created a moment ago. Everything else is decided
-// from the caches, which are metadata informers: the collector watches every
-// object in the cluster but reads only metadata. An update (removing owner
-// references or a finalizer) writes the whole object, so it starts from a
-// live read of it.
+// from the caches, which are dependents informers: the collector hears of
+// every object's deletion but keeps, metadata only, just the objects with
+// owners or finalizers (and every object of the kinds other controllers
+// cache in full). An owner it does not keep is looked up live when a
+// dependent needs it (a lookup by name in the leader's store), so the
+// leader does not hold a second copy of every ConfigMap and Secret of the
+// cluster. An update (removing owner references or a finalizer) writes the
+// whole object, so it starts from a live read of it.
 package gc
 
 import (
@@ -63,12 +67,12 @@ type Controller struct {
 	order     []string                         // kinds, sorted, for deterministic iteration
 }
 
-// New builds the collector over a metadata informer for every kind.
+// New builds the collector over a dependents informer for every kind.
 func New(env controllers.Env) *Controller {
 	c := &Controller{env: env, informers: map[string]*controllers.Informer{}}
 	var wait []*controllers.Informer
 	for _, k := range pb.Kinds() {
-		inf := env.Informers.ForMetadata(k.Kind)
+		inf := env.Informers.ForDependents(k.Kind)
 		c.informers[k.Kind] = inf
 		c.order = append(c.order, k.Kind)
 		wait = append(wait, inf)
@@ -243,7 +247,8 @@ func (c *Controller) classify(ctx context.Context, dep *pb.Object, ref *pb.Owner
 	}
 	for _, o := range resp.GetItems() {
 		if o.Meta().GetUid() == ref.GetUid() {
-			// The cache is behind; its event will bring the key back.
+			// Not kept (no owners or finalizers of its own), or the cache
+			// is behind.
 			if o.Meta().GetDeletionTimestamp() != nil && slices.Contains(o.Meta().GetFinalizers(), FinalizerForeground) {
 				return waiting, nil
 			}

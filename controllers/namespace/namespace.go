@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -43,22 +42,24 @@ type Controller struct {
 	env        controllers.Env
 	namespaces *controllers.Informer
 	kinds      []string // namespaced kinds, sorted
-	contents   map[string]*controllers.Informer
 }
 
-// New builds the controller over the Namespace informer and one informer
-// per namespaced kind.
+// New builds the controller over the Namespace informer. A Terminating
+// namespace's contents are listed live, as Kubernetes' namespace
+// controller lists them: a cache of every object of the cluster for an
+// operation this rare would cost the leader memory all the time. Every
+// namespaced kind's dependents informer (shared with the garbage
+// collector) tells it of the deletions it waits for.
 func New(env controllers.Env) *Controller {
-	c := &Controller{env: env, namespaces: env.Informers.For("Namespace"), contents: map[string]*controllers.Informer{}}
+	c := &Controller{env: env, namespaces: env.Informers.For("Namespace")}
 	wait := []*controllers.Informer{c.namespaces}
+	var contents []*controllers.Informer
 	for _, k := range pb.Kinds() {
 		if !k.Namespaced {
 			continue
 		}
-		inf := env.Informers.ForMetadata(k.Kind) // names, uids and deletion state are all it reads
 		c.kinds = append(c.kinds, k.Kind)
-		c.contents[k.Kind] = inf
-		wait = append(wait, inf)
+		contents = append(contents, env.Informers.ForDependents(k.Kind))
 	}
 	c.Loop = controllers.NewLoop(env, c, controllers.LoopOptions{WaitFor: wait})
 	c.namespaces.AddHandler(controllers.HandlerFuncs{
@@ -71,8 +72,8 @@ func New(env controllers.Env) *Controller {
 			c.Queue().Add(o.Meta().GetNamespace())
 		}
 	}
-	for _, kind := range c.kinds {
-		c.contents[kind].AddHandler(controllers.HandlerFuncs{
+	for _, inf := range contents {
+		inf.AddHandler(controllers.HandlerFuncs{
 			UpdateFunc: func(_, o *pb.Object) { content(o) },
 			DeleteFunc: content,
 		})
@@ -100,8 +101,11 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controllers.Re
 	remaining, errs := 0, []error(nil)
 	var left []string
 	for _, kind := range c.kinds {
-		objs := c.contents[kind].ByIndex(controllers.IndexNamespace, name)
-		slices.SortFunc(objs, func(a, b *pb.Object) int { return strings.Compare(controllers.KeyOf(a), controllers.KeyOf(b)) })
+		resp, err := c.env.Cluster.List(ctx, &pb.ListRequest{Kind: kind, Namespace: name})
+		if err != nil {
+			return controllers.Result{}, fmt.Errorf("list %s in namespace %s: %w", kind, name, err)
+		}
+		objs := resp.GetItems() // in key order
 		if len(objs) > 0 {
 			left = append(left, fmt.Sprintf("%d %s", len(objs), kind))
 		}
@@ -130,8 +134,8 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (controllers.Re
 	if err != nil && !controllers.IsNotFound(err) {
 		return controllers.Result{}, fmt.Errorf("delete namespace %s: %w", name, err)
 	}
-	// If something was still there after all (the cache was behind), the
-	// namespace stays Terminating and its content's events bring it back.
+	// If anything is left after all, the store keeps the namespace
+	// Terminating and its content's events bring it back.
 	return controllers.Result{RequeueAfter: recheck}, nil
 }
 
