@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -24,7 +26,8 @@ func newPortForwardCommand(o *Options) *cobra.Command {
 		Use:   "port-forward TYPE/NAME [LOCAL_PORT:]REMOTE_PORT [...[LOCAL_PORT_N:]REMOTE_PORT_N]",
 		Short: "Forward one or more local ports to a pod",
 		Long: `Port-forward listens on local ports and carries each connection to a port of a pod, through
-the masters (one stream per connection), until Ctrl-C.
+the masters (one stream per connection), until Ctrl-C, or until the pod is deleted or finishes
+("lost connection to pod"; run it again to pick another pod of a deployment or service).
 
 Name a pod (web or pod/web), or a deployment, replicaset or service: one of its running pods is
 used. For a service, REMOTE_PORT is a port of the service, forwarded to its targetPort on the pod
@@ -291,8 +294,72 @@ func runPortForward(o *Options, namespace string, addresses []string, target str
 			return fmt.Errorf("unable to listen on any of the requested addresses (%s) for port %d", strings.Join(hosts, ", "), fp.Local)
 		}
 	}
-	<-ctx.Done()
-	return nil
+	gone := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := waitPodGone(ctx, c, pod); err != nil && ctx.Err() == nil {
+			gone <- err
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-gone:
+		return err
+	}
+}
+
+// errLostPod is kubectl's message when the pod a port-forward forwards to
+// goes away.
+var errLostPod = errors.New("lost connection to pod")
+
+// waitPodGone returns errLostPod once pod is deleted, replaced by another
+// of its name, or finished (Succeeded or Failed): nothing listens on its
+// ports any more, and kubectl ends its port-forward then too. It returns
+// ctx's error when ctx ends, or the API's when it cannot watch.
+func waitPodGone(ctx context.Context, c *client.Client, pod *pb.Object) error {
+	m := pod.Meta()
+	ns, name, uid := m.GetNamespace(), m.GetName(), m.GetUid()
+	over := func(o *pb.Object) bool {
+		phase := o.GetPod().GetStatus().GetPhase()
+		return o.Meta().GetUid() != uid || phase == "Succeeded" || phase == "Failed"
+	}
+	rv := m.GetResourceVersion()
+	for {
+		w, err := c.Watch(ctx, "Pod", client.WatchOptions{Namespace: ns, FieldSelector: "metadata.name=" + name, ResourceVersion: rv, BookmarkSeconds: 10})
+		if err == nil {
+			for {
+				var ev *pb.WatchEvent
+				if ev, err = w.Next(ctx); err != nil {
+					break
+				}
+				if ev.GetType() == "DELETED" || over(ev.GetObject()) {
+					w.Close()
+					return errLostPod
+				}
+			}
+			rv = w.ResourceVersion()
+			w.Close()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !errors.Is(err, client.ErrExpired) {
+			return apiError(err)
+		}
+		// History gone: read the pod again and go on from there.
+		cur, err := c.Get(ctx, "Pod", ns, name, client.ReadOptions{})
+		switch {
+		case status.Code(err) == codes.NotFound:
+			return errLostPod
+		case err != nil:
+			return apiError(err)
+		case over(cur):
+			return errLostPod
+		}
+		rv = cur.Meta().GetResourceVersion()
+	}
 }
 
 // forwardTarget resolves TYPE/NAME to a running pod, and the service when

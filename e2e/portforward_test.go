@@ -127,6 +127,20 @@ spec:
 	if out, err := c.cli("", "port-forward", "pf", "abc:8080"); err == nil || !strings.Contains(out, `port "abc:8080": local port "abc"`) {
 		t.Errorf("a bad port: %v\n%s", err, out)
 	}
+
+	// The pod goes: the command says so and fails, as kubectl's does,
+	// instead of listening for a pod that is not there.
+	pf = startPortForward(t, c, "pod/pf", ":8080")
+	pf.waitForwarding(t, `Forwarding from 127\.0\.0\.1:(\d+) -> 8080`)
+	c.mustCLI(t, "", "delete", "pod", "pf", "--wait=false")
+	select {
+	case <-pf.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("port-forward still running 60s after its pod was deleted:\n%s", pf.output())
+	}
+	if pf.err == nil || !strings.Contains(pf.output(), "error: lost connection to pod") {
+		t.Errorf("port-forward after its pod was deleted exited with %v:\n%s", pf.err, pf.output())
+	}
 }
 
 // portForward is a running skiff port-forward.
