@@ -57,6 +57,7 @@ type topPodsOptions struct {
 	namespace     string
 	allNamespaces bool
 	selector      string
+	fieldSelector string
 	containers    bool
 	sortBy        string
 	noHeaders     bool
@@ -66,7 +67,7 @@ type topPodsOptions struct {
 func newTopPodsCommand(o *Options) *cobra.Command {
 	var opts topPodsOptions
 	cmd := &cobra.Command{
-		Use:     "pods [NAME | -l SELECTOR]",
+		Use:     "pods [NAME | -l SELECTOR | --field-selector SELECTOR]",
 		Aliases: []string{"pod", "po"},
 		Short:   "Show the CPU and memory usage of pods",
 		Long: `Top pods shows the CPU (millicores) and memory working set (MiB) of each pod, the sum of its
@@ -82,7 +83,10 @@ is left out; a pod on a node that cannot be reached or is hollow is left out wit
   skiff top pod web-7d4b9 --containers
 
   # The pods of a label selector, and what they use together
-  skiff top pods -l app=web --sum`,
+  skiff top pods -l app=web --sum
+
+  # The pods on one node
+  skiff top pods -A --field-selector spec.nodeName=w1`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
@@ -104,6 +108,7 @@ is left out; a pod on a node that cannot be reached or is hollow is left out wit
 	f.StringVarP(&opts.namespace, "namespace", "n", "default", "namespace of the pods")
 	f.BoolVarP(&opts.allNamespaces, "all-namespaces", "A", false, "pods of every namespace")
 	f.StringVarP(&opts.selector, "selector", "l", "", "only pods of this label selector: a=b, a!=b, a in (x,y), !a")
+	f.StringVar(&opts.fieldSelector, "field-selector", "", "only pods of this field selector (=, ==, !=): metadata.name, metadata.namespace, spec.nodeName, status.phase")
 	f.BoolVar(&opts.containers, "containers", false, "a row per container")
 	f.StringVar(&opts.sortBy, "sort-by", "", "sort by cpu or memory, the largest first (default: by name)")
 	f.BoolVar(&opts.noHeaders, "no-headers", false, "print no header row")
@@ -118,6 +123,8 @@ func (opts topPodsOptions) validate(name string) error {
 	switch {
 	case name != "" && opts.selector != "":
 		return errors.New("only one of NAME or --selector can be provided")
+	case name != "" && opts.fieldSelector != "":
+		return errors.New("only one of NAME or --field-selector can be provided")
 	case name != "" && opts.allNamespaces:
 		return errors.New("a pod cannot be named across all namespaces: drop -A, or give its namespace with -n")
 	}
@@ -406,7 +413,7 @@ func runTopPods(ctx context.Context, c topClient, opts topPodsOptions, name stri
 		}
 		pods = append(pods, obj.GetPod())
 	} else {
-		objs, _, err := c.List(ctx, "Pod", client.ListOptions{Namespace: ns, LabelSelector: opts.selector})
+		objs, _, err := c.List(ctx, "Pod", client.ListOptions{Namespace: ns, LabelSelector: opts.selector, FieldSelector: opts.fieldSelector})
 		if err != nil {
 			return apiError(err)
 		}

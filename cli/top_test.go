@@ -188,7 +188,9 @@ func (f *fakeTop) List(_ context.Context, kind string, opts client.ListOptions) 
 		return out, 1, nil
 	}
 	for _, p := range f.pods {
-		if opts.Namespace == "" || p.GetMetadata().GetNamespace() == opts.Namespace {
+		node, onNode := strings.CutPrefix(opts.FieldSelector, "spec.nodeName=")
+		if (opts.Namespace == "" || p.GetMetadata().GetNamespace() == opts.Namespace) &&
+			(opts.FieldSelector == "" || onNode && p.GetSpec().GetNodeName() == node) {
 			out = append(out, pb.Wrap(p))
 		}
 	}
@@ -308,6 +310,20 @@ default     api   api    50m          32Mi
 		t.Errorf("top pods -A --containers --sort-by=memory: got\n%s\nwant\n%s", out.String(), want)
 	}
 
+	// The pods on one node: only w1's are asked for and shown.
+	f.reqs = nil
+	out.Reset()
+	errOut.Reset()
+	if err := runTopPods(context.Background(), f, topPodsOptions{allNamespaces: true, fieldSelector: "spec.nodeName=w1"}, "", &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "far") || errOut.Len() != 0 || len(f.reqs) != 1 || f.reqs[0].GetNodeName() != "w1" {
+		t.Errorf("top pods --field-selector spec.nodeName=w1: requests %v\n%s%s", f.reqs, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "web ") {
+		t.Errorf("top pods --field-selector spec.nodeName=w1: no row for web:\n%s", out.String())
+	}
+
 	// One pod by name.
 	f.reqs = nil
 	out.Reset()
@@ -390,6 +406,7 @@ func TestTopRefusesBadArgumentsBeforeConnecting(t *testing.T) {
 	refusedBeforeConnecting(t, `--sort-by "name": use cpu or memory`, "top", "pods", "--sort-by", "name")
 	refusedBeforeConnecting(t, `--sort-by "mem": use cpu or memory`, "top", "nodes", "--sort-by=mem")
 	refusedBeforeConnecting(t, "only one of NAME or --selector can be provided", "top", "pod", "web", "-l", "app=web")
+	refusedBeforeConnecting(t, "only one of NAME or --field-selector can be provided", "top", "pod", "web", "--field-selector", "spec.nodeName=w1")
 	refusedBeforeConnecting(t, "only one of NAME or --selector can be provided", "top", "node", "w1", "-l", "pool=a")
 	refusedBeforeConnecting(t, "a pod cannot be named across all namespaces", "top", "po", "web", "-A")
 }

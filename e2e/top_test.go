@@ -116,6 +116,13 @@ spec:
 		t.Errorf("top pods --sum: %v\n%s", err, out)
 	}
 
+	// --field-selector: the pods of the real node only, so no warning
+	// about the hollow one.
+	out, stderr, err = topCLI(c, "top", "pods", "-A", "--field-selector", "spec.nodeName=w1")
+	if _, _, ok := topCells(out, "default", "burner"); err != nil || !ok || strings.Contains(out, "ghost") || stderr != "" {
+		t.Errorf("top pods --field-selector spec.nodeName=w1: %v\n%s%s", err, out, stderr)
+	}
+
 	// A pod without usage says why.
 	out, stderr, err = topCLI(c, "top", "pod", "ghost")
 	if err == nil || !strings.Contains(stderr, "no usage for pod default/ghost: node h1 is hollow") {
