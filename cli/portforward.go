@@ -12,8 +12,6 @@ import (
 	"sync"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/skiff-sh/skiff/client"
 	pb "github.com/skiff-sh/skiff/proto"
@@ -325,41 +323,19 @@ func waitPodGone(ctx context.Context, c *client.Client, pod *pb.Object) error {
 		phase := o.GetPod().GetStatus().GetPhase()
 		return o.Meta().GetUid() != uid || phase == "Succeeded" || phase == "Failed"
 	}
-	rv := m.GetResourceVersion()
-	for {
-		w, err := c.Watch(ctx, "Pod", client.WatchOptions{Namespace: ns, FieldSelector: "metadata.name=" + name, ResourceVersion: rv, BookmarkSeconds: 10})
-		if err == nil {
-			for {
-				var ev *pb.WatchEvent
-				if ev, err = w.Next(ctx); err != nil {
-					break
-				}
-				if ev.GetType() == "DELETED" || over(ev.GetObject()) {
-					w.Close()
-					return errLostPod
-				}
-			}
-			rv = w.ResourceVersion()
-			w.Close()
+	err := followObject(ctx, c, "Pod", ns, name, m.GetResourceVersion(), func(o *pb.Object) (bool, error) {
+		if o == nil || over(o) {
+			return true, errLostPod
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !errors.Is(err, client.ErrExpired) {
-			return apiError(err)
-		}
-		// History gone: read the pod again and go on from there.
-		cur, err := c.Get(ctx, "Pod", ns, name, client.ReadOptions{})
-		switch {
-		case status.Code(err) == codes.NotFound:
-			return errLostPod
-		case err != nil:
-			return apiError(err)
-		case over(cur):
-			return errLostPod
-		}
-		rv = cur.Meta().GetResourceVersion()
+		return false, nil
+	})
+	switch {
+	case errors.Is(err, errLostPod):
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
+	return apiError(err)
 }
 
 // forwardTarget resolves TYPE/NAME to a running pod, and the service when

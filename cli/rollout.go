@@ -256,42 +256,23 @@ func followRollout(ctx context.Context, out io.Writer, c *client.Client, kind, n
 	if done, err := report(obj); err != nil || done || !watch {
 		return err
 	}
-	rv := obj.Meta().GetResourceVersion()
-	for {
-		w, err := c.Watch(ctx, kind, client.WatchOptions{Namespace: ns, FieldSelector: "metadata.name=" + name, ResourceVersion: rv, BookmarkSeconds: 10})
-		if err == nil {
-			for {
-				var ev *pb.WatchEvent
-				if ev, err = w.Next(ctx); err != nil {
-					break
-				}
-				if ev.GetType() == "DELETED" {
-					w.Close()
-					return fmt.Errorf("%s/%s was deleted", strings.ToLower(kind), name)
-				}
-				if done, rerr := report(ev.GetObject()); rerr != nil || done {
-					w.Close()
-					return rerr
-				}
-			}
-			rv = w.ResourceVersion()
-			w.Close()
+	var rerr error
+	err = followObject(ctx, c, kind, ns, name, obj.Meta().GetResourceVersion(), func(obj *pb.Object) (bool, error) {
+		if obj == nil {
+			rerr = fmt.Errorf("%s/%s was deleted", strings.ToLower(kind), name)
+			return false, rerr
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !errors.Is(err, client.ErrExpired) {
-			return apiError(err)
-		}
-		// History gone: read the object again and go on from there.
-		if obj, err = c.Get(ctx, kind, ns, name, client.ReadOptions{}); err != nil {
-			return apiError(err)
-		}
-		if done, err := report(obj); err != nil || done {
-			return err
-		}
-		rv = obj.Meta().GetResourceVersion()
+		var done bool
+		done, rerr = report(obj)
+		return done, rerr
+	})
+	switch {
+	case rerr != nil:
+		return rerr
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
 	}
+	return apiError(err)
 }
 
 // ---- history ----

@@ -452,43 +452,63 @@ func (w *waiter) wait(ctx context.Context, kind pb.KindInfo, ns, name string, ob
 	if w.once {
 		return fmt.Errorf("condition not met for %s", where)
 	}
+	var cerr error
+	err := followObject(ctx, w.c, kind.Kind, ns, name, rv, func(obj *pb.Object) (bool, error) {
+		var ok bool
+		ok, cerr = check(obj)
+		return ok, cerr
+	})
+	switch {
+	case cerr != nil:
+		return cerr
+	case err != nil:
+		return waitFailed(ctx, err, where)
+	}
+	return done()
+}
+
+// followObject follows one object by name from resourceVersion rv: it calls
+// fn with every state the object takes (nil once it is deleted) until fn
+// reports done or fails, and returns fn's error. When the watch's history is
+// gone it reads the object again, by a list so that a deleted one reads as
+// nil, calls fn with it and watches on from the list. Errors of the watch
+// and the read are returned as they are, for the caller to word.
+func followObject(ctx context.Context, c *client.Client, kind, ns, name string, rv uint64, fn func(obj *pb.Object) (done bool, err error)) error {
+	byName := "metadata.name=" + name
 	for {
-		watch, err := w.c.Watch(ctx, kind.Kind, client.WatchOptions{Namespace: ns, FieldSelector: "metadata.name=" + name, ResourceVersion: rv, BookmarkSeconds: 10})
+		w, err := c.Watch(ctx, kind, client.WatchOptions{Namespace: ns, FieldSelector: byName, ResourceVersion: rv, BookmarkSeconds: 10})
 		if err == nil {
 			for {
 				var ev *pb.WatchEvent
-				if ev, err = watch.Next(ctx); err != nil {
+				if ev, err = w.Next(ctx); err != nil {
 					break
 				}
-				cur := ev.GetObject()
+				obj := ev.GetObject()
 				if ev.GetType() == "DELETED" {
-					cur = nil
+					obj = nil
 				}
-				ok, cerr := check(cur)
-				if cerr != nil || ok {
-					watch.Close()
-					if cerr != nil {
-						return cerr
-					}
-					return done()
+				if done, ferr := fn(obj); ferr != nil || done {
+					w.Close()
+					return ferr
 				}
 			}
-			watch.Close()
+			w.Close()
 		}
 		if ctx.Err() != nil || !errors.Is(err, client.ErrExpired) {
-			return waitFailed(ctx, err, where)
+			return err
 		}
-		// The history to resume from is gone: read the object again and
-		// watch from there.
-		if obj, rv, err = w.read(ctx, kind, ns, name); err != nil {
-			return waitFailed(ctx, err, where)
+		items, listRV, err := c.List(ctx, kind, client.ListOptions{Namespace: ns, FieldSelector: byName})
+		if err != nil {
+			return err
 		}
-		if ok, err := check(obj); err != nil || ok {
-			if err != nil {
-				return err
-			}
-			return done()
+		var obj *pb.Object
+		if len(items) > 0 {
+			obj = items[0]
 		}
+		if done, err := fn(obj); err != nil || done {
+			return err
+		}
+		rv = listRV
 	}
 }
 
