@@ -13,12 +13,13 @@ import (
 	"github.com/skiff-sh/skiff/fsm"
 )
 
-// encodedCreates returns n encoded pod creates starting at index first.
-func encodedCreates(b *testing.B, first uint64, n int) []*raft.Log {
+// encodedCreates returns n encoded creates of pods named prefix-0, ...,
+// starting at index first.
+func encodedCreates(b *testing.B, prefix string, first uint64, n int) []*raft.Log {
 	logs := make([]*raft.Log, n)
 	for i := range logs {
 		idx := first + uint64(i)
-		cmd := createCmd(pod("default", fmt.Sprint("pod-", i), map[string]string{"app": fmt.Sprint("app-", i%100)}))
+		cmd := createCmd(pod("default", fmt.Sprint(prefix, i), map[string]string{"app": fmt.Sprint("app-", i%100)}))
 		cmd.Time, cmd.Uid = timeAt(idx), fmt.Sprint("uid-", idx)
 		data, err := fsm.EncodeCommand(cmd)
 		if err != nil {
@@ -32,7 +33,30 @@ func encodedCreates(b *testing.B, first uint64, n int) []*raft.Log {
 func BenchmarkApplyCreate(b *testing.B) {
 	c := newCluster(b, 0)
 	c.must(createCmd(namespace("default")))
-	logs := encodedCreates(b, 2, b.N)
+	logs := encodedCreates(b, "pod-", 2, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, l := range logs {
+		if res := c.f.Apply(l).(*fsm.Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+}
+
+// BenchmarkApplyCreateFullWindow creates unbound pods once the event
+// window is full, as under steady pod churn: every event then pushes the
+// oldest out, and the unbound pods' index of events must not be moved
+// whole for it.
+func BenchmarkApplyCreateFullWindow(b *testing.B) {
+	const window = 20000
+	c := newCluster(b, window)
+	c.must(createCmd(namespace("default")))
+	for _, l := range encodedCreates(b, "fill-", 2, window) {
+		if res := c.f.Apply(l).(*fsm.Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+	logs := encodedCreates(b, "pod-", uint64(2+window), b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for _, l := range logs {
@@ -45,7 +69,7 @@ func BenchmarkApplyCreate(b *testing.B) {
 func BenchmarkList(b *testing.B) {
 	c := newCluster(b, 0)
 	c.must(createCmd(namespace("default")))
-	for _, l := range encodedCreates(b, 2, 10000) {
+	for _, l := range encodedCreates(b, "pod-", 2, 10000) {
 		c.f.Apply(l)
 	}
 	for _, tc := range []struct {
@@ -76,7 +100,7 @@ func BenchmarkWatchFanout(b *testing.B) {
 	const watchers = 100
 	c := newCluster(b, 0)
 	c.must(createCmd(namespace("default")))
-	logs := encodedCreates(b, 2, b.N)
+	logs := encodedCreates(b, "pod-", 2, b.N)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup

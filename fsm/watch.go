@@ -262,10 +262,14 @@ func (e *Event) decode() error {
 }
 
 // index lists event seq under node, first dropping the node's entries that
-// have left the window.
+// have left the window once they are more than half of its list. Dropping
+// them as soon as there is one moved the whole list for every event once
+// the window was full (up to a window of entries per pod event for the
+// unbound pods); this way each entry is moved at most once, on average, and
+// a list holds at most twice the window.
 func (l *eventLog) index(node string, seq uint64) {
 	seqs := l.byNode[node]
-	if len(seqs) > 0 && seqs[0] < l.oldest() {
+	if n := len(seqs); n > 0 && seqs[n/2] < l.oldest() {
 		i, _ := slices.BinarySearch(seqs, l.oldest())
 		seqs = append(seqs[:0], seqs[i:]...)
 	}
