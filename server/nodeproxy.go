@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -147,15 +148,39 @@ func (p *podsProxy) Logs(req *pb.LogsRequest, stream grpc.ServerStreamingServer[
 // then stdin and resizes flow up and output flows down until the worker
 // sends the exit code and ends the stream.
 func (p *podsProxy) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.ExecResponse]) error {
-	ctx, cancel := context.WithCancel(stream.Context())
+	return relaySession(p, stream, "exec", (*pb.ExecRequest).GetStart, pb.NodeAgentClient.Exec,
+		func(start *pb.ExecStart, node, uid string) *pb.ExecRequest {
+			fwd := gproto.Clone(start).(*pb.ExecStart)
+			fwd.Namespace, fwd.NodeName, fwd.PodUid = cmp.Or(fwd.Namespace, "default"), node, uid
+			return &pb.ExecRequest{Msg: &pb.ExecRequest_Start{Start: fwd}}
+		})
+}
+
+// sessionStart is the first message of a session relayed to a pod's worker.
+type sessionStart interface {
+	gproto.Message
+	GetNamespace() string
+	GetPod() string
+}
+
+// relaySession relays a session with a pod (exec, port-forward): the
+// caller's first message holds its start (startOf), which names the pod;
+// the session opens (open) on the pod's worker with that start for this
+// node and pod uid (forward), and is then relayed both ways.
+func relaySession[Req, Resp any, S sessionStart](p *podsProxy, down grpc.BidiStreamingServer[Req, Resp], what string,
+	startOf func(*Req) S,
+	open func(pb.NodeAgentClient, context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[Req, Resp], error),
+	forward func(start S, node, uid string) *Req,
+) error {
+	ctx, cancel := context.WithCancel(down.Context())
 	defer cancel()
-	first, err := stream.Recv()
+	first, err := down.Recv()
 	if err != nil {
 		return err
 	}
-	start := first.GetStart()
-	if start == nil {
-		return status.Error(codes.InvalidArgument, "exec: the first message must be start")
+	start := startOf(first)
+	if !start.ProtoReflect().IsValid() {
+		return status.Errorf(codes.InvalidArgument, "%s: the first message must be start", what)
 	}
 	addr, node, uid, err := p.route(ctx, start.GetNamespace(), start.GetPod())
 	if err != nil {
@@ -165,21 +190,16 @@ func (p *podsProxy) Exec(stream grpc.BidiStreamingServer[pb.ExecRequest, pb.Exec
 	if err != nil {
 		return err
 	}
-	up, err := cl.Exec(ctx)
+	up, err := open(cl, ctx)
 	if err != nil {
 		return agentErr(err, node, addr)
 	}
-	fwd := gproto.Clone(start).(*pb.ExecStart)
-	if fwd.Namespace == "" {
-		fwd.Namespace = "default"
-	}
-	fwd.NodeName, fwd.PodUid = node, uid
-	if err := up.Send(&pb.ExecRequest{Msg: &pb.ExecRequest_Start{Start: fwd}}); err != nil {
+	if err := up.Send(forward(start, node, uid)); err != nil {
 		// Send reports only that the stream broke; Recv says why.
 		_, err = up.Recv()
 		return agentErr(err, node, addr)
 	}
-	return relay(ctx, cancel, stream, up, node, addr)
+	return relay(ctx, cancel, down, up, node, addr)
 }
 
 // relay copies a bidi stream both ways once its first message went up: the
@@ -220,39 +240,12 @@ func relay[Req, Resp any](ctx context.Context, cancel context.CancelFunc, down g
 // picks the worker, then the caller's bytes flow up and the pod's down
 // until the worker ends the stream.
 func (p *podsProxy) PortForward(stream grpc.BidiStreamingServer[pb.PortForwardRequest, pb.PortForwardResponse]) error {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	first, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	start := first.GetStart()
-	if start == nil {
-		return status.Error(codes.InvalidArgument, "port-forward: the first message must be start")
-	}
-	addr, node, uid, err := p.route(ctx, start.GetNamespace(), start.GetPod())
-	if err != nil {
-		return err
-	}
-	cl, err := p.agent(addr, node)
-	if err != nil {
-		return err
-	}
-	up, err := cl.PortForward(ctx)
-	if err != nil {
-		return agentErr(err, node, addr)
-	}
-	fwd := gproto.Clone(start).(*pb.PortForwardStart)
-	if fwd.Namespace == "" {
-		fwd.Namespace = "default"
-	}
-	fwd.NodeName, fwd.PodUid = node, uid
-	if err := up.Send(&pb.PortForwardRequest{Msg: &pb.PortForwardRequest_Start{Start: fwd}}); err != nil {
-		// Send reports only that the stream broke; Recv says why.
-		_, err = up.Recv()
-		return agentErr(err, node, addr)
-	}
-	return relay(ctx, cancel, stream, up, node, addr)
+	return relaySession(p, stream, "port-forward", (*pb.PortForwardRequest).GetStart, pb.NodeAgentClient.PortForward,
+		func(start *pb.PortForwardStart, node, uid string) *pb.PortForwardRequest {
+			fwd := gproto.Clone(start).(*pb.PortForwardStart)
+			fwd.Namespace, fwd.NodeName, fwd.PodUid = cmp.Or(fwd.Namespace, "default"), node, uid
+			return &pb.PortForwardRequest{Msg: &pb.PortForwardRequest_Start{Start: fwd}}
+		})
 }
 
 // statsTimeout bounds a Stats relay: a worker that does not answer a few
