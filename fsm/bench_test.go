@@ -30,17 +30,22 @@ func encodedCreates(b *testing.B, prefix string, first uint64, n int) []*raft.Lo
 	return logs
 }
 
+// applyAll applies logs one by one through raft's entry point.
+func applyAll(b *testing.B, f *fsm.FSM, logs []*raft.Log) {
+	for _, l := range logs {
+		if res := f.Apply(l).(*fsm.Result); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+}
+
 func BenchmarkApplyCreate(b *testing.B) {
 	c := newCluster(b, 0)
 	c.must(createCmd(namespace("default")))
 	logs := encodedCreates(b, "pod-", 2, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
-	for _, l := range logs {
-		if res := c.f.Apply(l).(*fsm.Result); res.Err != nil {
-			b.Fatal(res.Err)
-		}
-	}
+	applyAll(b, c.f, logs)
 }
 
 // BenchmarkApplyCreateFullWindow creates unbound pods once the event
@@ -51,19 +56,11 @@ func BenchmarkApplyCreateFullWindow(b *testing.B) {
 	const window = 20000
 	c := newCluster(b, window)
 	c.must(createCmd(namespace("default")))
-	for _, l := range encodedCreates(b, "fill-", 2, window) {
-		if res := c.f.Apply(l).(*fsm.Result); res.Err != nil {
-			b.Fatal(res.Err)
-		}
-	}
+	applyAll(b, c.f, encodedCreates(b, "fill-", 2, window))
 	logs := encodedCreates(b, "pod-", uint64(2+window), b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
-	for _, l := range logs {
-		if res := c.f.Apply(l).(*fsm.Result); res.Err != nil {
-			b.Fatal(res.Err)
-		}
-	}
+	applyAll(b, c.f, logs)
 }
 
 func BenchmarkList(b *testing.B) {
